@@ -1,0 +1,55 @@
+"""``rnnmem list``: what is registered."""
+
+from __future__ import annotations
+
+NAME = "list"
+HELP = "list claims, parameterisations, target memories, models and languages"
+ORDER = 90
+
+_WHAT = ("claims", "parameterisations", "targets", "models", "languages")
+
+
+def add_arguments(p):
+    p.add_argument("what", nargs="?", choices=_WHAT + ("all",), default="all")
+
+
+def _rows(what):
+    if what == "claims":
+        from ..proofs_check.registry import all_claims
+
+        return [(c.id, ("[must hold] " if c.must_hold else "") + c.title) for c in all_claims()]
+    if what == "parameterisations":
+        from ..theory import PARAMETERISATIONS
+
+        return [(n, f"{p.time:<10} f(w) = {p.expr}   stable={p.stable}")
+                for n, p in PARAMETERISATIONS.items()]
+    if what == "targets":
+        try:
+            from ..theory import TARGETS
+        except ImportError:
+            return []
+        return [(n, str(t)) for n, t in TARGETS.items()]
+    if what == "models":
+        try:
+            from ..models.registry import MODELS
+        except ImportError:
+            return []
+        return [(n, (m.__doc__ or "").strip().splitlines()[0]) for n, m in MODELS.items()]
+    if what == "languages":
+        try:
+            from ..tasks import LANGUAGES
+        except ImportError:
+            return []
+        return [(n, str(getattr(lang, "description", ""))) for n, lang in LANGUAGES.items()]
+    return []
+
+
+def run(args) -> int:
+    whats = _WHAT if args.what == "all" else (args.what,)
+    for what in whats:
+        rows = _rows(what)
+        print(f"{what}:")
+        width = max([len(r[0]) for r in rows] + [4])
+        for name, desc in rows:
+            print(f"  {name:<{width}}  {desc}")
+    return 0

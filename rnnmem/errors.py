@@ -1,0 +1,77 @@
+"""The rnnmem exception hierarchy.
+
+Every error rnnmem raises on bad input is a :class:`RnnmemError`; the CLI catches exactly
+this class, prints its message on one line and exits with status 2. Subclasses also derive
+from the matching builtin (``ValueError``, ``LookupError``, ...) so that generic handlers keep
+working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RnnmemError",
+    "ShapeError",
+    "NonFiniteError",
+    "InvalidParameterError",
+    "UnknownNameError",
+    "UnstableSystemError",
+    "CheckpointError",
+    "DatasetError",
+    "TrainingDivergedError",
+    "AlphabetError",
+    "DerivationError",
+]
+
+
+class RnnmemError(Exception):
+    """Base class of every error rnnmem raises on purpose."""
+
+
+class ShapeError(RnnmemError, ValueError):
+    """An array has the wrong number of dimensions or mismatched sizes."""
+
+
+class NonFiniteError(RnnmemError, ValueError):
+    """An input contains NaN or infinity."""
+
+
+class InvalidParameterError(RnnmemError, ValueError):
+    """A scalar option is out of its admissible range (dt <= 0, a negative width, ...)."""
+
+
+class UnknownNameError(RnnmemError, LookupError):
+    """A name (parameterisation, target, model, claim, language) is not registered."""
+
+    def __init__(self, kind: str, name: object, known: "list[str] | tuple[str, ...]" = ()):
+        self.kind, self.name, self.known = kind, name, tuple(known)
+        msg = f"unknown {kind} {name!r}"
+        if self.known:
+            msg += f"; known: {', '.join(sorted(map(str, self.known)))}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # LookupError would otherwise repr() the message
+        return self.args[0]
+
+
+class UnstableSystemError(RnnmemError, ValueError):
+    """A system assumed to be stable (decaying memory) is not."""
+
+
+class CheckpointError(RnnmemError):
+    """A checkpoint is missing, corrupt, of an unknown model, or otherwise unusable."""
+
+
+class DatasetError(RnnmemError):
+    """A data set cannot be loaded or fails its integrity check."""
+
+
+class TrainingDivergedError(RnnmemError):
+    """The loss became NaN or infinite during training."""
+
+
+class AlphabetError(RnnmemError, ValueError):
+    """A string contains symbols outside a language's alphabet, or is otherwise malformed."""
+
+
+class DerivationError(RnnmemError):
+    """A symbolic derivation could not be completed."""

@@ -1,0 +1,12 @@
+"""Import every model module so that each registers itself (see registry)."""
+
+import importlib
+
+_MODULES = ["ssm", "rnn", "lru", "s4d", "stack_rnn", "lm"]
+
+for _m in _MODULES:
+    try:
+        importlib.import_module(f"{__package__}.{_m}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name != f"{__package__}.{_m}":
+            raise

@@ -1,0 +1,104 @@
+"""Tolerances derived from the problem, in one place, per dtype.
+
+Every comparison in rnnmem (tests, claims, fast-vs-reference checks) asks this module for
+its tolerance instead of writing a literal. A tolerance is built from
+
+* the unit roundoff :math:`u` of the dtype (``float16``: :math:`2^{-11}`, ``bfloat16``:
+  :math:`2^{-8}`, ``float32``: :math:`2^{-24}`, ``float64``: :math:`2^{-53}`),
+* the number of sequential floating-point operations the result went through
+  (``n_ops``; e.g. the length of a recurrence), entering as :math:`\\sqrt{n}` for a
+  random-walk accumulation of rounding errors or :math:`n` for the worst case,
+* the condition number of the problem (``cond``, e.g. :math:`\\kappa(V)` of an
+  eigenvector matrix, or :math:`1/(1-|a|)` of a recurrence),
+* a discretisation or solver error (``solver_rtol``), added, not multiplied.
+
+The result is :math:`\\mathrm{rtol} = c\\,u\\,\\kappa\\,g(n) + \\mathrm{solver\\_rtol}` with a
+small safety constant :math:`c = 8`, and ``atol = rtol * scale`` for a quantity of typical
+magnitude ``scale`` (scipy ``test_ivp`` style: error measured relative to
+``atol + rtol * |y|``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["unit_roundoff", "Tolerance", "tolerance", "dtype_name"]
+
+_UNIT_ROUNDOFF = {
+    "float16": 2.0**-11,
+    "half": 2.0**-11,
+    "bfloat16": 2.0**-8,
+    "float32": 2.0**-24,
+    "float": 2.0**-24,
+    "complex64": 2.0**-24,
+    "float64": 2.0**-53,
+    "double": 2.0**-53,
+    "complex128": 2.0**-53,
+}
+
+SAFETY = 8.0
+
+
+def dtype_name(dtype) -> str:
+    """Normalise a numpy/torch dtype (or its name) to a plain name such as ``"float32"``."""
+    name = getattr(dtype, "name", None) or str(dtype)
+    name = name.replace("torch.", "").replace("numpy.", "")
+    if name.startswith("<class"):
+        name = name.split("'")[1].split(".")[-1]
+    return name
+
+
+def unit_roundoff(dtype) -> float:
+    """Unit roundoff :math:`u = \\epsilon/2` of ``dtype`` (numpy or torch, or a name)."""
+    name = dtype_name(dtype)
+    try:
+        return _UNIT_ROUNDOFF[name]
+    except KeyError:
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError(f"no tolerance known for dtype {name!r}") from None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+    def allclose(self, actual, expected) -> bool:
+        import numpy as np
+
+        a, e = np.asarray(actual), np.asarray(expected)
+        return bool(np.all(np.abs(a - e) <= self.atol + self.rtol * np.abs(e)))
+
+    def max_violation(self, actual, expected) -> float:
+        """max |a - e| / (atol + rtol |e|): <= 1 means within tolerance."""
+        import numpy as np
+
+        a, e = np.asarray(actual), np.asarray(expected)
+        return float(np.max(np.abs(a - e) / (self.atol + self.rtol * np.abs(e)), initial=0.0))
+
+
+def tolerance(dtype="float64", *, n_ops: int = 1, cond: float = 1.0, scale: float = 1.0,
+              solver_rtol: float = 0.0, worst_case: bool = False) -> Tolerance:
+    """The tolerance for a result computed in ``dtype``.
+
+    Parameters
+    ----------
+    dtype : numpy/torch dtype or name
+    n_ops : int
+        Length of the longest chain of dependent roundings (e.g. sequence length).
+    cond : float
+        Condition number of the problem (>= 1).
+    scale : float
+        Typical magnitude of the compared quantity, for ``atol``.
+    solver_rtol : float
+        Relative error of a discretisation or ODE solver, added.
+    worst_case : bool
+        Use :math:`n` instead of :math:`\\sqrt n` for the accumulation.
+    """
+    u = unit_roundoff(dtype)
+    n = max(int(n_ops), 1)
+    growth = float(n) if worst_case else math.sqrt(n)
+    rtol = SAFETY * u * max(float(cond), 1.0) * growth + float(solver_rtol)
+    return Tolerance(rtol=rtol, atol=rtol * float(scale))
