@@ -2,7 +2,7 @@
 
 import importlib
 
-_MODULES = ["ssm", "rnn", "lru", "s4d", "stack_rnn", "lm"]
+_MODULES = ["diagonal", "ssm", "rnn", "lru", "s4d", "stack_rnn", "lm"]
 
 for _m in _MODULES:
     try:

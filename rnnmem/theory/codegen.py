@@ -106,7 +106,13 @@ def generate(expr: sp.Expr, args: Sequence[sp.Symbol], backend: str) -> Callable
         modules = [_torch_namespace(), "torch"]
     else:  # pragma: no cover - internal misuse
         raise ValueError(f"unknown backend {backend!r}")
-    fn = sp.lambdify(list(args), body, modules=modules)
+    printer = None
+    if backend == "torch":
+        from sympy.printing.pytorch import TorchPrinter
+
+        # non-strict: our opaque functions are printed by name and found in the namespace
+        printer = TorchPrinter({"strict": False})
+    fn = sp.lambdify(list(args), body, modules=modules, printer=printer)
     if body.free_symbols & set(args):
         return fn
 
