@@ -1,0 +1,441 @@
+r"""Differentiable stacks with explicit state.
+
+Two continuous relaxations of a pushdown stack, each a small :class:`torch.nn.Module` that
+holds only the *interface* layers (the maps from the controller's hidden state :math:`h_t`
+to the stack actions and the pushed value). The stack contents are never stored on the
+module: every operation takes the state and returns a new one, so a recurrent model can
+carry, detach (truncated BPTT) or record it freely.
+
+* :class:`SuperpositionStack`: Joulin & Mikolov (2015), "Inferring Algorithmic Patterns with
+  Stack-Augmented Recurrent Nets", NeurIPS (arXiv:1503.01007). Every cell is a convex
+  combination of the results of push, pop and no-op.
+* :class:`StratificationStack`: Grefenstette, Hermann, Suleyman & Blunsom (2015), "Learning
+  to Transduce with Unbounded Memory", NeurIPS (arXiv:1506.02516). Elements carry a
+  strength in :math:`[0, 1]`; pop removes strength from the top down, read mixes the
+  topmost unit of strength.
+
+Both are vectorised over batch, stacks *and* depth (no Python loop over depth): the
+superposition update is three shifted copies of the stack, the stratification update uses
+an exclusive cumulative sum over depth. Each keeps a loop-based ``_reference_step`` with the
+same signature as ``step``; the tests compare the two.
+
+Conventions: ``B`` batch, ``K`` number of independent stacks, ``D`` depth (capacity), ``W``
+width of an element. Index 0 along depth is the **top** of the stack; the last index is the
+bottom. Empty cells hold zeros (and, for stratification, zero strength).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import InvalidParameterError, ShapeError
+
+__all__ = [
+    "SuperpositionStack",
+    "SuperpositionControls",
+    "StratificationStack",
+    "StratificationControls",
+    "StratificationState",
+    "STACKS",
+]
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ShapeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise ShapeError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Superposition stack (Joulin & Mikolov 2015)
+# ---------------------------------------------------------------------------------------
+class SuperpositionControls(NamedTuple):
+    """Controls of one superposition-stack step.
+
+    actions : (B, K, 3)  probabilities of (push, pop, no-op), rows summing to one
+    values  : (B, K, W)  the vector pushed (with weight ``actions[..., 0]``)
+    """
+
+    actions: torch.Tensor
+    values: torch.Tensor
+
+
+PUSH, POP, NOOP = 0, 1, 2
+
+
+class SuperpositionStack(nn.Module):
+    r"""Superposition stack of Joulin & Mikolov (2015), depth-limited, ``K`` stacks.
+
+    With actions :math:`a_t = \mathrm{softmax}(A h_t) \in \Delta^2` (push, pop, no-op) and the
+    pushed value :math:`v_t = \sigma(D h_t) \in (0, 1)^W`, each stack :math:`s \in
+    \mathbb{R}^{\mathrm{depth} \times W}` (row 0 = top) is updated as
+
+    .. math::
+
+        s_t = a^{\mathrm{push}}_t \begin{bmatrix} v_t \\ s_{t-1}[0{:}D-1] \end{bmatrix}
+            + a^{\mathrm{pop}}_t \begin{bmatrix} s_{t-1}[1{:}D] \\ 0 \end{bmatrix}
+            + a^{\mathrm{noop}}_t\, s_{t-1},
+
+    i.e. Joulin & Mikolov's eqs. (4)-(5) with the no-op action of their Sec. 3.2 and a fixed
+    depth :math:`D`: a push drops the bottom cell, a pop shifts a zero in at the bottom.
+    With one-hot actions this is exactly a discrete stack of capacity :math:`D`. The read
+    is the top ``read_depth`` cells, flattened: :math:`r_t = \mathrm{vec}(s_t[0{:}k])`
+    (their :math:`P s_{t-1}[0{:}k]` term).
+
+    Parameters
+    ----------
+    depth : int
+        Number of cells per stack (the depth limit).
+    width : int
+        Size :math:`W` of each cell.
+    read_depth : int
+        Number of top cells read, :math:`1 \le k \le` ``depth``.
+    n_stacks : int
+        Number :math:`K` of independent stacks driven by the same controller.
+    hidden_size : int, optional
+        Size of the controller state :math:`h_t`. When given, the module owns the interface
+        layers ``action`` (:math:`A`, to ``3 K`` logits) and ``value`` (:math:`D`, to
+        ``K W``); without it the module is parameter-free and only :meth:`step` /
+        :meth:`read` are usable.
+    dtype, device : optional
+        Factory arguments of the interface layers.
+    """
+
+    kind = "superposition"
+
+    def __init__(self, depth: int, width: int, read_depth: int = 1, *, n_stacks: int = 1,
+                 hidden_size: int | None = None, dtype=None, device=None):
+        super().__init__()
+        self.depth = _positive_int("depth", depth)
+        self.width = _positive_int("width", width)
+        self.read_depth = _positive_int("read_depth", read_depth)
+        self.n_stacks = _positive_int("n_stacks", n_stacks)
+        if self.read_depth > self.depth:
+            raise InvalidParameterError(
+                f"read_depth ({read_depth}) must not exceed depth ({depth})")
+        self.hidden_size = hidden_size
+        if hidden_size is not None:
+            _positive_int("hidden_size", hidden_size)
+            fk = {"dtype": dtype, "device": device}
+            self.action = nn.Linear(hidden_size, 3 * self.n_stacks, **fk)
+            self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+
+    @property
+    def read_size(self) -> int:
+        """Length of :meth:`read`'s output, ``K * read_depth * W``."""
+        return self.n_stacks * self.read_depth * self.width
+
+    def state_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        return (batch_size, self.n_stacks, self.depth, self.width)
+
+    def initial_state(self, batch_size: int, *, dtype=None, device=None) -> torch.Tensor:
+        """An empty stack, zeros of shape ``(B, K, depth, W)``."""
+        _positive_int("batch_size", batch_size)
+        return torch.zeros(self.state_shape(batch_size), dtype=dtype, device=device)
+
+    def controls(self, h: torch.Tensor) -> SuperpositionControls:
+        r"""Actions :math:`\mathrm{softmax}(A h)` and value :math:`\sigma(D h)` from ``h`` (B, H)."""
+        if self.hidden_size is None:
+            raise InvalidParameterError("this stack was built without hidden_size: "
+                                        "it has no interface layers")
+        if h.dim() != 2 or h.shape[-1] != self.hidden_size:
+            raise ShapeError(f"h must be (B, {self.hidden_size}), got {tuple(h.shape)}")
+        B = h.shape[0]
+        actions = torch.softmax(self.action(h).view(B, self.n_stacks, 3), dim=-1)  # (B, K, 3)
+        values = torch.sigmoid(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
+        return SuperpositionControls(actions, values)
+
+    def _check(self, state: torch.Tensor, controls: SuperpositionControls) -> None:
+        if not isinstance(state, torch.Tensor) or state.dim() != 4:
+            raise ShapeError(f"state must be (B, K, D, W), got "
+                             f"{tuple(getattr(state, 'shape', ()))}")
+        B = state.shape[0]
+        _check_shape("state", state, self.state_shape(B))
+        _check_shape("actions", controls.actions, (B, self.n_stacks, 3))
+        _check_shape("values", controls.values, (B, self.n_stacks, self.width))
+
+    def step(self, state: torch.Tensor, controls: SuperpositionControls) -> torch.Tensor:
+        """One update of every stack (vectorised over batch, stacks and depth).
+
+        Parameters
+        ----------
+        state : tensor (B, K, D, W)
+        controls : :class:`SuperpositionControls`
+
+        Returns
+        -------
+        new_state : tensor (B, K, D, W)
+        """
+        self._check(state, controls)
+        a = controls.actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+        v = controls.values.unsqueeze(-2)  # (B, K, 1, W)
+        pushed = torch.cat([v, state[:, :, :-1]], dim=2)  # (B, K, D, W), bottom dropped
+        popped = torch.cat([state[:, :, 1:], torch.zeros_like(state[:, :, :1])], dim=2)
+        return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
+
+    def _reference_step(self, state: torch.Tensor,
+                        controls: SuperpositionControls) -> torch.Tensor:
+        """Loop-over-everything version of :meth:`step` (the slow reference)."""
+        self._check(state, controls)
+        B, K, D, W = state.shape
+        zero = torch.zeros(W, dtype=state.dtype, device=state.device)
+        out_b = []
+        for b in range(B):
+            out_k = []
+            for k in range(K):
+                push, pop, noop = (controls.actions[b, k, i] for i in range(3))
+                cells = []
+                for d in range(D):
+                    above = controls.values[b, k] if d == 0 else state[b, k, d - 1]
+                    below = state[b, k, d + 1] if d + 1 < D else zero
+                    cells.append(push * above + pop * below + noop * state[b, k, d])
+                out_k.append(torch.stack(cells))
+            out_b.append(torch.stack(out_k))
+        return torch.stack(out_b)
+
+    def read(self, state: torch.Tensor) -> torch.Tensor:
+        """The top ``read_depth`` cells of every stack, flattened: ``(B, K * read_depth * W)``."""
+        B = state.shape[0]
+        return state[:, :, : self.read_depth].reshape(B, self.read_size)
+
+    def forward(self, h: torch.Tensor, state: torch.Tensor):
+        """``(read, new_state)`` after one step driven by the controller state ``h``."""
+        new = self.step(state, self.controls(h))
+        return self.read(new), new
+
+    def extra_repr(self) -> str:
+        return (f"depth={self.depth}, width={self.width}, read_depth={self.read_depth}, "
+                f"n_stacks={self.n_stacks}")
+
+
+# ---------------------------------------------------------------------------------------
+# Stratification stack (Grefenstette et al. 2015)
+# ---------------------------------------------------------------------------------------
+class StratificationControls(NamedTuple):
+    """Controls of one stratification-stack step.
+
+    push  : (B, K)     push strength :math:`d_t \\in [0, 1]`
+    pop   : (B, K)     pop strength :math:`u_t \\in [0, 1]`
+    value : (B, K, W)  the vector pushed
+    """
+
+    push: torch.Tensor
+    pop: torch.Tensor
+    value: torch.Tensor
+
+
+class StratificationState(NamedTuple):
+    """State of ``K`` stratification stacks with capacity ``M`` (index 0 = top).
+
+    values    : (B, K, M, W)
+    strengths : (B, K, M)
+    """
+
+    values: torch.Tensor
+    strengths: torch.Tensor
+
+
+def _exclusive_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """:math:`y_p = \\sum_{q < p} x_q` along ``dim`` (the strength lying above cell ``p``)."""
+    return torch.cumsum(x, dim=dim) - x
+
+
+class StratificationStack(nn.Module):
+    r"""Neural stack of Grefenstette et al. (2015) in a fixed-capacity buffer.
+
+    The stack holds values :math:`V_i` with strengths :math:`s_i \in [0, 1]`. One step with
+    push strength :math:`d_t = \sigma(\cdot)`, pop strength :math:`u_t = \sigma(\cdot)` and
+    value :math:`v_t = \tanh(\cdot)` (their eqs. 1-3, indices counted from the bottom):
+
+    .. math::
+
+        s_t[i] &= \mathrm{relu}\Big(s_{t-1}[i] - \mathrm{relu}\big(u_t -
+                  \textstyle\sum_{j=i+1}^{t-1} s_{t-1}[j]\big)\Big), \quad i < t, \\
+        s_t[t] &= d_t, \qquad V_t[t] = v_t, \\
+        r_t &= \textstyle\sum_{i=1}^{t} \min\Big(s_t[i], \mathrm{relu}\big(1 -
+               \sum_{j=i+1}^{t} s_t[j]\big)\Big) V_t[i].
+
+    (pop first, then push, then read). Here the buffer is stored top-first, so
+    ":math:`\sum_{j > i}`" (the strength above cell :math:`i`) is an exclusive cumulative
+    sum over depth, and the whole step is vectorised over batch, stacks and depth.
+
+    **Capacity.** The paper's stack grows by one element per step (every step pushes, if
+    only with strength :math:`d_t = 0`). This implementation keeps ``max_depth`` cells: each
+    step shifts every cell one place down and the **bottom (oldest) cell is dropped**,
+    together with its strength. With ``max_depth`` at least the number of steps taken
+    nothing is ever dropped and the result is exactly the unbounded stack of the paper;
+    with ``max_depth = M`` smaller, the stack is the paper's stack over the elements pushed
+    in the last :math:`M` steps (the capacity is a window of steps, not a count of live
+    elements; the deepest memory is forgotten first).
+    Strengths stay in :math:`[0, 1]` (given :math:`d_t \in [0, 1]`) and the read weights
+    are non-negative with sum :math:`\le 1`.
+
+    Parameters
+    ----------
+    width : int
+        Size :math:`W` of a stack element.
+    max_depth : int, optional
+        Capacity ``M``; when ``None`` it must be given to :meth:`initial_state` (a model
+        passes the sequence length).
+    n_stacks : int
+        Number :math:`K` of independent stacks.
+    hidden_size : int, optional
+        Controller size; when given the module owns ``action`` (to ``2 K`` logits: push and
+        pop strengths through a sigmoid) and ``value`` (to ``K W``, through tanh).
+    dtype, device : optional
+        Factory arguments of the interface layers.
+    """
+
+    kind = "stratification"
+
+    def __init__(self, width: int, max_depth: int | None = None, *, n_stacks: int = 1,
+                 hidden_size: int | None = None, dtype=None, device=None):
+        super().__init__()
+        self.width = _positive_int("width", width)
+        self.max_depth = None if max_depth is None else _positive_int("max_depth", max_depth)
+        self.n_stacks = _positive_int("n_stacks", n_stacks)
+        self.read_depth = 1
+        self.hidden_size = hidden_size
+        if hidden_size is not None:
+            _positive_int("hidden_size", hidden_size)
+            fk = {"dtype": dtype, "device": device}
+            self.action = nn.Linear(hidden_size, 2 * self.n_stacks, **fk)
+            self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+
+    @property
+    def read_size(self) -> int:
+        """Length of :meth:`read`'s output, ``K * W``."""
+        return self.n_stacks * self.width
+
+    def initial_state(self, batch_size: int, *, max_depth: int | None = None, dtype=None,
+                      device=None) -> StratificationState:
+        """An empty stack: zero values ``(B, K, M, W)`` and zero strengths ``(B, K, M)``."""
+        _positive_int("batch_size", batch_size)
+        M = max_depth if max_depth is not None else self.max_depth
+        if M is None:
+            raise InvalidParameterError("max_depth is needed: the stack was built without "
+                                        "one, so pass it to initial_state")
+        _positive_int("max_depth", M)
+        fk = {"dtype": dtype, "device": device}
+        return StratificationState(
+            torch.zeros(batch_size, self.n_stacks, M, self.width, **fk),
+            torch.zeros(batch_size, self.n_stacks, M, **fk))
+
+    def controls(self, h: torch.Tensor) -> StratificationControls:
+        r""":math:`d = \sigma(\cdot)`, :math:`u = \sigma(\cdot)`, :math:`v = \tanh(\cdot)` from ``h``."""
+        if self.hidden_size is None:
+            raise InvalidParameterError("this stack was built without hidden_size: "
+                                        "it has no interface layers")
+        if h.dim() != 2 or h.shape[-1] != self.hidden_size:
+            raise ShapeError(f"h must be (B, {self.hidden_size}), got {tuple(h.shape)}")
+        B = h.shape[0]
+        du = torch.sigmoid(self.action(h)).view(B, self.n_stacks, 2)  # (B, K, 2)
+        v = torch.tanh(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
+        return StratificationControls(du[..., 0], du[..., 1], v)
+
+    def _check(self, state: StratificationState, controls: StratificationControls) -> None:
+        V, s = state
+        if not isinstance(V, torch.Tensor) or V.dim() != 4:
+            raise ShapeError(f"state.values must be (B, K, M, W), got "
+                             f"{tuple(getattr(V, 'shape', ()))}")
+        B, K, M, W = V.shape
+        _check_shape("state.values", V, (B, self.n_stacks, M, self.width))
+        _check_shape("state.strengths", s, (B, K, M))
+        _check_shape("push", controls.push, (B, K))
+        _check_shape("pop", controls.pop, (B, K))
+        _check_shape("value", controls.value, (B, K, self.width))
+
+    def step(self, state: StratificationState,
+             controls: StratificationControls) -> StratificationState:
+        """Pop, then push (vectorised over batch, stacks and depth); the bottom cell is
+        dropped when the buffer is full.
+
+        Parameters
+        ----------
+        state : :class:`StratificationState` ((B, K, M, W), (B, K, M))
+        controls : :class:`StratificationControls`
+
+        Returns
+        -------
+        new_state : :class:`StratificationState`
+        """
+        self._check(state, controls)
+        V, s = state
+        above = _exclusive_cumsum(s, dim=-1)  # (B, K, M) strength above each cell
+        s_popped = torch.relu(s - torch.relu(controls.pop.unsqueeze(-1) - above))
+        new_s = torch.cat([controls.push.unsqueeze(-1), s_popped[..., :-1]], dim=-1)
+        new_V = torch.cat([controls.value.unsqueeze(-2), V[:, :, :-1]], dim=2)
+        return StratificationState(new_V, new_s)
+
+    def read_weights(self, state: StratificationState) -> torch.Tensor:
+        r"""Weights :math:`\min(s_i, \mathrm{relu}(1 - \sum_{j \text{ above } i} s_j))`, (B, K, M)."""
+        s = state.strengths
+        return torch.minimum(s, torch.relu(1 - _exclusive_cumsum(s, dim=-1)))
+
+    def read(self, state: StratificationState) -> torch.Tensor:
+        """The read vector of every stack, flattened: ``(B, K * W)``."""
+        w = self.read_weights(state)  # (B, K, M)
+        r = (w.unsqueeze(-1) * state.values).sum(dim=2)  # (B, K, W)
+        return r.reshape(r.shape[0], self.read_size)
+
+    def _reference_step(self, state: StratificationState,
+                        controls: StratificationControls) -> StratificationState:
+        """Loop-over-everything version of :meth:`step` (the slow reference)."""
+        self._check(state, controls)
+        V, s = state
+        B, K, M, W = V.shape
+        out_V, out_s = [], []
+        for b in range(B):
+            Vk, sk = [], []
+            for k in range(K):
+                u = controls.pop[b, k]
+                popped = []
+                for i in range(M):
+                    above = s.new_zeros(())
+                    for j in range(i):
+                        above = above + s[b, k, j]
+                    popped.append(torch.relu(s[b, k, i] - torch.relu(u - above)))
+                sk.append(torch.stack([controls.push[b, k]] + popped[: M - 1]))
+                Vk.append(torch.stack([controls.value[b, k]] + [V[b, k, i] for i in range(M - 1)]))
+            out_V.append(torch.stack(Vk))
+            out_s.append(torch.stack(sk))
+        return StratificationState(torch.stack(out_V), torch.stack(out_s))
+
+    def _reference_read(self, state: StratificationState) -> torch.Tensor:
+        """Loop version of :meth:`read`."""
+        V, s = state
+        B, K, M, W = V.shape
+        rows = []
+        for b in range(B):
+            parts = []
+            for k in range(K):
+                r = V.new_zeros(W)
+                left = s.new_ones(())
+                for i in range(M):
+                    r = r + torch.minimum(s[b, k, i], torch.relu(left)) * V[b, k, i]
+                    left = left - s[b, k, i]
+                parts.append(r)
+            rows.append(torch.cat(parts))
+        return torch.stack(rows)
+
+    def forward(self, h: torch.Tensor, state: StratificationState):
+        """``(read, new_state)`` after one step driven by the controller state ``h``."""
+        new = self.step(state, self.controls(h))
+        return self.read(new), new
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, max_depth={self.max_depth}, n_stacks={self.n_stacks}"
+
+
+#: stack kinds by name, as used by :class:`rnnmem.models.stack_rnn.StackRNN`
+STACKS = {"superposition": SuperpositionStack, "stratification": StratificationStack}
