@@ -7,9 +7,9 @@ formula itself is finite:
 .. math::
 
     \\log(1 + e^{x}) = \\operatorname{softplus}(x), \\qquad
-    \\frac{1}{1 + e^{-x}} = \\sigma(x).
+    \\frac{1}{1 + e^{-x}} = \\sigma(x), \\qquad e^{x} - 1 = \\operatorname{expm1}(x).
 
-Both are exact identities (``Softplus(x).rewrite(sp.log)`` gives back the original), and
+All are exact identities (``Softplus(x).rewrite(sp.log)`` gives back the original), and
 they map to ``numpy.logaddexp(0, x)`` / ``torch.nn.functional.softplus`` and
 ``scipy.special.expit`` / ``torch.sigmoid``. The backends are imported only when a generated
 function is first built, so importing :mod:`rnnmem.theory` pulls in sympy alone.
@@ -65,6 +65,45 @@ class Sigmoid(sp.Function):
         return self.args[0].is_real
 
 
+class Expm1(sp.Function):
+    """:math:`e^x - 1`, kept opaque for code generation (``expm1`` has no cancellation)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.exp(self.args[0])
+
+    def _eval_rewrite_as_exp(self, x, **kwargs):
+        return sp.exp(x) - 1
+
+    _eval_rewrite_as_log = _eval_rewrite_as_exp
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+
+def _expm1_match(e) -> bool:
+    if not isinstance(e, sp.Add) or len(e.args) != 2:
+        return False
+    one = [x for x in e.args if x in (sp.S.One, sp.S.NegativeOne)]
+    rest = [x for x in e.args if x not in (sp.S.One, sp.S.NegativeOne)]
+    if len(one) != 1 or len(rest) != 1:
+        return False
+    r = rest[0]
+    if isinstance(r, sp.exp):
+        return one[0] == -1
+    return (isinstance(r, sp.Mul) and len(r.args) == 2 and sp.S.NegativeOne in r.args
+            and any(isinstance(x, sp.exp) for x in r.args) and one[0] == 1)
+
+
+def _expm1_build(e):
+    (r,) = [x for x in e.args if x not in (sp.S.One, sp.S.NegativeOne)]
+    if isinstance(r, sp.exp):
+        return Expm1(r.args[0])
+    (ex,) = [x for x in r.args if isinstance(x, sp.exp)]
+    return -Expm1(ex.args[0])
+
+
 def stable_form(expr: sp.Expr) -> sp.Expr:
     """Rewrite overflow-prone sub-expressions into :class:`Softplus` / :class:`Sigmoid`.
 
@@ -74,6 +113,7 @@ def stable_form(expr: sp.Expr) -> sp.Expr:
     x = sp.Wild("x")
     out = expr.replace(sp.log(1 + sp.exp(x)), lambda x: Softplus(x))
     out = out.replace(1 / (1 + sp.exp(x)), lambda x: Sigmoid(-x))
+    out = out.replace(_expm1_match, _expm1_build)
     return out
 
 
@@ -81,7 +121,8 @@ def _numpy_namespace() -> dict:
     import numpy as np
     from scipy import special
 
-    return {"Softplus": lambda x: np.logaddexp(0.0, x), "Sigmoid": special.expit}
+    return {"Softplus": lambda x: np.logaddexp(0.0, x), "Sigmoid": special.expit,
+            "Expm1": np.expm1}
 
 
 def _torch_namespace() -> dict:
@@ -90,6 +131,7 @@ def _torch_namespace() -> dict:
     return {
         "Softplus": torch.nn.functional.softplus,
         "Sigmoid": torch.sigmoid,
+        "Expm1": torch.expm1,
     }
 
 

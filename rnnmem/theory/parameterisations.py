@@ -363,7 +363,12 @@ class Parameterisation:
 
     @cached_property
     def gradient_scale_numpy(self) -> Callable:
-        return generate(self.gradient_scale.subs(dict(self.params)), [S.w], "numpy")
+        """:attr:`gradient_scale` for numpy, generated from the unsimplified quotient
+        :math:`|f'|/f^2` (resp. :math:`|f'|/(1-f)^2`), which does not overflow where the
+        simplified form does (e.g. ``lru`` at large ``w``)."""
+        f = self.concrete
+        den = f**2 if self.time == "continuous" else (1 - f) ** 2
+        return generate(sp.Abs(sp.diff(f, S.w)) / den, [S.w], "numpy")
 
     @cached_property
     def _inverse_numpy(self) -> Callable:
