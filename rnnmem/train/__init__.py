@@ -1,0 +1,25 @@
+"""The one training loop: configuration, tasks, checkpoints, resume, progress, logs.
+
+``train(TrainConfig(model="diagonal_ssm", task="lf:exponential", steps=500, out_dir="run"))``
+trains a registered model on a registered task; ``train(config, resume=True)`` continues
+from ``run/last.pt`` to the same result as an uninterrupted run.
+"""
+
+from .config import TrainConfig as TrainConfig
+from .loop import LRSchedule as LRSchedule
+from .loop import TrainResult as TrainResult
+from .loop import load_train_state as load_train_state
+from .loop import train as train
+from .tasks import TASK_BUILDERS as TASK_BUILDERS
+from .tasks import ArrayRegressionTask as ArrayRegressionTask
+from .tasks import TrainTask as TrainTask
+from .tasks import build_task as build_task
+from .tasks import register_task as register_task
+from .tasks import register_task_prefix as register_task_prefix
+from .tasks import task_names as task_names
+from .tasks import temporal_weights as temporal_weights
+from .tasks import weighted_mse as weighted_mse
+
+__all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "load_train_state",
+           "TrainTask", "ArrayRegressionTask", "TASK_BUILDERS", "build_task", "register_task",
+           "register_task_prefix", "task_names", "temporal_weights", "weighted_mse"]

@@ -1,0 +1,289 @@
+"""The training configuration: one frozen dataclass, validated field by field.
+
+In the style of nanoGPT, every knob of a run lives in one flat, immutable
+:class:`TrainConfig`; the training loop (:func:`rnnmem.train.train`) reads it once at the
+top. The configuration round-trips through JSON (:meth:`TrainConfig.to_json`,
+:meth:`TrainConfig.from_json`) and is stored in every checkpoint, so that a run can be
+resumed or reproduced from its output directory alone.
+
+Every field is checked in ``__post_init__``; a bad value raises
+:class:`rnnmem.errors.InvalidParameterError` whose message starts with the field's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..errors import InvalidParameterError
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "DTYPE_NAMES", "FREEZE_MODES",
+           "DEFAULT_STEPS"]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "plateau")
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+FREEZE_MODES = ("none", "memory", "controller", "all_but_classifier")
+#: number of optimisation steps when neither ``steps`` nor ``epochs`` is given
+DEFAULT_STEPS = 1000
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _bad(name: str, msg: str) -> InvalidParameterError:
+    return InvalidParameterError(f"{name}: {msg}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_int(name, v, *, minimum, optional=False):
+    if v is None and optional:
+        return
+    if not _is_int(v) or v < minimum:
+        raise _bad(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, "
+                         f"got {v!r}")
+
+
+def _check_real(name, v, *, positive=False, nonneg=False, optional=False, below=None):
+    if v is None and optional:
+        return
+    if not _is_real(v) or not math.isfinite(v):
+        raise _bad(name, f"must be a finite number{' or None' if optional else ''}, got {v!r}")
+    if positive and not v > 0:
+        raise _bad(name, f"must be > 0, got {v!r}")
+    if nonneg and not v >= 0:
+        raise _bad(name, f"must be >= 0, got {v!r}")
+    if below is not None and not v < below:
+        raise _bad(name, f"must be < {below}, got {v!r}")
+
+
+def _check_choice(name, v, choices):
+    if v not in choices:
+        raise _bad(name, f"must be one of {', '.join(choices)}; got {v!r}")
+
+
+def _check_jsonable(name, v, path=""):
+    """Model/task options must be JSON-like (they are stored in checkpoints)."""
+    where = f"{name}{path}"
+    if isinstance(v, _JSON_SCALARS):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _bad(where, f"must be finite, got {v!r}")
+        return
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_jsonable(name, x, f"{path}[{i}]")
+        return
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise _bad(where, f"keys must be strings, got {k!r}")
+            _check_jsonable(name, x, f"{path}.{k}")
+        return
+    raise _bad(where, f"must be JSON-like (numbers, strings, bools, lists, dicts), "
+                      f"got {type(v).__name__}")
+
+
+def _thaw(v):
+    """A plain (JSON) copy of nested mappings/tuples."""
+    if isinstance(v, Mapping):
+        return {k: _thaw(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_thaw(x) for x in v]
+    return v
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run.
+
+    Parameters
+    ----------
+    model, model_kwargs
+        A model name registered in :data:`rnnmem.models.registry.MODELS` and its
+        constructor options. ``input_dim``/``output_dim`` default to what the task needs;
+        ``dtype`` and ``device`` are set by the loop from this config.
+    task, task_kwargs
+        A task name from :data:`rnnmem.train.tasks.TASK_BUILDERS` and its options.
+    steps, epochs
+        Length of the run, in optimiser steps or in passes over a finite training set (only
+        for tasks with a finite training split). At most one may be given; if neither is,
+        :data:`DEFAULT_STEPS` steps are taken.
+    batch_size : int
+    lr, weight_decay, momentum
+        Learning rate, decoupled (AdamW) or L2 (SGD) weight decay, SGD momentum.
+    optimizer : {"adamw", "sgd"}
+    schedule : {"constant", "cosine", "plateau"}
+        Learning-rate schedule after ``warmup`` linear warm-up steps. ``cosine`` decays from
+        ``lr`` to ``min_lr`` over the remaining steps; ``plateau`` multiplies the rate by
+        ``plateau_factor`` when the validation loss has not improved (relative
+        ``plateau_threshold``) for ``plateau_patience`` evaluations, never below ``min_lr``.
+    grad_clip : float or None
+        Clip the global gradient 2-norm to this value.
+    target_loss : float or None
+        Stop early as soon as a training batch's loss is ``<= target_loss``.
+    dtype : {"float32", "float64", "float16", "bfloat16"}
+        Precision. ``float32``/``float64`` are the parameter dtype; ``float16`` and
+        ``bfloat16`` keep float32 parameters and run the forward pass under
+        :func:`torch.autocast` (with a gradient scaler for ``float16``).
+    device : str
+        ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:0"``, ...
+    seed : int
+        Seeds torch, numpy, Python's ``random`` and the data stream.
+    temporal_weighting : float
+        Exponent :math:`p \\ge 0` of the temporally weighted squared error of regression
+        tasks (see :func:`rnnmem.train.tasks.temporal_weights`); 0 is the plain MSE.
+    eval_every, checkpoint_every : int
+        Evaluate / write ``last.pt`` every so many steps (0: only at the end).
+    log_every : int
+        Refresh the progress bar's loss every so many steps.
+    out_dir : str or None
+        Where ``metrics.csv``, ``metrics.json``, ``config.json``, ``last.pt`` and ``best.pt``
+        go. ``None`` trains in memory (no files, no resume).
+    freeze : {"none", "memory", "controller", "all_but_classifier"}
+    freeze_after : int
+        From step ``freeze_after`` on, freeze the named part of the model with
+        :func:`rnnmem.models.freezing.apply_freeze`.
+    bptt : int or None
+        Truncated back-propagation length, passed to language-model tasks as an option.
+    """
+
+    model: str
+    task: str
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    task_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    optimizer: str = "adamw"
+    schedule: str = "constant"
+    warmup: int = 0
+    min_lr: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 5
+    plateau_threshold: float = 1e-4
+    grad_clip: float | None = None
+    target_loss: float | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    seed: int = 0
+    temporal_weighting: float = 0.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    log_every: int = 10
+    out_dir: str | None = None
+    freeze: str = "none"
+    freeze_after: int = 0
+    bptt: int | None = None
+
+    # ------------------------------------------------------------------ validation
+    def __post_init__(self):
+        for name in ("model", "task"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v.strip():
+                raise _bad(name, f"must be a non-empty name, got {v!r}")
+        for name in ("model_kwargs", "task_kwargs"):
+            v = getattr(self, name)
+            if not isinstance(v, Mapping):
+                raise _bad(name, f"must be a mapping of options, got {type(v).__name__}")
+            _check_jsonable(name, v)
+            object.__setattr__(self, name, MappingProxyType(_thaw(v)))
+        reserved = {"dtype", "device"} & set(self.model_kwargs)
+        if reserved:
+            raise _bad("model_kwargs", f"{sorted(reserved)} are set from the config's own "
+                                       "dtype/device fields")
+        _check_int("steps", self.steps, minimum=1, optional=True)
+        _check_int("epochs", self.epochs, minimum=1, optional=True)
+        if self.steps is not None and self.epochs is not None:
+            raise _bad("steps", "give either steps or epochs, not both")
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_real("lr", self.lr, positive=True)
+        _check_real("weight_decay", self.weight_decay, nonneg=True)
+        _check_real("momentum", self.momentum, nonneg=True, below=1.0)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_int("warmup", self.warmup, minimum=0)
+        _check_real("min_lr", self.min_lr, nonneg=True)
+        if self.min_lr > self.lr:
+            raise _bad("min_lr", f"must be <= lr ({self.lr}), got {self.min_lr}")
+        _check_real("plateau_factor", self.plateau_factor, positive=True, below=1.0)
+        _check_int("plateau_patience", self.plateau_patience, minimum=0)
+        _check_real("plateau_threshold", self.plateau_threshold, nonneg=True)
+        _check_real("grad_clip", self.grad_clip, positive=True, optional=True)
+        _check_real("target_loss", self.target_loss, optional=True)
+        _check_choice("dtype", self.dtype, DTYPE_NAMES)
+        if not isinstance(self.device, str) or not self.device:
+            raise _bad("device", f"must be a device string such as 'auto' or 'cpu', "
+                                 f"got {self.device!r}")
+        _check_int("seed", self.seed, minimum=0)
+        _check_real("temporal_weighting", self.temporal_weighting, nonneg=True)
+        _check_int("eval_every", self.eval_every, minimum=0)
+        _check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        _check_int("log_every", self.log_every, minimum=1)
+        if self.out_dir is not None and (not isinstance(self.out_dir, str) or not self.out_dir):
+            raise _bad("out_dir", f"must be a path string or None, got {self.out_dir!r}")
+        _check_choice("freeze", self.freeze, FREEZE_MODES)
+        _check_int("freeze_after", self.freeze_after, minimum=0)
+        _check_int("bptt", self.bptt, minimum=1, optional=True)
+
+    # ------------------------------------------------------------------ derived
+    def total_steps(self, steps_per_epoch: int | None = None) -> int:
+        """Number of optimiser steps of the run (``epochs`` needs ``steps_per_epoch``)."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            if not steps_per_epoch:
+                raise _bad("epochs", f"task {self.task!r} has no finite epoch; give steps")
+            return self.epochs * int(steps_per_epoch)
+        return DEFAULT_STEPS
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        """A plain-dict copy (JSON-serialisable)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        if not isinstance(d, Mapping):
+            raise InvalidParameterError(f"config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidParameterError(f"{unknown[0]}: unknown TrainConfig field; "
+                                        f"known: {', '.join(sorted(known))}")
+        missing = [n for n in ("model", "task") if n not in d]
+        if missing:
+            raise InvalidParameterError(f"{missing[0]}: required TrainConfig field missing")
+        return cls(**dict(d))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        try:
+            d = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"config: not valid JSON ({exc})") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A validated copy with some fields changed (:func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Names of the fields whose values differ."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if a[k] != b[k]]

@@ -1,0 +1,609 @@
+"""The one training loop.
+
+:func:`train` reads a :class:`~rnnmem.train.config.TrainConfig`, chooses device and
+precision once at the top, and runs a single readable loop (nanoGPT style)::
+
+    for step in range(start, total):
+        lr      <- schedule(step)                      # warm-up, then constant/cosine/plateau
+        x, y, m <- task.batch("train", step, data_rng)
+        loss    <- task.loss(model(x), y, m)           # under autocast for float16/bfloat16
+        stop if loss is NaN/inf                        # TrainingDivergedError, last.pt intact
+        backward, clip the global gradient norm, optimizer step
+        stop early if loss <= target_loss
+        every eval_every steps: evaluate, log metrics.csv/.json, keep best.pt
+        every checkpoint_every steps: write last.pt
+
+Checkpoints (``last.pt``, ``best.pt``) are :func:`rnnmem.models.registry.save_checkpoint`
+files (written atomically, loaded with ``weights_only=True``) whose ``extra["train"]`` holds
+everything needed to continue *bit for bit*: optimizer, schedule, gradient-scaler and
+all random-number-generator states (as tensors and ints), the step, the metric history and
+the configuration as JSON. ``train(config, resume=True)`` continues from ``last.pt`` and
+reaches the same parameters as an uninterrupted run.
+
+A first SIGINT/SIGTERM (Ctrl-C) finishes the current step, writes ``last.pt`` and returns a
+result with ``stopped="interrupted"``; a second one interrupts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import inspect
+import io
+import json
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import (CheckpointError, InvalidParameterError, RnnmemError,
+                      TrainingDivergedError)
+from ..models._device import resolve_device, resolve_dtype
+from .config import TrainConfig
+from .tasks import TrainTask, build_task
+
+__all__ = ["train", "TrainResult", "LRSchedule", "CHECKPOINT_KEY", "RESUMABLE_FIELDS",
+           "load_train_state"]
+
+#: key of the training state inside a checkpoint's ``extra``
+CHECKPOINT_KEY = "train"
+TRAIN_STATE_VERSION = 1
+#: config fields that may differ between a checkpoint and the run resuming it
+RESUMABLE_FIELDS = frozenset({"steps", "epochs", "out_dir", "eval_every", "checkpoint_every",
+                              "log_every", "target_loss", "device"})
+_AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``stopped`` is ``"completed"``, ``"target_loss"`` (early stop), ``"interrupted"``
+    (signal) or ``"callback"``. ``final_metrics`` is the last evaluation (keys
+    ``step``, ``train_loss``, ``<split>_<metric>``); ``history`` every evaluation row.
+    """
+
+    config: TrainConfig
+    model: torch.nn.Module
+    steps: int
+    total_steps: int
+    stopped: str
+    final_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    best_loss: float | None = None
+    elapsed_s: float = 0.0
+    out_dir: Path | None = None
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        m = self.final_metrics
+        keys = [k for k in m if k not in ("step", "time_s", "epoch")]
+        lines = [f"{self.config.model} on {self.config.task}: {self.stopped} after "
+                 f"{self.steps}/{self.total_steps} steps in {self.elapsed_s:.1f}s",
+                 "  " + "  ".join(f"{k}={m[k]:.6g}" for k in keys if m[k] is not None)]
+        if self.best_loss is not None:
+            lines.append(f"  best {self._eval_split()}_loss={self.best_loss:.6g}")
+        if self.last_checkpoint:
+            lines.append(f"  last checkpoint: {self.last_checkpoint}")
+        if self.best_checkpoint:
+            lines.append(f"  best checkpoint: {self.best_checkpoint}")
+        return "\n".join(lines)
+
+    def _eval_split(self):
+        for k in self.final_metrics:
+            if k.endswith("_loss") and k != "train_loss":
+                return k[:-5]
+        return "eval"
+
+
+# ================================================================== learning-rate schedule
+class LRSchedule:
+    """Learning rate as a function of the step, plus the plateau state.
+
+    .. math::
+
+        \\eta(s) = \\begin{cases}
+          \\eta_0\\,(s+1)/W & s < W \\text{ (warm-up)}\\\\
+          \\eta_0 & \\text{constant}\\\\
+          \\eta_{\\min} + \\tfrac12(\\eta_0-\\eta_{\\min})(1+\\cos(\\pi\\,\\tfrac{s-W}{S-W}))
+            & \\text{cosine}\\\\
+          \\max(\\eta_{\\min},\\ \\eta_0\\,\\gamma^{k}) & \\text{plateau}
+        \\end{cases}
+
+    with :math:`S` total steps, :math:`W` warm-up steps and :math:`k` the number of
+    reductions so far (one each time the validation loss fails to improve by a relative
+    ``plateau_threshold`` for more than ``plateau_patience`` evaluations). The state is
+    three plain numbers, so it survives ``weights_only`` checkpoint loading.
+    """
+
+    def __init__(self, config: TrainConfig, total_steps: int):
+        self.c, self.total = config, int(total_steps)
+        self.best: float | None = None
+        self.bad = 0
+        self.scale = 1.0
+
+    def lr(self, step: int) -> float:
+        c = self.c
+        if step < c.warmup:
+            return c.lr * (step + 1) / c.warmup
+        if c.schedule == "cosine":
+            span = max(self.total - c.warmup, 1)
+            progress = min(max((step - c.warmup) / span, 0.0), 1.0)
+            return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + math.cos(math.pi * progress))
+        if c.schedule == "plateau":
+            return max(c.min_lr, c.lr * self.scale)
+        return c.lr
+
+    def observe(self, loss: float) -> None:
+        """Feed a validation loss (plateau schedule only)."""
+        if self.c.schedule != "plateau" or not math.isfinite(loss):
+            return
+        if self.best is None or loss < self.best * (1.0 - self.c.plateau_threshold):
+            self.best, self.bad = float(loss), 0
+        else:
+            self.bad += 1
+            if self.bad > self.c.plateau_patience:
+                self.scale *= self.c.plateau_factor
+                self.bad = 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad": self.bad, "scale": self.scale}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.bad, self.scale = d["best"], int(d["bad"]), float(d["scale"])
+
+
+# ================================================================== RNG states as tensors
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state(data_gen: torch.Generator) -> dict:
+    """Every RNG state as tensors/ints (``weights_only``-loadable)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "data": data_gen.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def _set_rng_state(state: dict, data_gen: torch.Generator) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached"]))
+    torch.set_rng_state(state["torch"])
+    data_gen.set_state(state["data"])
+    if state["cuda"] and torch.cuda.is_available() \
+            and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ================================================================== files
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _json_safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class _MetricsLog:
+    """``metrics.csv`` (appended row by row) and ``metrics.json`` (the whole history)."""
+
+    def __init__(self, out: Path | None):
+        self.out = out
+        self.columns: list[str] | None = None
+
+    def rewrite(self, history: list[dict]) -> None:
+        if self.out is None:
+            return
+        cols: list[str] = []
+        for row in history:
+            cols += [k for k in row if k not in cols]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: _json_safe(row.get(k)) for k in cols})
+        _atomic_write_text(self.out / "metrics.csv", buf.getvalue() if cols else "")
+        self.columns = cols
+        self._write_json(history)
+
+    def append(self, history: list[dict]) -> None:
+        if self.out is None:
+            return
+        row = history[-1]
+        if self.columns is None or list(row) != self.columns \
+                or not (self.out / "metrics.csv").is_file():
+            self.rewrite(history)
+            return
+        with open(self.out / "metrics.csv", "a", encoding="utf-8", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n").writerow(
+                {k: _json_safe(row.get(k)) for k in self.columns})
+        self._write_json(history)
+
+    def _write_json(self, history):
+        rows = [{k: _json_safe(v) for k, v in r.items()} for r in history]
+        _atomic_write_text(self.out / "metrics.json", json.dumps(rows, indent=1) + "\n")
+
+
+# ================================================================== signals
+class _StopOnSignal:
+    """First SIGINT/SIGTERM sets ``requested``; a second one raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.requested = False
+        self._old: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):  # pragma: no cover
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+# ================================================================== building blocks
+def _accepted(fn, names) -> set[str]:
+    """Which of ``names`` the callable ``fn`` accepts as keywords."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return set(names)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return set(names)
+    return {n for n in names if n in params}
+
+
+def _build_model(config: TrainConfig, task: TrainTask, device, param_dtype):
+    from ..models.registry import MODELS, _ensure_models_loaded, build_model
+
+    _ensure_models_loaded()
+    cls = MODELS.get(config.model)
+    defaults = dict(task.model_defaults())
+    defaults.setdefault("seed", config.seed)
+    if cls is not None:  # unknown names fall through to build_model's error
+        defaults = {k: v for k, v in defaults.items() if k in _accepted(cls, defaults)}
+    kwargs = {**defaults, **dict(config.model_kwargs)}
+    dtype_name = str(param_dtype).replace("torch.", "")
+    try:
+        return build_model(config.model, **kwargs, dtype=dtype_name, device=str(device))
+    except TypeError as exc:
+        raise InvalidParameterError(f"model_kwargs: {config.model!r} rejects its options: "
+                                    f"{exc}") from None
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters()]
+    if not params:
+        raise InvalidParameterError(f"model: {config.model!r} has no parameters to train")
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def _apply_freeze(model, mode: str) -> None:
+    try:
+        from ..models.freezing import apply_freeze
+    except ImportError:
+        raise InvalidParameterError(
+            f"freeze: {mode!r} needs rnnmem.models.freezing, which is not available") from None
+    apply_freeze(model, mode)
+
+
+def _params_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _forward(model, x):
+    out = model(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def load_train_state(path) -> tuple[TrainConfig, dict]:
+    """The config and the training state stored in a checkpoint written by :func:`train`."""
+    from ..models.registry import load_checkpoint
+
+    obj = load_checkpoint(path)
+    st = obj.get("extra", {}).get(CHECKPOINT_KEY)
+    if not isinstance(st, dict) or st.get("version") != TRAIN_STATE_VERSION:
+        raise CheckpointError(f"{str(path)!r} holds no rnnmem training state")
+    try:
+        cfg = TrainConfig.from_json(st["config"])
+    except (RnnmemError, KeyError) as exc:
+        raise CheckpointError(f"{str(path)!r}: bad stored config: {exc}") from None
+    return cfg, {**st, "state_dict": obj["state_dict"], "model": obj["model"]}
+
+
+# ================================================================== the loop
+def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
+          task: TrainTask | None = None, resume: bool = False, progress: bool = True,
+          callback: Callable[[int, float], bool] | None = None) -> TrainResult:
+    """Train ``config.model`` on ``config.task`` (or the given ``model``/``task``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+    model : torch.nn.Module, optional
+        Use this model instead of building ``config.model`` (it is moved to the run's
+        device; its floating parameters must already have the run's dtype). Checkpoints
+        need a registered model (``model_name`` and ``config``).
+    task : TrainTask, optional
+        Use this task instead of building ``config.task``.
+    resume : bool
+        Continue from ``out_dir/last.pt`` (if it exists; otherwise start fresh). The stored
+        configuration must equal ``config`` except for :data:`RESUMABLE_FIELDS`.
+    progress : bool
+        Show a tqdm bar (only when stderr is a terminal).
+    callback : callable ``(step, loss) -> bool``, optional
+        Called after every step; returning ``True`` stops the run like an interruption
+        (``last.pt`` written, ``stopped="callback"``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingDivergedError
+        When the loss or the gradient norm becomes NaN/inf; ``.step``, ``.loss`` and
+        ``.checkpoint`` (the untouched last good ``last.pt``, or ``None``) are attached.
+    """
+    if not isinstance(config, TrainConfig):
+        raise InvalidParameterError(f"config must be a TrainConfig, got {type(config).__name__}")
+    out = Path(config.out_dir) if config.out_dir else None
+    if resume and out is None:
+        raise InvalidParameterError("out_dir: resume=True needs an output directory")
+    last_path = out / "last.pt" if out else None
+    best_path = out / "best.pt" if out else None
+
+    # ---- device and precision, chosen once --------------------------------------------
+    device = resolve_device(config.device)
+    amp_dtype = _AMP.get(config.dtype)
+    param_dtype = torch.float32 if amp_dtype is not None else resolve_dtype(config.dtype)
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype \
+        else contextlib.nullcontext
+    _seed_everything(config.seed)
+
+    # ---- task, model, optimiser, schedule ---------------------------------------------
+    if task is None:
+        extra = {"bptt": config.bptt} if config.bptt is not None else {}
+        task = build_task(config.task, **dict(config.task_kwargs), **extra)
+    task.configure(device=device, dtype=param_dtype, batch_size=config.batch_size,
+                   seed=config.seed, temporal_weighting=config.temporal_weighting)
+    total = config.total_steps(task.steps_per_epoch)
+    if model is None:
+        model = _build_model(config, task, device, param_dtype)
+    else:
+        model = model.to(device)
+        wrong = {p.dtype for p in model.parameters() if p.is_floating_point()} - {param_dtype}
+        if wrong:
+            raise InvalidParameterError(f"dtype: the given model has {sorted(map(str, wrong))} "
+                                        f"parameters but the run uses {param_dtype}")
+    if out is not None and (not getattr(model, "model_name", None)
+                            or not hasattr(model, "config")):
+        raise InvalidParameterError(f"model: {type(model).__name__} is not a registered rnnmem "
+                                    "model, so it cannot be checkpointed (set out_dir=None)")
+    model.train()
+    optimizer = _make_optimizer(config, model)
+    schedule = LRSchedule(config, total)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
+    data_gen = torch.Generator().manual_seed(config.seed)
+    log = _MetricsLog(out)
+
+    step, history, elapsed0 = 0, [], 0.0
+    best_loss: float | None = None
+    acc_sum, acc_n, last_lr, last_gnorm = 0.0, 0, config.lr, float("nan")
+
+    # ---- resume -----------------------------------------------------------------------
+    if resume and last_path.is_file():
+        stored, st = load_train_state(last_path)
+        diff = [k for k in stored.differences(config) if k not in RESUMABLE_FIELDS]
+        if diff:
+            raise CheckpointError(f"{str(last_path)!r} was written with a different "
+                                  f"configuration (fields: {', '.join(diff)})")
+        if st["model"] != getattr(model, "model_name", None):
+            raise CheckpointError(f"{str(last_path)!r} holds model {st['model']!r}")
+        try:
+            model.load_state_dict(st["state_dict"])
+            optimizer.load_state_dict(st["optimizer"])
+            schedule.load_state_dict(st["schedule"])
+            if st["scaler"]:
+                scaler.load_state_dict(st["scaler"])
+            _set_rng_state(st["rng"], data_gen)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{str(last_path)!r}: cannot restore the training state: "
+                                  f"{str(exc).splitlines()[0][:200]}") from None
+        step, history = int(st["step"]), [dict(r) for r in st["history"]]
+        best_loss, elapsed0 = st["best_loss"], float(st["elapsed_s"])
+        acc_sum, acc_n = float(st["acc_sum"]), int(st["acc_n"])
+        last_lr, last_gnorm = float(st["last_lr"]), float(st["last_gnorm"])
+        log.rewrite(history)  # drop rows logged after this checkpoint
+    if out is not None:
+        _atomic_write_text(out / "config.json", config.to_json() + "\n")
+    frozen = False
+    if config.freeze != "none" and step >= config.freeze_after:
+        _apply_freeze(model, config.freeze)
+        frozen = True
+    t0 = time.perf_counter()
+
+    def elapsed():
+        return elapsed0 + time.perf_counter() - t0
+
+    def save(path: Path) -> Path:
+        from ..models.registry import save_checkpoint
+
+        if not _params_finite(model):  # never overwrite a good checkpoint with NaN weights
+            raise _diverged(step, float("nan"), "parameters became non-finite")
+        st = {"version": TRAIN_STATE_VERSION, "config": config.to_json(), "step": step,
+              "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+              "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+              "rng": _rng_state(data_gen), "history": history, "best_loss": best_loss,
+              "elapsed_s": elapsed(), "acc_sum": acc_sum, "acc_n": acc_n,
+              "last_lr": last_lr, "last_gnorm": last_gnorm}
+        return save_checkpoint(path, model, {CHECKPOINT_KEY: st})
+
+    def _diverged(at, value, what="loss became non-finite"):
+        good = last_path if last_path is not None and last_path.is_file() else None
+        where = f"last good checkpoint: {good}" if good else "no checkpoint was written"
+        err = TrainingDivergedError(f"training diverged at step {at}: {what} "
+                                    f"(loss={value}); {where}")
+        err.step, err.loss, err.checkpoint = at, value, good
+        return err
+
+    def evaluate() -> dict[str, float]:
+        row: dict[str, float] = {"step": step}
+        if task.steps_per_epoch:
+            row["epoch"] = step / task.steps_per_epoch
+        row["lr"] = last_lr
+        row["train_loss"] = acc_sum / acc_n if acc_n else float("nan")
+        row["grad_norm"] = last_gnorm
+        with autocast():
+            for split in task.eval_splits:
+                for k, v in task.evaluate(model, split).items():
+                    row[f"{split}_{k}"] = float(v)
+        row["time_s"] = elapsed()
+        return row
+
+    def log_eval(row) -> None:
+        nonlocal best_loss, acc_sum, acc_n
+        history.append(row)
+        log.append(history)
+        acc_sum, acc_n = 0.0, 0
+        key = f"{task.eval_splits[0]}_loss"
+        v = row.get(key, float("nan"))
+        if math.isfinite(v) and (best_loss is None or v < best_loss):
+            best_loss = v
+            if best_path is not None:
+                save(best_path)
+
+    # ---- the loop -----------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    show = progress and sys.stderr.isatty()
+    bar = tqdm(total=total, initial=step, disable=not show, dynamic_ncols=True, leave=False,
+               desc=f"{config.model}/{config.task}")
+    stopped = "completed"
+    params = list(model.parameters())
+    try:
+        with _StopOnSignal() as signals:
+            while step < total:
+                if signals.requested:
+                    stopped = "interrupted"
+                    break
+                if not frozen and config.freeze != "none" and step >= config.freeze_after:
+                    _apply_freeze(model, config.freeze)
+                    frozen = True
+                last_lr = schedule.lr(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = last_lr
+                x, y, mask = task.batch("train", step, data_gen)
+                with autocast():
+                    loss = task.loss(_forward(model, x), y, mask)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise _diverged(step, loss_value)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                grads = [p.grad for p in params if p.grad is not None]
+                if scaler.is_enabled():
+                    scaler.unscale_(optimizer)
+                if config.grad_clip is not None:
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                else:
+                    gnorm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+                last_gnorm = float(gnorm)
+                if not scaler.is_enabled() and not math.isfinite(last_gnorm):
+                    raise _diverged(step, loss_value, "gradient norm became non-finite")
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                acc_sum += loss_value
+                acc_n += 1
+                bar.update(1)
+                if show and step % config.log_every == 0:
+                    bar.set_postfix(loss=f"{loss_value:.4g}", lr=f"{last_lr:.3g}")
+                if config.target_loss is not None and loss_value <= config.target_loss:
+                    stopped = "target_loss"
+                    break
+                if config.eval_every and step % config.eval_every == 0:
+                    row = evaluate()
+                    log_eval(row)
+                    schedule.observe(row.get(f"{task.eval_splits[0]}_loss", float("nan")))
+                if out is not None and config.checkpoint_every \
+                        and step % config.checkpoint_every == 0:
+                    save(last_path)
+                if callback is not None and callback(step, loss_value):
+                    stopped = "callback"
+                    break
+    finally:
+        bar.close()
+
+    # ---- the end: final evaluation and checkpoint ------------------------------------------
+    if stopped in ("completed", "target_loss"):
+        if not history or history[-1]["step"] != step:
+            log_eval(evaluate())
+        final = dict(history[-1])
+    else:  # an interrupted run keeps its history identical to an uninterrupted one
+        final = evaluate()
+    if out is not None:
+        save(last_path)
+    return TrainResult(config=config, model=model, steps=step, total_steps=total,
+                       stopped=stopped, final_metrics=final, history=history,
+                       last_checkpoint=last_path,
+                       best_checkpoint=best_path if best_path and best_path.is_file() else None,
+                       best_loss=best_loss, elapsed_s=elapsed(), out_dir=out)
