@@ -90,8 +90,16 @@ width = sp.Symbol("width", positive=True)
 
 DECAY_CLASSES = ("exponential", "polynomial", "compact", "super-exponential", "none")
 
-# special functions generate() (numpy namespace only) cannot print; lambdified with scipy
-_SCIPY_ONLY = (sp.airyai, sp.airybi, sp.airyaiprime, sp.airybiprime)
+# functions generate() maps to numpy/torch; any other function (Ai, erf, gamma, Bessel, ...)
+# is lambdified with the scipy module for numpy, and evaluated through it for torch
+_ELEMENTARY = (sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.sinh, sp.cosh, sp.tanh, sp.asin,
+               sp.acos, sp.atan, sp.Abs, sp.sign, sp.Heaviside)
+
+
+def _needs_scipy(expr: sp.Expr) -> bool:
+    """Whether ``expr`` applies a function outside :data:`_ELEMENTARY` (checked before
+    :func:`~rnnmem.theory.codegen.stable_form`, so its opaque classes do not occur yet)."""
+    return any(not isinstance(f, _ELEMENTARY) for f in expr.atoms(sp.Function))
 
 
 # --------------------------------------------------------------------------------------
@@ -300,8 +308,8 @@ def _sign_changes(rho: sp.Expr, f: Callable, lo: float, hi: float, step: float) 
     vals = np.sign(_numpy_callable(rho)(xs))
     roots = [mpmath.mpf(float(x)) for x in xs[vals == 0]]
     for i in np.flatnonzero(vals[:-1] * vals[1:] < 0):
-        roots.append(mpmath.findroot(f, (mpmath.mpf(float(xs[i])), mpmath.mpf(float(xs[i + 1]))),
-                                     solver="illinois"))
+        bracket = (mpmath.mpf(float(xs[i])), mpmath.mpf(float(xs[i + 1])))
+        roots.append(mpmath.findroot(f, bracket, solver="illinois"))
     return sorted(roots)
 
 
@@ -423,7 +431,7 @@ def _torch_like(fn: Callable) -> Callable:
 
 
 def _numpy_callable(expr: sp.Expr) -> Callable:
-    if expr.has(*_SCIPY_ONLY):
+    if _needs_scipy(expr):
         fn = sp.lambdify([t], expr, modules=["scipy", "numpy"])
     else:
         fn = generate(expr, [t], "numpy")
@@ -438,7 +446,7 @@ def _numpy_callable(expr: sp.Expr) -> Callable:
 
 
 def _torch_callable(expr: sp.Expr) -> Callable:
-    if not expr.has(*_SCIPY_ONLY):
+    if not _needs_scipy(expr):
         return _torch_like(generate(expr, [t], "torch"))
     np_fn = _numpy_callable(expr)
 
