@@ -1,0 +1,23 @@
+"""Numerics (numpy + scipy only, never torch).
+
+Exact and ODE solutions of linear continuous-time systems, discretisations, exact and
+black-box memory functions, decay classification, and the project's one tolerance helper.
+"""
+
+from .decay import DecayFit as DecayFit, classify_decay as classify_decay
+from .discretise import (
+    DISCRETISATIONS as DISCRETISATIONS,
+    discretise as discretise,
+    discretise_ss as discretise_ss,
+)
+from .linear import (
+    eigenvector_condition as eigenvector_condition,
+    linear_memory as linear_memory,
+    linear_memory_discrete as linear_memory_discrete,
+    linear_memory_discrete_reference as linear_memory_discrete_reference,
+    linear_memory_reference as linear_memory_reference,
+    solve_linear as solve_linear,
+    solve_linear_reference as solve_linear_reference,
+)
+from .memory import memory_function as memory_function, probe_directions as probe_directions
+from .tolerances import Tolerance as Tolerance, tolerance as tolerance, unit_roundoff as unit_roundoff
