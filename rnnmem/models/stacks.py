@@ -94,8 +94,10 @@ class SuperpositionStack(nn.Module):
 
     Parameters
     ----------
-    depth : int
-        Number of cells per stack (the depth limit).
+    depth : int or None
+        Number of cells per stack (the depth limit). ``None``: chosen per state, in
+        :meth:`initial_state` (a model passes the sequence length); :meth:`step` accepts
+        any depth :math:`\ge` ``read_depth``.
     width : int
         Size :math:`W` of each cell.
     read_depth : int
@@ -113,14 +115,14 @@ class SuperpositionStack(nn.Module):
 
     kind = "superposition"
 
-    def __init__(self, depth: int, width: int, read_depth: int = 1, *, n_stacks: int = 1,
-                 hidden_size: int | None = None, dtype=None, device=None):
+    def __init__(self, depth: int | None, width: int, read_depth: int = 1, *,
+                 n_stacks: int = 1, hidden_size: int | None = None, dtype=None, device=None):
         super().__init__()
-        self.depth = _positive_int("depth", depth)
+        self.depth = None if depth is None else _positive_int("depth", depth)
         self.width = _positive_int("width", width)
         self.read_depth = _positive_int("read_depth", read_depth)
         self.n_stacks = _positive_int("n_stacks", n_stacks)
-        if self.read_depth > self.depth:
+        if self.depth is not None and self.read_depth > self.depth:
             raise InvalidParameterError(
                 f"read_depth ({read_depth}) must not exceed depth ({depth})")
         self.hidden_size = hidden_size
@@ -135,13 +137,20 @@ class SuperpositionStack(nn.Module):
         """Length of :meth:`read`'s output, ``K * read_depth * W``."""
         return self.n_stacks * self.read_depth * self.width
 
-    def state_shape(self, batch_size: int) -> tuple[int, int, int, int]:
-        return (batch_size, self.n_stacks, self.depth, self.width)
-
-    def initial_state(self, batch_size: int, *, dtype=None, device=None) -> torch.Tensor:
-        """An empty stack, zeros of shape ``(B, K, depth, W)``."""
+    def initial_state(self, batch_size: int, *, depth: int | None = None, dtype=None,
+                      device=None) -> torch.Tensor:
+        """An empty stack, zeros of shape ``(B, K, depth, W)`` (``depth`` defaults to the
+        module's)."""
         _positive_int("batch_size", batch_size)
-        return torch.zeros(self.state_shape(batch_size), dtype=dtype, device=device)
+        D = depth if depth is not None else self.depth
+        if D is None:
+            raise InvalidParameterError("depth is needed: the stack was built without one, "
+                                        "so pass it to initial_state")
+        _positive_int("depth", D)
+        if D < self.read_depth:
+            raise InvalidParameterError(f"depth ({D}) must not be smaller than read_depth "
+                                        f"({self.read_depth})")
+        return torch.zeros(batch_size, self.n_stacks, D, self.width, dtype=dtype, device=device)
 
     def controls(self, h: torch.Tensor) -> SuperpositionControls:
         r"""Actions :math:`\mathrm{softmax}(A h)` and value :math:`\sigma(D h)` from ``h`` (B, H)."""
@@ -159,8 +168,10 @@ class SuperpositionStack(nn.Module):
         if not isinstance(state, torch.Tensor) or state.dim() != 4:
             raise ShapeError(f"state must be (B, K, D, W), got "
                              f"{tuple(getattr(state, 'shape', ()))}")
-        B = state.shape[0]
-        _check_shape("state", state, self.state_shape(B))
+        B, K, D, W = state.shape
+        _check_shape("state", state, (B, self.n_stacks, D, self.width))
+        if D < self.read_depth:
+            raise ShapeError(f"state depth {D} is smaller than read_depth {self.read_depth}")
         _check_shape("actions", controls.actions, (B, self.n_stacks, 3))
         _check_shape("values", controls.values, (B, self.n_stacks, self.width))
 
