@@ -1,0 +1,493 @@
+"""State-space models with a layer-wise output nonlinearity: ``NonlinearSSM`` and ``StableSSM``.
+
+.. math::
+
+    h_k = \\bar A h_{k-1} + \\bar G (U x_k + b), \\qquad y_k = C\\,\\sigma(h_k), \\qquad h_{-1} = 0,
+
+the "linear recurrence, nonlinear read-out" model of Wang & Xue (NeurIPS 2023) and of
+S. Wang and Q. Li, *StableSSM* (ICML 2024, Sec. 2). Output timing: :math:`y_k` is read from
+the state *after* it has absorbed :math:`x_k` (as in the original code, which returns
+``hidden[1:]``), so :math:`y_k` depends on :math:`x_0, \\dots, x_k`.
+
+* discrete time: :math:`\\bar A = W` (a matrix, ``recurrence="vanilla"``), ``diag(w)``
+  (``"diagonal"``) or ``diag(f(w))`` for a discrete-time parameterisation :math:`f`;
+  :math:`\\bar G = I`;
+* continuous time: :math:`dh/dt = A h + U x + b` with :math:`A = W`, ``diag(w)`` or
+  ``diag(f(w))`` for a continuous-time :math:`f`, discretised by zero-order hold at step
+  :math:`\\Delta t` (input held at :math:`x_k` on :math:`((k-1)\\Delta t, k\\Delta t]`):
+  :math:`\\bar A = e^{A\\Delta t}`, :math:`\\bar G = \\int_0^{\\Delta t} e^{As}\\,ds`, which for
+  a diagonal :math:`A = \\Lambda` is :math:`(e^{\\Lambda\\Delta t} - 1)/\\Lambda`.
+
+Every map :math:`f` is the torch callable generated from the sympy expression in
+:data:`rnnmem.theory.PARAMETERISATIONS` (no second copy here). A diagonal recurrence is run by
+:func:`rnnmem.models.recurrence.linear_recurrence`.
+
+Initialisation (shared with :class:`~rnnmem.models.diagonal.DiagonalSSM`): decay rates
+:math:`r` log-spaced on ``decay_range``; eigenvalues :math:`-r` (continuous) or :math:`1 - r`
+(discrete), mapped to weights by the parameterisation's inverse; a vanilla :math:`W` is
+:math:`Q\\,\\mathrm{diag}(\\lambda)\\,Q^\\top` with a random orthogonal :math:`Q`. The original
+code (radarFudan/Curse-of-memory ``ssm.py``) instead draws ``relu(randn)`` decay rates with
+a trainable orthogonal :math:`P` and uses ``dt = 1`` (float64); StableSSM's S4D-style kernel
+uses real part -1/2 and log-uniform steps. We keep the orthogonal-congruence idea for the
+vanilla matrix and the deterministic log-spaced spectrum of ``DiagonalSSM``.
+
+Memory function (Wang, Li & Li, ICLR 2024, Def. 3.1), closed form for :math:`\\sigma` =
+identity (:class:`ExactMemoryMixin`), per output :math:`o`, at times :math:`t` in units of
+time:
+
+* ``form="continuous"`` (continuous time, the default there):
+  :math:`M_o(t) = \\sum_i |(C e^{A t} U)_{oi}|`, the time derivative of the Heaviside
+  response of the ODE;
+* ``form="sampled"`` (the only form in discrete time): with the kernel
+  :math:`\\rho_k = C\\bar A^k \\bar G U` of the sampled model,
+  :math:`M_o(k\\Delta t) = \\sum_i |(\\rho_k)_{oi}| / \\Delta t` (linear interpolation between
+  grid times): exactly what the black-box estimator :func:`rnnmem.numerics.memory_function`
+  (forward differences) measures on the model, and a first-order approximation of the
+  continuous form.
+
+With a bias :math:`b \\ne 0` these are the memory of the input-to-output part
+:math:`x \\mapsto H(x) - H(0)` (the estimator's ``baseline=True``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import (
+    InvalidParameterError,
+    NonFiniteError,
+    ShapeError,
+    UnknownNameError,
+    UnstableSystemError,
+)
+from ..numerics import linear_memory
+from ..theory import PARAMETERISATIONS, get_parameterisation
+from .base import RecurrentModel, check_input
+from .diagonal import diagonal_memory_function
+from .recurrence import linear_recurrence
+from .registry import register_model
+
+__all__ = [
+    "ACTIVATIONS",
+    "NonlinearSSM",
+    "StableSSM",
+    "get_activation",
+    "zoh_diagonal",
+    "zoh_matrix",
+]
+
+#: Element-wise activations by name.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "linear": lambda z: z,
+    "tanh": torch.tanh,
+    "hardtanh": F.hardtanh,
+}
+
+RECURRENCE_KINDS = ("vanilla", "diagonal")
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+# --------------------------------------------------------------------------------------
+# helpers shared by the models of this package (rnn, lru, s4d import them)
+# --------------------------------------------------------------------------------------
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation called ``name`` (``"linear"``, ``"tanh"``, ``"hardtanh"``)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("activation", name, list(ACTIVATIONS)) from None
+
+
+def check_positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def check_supported_dtype(model: RecurrentModel) -> None:
+    """These models run in float32 or float64 only (complex arithmetic, ``matrix_exp``)."""
+    if model.factory["dtype"] not in _SUPPORTED_DTYPES:
+        raise InvalidParameterError(
+            f"{type(model).__name__} supports float32 and float64, got {model.factory['dtype']}")
+
+
+def resolve_recurrence(recurrence: str, time: str | None) -> tuple[str, object, str]:
+    """``(kind, parameterisation or None, time)`` for a recurrence name.
+
+    ``kind`` is ``"vanilla"``, ``"diagonal"`` or ``"param"``. A parameterisation fixes the
+    time (its own); ``time=None`` means "discrete" for vanilla/diagonal.
+    """
+    if recurrence in RECURRENCE_KINDS:
+        return recurrence, None, "discrete" if time is None else time
+    if isinstance(recurrence, str) and recurrence in PARAMETERISATIONS:
+        p = PARAMETERISATIONS[recurrence]
+        if time is not None and time != p.time:
+            raise InvalidParameterError(
+                f"parameterisation {p.name!r} is {p.time}-time but time={time!r} was asked")
+        return "param", p, p.time
+    raise UnknownNameError("recurrence", recurrence,
+                           list(RECURRENCE_KINDS) + list(PARAMETERISATIONS))
+
+
+def initial_eigenvalues(n: int, time: str, decay_range) -> np.ndarray:
+    """Log-spaced decay rates :math:`r` on ``decay_range``: :math:`-r` or :math:`1 - r`.
+
+    Defaults as :class:`~rnnmem.models.diagonal.DiagonalSSM`: (0.05, 2.0) in continuous
+    time, (0.01, 0.5) in discrete time.
+    """
+    if decay_range is None:
+        decay_range = (0.05, 2.0) if time == "continuous" else (0.01, 0.5)
+    try:
+        lo, hi = (float(v) for v in decay_range)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"decay_range must be two numbers, got {decay_range!r}") \
+            from None
+    if not (math.isfinite(hi) and 0 < lo <= hi) or (time == "discrete" and hi >= 1):
+        raise InvalidParameterError(
+            f"decay_range must satisfy 0 < lo <= hi{' < 1' if time == 'discrete' else ''}, "
+            f"got {decay_range!r}")
+    rates = np.exp(np.linspace(math.log(lo), math.log(hi), n))  # (N,)
+    return -rates if time == "continuous" else 1.0 - rates
+
+
+def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-distributed orthogonal (N, N) matrix (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def zoh_diagonal(lam: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-order hold of :math:`\\dot h = \\lambda h + v`: :math:`(e^{\\lambda\\Delta t},
+    (e^{\\lambda \\Delta t} - 1)/\\lambda)`, with the limit :math:`\\Delta t` at
+    :math:`\\lambda = 0`. Real or complex ``lam`` (any shape); both outputs have its shape."""
+    z = lam * dt
+    small = z.abs() < torch.finfo(z.real.dtype).eps ** 0.5  # 2-term Taylor exact to eps
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    gain = torch.where(small, dt * (1 + z / 2), torch.expm1(z) / safe)
+    return torch.exp(z), gain
+
+
+def zoh_matrix(A: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-order hold of :math:`\\dot h = A h + v`: :math:`(e^{A\\Delta t},
+    \\int_0^{\\Delta t} e^{As}ds)`, from one exponential of the block matrix
+    :math:`\\begin{pmatrix} A & I \\\\ 0 & 0 \\end{pmatrix}\\Delta t` (Van Loan)."""
+    n = A.shape[-1]
+    eye = torch.eye(n, dtype=A.dtype, device=A.device)
+    top = torch.cat([A, eye], dim=1)  # (N, 2N)
+    M = torch.cat([top, torch.zeros_like(top)], dim=0) * dt  # (2N, 2N)
+    E = torch.linalg.matrix_exp(M)
+    return E[:n, :n], E[:n, n:]
+
+
+def memory_times(t) -> np.ndarray:
+    """Validate memory-function times: 1-D (a scalar becomes (1,)), finite, >= 0."""
+    t = np.asarray(t, dtype=float)
+    if t.ndim == 0:
+        t = t[None]
+    if t.ndim != 1:
+        raise ShapeError(f"t must be 1-D, got shape {t.shape}")
+    if not np.all(np.isfinite(t)):
+        raise NonFiniteError("t contains NaN or inf")
+    if np.any(t < 0):
+        raise InvalidParameterError("memory function times must be >= 0")
+    return t
+
+
+def squeeze_outputs(M: np.ndarray) -> np.ndarray:
+    return M[:, 0] if M.ndim == 2 and M.shape[1] == 1 else M
+
+
+def check_stable(lam: np.ndarray, time: str) -> None:
+    """Raise :class:`UnstableSystemError` unless every eigenvalue is strictly stable."""
+    bad = lam.real >= 0 if time == "continuous" else np.abs(lam) >= 1
+    if np.any(bad):
+        raise UnstableSystemError(
+            f"{int(bad.sum())} eigenvalue(s) outside the stable region "
+            f"(e.g. {complex(lam[bad].ravel()[0]):.4g}); the memory function does not decay")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.to(torch.complex128) if t.is_complex() else t.double()).numpy()
+
+
+class ExactMemoryMixin:
+    """Closed-form memory function for models that are linear (in some configuration).
+
+    Two forms (Wang, Li & Li, ICLR 2024, Def. 3.1; :math:`\\rho` the kernel,
+    :math:`y_k = \\sum_j \\rho_j x_{k-j}`, per output :math:`o`):
+
+    ``"sampled"``
+        The memory of the sampled model as the black-box estimator
+        (:func:`rnnmem.numerics.memory_function`, forward differences) measures it:
+        :math:`M_o(k\\Delta t) = \\sum_i |(\\rho_k)_{oi}| / \\Delta t`, linearly interpolated
+        between grid times. This is the only form in discrete time.
+    ``"continuous"``
+        For a continuous-time model, the derivative of the Heaviside response of the
+        underlying ODE, :math:`M_o(t) = \\sum_i |(C e^{At}U)_{oi}|`; the sampled form
+        converges to it as :math:`\\Delta t \\to 0` (first order).
+
+    A host class provides ``is_linear``, ``impulse_response(length)``,
+    ``_continuous_memory(t) -> (L, p)`` (continuous time) and
+    ``_spectra(form) -> [(eigenvalues, "continuous" | "discrete"), ...]``.
+    """
+
+    def memory_function(self, t, *, exact: bool | None = None, form: str | None = None,
+                        require_stable: bool = True, **kwargs) -> np.ndarray:
+        """Memory function at times ``t`` (in units of time; ``t = k dt`` is step ``k``).
+
+        Parameters
+        ----------
+        t : array (L,) of times >= 0
+        exact : bool or None
+            ``None``: the closed form when the model is linear, else the black-box
+            estimator; ``True`` insists on the closed form; ``False`` uses the estimator
+            (``kwargs`` are passed to it).
+        form : {"continuous", "sampled"} or None
+            ``None``: ``"continuous"`` for a continuous-time model, else ``"sampled"``.
+        require_stable : bool
+            Raise :class:`~rnnmem.errors.UnstableSystemError` if an eigenvalue is outside
+            the stable region.
+
+        Returns
+        -------
+        (L,) for one output, else (L, output_dim).
+        """
+        t = memory_times(t)
+        if exact is None:
+            exact = self.is_linear
+        if not exact:
+            if form is not None:
+                raise InvalidParameterError("form applies to the closed form (exact=True) only")
+            return super().memory_function(t, **kwargs)
+        if kwargs:
+            raise InvalidParameterError(
+                f"unexpected options for the closed form: {sorted(kwargs)}")
+        if not self.is_linear:
+            raise InvalidParameterError(
+                f"no closed-form memory function for this nonlinear "
+                f"{type(self).__name__}; use exact=False (black-box estimator)")
+        if form is None:
+            form = "continuous" if self.time == "continuous" else "sampled"
+        if form not in ("continuous", "sampled"):
+            raise UnknownNameError("memory form", form, ["continuous", "sampled"])
+        if form == "continuous" and self.time != "continuous":
+            raise InvalidParameterError("form='continuous' needs a continuous-time model")
+        with torch.no_grad():
+            if require_stable:
+                for lam, time in self._spectra(form):
+                    check_stable(_np(lam), time)
+            p = self.output_dim
+            if t.size == 0:
+                return np.zeros((0,) if p == 1 else (0, p))
+            if form == "continuous":
+                return squeeze_outputs(self._continuous_memory(t))
+            n_grid = int(np.ceil(t.max() / self.dt)) + 1
+            rho = _np(self.impulse_response(n_grid))  # (n_grid, p, d)
+            grid_M = np.abs(rho).sum(-1) / self.dt  # (n_grid, p)
+            grid = self.dt * np.arange(n_grid)
+            M = np.stack([np.interp(t, grid, grid_M[:, o]) for o in range(p)], axis=1)
+            return squeeze_outputs(M)
+
+
+# --------------------------------------------------------------------------------------
+# the model
+# --------------------------------------------------------------------------------------
+@register_model("ssm")
+class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
+    """Linear recurrence with a nonlinear read-out, :math:`y_k = C\\sigma(h_k)`.
+
+    Parameters
+    ----------
+    state_dim : int
+        :math:`N`.
+    input_dim, output_dim : int
+    activation : {"linear", "tanh", "hardtanh"}
+        :math:`\\sigma`, applied element-wise to the state before the read-out.
+    recurrence : str
+        ``"vanilla"`` (free :math:`N\\times N` matrix ``W``), ``"diagonal"`` (free diagonal
+        ``w``) or the name of a parameterisation in :data:`rnnmem.theory.PARAMETERISATIONS`
+        (diagonal :math:`f(w)`; its time, continuous or discrete, becomes the model's).
+    time : {"discrete", "continuous"} or None
+        ``None``: the parameterisation's time, or ``"discrete"`` for vanilla/diagonal.
+    dt : float
+        Zero-order-hold step (continuous time) and time unit.
+    bias : bool
+        Add a trainable :math:`b` to the input term.
+    decay_range : (float, float), optional
+        Range of initial decay rates (see the module docstring).
+    dtype : float32 or float64
+    device : ``"auto"`` (CUDA if present) or a torch device
+    seed : int, optional
+        Seed of the initialisation (numpy ``default_rng``).
+    """
+
+    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+                 activation: str = "linear", recurrence: str = "vanilla",
+                 time: str | None = None, dt: float = 1.0, bias: bool = True,
+                 decay_range: tuple[float, float] | None = None, dtype="float32",
+                 device="auto", seed: int | None = None):
+        check_positive_int("state_dim", state_dim)
+        sigma = get_activation(activation)
+        kind, p, time = resolve_recurrence(recurrence, time)
+        lam0 = initial_eigenvalues(state_dim, time, decay_range)
+        super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
+                         dtype=dtype, device=device,
+                         config=dict(state_dim=state_dim, activation=activation,
+                                     recurrence=recurrence, bias=bool(bias),
+                                     decay_range=None if decay_range is None
+                                     else [float(v) for v in decay_range], seed=seed))
+        check_supported_dtype(self)
+        self._sigma = sigma
+        self.state_dim, self.activation, self.kind = state_dim, activation, kind
+        self.parameterisation = p
+        self._f = p.torch if p is not None else None
+        fk = self.factory
+        rng = np.random.default_rng(seed)
+        if kind == "vanilla":
+            Q = random_orthogonal(state_dim, rng)
+            self.W = nn.Parameter(torch.as_tensor((Q * lam0[None, :]) @ Q.T, **fk))  # (N, N)
+            self.recurrent_parameter_names = ("W",)
+        else:
+            w0 = lam0 if kind == "diagonal" else p.inverse_numpy(lam0)
+            self.w = nn.Parameter(torch.as_tensor(w0, **fk))  # (N,)
+            self.recurrent_parameter_names = ("w",)
+        self.U = nn.Parameter(torch.as_tensor(
+            rng.standard_normal((state_dim, input_dim)) / math.sqrt(input_dim), **fk))  # (N, d)
+        self.b = nn.Parameter(torch.zeros(state_dim, **fk)) if bias else None  # (N,)
+        self.C = nn.Parameter(torch.as_tensor(
+            rng.standard_normal((output_dim, state_dim)) / math.sqrt(state_dim), **fk))  # (p, N)
+
+    # ---- the recurrence --------------------------------------------------------------
+    @property
+    def is_linear(self) -> bool:
+        return self.activation == "linear"
+
+    @property
+    def is_diagonal(self) -> bool:
+        return self.kind != "vanilla"
+
+    def recurrence_matrix(self) -> torch.Tensor:
+        """:math:`A` (continuous) or :math:`\\bar A` (discrete): (N, N) or its diagonal (N,)."""
+        if self.kind == "vanilla":
+            return self.W
+        return self.w if self.kind == "diagonal" else self._f(self.w)
+
+    def eigenvalues(self) -> torch.Tensor:
+        """Eigenvalues of :meth:`recurrence_matrix` (continuous: stable iff real part < 0;
+        discrete: stable iff modulus < 1). Real (N,) for diagonal, complex for vanilla."""
+        A = self.recurrence_matrix()
+        return torch.linalg.eigvals(A) if A.dim() == 2 else A
+
+    def transition(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:math:`(\\bar A, \\bar G)`: (N,) and (N,) for a diagonal recurrence, (N, N) for a
+        vanilla one; :math:`\\bar G` is ``None`` (identity) in discrete time."""
+        A = self.recurrence_matrix()
+        if self.time == "discrete":
+            return A, None
+        return zoh_matrix(A, self.dt) if A.dim() == 2 else zoh_diagonal(A, self.dt)
+
+    def _drive(self, x: torch.Tensor) -> torch.Tensor:
+        """:math:`\\bar G (U x_k + b)`, (B, T, N)."""
+        u = x @ self.U.T  # (B, T, N)
+        if self.b is not None:
+            u = u + self.b
+        _, G = self.transition()
+        if G is None:
+            return u
+        return u * G if G.dim() == 1 else u @ G.T
+
+    def states(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states :math:`h_k`, (B, T, N)."""
+        x = check_input(x, self.input_dim).to(self.dtype)
+        A, _ = self.transition()
+        v = self._drive(x)  # (B, T, N)
+        if A.dim() == 1:
+            return linear_recurrence(A, v)  # (B, T, N)
+        h = torch.zeros_like(v[:, 0])  # (B, N)
+        out = []
+        for k in range(v.shape[1]):
+            h = h @ A.T + v[:, k]
+            out.append(h)
+        return torch.stack(out, dim=1)  # (B, T, N)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, T, input_dim) -> ``y`` (B, T, output_dim)."""
+        return self._sigma(self.states(x)) @ self.C.T  # (B, T, p)
+
+    def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference: the recurrence step by step with a full matrix (slow; for tests)."""
+        x = check_input(x, self.input_dim).to(self.dtype)
+        A, G = self.transition()
+        if A.dim() == 1:
+            A = torch.diag(A)
+            G = None if G is None else torch.diag(G)
+        h = torch.zeros(x.shape[0], self.state_dim, dtype=x.dtype, device=x.device)  # (B, N)
+        ys = []
+        for k in range(x.shape[1]):
+            u = x[:, k] @ self.U.T + (0 if self.b is None else self.b)  # (B, N)
+            h = h @ A.T + (u if G is None else u @ G.T)
+            ys.append(self._sigma(h) @ self.C.T)
+        return torch.stack(ys, dim=1)  # (B, T, p)
+
+    # ---- linear part: kernel and memory ----------------------------------------------
+    def impulse_response(self, length: int) -> torch.Tensor:
+        """Kernel :math:`\\rho_j = C\\bar A^j \\bar G U`, shape (length, p, d), of the
+        input-to-state-to-output linear part (the whole model when :math:`\\sigma` is linear):
+        :math:`y_k = \\sum_j \\rho_j x_{k-j}` (+ bias response)."""
+        check_positive_int("length", length)
+        A, G = self.transition()
+        BU = self.U if G is None else (G[:, None] * self.U if G.dim() == 1 else G @ self.U)
+        rho, S = [], BU  # S = A^j G U, (N, d)
+        for _ in range(length):
+            rho.append(self.C @ S)
+            S = A[:, None] * S if A.dim() == 1 else A @ S
+        return torch.stack(rho, dim=0)  # (L, p, d)
+
+    # hooks of ExactMemoryMixin
+    def _spectra(self, form: str):
+        if form == "continuous":
+            return [(self.eigenvalues(), "continuous")]
+        A, _ = self.transition()
+        return [(torch.linalg.eigvals(A) if A.dim() == 2 else A, "discrete")]
+
+    def _continuous_memory(self, t: np.ndarray) -> np.ndarray:
+        """:math:`\\sum_i |(C e^{At} U)_{oi}|`, (L, p)."""
+        A, U, C = _np(self.recurrence_matrix()), _np(self.U), _np(self.C)
+        if A.ndim == 1:
+            return diagonal_memory_function(A, U, C, t, "continuous")
+        return linear_memory(A, U, C, t, require_stable=False)  # (L, p)
+
+
+@register_model("stable_ssm")
+class StableSSM(NonlinearSSM):
+    """:class:`NonlinearSSM` with a diagonal :math:`\\Lambda = f(w)` from a parameterisation.
+
+    S. Wang and Q. Li, *StableSSM* (ICML 2024): continuous-time maps (``direct``, ``exp``,
+    ``softplus``, ``best``) give :math:`\\lambda = f(w) < 0`, discretised by zero-order hold,
+    :math:`\\bar\\Lambda = e^{f(w)\\Delta t}`, :math:`\\bar B = (\\bar\\Lambda - 1)/f(w)\\,U`;
+    discrete-time maps (``linear``, ``lru``, ``sigmoid``, ``best_discrete``) are used directly,
+    :math:`\\bar\\Lambda = f(w)`, :math:`\\bar B = U`. Read-out :math:`y_k = C\\sigma(h_k)`.
+
+    Parameters are those of :class:`NonlinearSSM` with ``parameterisation`` in place of
+    ``recurrence``. Note: the StableSSM repository's "best" is :math:`-1/(w^2 + 0.1)`; the
+    registry's default (paper) constants are :math:`a = 1, b = 1/2`.
+    """
+
+    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+                 parameterisation: str = "exp", activation: str = "linear",
+                 time: str | None = None, dt: float = 1.0, bias: bool = True,
+                 decay_range: tuple[float, float] | None = None, dtype="float32",
+                 device="auto", seed: int | None = None):
+        p = get_parameterisation(parameterisation)
+        super().__init__(state_dim, input_dim, output_dim, activation=activation,
+                         recurrence=p.name, time=time, dt=dt, bias=bias,
+                         decay_range=decay_range, dtype=dtype, device=device, seed=seed)
+        del self._config["recurrence"]
+        self._config["parameterisation"] = p.name
