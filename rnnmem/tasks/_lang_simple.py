@@ -17,19 +17,24 @@ __all__ = ["Dyck1", "Dyck2", "AnBn", "AnBnCn", "MarkedReversal", "UnmarkedRevers
            "Copy", "Parity"]
 
 
-def _dyck_skeleton_step(rng: np.random.Generator, h: np.ndarray, r: int) -> np.ndarray:
-    """One step of the uniform Dyck-path sampler: which lanes go up.
+def dyck_up_probability(h, r):
+    """Exact probability that a uniform Dyck path goes up, at height ``h`` with ``r`` steps left.
 
     With ``r`` steps left at height ``h``, the number of completions is the ballot number
     :math:`N(r, h) = \\binom{r}{u}\\frac{h+1}{d+1}`, :math:`u = (r-h)/2`, :math:`d=(r+h)/2`
-    (reflection principle), so the exact probability of an up-step is
+    (reflection principle), so
 
     .. math:: P(\\uparrow \\mid r, h) = \\frac{N(r-1, h+1)}{N(r, h)}
               = \\frac{u\\,(h+2)}{r\\,(h+1)}.
     """
-    u = (r - h) // 2  # (B,)
-    p_up = u * (h + 2) / (r * (h + 1.0))  # (B,)
-    return rng.random(h.shape[0]) < p_up
+    h = np.asarray(h)
+    u = (r - h) // 2
+    return u * (h + 2) / (r * (h + 1.0))
+
+
+def _dyck_skeleton_step(rng: np.random.Generator, h: np.ndarray, r: int) -> np.ndarray:
+    """Which lanes (B,) of a uniform Dyck-path sampler go up (:func:`dyck_up_probability`)."""
+    return rng.random(h.shape[0]) < dyck_up_probability(h, r)
 
 
 class Dyck1(Language):

@@ -2,20 +2,20 @@
 
 Languages (:data:`LANGUAGES`, :func:`get_language`)
 ---------------------------------------------------
-=============================  ===================  ============  ==================
-name                           alphabet             Chomsky       lengths (eps in L?)
-=============================  ===================  ============  ==================
-``parity``                     ``a b``              regular       all (yes)
-``dyck1``                      ``( )``              context-free  even (yes)
-``dyck2``                      ``( ) [ ]``          context-free  even (yes)
-``anbn``                       ``a b``              context-free  even (yes)
-``marked_reversal``            ``a b #``            context-free  odd (no)
-``unmarked_reversal``          ``a b``              context-free  even (yes)
-``stack_manipulation``         ``0 1 a b p #``      context-free  >= 1 (no)
-``modular_arithmetic_brackets``  ``0-4 + - * ( ) =``  context-free  >= 3 (no)
-``anbncn``                     ``a b c``            context-sens. multiples of 3 (yes)
-``copy``                       ``a b``              context-sens. even (yes)
-=============================  ===================  ============  ==================
+================================  =====================  =================  =====================
+name                              alphabet               Chomsky class      lengths (is eps in L?)
+================================  =====================  =================  =====================
+``parity``                        ``a b``                regular            all (yes)
+``dyck1``                         ``( )``                context-free       even (yes)
+``dyck2``                         ``( ) [ ]``            context-free       even (yes)
+``anbn``                          ``a b``                context-free       even (yes)
+``marked_reversal``               ``a b #``              context-free       odd (no)
+``unmarked_reversal``             ``a b``                context-free       even (yes)
+``stack_manipulation``            ``0 1 a b p #``        context-free       >= 1 (no)
+``modular_arithmetic_brackets``   ``0-4 + - * ( ) =``    context-free       >= 3 (no)
+``anbncn``                        ``a b c``              context-sensitive  multiples of 3 (yes)
+``copy``                          ``a b``                context-sensitive  even (yes)
+================================  =====================  =================  =====================
 
 Each is a :class:`~rnnmem.tasks._lang_base.Language` (exact ``contains``, uniform
 ``sample`` of an exact length, ``next_symbols``, ``hard_negative``, ``encode``/``decode``);
@@ -79,7 +79,10 @@ LANGUAGES: dict[str, Language] = {
 
 
 def get_language(name) -> Language:
-    """The registered language called ``name``; UnknownNameError lists the known names."""
+    """The registered language called ``name`` (a Language is returned as is).
+
+    Raises UnknownNameError, whose message lists the known names.
+    """
     if isinstance(name, Language):
         return name
     try:
