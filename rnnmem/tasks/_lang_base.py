@@ -40,7 +40,6 @@ __all__ = ["Language", "END", "CHOMSKY_CLASSES", "check_rng", "check_length", "c
 
 END = "$"
 CHOMSKY_CLASSES = ("regular", "context-free", "context-sensitive")
-_NEG_INF = -np.inf
 
 
 def check_rng(rng) -> np.random.Generator:

@@ -116,7 +116,6 @@ def _all_strings(alphabet, max_len):
 @lru_cache(maxsize=None)
 def _mod_expressions(n):
     """dict expression -> value of all expressions of length n, from the E/T/F grammar."""
-    E, T, F = {}, {}, {}
 
     @lru_cache(maxsize=None)
     def f(n):
