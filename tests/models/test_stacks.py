@@ -285,7 +285,9 @@ def test_gradcheck(kind):
             r2, s = stack(h[1], s)
             return r1, r2, s.values, s.strengths
     h = torch.randn(2, B, H, dtype=DT, requires_grad=True)
-    assert torch.autograd.gradcheck(f, (h, *parts))
+    # full Jacobians on one batch row, random projections (fast mode) on the whole batch
+    assert torch.autograd.gradcheck(f, (h[:, :1], *(x[:1] for x in parts)))
+    assert torch.autograd.gradcheck(f, (h, *parts), fast_mode=True)
     # parameters get gradients too
     out = f(h, *parts)
     sum(o.sum() for o in out).backward()
@@ -314,6 +316,13 @@ def test_bad_input():
         SuperpositionStack(0, 3)
     with pytest.raises(InvalidParameterError, match="max_depth"):
         StratificationStack(3).initial_state(2)
+    with pytest.raises(InvalidParameterError, match="depth is needed"):
+        SuperpositionStack(None, 3).initial_state(2)
+    with pytest.raises(InvalidParameterError, match="read_depth"):
+        SuperpositionStack(None, 3, read_depth=2).initial_state(2, depth=1)
+    with pytest.raises(ShapeError, match="read_depth"):
+        SuperpositionStack(None, 1, read_depth=2).step(
+            torch.zeros(1, 1, 1, 1), SuperpositionControls(torch.ones(1, 1, 3), torch.ones(1, 1, 1)))
     sup = SuperpositionStack(3, 2, hidden_size=4)
     s = sup.initial_state(2, dtype=DT)
     with pytest.raises(ShapeError, match="actions"):
