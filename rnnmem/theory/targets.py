@@ -574,7 +574,10 @@ class TargetMemory:
                 raise NonFiniteError(f"parameter {k} of target {self.name!r} is {v!r}")
             if known[k].is_positive and not v > 0:
                 raise InvalidParameterError(f"{k} must be positive, got {v!r}")
-            new[known[k]] = sp.nsimplify(v, rational=True)
+            # a short rational when it is the same double (1.1 -> 11/10: readable, exact
+            # derivations), else the double itself as a 53-bit sympy Float
+            q = sp.nsimplify(v, rational=True)
+            new[known[k]] = q if float(q) == float(v) else sp.Float(float(v), precision=53)
         return replace(self, params=new)
 
     def __repr__(self) -> str:
