@@ -11,7 +11,8 @@ precision once at the top, and runs a single readable loop (nanoGPT style)::
         backward, clip the global gradient norm, optimizer step
         stop early if loss <= target_loss
         every eval_every steps: evaluate, log metrics.csv/.json, keep best.pt
-        every checkpoint_every steps: write last.pt
+        every checkpoint_every steps: write last.pt (only if the new parameters are
+                                      finite and give a finite loss on the latest batch)
 
 Checkpoints (``last.pt``, ``best.pt``) are :func:`rnnmem.models.registry.save_checkpoint`
 files (written atomically, loaded with ``weights_only=True``) whose ``extra["train"]`` holds
@@ -297,15 +298,30 @@ class _StopOnSignal:
 
 
 # ================================================================== building blocks
-def _accepted(fn, names) -> set[str]:
-    """Which of ``names`` the callable ``fn`` accepts as keywords."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return set(names)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(names)
-    return {n for n in names if n in params}
+def _accepted(cls, names) -> set[str]:
+    """Which of ``names`` the constructor of ``cls`` accepts as keywords.
+
+    A constructor with ``**kwargs`` is followed up the MRO (a subclass forwarding its
+    keywords to its parent accepts what the parent accepts).
+    """
+    found: set[str] = set()
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):  # pragma: no cover
+            return set(names)
+        found |= {n for n in names if n in params}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return found
+    return set(names)
+
+
+#: option names that mean the same thing for different model families; a user setting one
+#: of a group in ``model_kwargs`` replaces the task's defaults for the whole group
+_SYNONYMS = (("input_dim", "vocab_size"), ("output_dim", "output_size"))
 
 
 def _build_model(config: TrainConfig, task: TrainTask, device, param_dtype):
@@ -313,11 +329,17 @@ def _build_model(config: TrainConfig, task: TrainTask, device, param_dtype):
 
     _ensure_models_loaded()
     cls = MODELS.get(config.model)
+    user = dict(config.model_kwargs)
     defaults = dict(task.model_defaults())
     defaults.setdefault("seed", config.seed)
+    for group in _SYNONYMS:
+        if any(k in user for k in group):
+            for k in group:
+                defaults.pop(k, None)
     if cls is not None:  # unknown names fall through to build_model's error
-        defaults = {k: v for k, v in defaults.items() if k in _accepted(cls, defaults)}
-    kwargs = {**defaults, **dict(config.model_kwargs)}
+        ok = _accepted(cls, defaults)
+        defaults = {k: v for k, v in defaults.items() if k in ok}
+    kwargs = {**defaults, **user}
     dtype_name = str(param_dtype).replace("torch.", "")
     try:
         return build_model(config.model, **kwargs, dtype=dtype_name, device=str(device))
@@ -487,8 +509,20 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     def save(path: Path) -> Path:
         from ..models.registry import save_checkpoint
 
-        if not _params_finite(model):  # never overwrite a good checkpoint with NaN weights
+        # a checkpoint is written only if it is good: finite parameters that give a finite
+        # loss on the latest training batch (eval mode: no dropout, no RNG consumed)
+        if not _params_finite(model):
             raise _diverged(step, float("nan"), "parameters became non-finite")
+        if recent is not None:
+            was = model.training
+            model.eval()
+            try:
+                with torch.no_grad(), autocast():
+                    check = float(task.loss(_forward(model, recent[0]), *recent[1:]))
+            finally:
+                model.train(was)
+            if not math.isfinite(check):
+                raise _diverged(step, check, "the updated parameters give a non-finite loss")
         st = {"version": TRAIN_STATE_VERSION, "config": config.to_json(), "step": step,
               "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
               "scaler": scaler.state_dict() if scaler.is_enabled() else {},
@@ -539,6 +573,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                desc=f"{config.model}/{config.task}")
     stopped = "completed"
     params = list(model.parameters())
+    recent = None  # the latest training batch, to check parameters before saving them
     try:
         with _StopOnSignal() as signals:
             while step < total:
@@ -552,6 +587,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                 for group in optimizer.param_groups:
                     group["lr"] = last_lr
                 x, y, mask = task.batch("train", step, data_gen)
+                recent = (x, y, mask)
                 with autocast():
                     loss = task.loss(_forward(model, x), y, mask)
                 loss_value = float(loss.detach())

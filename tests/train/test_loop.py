@@ -479,3 +479,54 @@ def test_config_json_round_trip(d):
     c = TrainConfig(model="m", task="t", **d)
     assert TrainConfig.from_json(c.to_json()) == c
     assert c.differences(TrainConfig.from_json(c.to_json())) == []
+
+
+# ------------------------------------------------------------------ the real task families
+def test_linear_functional_task_sets_model_dt():
+    task = build_task("lf:exponential", n_samples=40, length=10, dt=0.5, valid_fraction=0.25)
+    assert task.model_defaults()["dt"] == 0.5
+    task.configure(batch_size=8, dtype=torch.float64)
+    assert task.n("train") == 30 and task.n("valid") == 10 and task.steps_per_epoch == 4
+    r = train(cfg(None, model="diagonal_ssm", task="lf:exponential", epochs=2, steps=None,
+                  task_kwargs=dict(n_samples=40, length=10, dt=0.5),
+                  model_kwargs=dict(state_dim=2)), progress=False)
+    assert r.model.dt == 0.5 and r.steps == 2 * 4
+    with pytest.raises(UnknownNameError, match="lf:exponential"):
+        build_task("lf:nope")
+
+
+def test_language_task_losses_and_accuracy():
+    ns = build_task("lang:dyck1", mode="next_symbol", lengths="2:6", valid_size=16)
+    ns.configure(batch_size=8, dtype=torch.float64, seed=0)
+    x, y, mask = ns.batch("train", 0, torch.Generator().manual_seed(0))
+    assert x.shape[-1] == 2 and y.shape[-1] == 3 and mask.dtype == torch.bool
+    assert torch.equal(x.sum(-1), torch.ones(x.shape[:2], dtype=x.dtype))  # one-hot
+    perfect = 20.0 * (2 * y - 1)  # logits with the right sign everywhere
+    m = ns.metrics(perfect, y, mask)
+    assert m["accuracy"][0] == m["accuracy"][1] == x.shape[0]
+    manual = F.binary_cross_entropy_with_logits(perfect.float(), y.float())
+    assert float(ns.loss(perfect, y, mask)) == pytest.approx(float(manual), rel=1e-6)
+    assert ns.metrics(-perfect, y, mask)["accuracy"][0] == 0
+    rec = build_task("lang:anbn", mode="recognition", lengths="2:8", valid_size=16)
+    rec.configure(batch_size=8, dtype=torch.float64, seed=0)
+    x, y, _ = rec.batch("train", 0, torch.Generator().manual_seed(1))
+    assert y.shape == (8,) and set(y.tolist()) <= {0.0, 1.0}
+    one = (2 * y - 1)[:, None, None].expand(8, x.shape[1], 1) * 20  # (B, T, 1)
+    two = torch.cat([-one, one], dim=-1)  # (B, T, 2): class-1 logit minus class-0 logit
+    for out in (one, two):
+        assert rec.metrics(out, y, None)["accuracy"] == (8.0, 8.0)
+        assert float(rec.loss(out, y, None)) < 1e-6
+    with pytest.raises(ShapeError):
+        rec.loss(torch.zeros(8, x.shape[1], 3), y, None)
+
+
+def test_language_task_resume_is_bitwise_identical(tmp_path):
+    c = dict(task="lang:dyck1", task_kwargs=dict(lengths="2:6", valid_size=16,
+                                                 test_bins="8:10", test_size=8),
+             steps=12, eval_every=4, checkpoint_every=5, model_kwargs={"state_dim": 4})
+    a = train(cfg(tmp_path / "a", **c), progress=False)
+    assert {"valid_accuracy", "test_8:10_accuracy", "valid_position_accuracy"} <= set(a.history[-1])
+    train(cfg(tmp_path / "b", **c), progress=False, callback=lambda s, _: s == 6)
+    b = train(cfg(tmp_path / "b", **c), progress=False, resume=True)
+    assert all(torch.equal(v, params(b.model)[k]) for k, v in params(a.model).items())
+    assert strip_time(a.history) == strip_time(b.history)
