@@ -33,7 +33,7 @@ def _np(t):
 
 def _lru(**kw):
     args = dict(state_dim=6, input_dim=2, output_dim=3, r_min=0.4, r_max=0.95, dtype="float64",
-                seed=1)
+                seed=1, device="cpu")
     args.update(kw)
     return LRU(**args)
 
@@ -69,7 +69,8 @@ def test_float32():
 
 def test_ring_initialisation():
     r_min, r_max, max_phase = 0.5, 0.9, math.pi / 3
-    m = LRU(2000, r_min=r_min, r_max=r_max, max_phase=max_phase, dtype="float64", seed=0)
+    m = LRU(2000, r_min=r_min, r_max=r_max, max_phase=max_phase, dtype="float64", seed=0,
+            device="cpu")
     with torch.no_grad():
         r, th, g = _np(m.modulus()), _np(m.theta), _np(m.gamma())
     assert np.all((r >= r_min) & (r <= r_max)) and np.all((th >= 0) & (th <= max_phase))
@@ -129,7 +130,7 @@ def test_memory_of_an_unstable_lru_raises():
 
 def test_checkpoint_round_trip(tmp_path):
     m = build_model("lru", state_dim=4, input_dim=2, output_dim=1, r_min=0.5, r_max=0.99,
-                    max_phase=1.0, dtype="float64", seed=4)
+                    max_phase=1.0, dtype="float64", seed=4, device="cpu")
     json.dumps(m.config)
     with torch.no_grad():
         for p in m.parameters():
@@ -156,9 +157,23 @@ _CACHE = {}
 @given(nu=arrays(np.float64, 5, elements=st.floats(-1.0, 1.0)),
        theta=arrays(np.float64, 5, elements=st.floats(-50.0, 50.0)))
 def test_eigenvalues_stay_in_the_unit_disc(dtype, bound, nu, theta):
-    m = _CACHE.setdefault(dtype, LRU(5, dtype=dtype))
+    if dtype not in _CACHE:
+        _CACHE[dtype] = LRU(5, dtype=dtype, device="cpu")
+    m = _CACHE[dtype]
     with torch.no_grad():
         m.nu_log.copy_(torch.as_tensor(nu * bound))
         m.theta.copy_(torch.as_tensor(theta))
         lam, g = m.eigenvalues(), m.gamma()
     assert torch.all(lam.abs() < 1) and torch.all(torch.isfinite(g)) and torch.all(g > 0)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    gpu, cpu = _lru(device="auto"), _lru()
+    assert gpu.device.type == "cuda"
+    cpu.load_state_dict(gpu.state_dict())
+    x = _x(2, 11, 2)
+    with torch.no_grad():
+        y_gpu, y_cpu = gpu(x.to(gpu.device)), cpu(x)
+    tol = tolerance(torch.float64, n_ops=11 * 6, cond=_cond(cpu), scale=float(y_cpu.abs().max()))
+    assert y_gpu.device == gpu.device and tol.allclose(_np(y_gpu), _np(y_cpu))

@@ -35,7 +35,8 @@ def _np(t):
 
 
 def _rnn(**kw):
-    args = dict(hidden_dim=4, input_dim=2, output_dim=3, dt=0.5, dtype="float64", seed=1)
+    args = dict(hidden_dim=4, input_dim=2, output_dim=3, dt=0.5, dtype="float64", seed=1,
+                device="cpu")
     args.update(kw)
     return NonlinearRNN(**args)
 
@@ -179,7 +180,7 @@ def test_nonlinear_memory_is_black_box():
 ])
 def test_checkpoint_round_trip(tmp_path, kw):
     m = build_model("rnn", hidden_dim=3, input_dim=2, output_dim=1, dt=0.2, dtype="float64",
-                    seed=3, **kw)
+                    seed=3, device="cpu", **kw)
     json.dumps(m.config)
     with torch.no_grad():
         for p in m.parameters():
@@ -204,10 +205,26 @@ def test_gradients_flow(recurrence):
 @pytest.mark.parametrize("name", STABLE_CONTINUOUS_MAPS)
 @given(w=arrays(np.float64, 5, elements=st.floats(-8.0, 8.0)))
 def test_stable_maps_keep_w_negative(name, dtype, bound, w):
-    m = _CACHE.setdefault((name, dtype), NonlinearRNN(5, recurrence=name, dtype=dtype))
+    if (name, dtype) not in _CACHE:
+        _CACHE[name, dtype] = NonlinearRNN(5, recurrence=name, dtype=dtype, device="cpu")
+    m = _CACHE[name, dtype]
     with torch.no_grad():
         m.w.copy_(torch.as_tensor(w * bound / 8.0))
     assert torch.all(m.eigenvalues() < 0)
 
 
 _CACHE = {}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("recurrence", ["vanilla", "softplus"])
+def test_cuda_matches_cpu(recurrence):
+    kw = dict(recurrence=recurrence, activation="tanh", time="continuous", integrator="rk4")
+    gpu, cpu = _rnn(device="auto", **kw), _rnn(**kw)
+    assert gpu.device.type == "cuda"
+    cpu.load_state_dict(gpu.state_dict())
+    x = _x(2, 7, 2)
+    with torch.no_grad():
+        y_gpu, y_cpu = gpu(x.to(gpu.device)), cpu(x)
+    tol = tolerance(torch.float64, n_ops=7 * 4 * 4, scale=float(y_cpu.abs().max()))
+    assert y_gpu.device == gpu.device and tol.allclose(_np(y_gpu), _np(y_cpu))

@@ -37,7 +37,7 @@ def _np(t):
 
 def _s4d(**kw):
     args = dict(state_dim=6, input_dim=2, output_dim=3, dt_min=0.01, dt_max=0.5,
-                dtype="float64", seed=1)
+                dtype="float64", seed=1, device="cpu")
     args.update(kw)
     return S4D(**args)
 
@@ -145,7 +145,8 @@ def test_continuous_memory_is_the_limit_of_the_sampled_one():
 
 def test_checkpoint_round_trip(tmp_path):
     m = build_model("s4d", state_dim=4, input_dim=2, output_dim=2, parameterisation="softplus",
-                    init="s4d-inv", dt_min=0.01, dt_max=0.2, dt=0.5, dtype="float64", seed=2)
+                    init="s4d-inv", dt_min=0.01, dt_max=0.2, dt=0.5, dtype="float64", seed=2,
+                    device="cpu")
     json.dumps(m.config)
     with torch.no_grad():
         for p in m.parameters():
@@ -173,9 +174,22 @@ _CACHE = {}
 @given(w=arrays(np.float64, 4, elements=st.floats(-1.0, 1.0)),
        log_dt=arrays(np.float64, 4, elements=st.floats(math.log(1e-3), math.log(1e-1))))
 def test_stable_maps_keep_eigenvalues_stable(name, dtype, bound, w, log_dt):
-    m = _CACHE.setdefault((name, dtype), S4D(4, parameterisation=name, dtype=dtype))
+    if (name, dtype) not in _CACHE:
+        _CACHE[name, dtype] = S4D(4, parameterisation=name, dtype=dtype, device="cpu")
+    m = _CACHE[name, dtype]
     with torch.no_grad():
         m.kernel.w.copy_(torch.as_tensor(w * bound))
         m.kernel.log_dt.copy_(torch.as_tensor(log_dt))
         mu, Abar = m.eigenvalues(), m.discrete_eigenvalues()
     assert torch.all(mu.real < 0) and torch.all(Abar.abs() < 1)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    gpu, cpu = _s4d(device="auto"), _s4d()
+    assert gpu.device.type == "cuda"
+    cpu.load_state_dict(gpu.state_dict())
+    x = _x(2, 100, 2)
+    with torch.no_grad():
+        y_gpu, y_cpu = gpu(x.to(gpu.device)), cpu(x)
+    assert y_gpu.device == gpu.device and _fft_tol(cpu, x).allclose(_np(y_gpu), _np(y_cpu))

@@ -50,7 +50,8 @@ def _np(t):
 
 
 def _model(cfg, **kw):
-    args = dict(state_dim=5, input_dim=3, output_dim=2, dt=0.2, dtype="float64", seed=1)
+    args = dict(state_dim=5, input_dim=3, output_dim=2, dt=0.2, dtype="float64", seed=1,
+                device="cpu")
     args.update(CONFIGS[cfg])
     args.update(kw)
     return NonlinearSSM(**args)
@@ -179,7 +180,7 @@ def test_nonlinear_model_uses_black_box_and_refuses_closed_form():
 @pytest.mark.parametrize("recurrence", ["vanilla", "softplus"])
 def test_continuous_memory_is_exact_and_the_limit_of_the_sampled_one(recurrence):
     base = NonlinearSSM(4, 2, 1, recurrence=recurrence, time="continuous", dt=0.1,
-                        bias=False, dtype="float64", seed=3)
+                        bias=False, dtype="float64", seed=3, device="cpu")
     t = np.array([0.4, 0.8, 1.6])
     cont = base.memory_function(t)
     W = _np(base.recurrence_matrix())
@@ -191,7 +192,7 @@ def test_continuous_memory_is_exact_and_the_limit_of_the_sampled_one(recurrence)
     errs = []
     for dt in dts:
         m = NonlinearSSM(4, 2, 1, recurrence=recurrence, time="continuous", dt=dt, bias=False,
-                         dtype="float64", seed=3)
+                         dtype="float64", seed=3, device="cpu")
         m.load_state_dict(base.state_dict())
         errs.append(np.abs(m.memory_function(t, form="sampled") - cont).max())
     slope = np.polyfit(np.log(dts), np.log(errs), 1)[0]
@@ -209,8 +210,9 @@ def test_unstable_memory_raises_unless_allowed():
 
 def test_stable_ssm_linear_equals_the_leads_diagonal_ssm():
     s = StableSSM(4, 2, 1, parameterisation="softplus", dt=0.1, bias=False, dtype="float64",
-                  seed=5)
-    d = DiagonalSSM(4, 2, 1, parameterisation="softplus", dt=0.1, dtype="float64", seed=5)
+                  seed=5, device="cpu")
+    d = DiagonalSSM(4, 2, 1, parameterisation="softplus", dt=0.1, dtype="float64", seed=5,
+                    device="cpu")
     d.load_state_dict(s.state_dict())
     x = _x(2, 12, 2)
     with torch.no_grad():
@@ -229,7 +231,7 @@ def test_stable_ssm_linear_equals_the_leads_diagonal_ssm():
 ])
 def test_checkpoint_round_trip(tmp_path, name, kw):
     m = build_model(name, state_dim=3, input_dim=2, output_dim=2, dt=0.3, dtype="float64",
-                    seed=7, **kw)
+                    seed=7, device="cpu", **kw)
     assert MODELS[name] is type(m)
     json.dumps(m.config)  # JSON-serialisable
     with torch.no_grad():  # move away from the initialisation
@@ -261,7 +263,8 @@ _CACHE = {}
 
 def _stable_model(name, dtype):
     if (name, dtype) not in _CACHE:
-        _CACHE[name, dtype] = StableSSM(6, parameterisation=name, dt=0.5, dtype=dtype)
+        _CACHE[name, dtype] = StableSSM(6, parameterisation=name, dt=0.5, dtype=dtype,
+                                        device="cpu")
     return _CACHE[name, dtype]
 
 
@@ -279,3 +282,19 @@ def test_stable_maps_keep_every_eigenvalue_stable(name, dtype, bound, data):
     if m.time == "continuous":
         assert torch.all(lam < 0)
     assert torch.all(A.abs() < 1) and torch.all(torch.isfinite(A))
+
+
+# ---- device --------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("cfg", ["vanilla-continuous", "exp", "sigmoid"])
+def test_cuda_matches_cpu(cfg):
+    gpu = _model(cfg, activation="tanh", device="auto")
+    assert gpu.device.type == "cuda"
+    cpu = _model(cfg, activation="tanh")
+    cpu.load_state_dict(gpu.state_dict())
+    x = _x(2, 9, 3)
+    with torch.no_grad():
+        y_gpu, y_cpu = gpu(x.to(gpu.device)), cpu(x)
+    assert y_gpu.device == gpu.device
+    tol = tolerance(torch.float64, n_ops=9 * 5, scale=float(y_cpu.abs().max()))
+    assert tol.allclose(_np(y_gpu), _np(y_cpu))
