@@ -358,13 +358,16 @@ def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
                            weight_decay=config.weight_decay)
 
 
-def _apply_freeze(model, mode: str) -> None:
+def _freeze_schedule(config: TrainConfig):
+    """A :class:`rnnmem.models.freezing.FreezeSchedule`, or None without freezing."""
+    if config.freeze == "none":
+        return None
     try:
-        from ..models.freezing import apply_freeze
+        from ..models.freezing import FreezeSchedule
     except ImportError:
-        raise InvalidParameterError(
-            f"freeze: {mode!r} needs rnnmem.models.freezing, which is not available") from None
-    apply_freeze(model, mode)
+        raise InvalidParameterError(f"freeze: {config.freeze!r} needs rnnmem.models.freezing, "
+                                    "which is not available") from None
+    return FreezeSchedule(config.freeze, config.freeze_after)
 
 
 def _params_finite(model) -> bool:
@@ -471,6 +474,15 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     best_loss: float | None = None
     acc_sum, acc_n, last_lr, last_gnorm = 0.0, 0, config.lr, float("nan")
 
+    # frozen parameters leave the optimizer (so neither weight decay nor momentum moves
+    # them); on resume this happens before the optimizer state is loaded, so that the
+    # parameter groups match the stored ones
+    freezer = _freeze_schedule(config)
+
+    def maybe_freeze(at_step: int) -> None:
+        if freezer is not None and not freezer.applied:
+            freezer.maybe_apply(model, at_step, optimizer)
+
     # ---- resume -----------------------------------------------------------------------
     if resume and last_path.is_file():
         stored, st = load_train_state(last_path)
@@ -480,6 +492,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                                   f"configuration (fields: {', '.join(diff)})")
         if st["model"] != getattr(model, "model_name", None):
             raise CheckpointError(f"{str(last_path)!r} holds model {st['model']!r}")
+        maybe_freeze(int(st["step"]))
         try:
             model.load_state_dict(st["state_dict"])
             optimizer.load_state_dict(st["optimizer"])
@@ -497,10 +510,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
         log.rewrite(history)  # drop rows logged after this checkpoint
     if out is not None:
         _atomic_write_text(out / "config.json", config.to_json() + "\n")
-    frozen = False
-    if config.freeze != "none" and step >= config.freeze_after:
-        _apply_freeze(model, config.freeze)
-        frozen = True
+    maybe_freeze(step)
     t0 = time.perf_counter()
 
     def elapsed():
@@ -580,9 +590,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                 if signals.requested:
                     stopped = "interrupted"
                     break
-                if not frozen and config.freeze != "none" and step >= config.freeze_after:
-                    _apply_freeze(model, config.freeze)
-                    frozen = True
+                maybe_freeze(step)
                 last_lr = schedule.lr(step)
                 for group in optimizer.param_groups:
                     group["lr"] = last_lr
