@@ -11,7 +11,7 @@ symbol and the previous stack read, and drives a differentiable stack
     r_t = \mathrm{read}(S_t), \\
     y_t &= C h_t ,
 
-as in Joulin & Mikolov (2015, eqs. 3-6; stack read fed back to the next step) and
+as in Joulin & Mikolov (2015; the stack read is fed back at the next step) and
 Grefenstette et al. (2015), in the form used by DuSell & Chiang (2020, "Learning
 Context-Free Languages with Nondeterministic Stack RNNs", CoNLL; and 2023, "The Surprising
 Computational Power of Nondeterministic Stack RNNs", ICLR), where the output layer reads the

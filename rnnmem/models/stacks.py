@@ -86,8 +86,9 @@ class SuperpositionStack(nn.Module):
             + a^{\mathrm{pop}}_t \begin{bmatrix} s_{t-1}[1{:}D] \\ 0 \end{bmatrix}
             + a^{\mathrm{noop}}_t\, s_{t-1},
 
-    i.e. Joulin & Mikolov's eqs. (4)-(5) with the no-op action of their Sec. 3.2 and a fixed
-    depth :math:`D`: a push drops the bottom cell, a pop shifts a zero in at the bottom.
+    i.e. Joulin & Mikolov's stack update (push and pop, plus the no-op action they also
+    consider) with a fixed depth :math:`D`: a push drops the bottom cell, a pop shifts a
+    zero in at the bottom.
     With one-hot actions this is exactly a discrete stack of capacity :math:`D`. The read
     is the top ``read_depth`` cells, flattened: :math:`r_t = \mathrm{vec}(s_t[0{:}k])`
     (their :math:`P s_{t-1}[0{:}k]` term).
@@ -266,7 +267,7 @@ class StratificationStack(nn.Module):
 
     The stack holds values :math:`V_i` with strengths :math:`s_i \in [0, 1]`. One step with
     push strength :math:`d_t = \sigma(\cdot)`, pop strength :math:`u_t = \sigma(\cdot)` and
-    value :math:`v_t = \tanh(\cdot)` (their eqs. 1-3, indices counted from the bottom):
+    value :math:`v_t = \tanh(\cdot)` (their neural-stack equations, indices counted from the bottom):
 
     .. math::
 

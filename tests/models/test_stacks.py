@@ -101,7 +101,7 @@ def test_stratification_step_matches_reference(case):
 
 
 def paper_stack(pushes, pops, values, capacity=None):
-    """Grefenstette et al. (2015) eqs. 1-3 literally: a growing list, bottom first; with a
+    """Grefenstette et al. (2015) stack equations literally: a growing list, bottom first; with a
     capacity, the element pushed ``capacity`` steps ago is forgotten."""
     V, s, reads = [], [], []
     for d, u, v in zip(pushes, pops, values):
