@@ -102,11 +102,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="task option, repeatable (e.g. --task-arg length=50)")
     g.add_argument("--config", metavar="FILE.json",
                    help="start from a TrainConfig JSON file (flags override it)")
+    from ..train.config import DTYPE_NAMES, FREEZE_MODES, OPTIMIZERS, SCHEDULES
+
+    shown = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES,
+             "freeze": FREEZE_MODES}
     o = p.add_argument_group("optimisation (defaults: rnnmem.train.TrainConfig)")
     for name, typ in _FLAGS.items():
         flag = "--" + name.replace("_", "-")
+        meta = "{" + ",".join(shown[name]) + "}" if name in shown else typ.__name__.upper()
         # parsed in _config_from_args, so that a bad value is one line, not argparse's usage
-        o.add_argument(flag, dest=name, default=None, metavar=typ.__name__.upper())
+        o.add_argument(flag, dest=name, default=None, metavar=meta)
     r = p.add_argument_group("output")
     r.add_argument("--out", metavar="DIR",
                    help="output directory: metrics.csv/json, config.json, last.pt, best.pt")
