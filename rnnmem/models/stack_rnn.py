@@ -168,6 +168,9 @@ class StackRNN(RecurrentModel):
     dtype, device
         Parameter dtype (``float16``, ``bfloat16``, ``float32``, ``float64``) and device
         (``"auto"``: CUDA when available). All computation is in this dtype.
+    seed : int, optional
+        Seed of the parameter initialisation (torch's default initialisers, run under a
+        forked RNG so the global stream is untouched); ``None`` uses the global RNG.
     """
 
     recurrent_parameter_names = ("controller", "memory")
@@ -177,7 +180,7 @@ class StackRNN(RecurrentModel):
                  stack_width: int = 8, stack_depth: int | None = None, n_stacks: int = 1,
                  read_depth: int = 1, mode: str = "next_symbol",
                  embedding_dim: int | None = None, pool: str = "last", compile: bool = False,
-                 dtype: Any = "float32", device: Any = "auto",
+                 dtype: Any = "float32", device: Any = "auto", seed: int | None = None,
                  input_dim: int | None = None, output_dim: int | None = None,
                  dt: float = 1.0, time: str = "discrete"):
         _check_positive("vocab_size", vocab_size)
@@ -212,17 +215,35 @@ class StackRNN(RecurrentModel):
         if output_dim is not None and output_dim != output_size:
             raise InvalidParameterError(f"output_dim ({output_dim}) must equal output_size "
                                         f"({output_size})")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}")
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
                    stack=stack, hidden_size=hidden_size, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
-                   mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile))
+                   mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile),
+                   seed=seed)
         super().__init__(input_dim=vocab_size, output_dim=output_size, dt=dt, time="discrete",
                          dtype=dtype, device=device, config=cfg)
-        fk = self.factory
         self.vocab_size, self.output_size, self.mode, self.pool = vocab_size, output_size, mode, pool
         self.stack_kind, self.stack_depth = stack, stack_depth
+        if seed is None:
+            self._build(controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
+                        read_depth, embedding_dim)
+        else:
+            dev = self.factory["device"]
+            with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+                torch.manual_seed(seed)
+                self._build(controller, stack, hidden_size, stack_width, stack_depth,
+                            n_stacks, read_depth, embedding_dim)
+        self.use_compile = bool(compile)
+        self._compiled_step = None
+        self._compile_failed = False
+
+    def _build(self, controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
+               read_depth, embedding_dim) -> None:
+        fk = self.factory
         if stack == "superposition":
             self.memory = SuperpositionStack(stack_depth, stack_width, read_depth,
                                              n_stacks=n_stacks, hidden_size=hidden_size, **fk)
@@ -232,12 +253,9 @@ class StackRNN(RecurrentModel):
         else:
             self.memory = nn.Module()  # no parameters: the baseline
         self.read_size = 0 if stack == "none" else self.memory.read_size
-        self.controller = Controller(controller, vocab_size, hidden_size, self.read_size,
+        self.controller = Controller(controller, self.vocab_size, hidden_size, self.read_size,
                                      embedding_dim, **fk)
-        self.classifier = nn.Linear(hidden_size, output_size, **fk)
-        self.use_compile = bool(compile)
-        self._compiled_step = None
-        self._compile_failed = False
+        self.classifier = nn.Linear(hidden_size, self.output_size, **fk)
 
     # ---- state ----------------------------------------------------------------------
     @property

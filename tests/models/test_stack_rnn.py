@@ -186,6 +186,20 @@ def test_config_registry_checkpoint_roundtrip(tmp_path):
         build_model("gru_baseline", vocab_size=V, stack="superposition")
 
 
+def test_seed_fixes_the_initialisation_and_leaves_the_global_stream():
+    torch.manual_seed(5)
+    expected_next = torch.rand(3)
+    torch.manual_seed(5)
+    a = StackRNN(V, stack="stratification", seed=11, dtype="float64", device="cpu")
+    assert torch.equal(torch.rand(3), expected_next)
+    b = StackRNN(V, stack="stratification", seed=11, dtype="float64", device="cpu")
+    c = StackRNN(V, stack="stratification", seed=12, dtype="float64", device="cpu")
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert a.config["seed"] == 11
+
+
 def test_bad_input():
     m = make()
     with pytest.raises(AlphabetError, match="token id"):
