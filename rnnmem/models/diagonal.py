@@ -18,9 +18,11 @@ so that :math:`y_k = y(k\\Delta t)` when :math:`x` is held at :math:`x_k` on
 and :math:`\\bar B = U`. The map :math:`f` is the torch callable generated from the sympy
 expression in :data:`rnnmem.theory.PARAMETERISATIONS`; there is no second copy of it here.
 
-Exact memory function (Wang, Li & Li, ICLR 2024, Def. 3.1, for a linear model):
-:math:`M(t) = \\|C e^{\\Lambda t} U\\|_1` (continuous) and
-:math:`M_k = \\|C \\bar A^k \\bar B\\|_1` (discrete, per step), the 1-norm taken over input
+Exact memory function (Wang, Li & Li, ICLR 2024, Def. 3.1, for a linear model), through
+:class:`~rnnmem.models._common.ExactMemoryMixin`, at times ``t`` in units of time:
+:math:`M(t) = \\|C e^{\\Lambda t} U\\|_1` (continuous form, the default in continuous time)
+and :math:`M(k\\Delta t) = \\|C \\bar A^k \\bar B\\|_1 / \\Delta t` (sampled form, the only
+one in discrete time, what the black-box estimator measures), the 1-norm taken over input
 directions, separately for each output.
 """
 
@@ -32,8 +34,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError, NonFiniteError, ShapeError, UnstableSystemError
+from ..errors import InvalidParameterError
 from ..theory import get_parameterisation
+from ._common import (
+    ExactMemoryMixin,
+    _np,
+    check_positive_int,
+    diagonal_memory_function,
+    initial_eigenvalues,
+    zoh_diagonal,
+)
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
 from .registry import register_model
@@ -41,36 +51,8 @@ from .registry import register_model
 __all__ = ["DiagonalSSM", "diagonal_memory_function"]
 
 
-def diagonal_memory_function(lam: np.ndarray, U: np.ndarray, C: np.ndarray, t: np.ndarray,
-                             time: str = "continuous") -> np.ndarray:
-    """Closed-form memory function of a diagonal linear system, vectorised over ``t``.
-
-    Parameters
-    ----------
-    lam : (N,) eigenvalues (real or complex)
-    U : (N, d) input matrix
-    C : (p, N) output matrix
-    t : (L,) times (continuous) or non-negative integer steps (discrete)
-
-    Returns
-    -------
-    (L, p) array, :math:`M_o(t) = \\sum_i |\\sum_j C_{oj} e^{\\lambda_j t} U_{ji}|` (continuous)
-    or with :math:`\\lambda_j^t` (discrete).
-    """
-    t = np.asarray(t, dtype=float)
-    if time == "continuous":
-        E = np.exp(np.multiply.outer(t, lam))  # (L, N)
-    else:
-        E = np.power.outer(lam.astype(complex) if np.iscomplexobj(lam) else lam, t).T  # (L, N)
-    K = C[:, :, None] * U[None, :, :]  # (p, N, d)
-    resp = np.einsum("ln,pnd->lpd", E, K)  # (L, p, d)
-    if np.iscomplexobj(resp):
-        resp = resp.real
-    return np.abs(resp).sum(-1)  # (L, p)
-
-
 @register_model("diagonal_ssm")
-class DiagonalSSM(RecurrentModel):
+class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
     """Linear diagonal SSM with eigenvalues :math:`\\lambda = f(w)` from a parameterisation.
 
     Parameters
@@ -98,29 +80,21 @@ class DiagonalSSM(RecurrentModel):
                  parameterisation: str = "softplus", time: str = "continuous",
                  dt: float = 0.1, decay_range: tuple[float, float] | None = None,
                  dtype="float32", device="auto", seed: int | None = None):
-        if not isinstance(state_dim, int) or state_dim < 1:
-            raise InvalidParameterError(f"state_dim must be a positive integer, got {state_dim!r}")
+        check_positive_int("state_dim", state_dim)
         p = get_parameterisation(parameterisation)
         if p.time != time:
             raise InvalidParameterError(
                 f"parameterisation {p.name!r} is {p.time}-time but the model is {time}-time")
-        if decay_range is None:
-            decay_range = (0.05, 2.0) if time == "continuous" else (0.01, 0.5)
-        lo, hi = (float(v) for v in decay_range)
-        if not (0 < lo <= hi) or (time == "discrete" and hi >= 1):
-            raise InvalidParameterError(
-                f"decay_range must satisfy 0 < lo <= hi{' < 1' if time == 'discrete' else ''}, "
-                f"got {decay_range!r}")
+        lam0 = initial_eigenvalues(state_dim, time, decay_range)  # (N,)
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
                          config=dict(state_dim=state_dim, parameterisation=p.name,
-                                     decay_range=[lo, hi], seed=seed))
+                                     decay_range=None if decay_range is None
+                                     else [float(v) for v in decay_range], seed=seed))
         self.state_dim = state_dim
         self.parameterisation = p
         self._f = p.torch
         gen = np.random.default_rng(seed)
-        rates = np.exp(np.linspace(math.log(lo), math.log(hi), state_dim))  # (N,)
-        lam0 = -rates if time == "continuous" else 1.0 - rates
         w0 = p.inverse_numpy(lam0)
         fk = self.factory
         self.w = nn.Parameter(torch.as_tensor(w0, **fk))  # (N,)
@@ -139,13 +113,8 @@ class DiagonalSSM(RecurrentModel):
         lam = self.eigenvalues()
         if self.time == "discrete":
             return lam, self.U
-        z = lam * self.dt
-        # (e^{z} - 1)/lambda, with its limit dt at lambda = 0
-        small = z.abs() < 1e-8
-        safe = torch.where(small, torch.ones_like(lam), lam)
-        gain = torch.where(small, torch.full_like(lam, self.dt) * (1 + z / 2),
-                           torch.expm1(z) / safe)
-        return torch.exp(z), gain[:, None] * self.U
+        A, gain = zoh_diagonal(lam, self.dt)
+        return A, gain[:, None] * self.U
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, input_dim) -> ``y`` (B, T, output_dim)."""
@@ -155,36 +124,23 @@ class DiagonalSSM(RecurrentModel):
         h = linear_recurrence(A, u)  # (B, T, N)
         return h @ self.C.T  # (B, T, p)
 
-    # ---- memory ----------------------------------------------------------------------
-    def memory_function(self, t, *, exact: bool = True, require_stable: bool = True,
-                        **kwargs) -> np.ndarray:
-        """Memory function at times ``t`` (continuous) or steps ``t`` (discrete).
+    # ---- memory (closed form through ExactMemoryMixin) ------------------------------
+    is_linear = True
 
-        ``exact=True`` uses the closed form (float64, one vectorised evaluation);
-        ``exact=False`` the black-box estimator of :class:`RecurrentModel`.
-        Returns shape (len(t),) for one output, else (len(t), output_dim).
-        """
-        t = np.asarray(t, dtype=float)
-        if t.ndim != 1:
-            raise ShapeError(f"t must be 1-D, got shape {t.shape}")
-        if not np.all(np.isfinite(t)):
-            raise NonFiniteError("t contains NaN or inf")
-        if np.any(t < 0):
-            raise InvalidParameterError("memory function times must be >= 0")
-        if not exact:
-            return super().memory_function(t, **kwargs)
-        with torch.no_grad():
-            lam = self.eigenvalues().detach().cpu().double().numpy()
-            U = self.U.detach().cpu().double().numpy()
-            C = self.C.detach().cpu().double().numpy()
-        if require_stable:
-            bad = lam >= 0 if self.time == "continuous" else np.abs(lam) >= 1
-            if bad.any():
-                raise UnstableSystemError(
-                    f"{int(bad.sum())} eigenvalue(s) outside the stable region "
-                    f"(e.g. {lam[bad][0]:.4g}); the memory function does not decay")
-        if self.time == "discrete":
-            if np.any(t != np.round(t)):
-                raise InvalidParameterError("discrete-time memory needs integer steps t")
-        M = diagonal_memory_function(lam, U, C, t, self.time)
-        return M[:, 0] if self.output_dim == 1 else M
+    def impulse_response(self, length: int) -> torch.Tensor:
+        """Kernel :math:`\\rho_j = C \\bar A^j \\bar B`, shape (length, p, d), vectorised."""
+        check_positive_int("length", length)
+        A, Bm = self.discretised()  # (N,), (N, d)
+        j = torch.arange(length, device=A.device, dtype=A.dtype)
+        P = A[None, :] ** j[:, None]  # (L, N)
+        return torch.einsum("ln,pn,nd->lpd", P, self.C, Bm)
+
+    def _spectra(self, form: str):
+        if form == "continuous":
+            return [(self.eigenvalues(), "continuous")]
+        return [(self.discretised()[0], "discrete")]
+
+    def _continuous_memory(self, t: np.ndarray) -> np.ndarray:
+        """:math:`\\sum_i |(C e^{\\Lambda t} U)_{oi}|`, (L, p)."""
+        return diagonal_memory_function(_np(self.eigenvalues()), _np(self.U), _np(self.C), t,
+                                        "continuous")

@@ -47,7 +47,7 @@ from ..theory import PARAMETERISATIONS
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
 from .registry import register_model
-from .ssm import ExactMemoryMixin, check_positive_int, check_supported_dtype
+from ._common import ExactMemoryMixin, check_positive_int, check_supported_dtype
 
 __all__ = ["LRU"]
 

@@ -62,7 +62,7 @@ from ..theory import PARAMETERISATIONS
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
 from .registry import register_model
-from .ssm import (
+from ._common import (
     RECURRENCE_KINDS,
     ExactMemoryMixin,
     _np,
@@ -72,7 +72,7 @@ from .ssm import (
     initial_eigenvalues,
     random_orthogonal,
 )
-from .diagonal import diagonal_memory_function
+from ._common import diagonal_memory_function
 
 __all__ = ["NonlinearRNN", "INTEGRATORS"]
 

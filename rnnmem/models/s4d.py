@@ -55,10 +55,10 @@ from torch import nn
 from ..errors import InvalidParameterError, UnknownNameError
 from ..theory import get_parameterisation
 from .base import RecurrentModel, check_input
-from .diagonal import diagonal_memory_function
+from ._common import diagonal_memory_function
 from .recurrence import linear_recurrence
 from .registry import register_model
-from .ssm import ExactMemoryMixin, _np, check_positive_int, check_supported_dtype, zoh_diagonal
+from ._common import ExactMemoryMixin, _np, check_positive_int, check_supported_dtype, zoh_diagonal
 
 __all__ = ["S4D", "S4DKernel", "S4D_INITS", "s4d_initial_eigenvalues"]
 

@@ -1,0 +1,264 @@
+"""Helpers shared by the linear and nonlinear recurrent models of this package.
+
+Activations, initial spectra, zero-order-hold discretisation, memory-function time
+validation, stability checks, the closed-form memory of a diagonal system and
+:class:`ExactMemoryMixin` (the closed-form memory function of linear models).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import (
+    InvalidParameterError,
+    NonFiniteError,
+    ShapeError,
+    UnknownNameError,
+    UnstableSystemError,
+)
+from ..theory import PARAMETERISATIONS
+from .base import RecurrentModel
+
+#: Element-wise activations by name.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "linear": lambda z: z,
+    "tanh": torch.tanh,
+    "hardtanh": F.hardtanh,
+}
+
+RECURRENCE_KINDS = ("vanilla", "diagonal")
+_SUPPORTED_DTYPES = (torch.float32, torch.float64)
+
+
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation called ``name`` (``"linear"``, ``"tanh"``, ``"hardtanh"``)."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise UnknownNameError("activation", name, list(ACTIVATIONS)) from None
+
+
+def check_positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def check_supported_dtype(model: RecurrentModel) -> None:
+    """These models run in float32 or float64 only (complex arithmetic, ``matrix_exp``)."""
+    if model.factory["dtype"] not in _SUPPORTED_DTYPES:
+        raise InvalidParameterError(
+            f"{type(model).__name__} supports float32 and float64, got {model.factory['dtype']}")
+
+
+def resolve_recurrence(recurrence: str, time: str | None) -> tuple[str, object, str]:
+    """``(kind, parameterisation or None, time)`` for a recurrence name.
+
+    ``kind`` is ``"vanilla"``, ``"diagonal"`` or ``"param"``. A parameterisation fixes the
+    time (its own); ``time=None`` means "discrete" for vanilla/diagonal.
+    """
+    if recurrence in RECURRENCE_KINDS:
+        return recurrence, None, "discrete" if time is None else time
+    if isinstance(recurrence, str) and recurrence in PARAMETERISATIONS:
+        p = PARAMETERISATIONS[recurrence]
+        if time is not None and time != p.time:
+            raise InvalidParameterError(
+                f"parameterisation {p.name!r} is {p.time}-time but time={time!r} was asked")
+        return "param", p, p.time
+    raise UnknownNameError("recurrence", recurrence,
+                           list(RECURRENCE_KINDS) + list(PARAMETERISATIONS))
+
+
+def initial_eigenvalues(n: int, time: str, decay_range) -> np.ndarray:
+    """Log-spaced decay rates :math:`r` on ``decay_range``: :math:`-r` or :math:`1 - r`.
+
+    Defaults as :class:`~rnnmem.models.diagonal.DiagonalSSM`: (0.05, 2.0) in continuous
+    time, (0.01, 0.5) in discrete time.
+    """
+    if decay_range is None:
+        decay_range = (0.05, 2.0) if time == "continuous" else (0.01, 0.5)
+    try:
+        lo, hi = (float(v) for v in decay_range)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"decay_range must be two numbers, got {decay_range!r}") \
+            from None
+    if not (math.isfinite(hi) and 0 < lo <= hi) or (time == "discrete" and hi >= 1):
+        raise InvalidParameterError(
+            f"decay_range must satisfy 0 < lo <= hi{' < 1' if time == 'discrete' else ''}, "
+            f"got {decay_range!r}")
+    rates = np.exp(np.linspace(math.log(lo), math.log(hi), n))  # (N,)
+    return -rates if time == "continuous" else 1.0 - rates
+
+
+def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A Haar-distributed orthogonal (N, N) matrix (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))[None, :]
+
+
+def zoh_diagonal(lam: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-order hold of :math:`\\dot h = \\lambda h + v`: :math:`(e^{\\lambda\\Delta t},
+    (e^{\\lambda \\Delta t} - 1)/\\lambda)`, with the limit :math:`\\Delta t` at
+    :math:`\\lambda = 0`. Real or complex ``lam`` (any shape); both outputs have its shape."""
+    z = lam * dt
+    small = z.abs() < torch.finfo(z.real.dtype).eps ** 0.5  # 2-term Taylor exact to eps
+    safe = torch.where(small, torch.ones_like(lam), lam)
+    gain = torch.where(small, dt * (1 + z / 2), torch.expm1(z) / safe)
+    return torch.exp(z), gain
+
+
+def zoh_matrix(A: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-order hold of :math:`\\dot h = A h + v`: :math:`(e^{A\\Delta t},
+    \\int_0^{\\Delta t} e^{As}ds)`, from one exponential of the block matrix
+    :math:`\\begin{pmatrix} A & I \\\\ 0 & 0 \\end{pmatrix}\\Delta t` (Van Loan)."""
+    n = A.shape[-1]
+    eye = torch.eye(n, dtype=A.dtype, device=A.device)
+    top = torch.cat([A, eye], dim=1)  # (N, 2N)
+    M = torch.cat([top, torch.zeros_like(top)], dim=0) * dt  # (2N, 2N)
+    E = torch.linalg.matrix_exp(M)
+    return E[:n, :n], E[:n, n:]
+
+
+def memory_times(t) -> np.ndarray:
+    """Validate memory-function times: 1-D (a scalar becomes (1,)), finite, >= 0."""
+    t = np.asarray(t, dtype=float)
+    if t.ndim == 0:
+        t = t[None]
+    if t.ndim != 1:
+        raise ShapeError(f"t must be 1-D, got shape {t.shape}")
+    if not np.all(np.isfinite(t)):
+        raise NonFiniteError("t contains NaN or inf")
+    if np.any(t < 0):
+        raise InvalidParameterError("memory function times must be >= 0")
+    return t
+
+
+def squeeze_outputs(M: np.ndarray) -> np.ndarray:
+    return M[:, 0] if M.ndim == 2 and M.shape[1] == 1 else M
+
+
+def check_stable(lam: np.ndarray, time: str) -> None:
+    """Raise :class:`UnstableSystemError` unless every eigenvalue is strictly stable."""
+    bad = lam.real >= 0 if time == "continuous" else np.abs(lam) >= 1
+    if np.any(bad):
+        raise UnstableSystemError(
+            f"{int(bad.sum())} eigenvalue(s) outside the stable region "
+            f"(e.g. {complex(lam[bad].ravel()[0]):.4g}); the memory function does not decay")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.to(torch.complex128) if t.is_complex() else t.double()).numpy()
+
+
+class ExactMemoryMixin:
+    """Closed-form memory function for models that are linear (in some configuration).
+
+    Two forms (Wang, Li & Li, ICLR 2024, Def. 3.1; :math:`\\rho` the kernel,
+    :math:`y_k = \\sum_j \\rho_j x_{k-j}`, per output :math:`o`):
+
+    ``"sampled"``
+        The memory of the sampled model as the black-box estimator
+        (:func:`rnnmem.numerics.memory_function`, forward differences) measures it:
+        :math:`M_o(k\\Delta t) = \\sum_i |(\\rho_k)_{oi}| / \\Delta t`, linearly interpolated
+        between grid times. This is the only form in discrete time.
+    ``"continuous"``
+        For a continuous-time model, the derivative of the Heaviside response of the
+        underlying ODE, :math:`M_o(t) = \\sum_i |(C e^{At}U)_{oi}|`; the sampled form
+        converges to it as :math:`\\Delta t \\to 0` (first order).
+
+    A host class provides ``is_linear``, ``impulse_response(length)``,
+    ``_continuous_memory(t) -> (L, p)`` (continuous time) and
+    ``_spectra(form) -> [(eigenvalues, "continuous" | "discrete"), ...]``.
+    """
+
+    def memory_function(self, t, *, exact: bool | None = None, form: str | None = None,
+                        require_stable: bool = True, **kwargs) -> np.ndarray:
+        """Memory function at times ``t`` (in units of time; ``t = k dt`` is step ``k``).
+
+        Parameters
+        ----------
+        t : array (L,) of times >= 0
+        exact : bool or None
+            ``None``: the closed form when the model is linear, else the black-box
+            estimator; ``True`` insists on the closed form; ``False`` uses the estimator
+            (``kwargs`` are passed to it).
+        form : {"continuous", "sampled"} or None
+            ``None``: ``"continuous"`` for a continuous-time model, else ``"sampled"``.
+        require_stable : bool
+            Raise :class:`~rnnmem.errors.UnstableSystemError` if an eigenvalue is outside
+            the stable region.
+
+        Returns
+        -------
+        (L,) for one output, else (L, output_dim).
+        """
+        t = memory_times(t)
+        if exact is None:
+            exact = self.is_linear
+        if not exact:
+            if form is not None:
+                raise InvalidParameterError("form applies to the closed form (exact=True) only")
+            return super().memory_function(t, **kwargs)
+        if kwargs:
+            raise InvalidParameterError(
+                f"unexpected options for the closed form: {sorted(kwargs)}")
+        if not self.is_linear:
+            raise InvalidParameterError(
+                f"no closed-form memory function for this nonlinear "
+                f"{type(self).__name__}; use exact=False (black-box estimator)")
+        if form is None:
+            form = "continuous" if self.time == "continuous" else "sampled"
+        if form not in ("continuous", "sampled"):
+            raise UnknownNameError("memory form", form, ["continuous", "sampled"])
+        if form == "continuous" and self.time != "continuous":
+            raise InvalidParameterError("form='continuous' needs a continuous-time model")
+        with torch.no_grad():
+            if require_stable:
+                for lam, time in self._spectra(form):
+                    check_stable(_np(lam), time)
+            p = self.output_dim
+            if t.size == 0:
+                return np.zeros((0,) if p == 1 else (0, p))
+            if form == "continuous":
+                return squeeze_outputs(self._continuous_memory(t))
+            n_grid = int(np.ceil(t.max() / self.dt)) + 1
+            rho = _np(self.impulse_response(n_grid))  # (n_grid, p, d)
+            grid_M = np.abs(rho).sum(-1) / self.dt  # (n_grid, p)
+            grid = self.dt * np.arange(n_grid)
+            M = np.stack([np.interp(t, grid, grid_M[:, o]) for o in range(p)], axis=1)
+            return squeeze_outputs(M)
+
+
+
+def diagonal_memory_function(lam: np.ndarray, U: np.ndarray, C: np.ndarray, t: np.ndarray,
+                             time: str = "continuous") -> np.ndarray:
+    """Closed-form memory function of a diagonal linear system, vectorised over ``t``.
+
+    Parameters
+    ----------
+    lam : (N,) eigenvalues (real or complex)
+    U : (N, d) input matrix
+    C : (p, N) output matrix
+    t : (L,) times (continuous) or non-negative integer steps (discrete)
+
+    Returns
+    -------
+    (L, p) array, :math:`M_o(t) = \\sum_i |\\sum_j C_{oj} e^{\\lambda_j t} U_{ji}|` (continuous)
+    or with :math:`\\lambda_j^t` (discrete).
+    """
+    t = np.asarray(t, dtype=float)
+    if time == "continuous":
+        E = np.exp(np.multiply.outer(t, lam))  # (L, N)
+    else:
+        E = np.power.outer(lam.astype(complex) if np.iscomplexobj(lam) else lam, t).T  # (L, N)
+    K = C[:, :, None] * U[None, :, :]  # (p, N, d)
+    resp = np.einsum("ln,pnd->lpd", E, K)  # (L, p, d)
+    if np.iscomplexobj(resp):
+        resp = resp.real
+    return np.abs(resp).sum(-1)  # (L, p)
