@@ -1,52 +1,215 @@
-"""Linear recurrences :math:`h_t = a_t \\odot h_{t-1} + x_t`.
+"""Linear recurrences :math:`h_t = a_t \\odot h_{t-1} + x_t`, a reference and fast methods.
 
-This module holds the reference method ``loop``; faster methods are added beside it and
-tested against it.
+The diagonal linear recurrence is the core of diagonal SSMs, S4D and the LRU (Gu et al.,
+"On the parameterization and initialization of diagonal state space models", NeurIPS 2022;
+Orvieto et al., "Resurrecting recurrent neural networks for long sequences", ICML 2023).
+``loop`` is the readable reference; ``chunked``, ``scan`` and ``fft`` are faster methods with
+the same signature, tested against it (kernels in :mod:`rnnmem.models._scan_kernels`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import ShapeError
+from ..errors import InvalidParameterError, ShapeError
+from . import _scan_kernels as _k
 
-__all__ = ["linear_recurrence"]
+__all__ = ["linear_recurrence", "METHODS", "choose_method"]
+
+#: the methods ``linear_recurrence`` accepts
+METHODS = ("auto", "loop", "chunked", "scan", "fft")
 
 
 def _loop(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """Reference: one step at a time, differentiated by plain autograd."""
     B, T, N = x.shape
-    h = torch.zeros(B, N, dtype=x.dtype, device=x.device) if h0 is None else h0
+    h = torch.zeros(B, N, dtype=x.dtype, device=x.device) if h0 is None else h0  # (B, N)
+    a_steps = a.unbind(1) if a.dim() == 3 else [a] * T
     out = []
-    tv = a.dim() == 3
-    for i in range(T):
-        h = (a[:, i] if tv else a) * h + x[:, i]
+    for a_t, x_t in zip(a_steps, x.unbind(1)):
+        h = a_t * h + x_t
         out.append(h)
     return torch.stack(out, dim=1)  # (B, T, N)
+
+
+# ---------------------------------------------------------------------- autograd
+
+def _forward_kernel(method, a, x, h0):
+    if method == "chunked":
+        B, T, N = x.shape
+        return _k.chunked_forward(a, x, h0, _k.default_chunks(B, T, N, x.element_size(),
+                                                              x.device))
+    if method == "scan":
+        return _k.scan_forward(a, x, h0)
+    return _k.fft_forward(a, x, h0)
+
+
+def _reverse_kernel(method, a, g):
+    if method == "chunked":
+        B, T, N = g.shape
+        return _k.chunked_reverse(a, g, _k.default_chunks(B, T, N, g.element_size(),
+                                                          g.device))
+    if method == "scan":
+        return _k.scan_reverse(a, g)
+    return _k.fft_reverse(a, g)
+
+
+class _LinearRecurrence(torch.autograd.Function):
+    """Forward by a fast kernel; backward by the adjoint recurrence with the same kernel.
+
+    With :math:`g_t = \\partial L/\\partial h_t` (PyTorch's conjugate-Wirtinger convention for
+    complex tensors), :math:`\\bar g_t = g_t + \\overline{a_{t+1}}\\bar g_{t+1}` and
+
+    .. math::
+
+        \\frac{\\partial L}{\\partial x_t} = \\bar g_t,\\quad
+        \\frac{\\partial L}{\\partial a_t} = \\bar g_t \\odot \\overline{h_{t-1}},\\quad
+        \\frac{\\partial L}{\\partial h_0} = \\overline{a_0} \\odot \\bar g_0 .
+    """
+
+    @staticmethod
+    def forward(ctx, a, x, h0, method):
+        h = _forward_kernel(method, a, x, h0)
+        ctx.method = method
+        ctx.save_for_backward(a, h0, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, g):
+        a, h0, h = ctx.saved_tensors
+        need_a, need_x, need_h0 = ctx.needs_input_grad[:3]
+        tv = a.dim() == 3
+        g = g.contiguous()
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+            gx = _adjoint_differentiable(a, g, ctx.method)
+            da = None
+            if need_a:
+                prev = torch.cat([torch.zeros_like(h[:, :1]) if h0 is None else h0[:, None],
+                                  h[:, :-1]], dim=1)  # (B, T, N): h_{t-1}
+                da = gx * prev.conj()
+                if not tv:
+                    da = da.sum((0, 1))
+        else:
+            gx = _reverse_kernel(ctx.method, a, g)
+            da = _k.grad_coefficient(gx, h, h0, tv) if need_a else None
+        dh0 = None
+        if need_h0:
+            dh0 = (a[:, 0] if tv else a).conj() * gx[:, 0]
+        return da, (gx if need_x else None), dh0, None
+
+
+def _adjoint_differentiable(a, g, method):
+    """The adjoint recurrence through ``_LinearRecurrence`` on time-reversed tensors."""
+    rc = _k.reverse_coefficients(a)
+    if a.dim() == 3:
+        rc = rc.flip(1).contiguous()
+    return _LinearRecurrence.apply(rc, g.flip(1).contiguous(), None, method).flip(1)
+
+
+# ---------------------------------------------------------------------- dispatch
+
+def choose_method(a: torch.Tensor, x: torch.Tensor) -> str:
+    """The method ``"auto"`` resolves to for these inputs (see :func:`linear_recurrence`)."""
+    B, T, N = x.shape
+    if T <= _LOOP_MAX_T:
+        return "loop"
+    return "chunked"
+
+
+#: at and below this length the reference loop is as fast as anything else (measured).
+_LOOP_MAX_T = 2
+
+
+def _check(a, x, h0, method):
+    if not isinstance(x, torch.Tensor) or not isinstance(a, torch.Tensor):
+        raise ShapeError("a and x must be torch tensors")
+    if x.dim() != 3:
+        raise ShapeError(f"x must be (B, T, N), got shape {tuple(x.shape)}")
+    if a.dim() not in (1, 3) or a.shape[-1] != x.shape[-1] or (
+            a.dim() == 3 and a.shape != x.shape):
+        raise ShapeError(f"a must be (N,) or (B, T, N) matching x {tuple(x.shape)}, "
+                         f"got {tuple(a.shape)}")
+    if h0 is not None:
+        if not isinstance(h0, torch.Tensor) or h0.shape != (x.shape[0], x.shape[2]):
+            raise ShapeError(f"h0 must be (B, N) = {(x.shape[0], x.shape[2])}, got "
+                             f"{tuple(getattr(h0, 'shape', ()))}")
+    if method not in METHODS:
+        raise InvalidParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "fft" and a.dim() == 3:
+        raise InvalidParameterError("method 'fft' needs a time-invariant a of shape (N,); "
+                                    f"got a time-varying a of shape {tuple(a.shape)}")
 
 
 def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | None = None,
                       method: str = "auto") -> torch.Tensor:
     """Compute :math:`h_t = a_t \\odot h_{t-1} + x_t`, :math:`h_{-1} = h_0` (zero by default).
 
+    .. math::
+
+        h_t = \\Big(\\prod_{s=0}^{t} a_s\\Big) h_0
+              + \\sum_{s=0}^{t} \\Big(\\prod_{l=s+1}^{t} a_l\\Big) x_s
+
+    the diagonal linear recurrence of diagonal SSMs / S4D / LRU (Gu et al. 2022; Orvieto
+    et al. 2023). Real or complex; all methods are differentiable in ``a``, ``x`` and ``h0``.
+
     Parameters
     ----------
     a : tensor (N,) time-invariant or (B, T, N) time-varying; real or complex
     x : tensor (B, T, N)
     h0 : tensor (B, N), optional
-    method : {"auto", "loop"}
+    method : {"auto", "loop", "chunked", "scan", "fft"}
+        ``loop``: the reference, one step at a time with plain autograd (readable, slow to
+        differentiate). ``chunked``: three-phase chunked scan written in place (the fast
+        method on CPU; see :mod:`rnnmem.models._scan_kernels`), with no quotients of
+        cumulative products, so it cannot overflow for :math:`|a|\\le 1`. ``scan``:
+        Hillis–Steele parallel scan, :math:`O(T\\log T)` work in :math:`\\log_2 T` tensor
+        operations. ``fft``: time-invariant ``a`` only, a zero-padded FFT convolution with
+        the kernel :math:`a^j`; see the accuracy note. ``auto``: chosen by
+        :func:`choose_method` from the crossovers below. The non-reference methods use a
+        custom backward: the adjoint recurrence
+        :math:`\\bar g_t = g_t + \\overline{a_{t+1}}\\bar g_{t+1}` by the same kernel, then
+        :math:`\\partial_x L = \\bar g`, :math:`\\partial_{a_t} L = \\bar g_t\\overline{h_{t-1}}`;
+        double backward (``create_graph=True``) is supported.
 
     Returns
     -------
-    h : tensor (B, T, N)
-    """
-    if x.dim() != 3:
-        raise ShapeError(f"x must be (B, T, N), got shape {tuple(x.shape)}")
-    if a.dim() not in (1, 3) or a.shape[-1] != x.shape[-1] or (a.dim() == 3 and a.shape != x.shape):
-        raise ShapeError(f"a must be (N,) or (B, T, N) matching x {tuple(x.shape)}, "
-                         f"got {tuple(a.shape)}")
-    if method not in ("auto", "loop"):
-        from ..errors import InvalidParameterError
+    h : tensor (B, T, N), dtype the promotion of those of ``a``, ``x`` and ``h0``
 
-        raise InvalidParameterError(f"unknown method {method!r}")
+    Raises
+    ------
+    ShapeError
+        ``x`` not 3-D, ``a`` neither ``(N,)`` nor ``x.shape``, ``h0`` not ``(B, N)``.
+    InvalidParameterError
+        unknown ``method``; ``fft`` with a time-varying ``a``.
+
+    Notes
+    -----
+    *Accuracy.* ``loop``, ``chunked`` and ``scan`` form only sums and products of the
+    inputs; their errors are bounded like a recursive summation, by about
+    :math:`u\\,T\\,\\max_t \\tilde h_t` with :math:`\\tilde h` the recurrence run on
+    :math:`|a|, |x|`. ``fft`` has a *normwise* error of about
+    :math:`u \\log_2 T \\,\\|k\\|_1 \\max|x|` with :math:`\\|k\\|_1 \\approx 1/(1-|a|)`: entries
+    of ``h`` much smaller than that (e.g. after a long decay) have a large *relative* error,
+    and for :math:`|a| \\to 1` with long ``T`` (or in float32, or :math:`|a|>1`) the error
+    grows accordingly; ``auto`` never picks it. Half-precision inputs are transformed in
+    float32. Inputs are not scanned for NaN/inf here (a whole extra read of ``x``); models
+    validate their inputs (:func:`rnnmem.models.base.check_input`).
+
+    *Crossovers* (``auto``), measured by ``python -m benchmarks.bench_recurrence``.
+    """
+    _check(a, x, h0, method)
     dtype = torch.promote_types(a.dtype, x.dtype)
-    return _loop(a.to(dtype), x.to(dtype), None if h0 is None else h0.to(dtype))
+    if h0 is not None:
+        dtype = torch.promote_types(dtype, h0.dtype)
+    if not (dtype.is_floating_point or dtype.is_complex):
+        dtype = torch.promote_types(dtype, torch.get_default_dtype())
+    a, x = a.to(dtype), x.to(dtype)
+    h0 = None if h0 is None else h0.to(dtype)
+    if method == "auto":
+        method = choose_method(a, x)
+    if x.shape[1] == 0:
+        return x.clone()  # (B, 0, N)
+    if method == "loop":
+        return _loop(a, x, h0)
+    return _LinearRecurrence.apply(a.contiguous(), x.contiguous(),
+                                   None if h0 is None else h0.contiguous(), method)
