@@ -75,7 +75,7 @@ def test_quadrature_exact_for_step_input_exponential(dt, tau):
     assert out.error_bound <= tolerance(n_ops=3 * T, worst_case=True, scale=tau).atol
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(seed=st.integers(0, 2**31), dt=st.floats(0.01, 2.0), tau=st.floats(0.2, 5.0))
 def test_quadrature_matches_exact_zoh_recursion(seed, dt, tau):
     """Piecewise-constant input, exponential kernel: the exact solution obeys
