@@ -26,9 +26,12 @@ _LAZY = {
     "DiagonalSSM": "rnnmem.models",
     "linear_recurrence": "rnnmem.models",
     "load": "rnnmem.models",
+    "StackRNN": "rnnmem.models",
+    "TrainConfig": "rnnmem.train",
+    "train": "rnnmem.train",
+    "LANGUAGES": "rnnmem.tasks",
 }
-_SUBPACKAGES = ("theory", "numerics", "models", "tasks", "train", "proofs_check", "testing",
-                "errors")
+_SUBPACKAGES = ("theory", "numerics", "models", "tasks", "proofs_check", "testing", "errors")
 
 __all__ = sorted(_LAZY) + list(_SUBPACKAGES) + ["__version__"]
 

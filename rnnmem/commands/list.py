@@ -6,7 +6,7 @@ NAME = "list"
 HELP = "list claims, parameterisations, target memories, models and languages"
 ORDER = 90
 
-_WHAT = ("claims", "parameterisations", "targets", "models", "languages")
+_WHAT = ("claims", "parameterisations", "targets", "models", "languages", "tasks")
 
 
 def add_arguments(p):
@@ -41,6 +41,10 @@ def _rows(what):
         except ImportError:
             return []
         return [(n, str(getattr(lang, "description", ""))) for n, lang in LANGUAGES.items()]
+    if what == "tasks":
+        from ..train import task_names
+
+        return [(n, "") for n in task_names()]
     return []
 
 

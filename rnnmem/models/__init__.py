@@ -7,7 +7,15 @@ Importing this package imports torch. Models register themselves by name in
 from .base import RecurrentModel as RecurrentModel
 from .diagonal import DiagonalSSM as DiagonalSSM
 from .diagonal import diagonal_memory_function as diagonal_memory_function
+from .freezing import apply_freeze as apply_freeze, trainable_parameters as trainable_parameters
+from .lru import LRU as LRU
 from .recurrence import linear_recurrence as linear_recurrence
+from .rnn import NonlinearRNN as NonlinearRNN
+from .s4d import S4D as S4D, S4DKernel as S4DKernel
+from .ssm import NonlinearSSM as NonlinearSSM, StableSSM as StableSSM
+from .stack_rnn import StackRNN as StackRNN
+from .stacks import SuperpositionStack as SuperpositionStack
+from .stacks import StratificationStack as StratificationStack
 from .registry import (
     MODELS as MODELS,
     build_model as build_model,

@@ -63,6 +63,9 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; follow the umask like open()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

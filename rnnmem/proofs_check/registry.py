@@ -46,6 +46,7 @@ CLAIM_MODULES: list[str] = [
     "rnnmem.proofs_check.claims_linear",
     "rnnmem.proofs_check.claims_curse",
     "rnnmem.proofs_check.claims_stack",
+    "rnnmem.proofs_check.claims_ptb",
 ]
 
 

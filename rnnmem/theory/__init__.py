@@ -13,3 +13,9 @@ from .parameterisations import (
     StabilityDerivation as StabilityDerivation,
     get_parameterisation as get_parameterisation,
 )
+from .targets import (
+    DECAY_CLASSES as DECAY_CLASSES,
+    TARGETS as TARGETS,
+    TargetMemory as TargetMemory,
+    get_target as get_target,
+)
