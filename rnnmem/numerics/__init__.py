@@ -20,4 +20,8 @@ from .linear import (
     solve_linear_reference as solve_linear_reference,
 )
 from .memory import memory_function as memory_function, probe_directions as probe_directions
-from .tolerances import Tolerance as Tolerance, tolerance as tolerance, unit_roundoff as unit_roundoff
+from .tolerances import (
+    Tolerance as Tolerance,
+    tolerance as tolerance,
+    unit_roundoff as unit_roundoff,
+)

@@ -375,9 +375,10 @@ def solve_linear_reference(W, U, c, x, dt) -> np.ndarray:
 
     Uses the variation-of-constants formula directly,
     :math:`h((k+1)\\Delta t) = \\sum_{j \\le k} e^{W (k-j)\\Delta t}
-    \\int_0^{\\Delta t} e^{Ws}ds\\,U x_j`, with :math:`\\int_0^{\\Delta t} e^{Ws}ds = W^{-1}(e^{W\\Delta t} - I)`
-    evaluated by :func:`scipy.linalg.expm` of powers (one per lag), so it shares no code
-    with the recurrence.
+    \\int_0^{\\Delta t} e^{Ws}ds\\,U x_j`, with one :func:`scipy.linalg.expm` per lag and
+    :math:`\\int_0^{\\Delta t} e^{Ws}ds` read off the exponential of
+    :math:`\\big(\\begin{smallmatrix} W & I \\\\ 0 & 0\\end{smallmatrix}\\big)\\Delta t`, so it
+    shares no code with the recurrence.
     """
     W, U, C, x, dt, unbatched = _system_and_input(W, U, c, x, dt)
     Bsz, T, _ = x.shape

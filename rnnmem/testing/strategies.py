@@ -42,6 +42,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from ..errors import InvalidParameterError, UnknownNameError
+
 __all__ = [
     "bounded_floats",
     "hurwitz_matrices",
@@ -87,25 +89,35 @@ def _array(shape, lo=-1.0, hi=1.0) -> st.SearchStrategy[np.ndarray]:
         lambda v: np.array(v, dtype=float).reshape(shape))
 
 
-def _dims(n, max_n, name="n"):
+def _positive_int(v, name):
+    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _check_dims(n, max_n, name="n"):
+    """Validate a fixed size ``n`` or an upper bound ``max_n`` (eagerly, not at draw time)."""
     if n is not None:
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"{name} must be a positive integer, got {n!r}")
-        return st.just(n)
-    if not isinstance(max_n, int) or max_n < 1:
-        raise ValueError(f"max_{name} must be a positive integer, got {max_n!r}")
-    return st.integers(1, max_n)
+        _positive_int(n, name)
+    else:
+        _positive_int(max_n, f"max_{name}")
+
+
+def _dims(n, max_n, lo=1):
+    return st.just(int(n)) if n is not None else st.integers(lo, int(max_n))
+
+
+def _check_kind(n, max_n, kind, kinds):
+    _check_dims(n, max_n)
+    if kind is not None and kind not in kinds:
+        raise InvalidParameterError(f"kind must be one of {kinds}, got {kind!r}")
+    if kind == "jordan" and (n if n is not None else max_n) < 2:
+        raise InvalidParameterError("a Jordan block needs n >= 2")
 
 
 def _size_and_kind(draw, n, max_n, kind, kinds):
-    """Draw the size and the kind; a Jordan block needs size >= 2."""
-    if kind is not None and kind not in kinds:
-        raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
+    """Draw the size and the kind (validated by _check_kind); a Jordan block needs n >= 2."""
     if kind == "jordan":
-        if n is not None and n < 2 or n is None and max_n < 2:
-            raise ValueError("a Jordan block needs n >= 2")
-        size = n if n is not None else draw(st.integers(2, max_n))
-        return size, kind
+        return draw(_dims(n, max_n, lo=2)), kind
     size = draw(_dims(n, max_n))
     if kind is None:
         kind = draw(st.sampled_from(kinds if size >= 2 else kinds[:3]))
@@ -113,10 +125,13 @@ def _size_and_kind(draw, n, max_n, kind, kinds):
 
 
 def _check_margin(margin: float, discrete: bool) -> float:
-    margin = float(margin)
+    try:
+        margin = float(margin)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"margin must be a number, got {margin!r}") from None
     hi = 1.0 if discrete else np.inf
     if not (0 < margin < hi):
-        raise ValueError(f"margin must be in (0, {hi}), got {margin!r}")
+        raise InvalidParameterError(f"margin must be in (0, {hi}), got {margin!r}")
     return margin
 
 
@@ -162,9 +177,9 @@ def _jordan_spectrum(draw, n: int, real_part) -> np.ndarray:
     return D
 
 
-@st.composite
-def hurwitz_matrices(draw, n: int | None = None, max_n: int = 4, margin: float = 0.1,
-                     max_rate: float = 3.0, kind: str | None = None) -> np.ndarray:
+def hurwitz_matrices(n: int | None = None, max_n: int = 4, margin: float = 0.1,
+                     max_rate: float = 3.0, kind: str | None = None
+                     ) -> st.SearchStrategy[np.ndarray]:
     """Real (n, n) matrices with every eigenvalue of real part :math:`\\le -` ``margin``.
 
     Parameters
@@ -184,8 +199,15 @@ def hurwitz_matrices(draw, n: int | None = None, max_n: int = 4, margin: float =
     ``max_rate * kappa(P)`` otherwise), finite, and never subnormal.
     """
     margin = _check_margin(margin, discrete=False)
-    if max_rate <= margin:
-        raise ValueError(f"max_rate must exceed margin, got {max_rate!r} <= {margin!r}")
+    if not max_rate > margin:
+        raise InvalidParameterError(
+            f"max_rate must exceed margin, got {max_rate!r} <= {margin!r}")
+    _check_kind(n, max_n, kind, HURWITZ_KINDS)
+    return _hurwitz(n, max_n, margin, float(max_rate), kind)
+
+
+@st.composite
+def _hurwitz(draw, n, max_n, margin, max_rate, kind):
     size, kind = _size_and_kind(draw, n, max_n, kind, HURWITZ_KINDS)
     mu = margin + _slack(margin)  # slack against rounding in the construction
     real_part = bounded_floats(-max_rate, -mu).filter(lambda v: v <= -mu)
@@ -207,9 +229,8 @@ def hurwitz_matrices(draw, n: int | None = None, max_n: int = 4, margin: float =
     return _clean(W)
 
 
-@st.composite
-def schur_stable_matrices(draw, n: int | None = None, max_n: int = 4, margin: float = 0.1,
-                          kind: str | None = None) -> np.ndarray:
+def schur_stable_matrices(n: int | None = None, max_n: int = 4, margin: float = 0.1,
+                          kind: str | None = None) -> st.SearchStrategy[np.ndarray]:
     """Real (n, n) matrices with spectral radius :math:`\\le 1 -` ``margin``.
 
     ``kind``: ``"contraction"`` (:math:`\\|A\\|_2 \\le 1 - \\mu`, by rescaling a random
@@ -217,6 +238,12 @@ def schur_stable_matrices(draw, n: int | None = None, max_n: int = 4, margin: fl
     eigenvalue moduli in [0, 1 - margin]).
     """
     margin = _check_margin(margin, discrete=True)
+    _check_kind(n, max_n, kind, SCHUR_KINDS)
+    return _schur(n, max_n, margin, kind)
+
+
+@st.composite
+def _schur(draw, n, max_n, margin, kind):
     size, kind = _size_and_kind(draw, n, max_n, kind, SCHUR_KINDS)
     r = 1.0 - margin - _slack(margin)
     if kind == "contraction":
@@ -251,32 +278,38 @@ def schur_stable_matrices(draw, n: int | None = None, max_n: int = 4, margin: fl
     return _clean(A)
 
 
-@st.composite
-def linear_systems(draw, n: int | None = None, max_n: int = 4, input_dim: int | None = None,
+def linear_systems(n: int | None = None, max_n: int = 4, input_dim: int | None = None,
                    max_input_dim: int = 3, margin: float = 0.1, kind: str | None = None,
-                   time: str = "continuous") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   time: str = "continuous") -> st.SearchStrategy[tuple]:
     """``(W, U, c)``: a stable state matrix (Hurwitz for ``time="continuous"``, Schur stable
     for ``"discrete"``), an input matrix (N, d) and a readout vector (N,).
 
     ``U`` and ``c`` have entries in [-1, 1] and are never identically zero.
     """
     if time not in ("continuous", "discrete"):
-        raise ValueError(f"time must be 'continuous' or 'discrete', got {time!r}")
+        raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     if time == "continuous":
-        W = draw(hurwitz_matrices(n=n, max_n=max_n, margin=margin, kind=kind))
+        mats = hurwitz_matrices(n=n, max_n=max_n, margin=margin, kind=kind)
     else:
-        W = draw(schur_stable_matrices(n=n, max_n=max_n, margin=margin, kind=kind))
+        mats = schur_stable_matrices(n=n, max_n=max_n, margin=margin, kind=kind)
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    return _systems(mats, input_dim, max_input_dim)
+
+
+@st.composite
+def _systems(draw, mats, input_dim, max_input_dim):
+    W = draw(mats)
     size = W.shape[0]
-    d = draw(_dims(input_dim, max_input_dim, "input_dim"))
+    d = draw(_dims(input_dim, max_input_dim))
     U = draw(_array((size, d)).filter(lambda a: np.any(a != 0)))
     c = draw(_array((size,)).filter(lambda a: np.any(a != 0)))
     return W, U, c
 
 
-@st.composite
-def diagonal_ssms(draw, n: int | None = None, max_n: int = 4, input_dim: int | None = None,
+def diagonal_ssms(n: int | None = None, max_n: int = 4, input_dim: int | None = None,
                   max_input_dim: int = 3, margin: float = 0.1, max_rate: float = 3.0,
-                  time: str = "continuous", complex_eigenvalues: bool = True):
+                  time: str = "continuous", complex_eigenvalues: bool = True
+                  ) -> st.SearchStrategy[tuple]:
     """``(lambdas, U, c)`` of a diagonal state-space model.
 
     ``lambdas`` (N,) has :math:`\\operatorname{Re}\\lambda \\in [-\\text{max\\_rate}, -\\mu]`
@@ -286,10 +319,22 @@ def diagonal_ssms(draw, n: int | None = None, max_n: int = 4, input_dim: int | N
     identically zero.
     """
     if time not in ("continuous", "discrete"):
-        raise ValueError(f"time must be 'continuous' or 'discrete', got {time!r}")
+        raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     margin = _check_margin(margin, discrete=time == "discrete")
+    if time == "continuous" and not max_rate > margin:
+        raise InvalidParameterError(
+            f"max_rate must exceed margin, got {max_rate!r} <= {margin!r}")
+    _check_dims(n, max_n)
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    return _diagonal(n, max_n, input_dim, max_input_dim, margin, float(max_rate), time,
+                     bool(complex_eigenvalues))
+
+
+@st.composite
+def _diagonal(draw, n, max_n, input_dim, max_input_dim, margin, max_rate, time,
+              complex_eigenvalues):
     size = draw(_dims(n, max_n))
-    d = draw(_dims(input_dim, max_input_dim, "input_dim"))
+    d = draw(_dims(input_dim, max_input_dim))
     if time == "continuous":
         mu = margin + _slack(margin)
         re = np.array(draw(st.lists(bounded_floats(-max_rate, -mu).filter(lambda v: v <= -mu),
@@ -321,7 +366,8 @@ def parameterisation_names(time: str | None = None) -> st.SearchStrategy[str]:
     from ..theory import PARAMETERISATIONS
 
     if time not in (None, "continuous", "discrete"):
-        raise ValueError(f"time must be None, 'continuous' or 'discrete', got {time!r}")
+        raise InvalidParameterError(
+            f"time must be None, 'continuous' or 'discrete', got {time!r}")
     names = sorted(n for n, p in PARAMETERISATIONS.items() if time is None or p.time == time)
     return st.sampled_from(names)
 
@@ -337,8 +383,6 @@ def target_memory_kernels(names=None) -> st.SearchStrategy:
     keys = sorted(TARGETS) if names is None else list(names)
     unknown = [k for k in keys if k not in TARGETS]
     if unknown:
-        from ..errors import UnknownNameError
-
         raise UnknownNameError("target", unknown[0], list(TARGETS))
     return st.sampled_from([TARGETS[k] for k in keys])
 
