@@ -16,6 +16,10 @@ from .parameterisations import (
 from .targets import (
     DECAY_CLASSES as DECAY_CLASSES,
     TARGETS as TARGETS,
+    DecayDerivation as DecayDerivation,
+    L1Derivation as L1Derivation,
     TargetMemory as TargetMemory,
+    derive_decay as derive_decay,
+    derive_l1_norm as derive_l1_norm,
     get_target as get_target,
 )

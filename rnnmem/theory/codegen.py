@@ -143,7 +143,7 @@ def generate(expr: sp.Expr, args: Sequence[sp.Symbol], backend: str) -> Callable
     """
     body = stable_form(sp.sympify(expr))
     if backend == "numpy":
-        modules = [_numpy_namespace(), "numpy"]
+        modules = [_numpy_namespace(), "scipy", "numpy"]
     elif backend == "torch":
         modules = [_torch_namespace(), "torch"]
     else:  # pragma: no cover - internal misuse
