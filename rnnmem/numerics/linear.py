@@ -373,12 +373,14 @@ def solve_linear(W, U, c, x, dt, *, method: str = "exact", rtol: float = 1e-8,
 def solve_linear_reference(W, U, c, x, dt) -> np.ndarray:
     """Slow reference for ``solve_linear(method="exact")``.
 
-    Uses the variation-of-constants formula directly,
+    Uses the variation-of-constants formula as a convolution,
     :math:`h((k+1)\\Delta t) = \\sum_{j \\le k} e^{W (k-j)\\Delta t}
-    \\int_0^{\\Delta t} e^{Ws}ds\\,U x_j`, with one :func:`scipy.linalg.expm` per lag and
+    \\int_0^{\\Delta t} e^{Ws}ds\\,U x_j`, with the kernel built from
+    :math:`e^{W\\Delta t}` (:func:`scipy.linalg.expm`) and its matrix powers, and
     :math:`\\int_0^{\\Delta t} e^{Ws}ds` read off the exponential of
-    :math:`\\big(\\begin{smallmatrix} W & I \\\\ 0 & 0\\end{smallmatrix}\\big)\\Delta t`, so it
-    shares no code with the recurrence.
+    :math:`\\big(\\begin{smallmatrix} W & I \\\\ 0 & 0\\end{smallmatrix}\\big)\\Delta t`
+    (not the input-augmented matrix of :func:`.discretise`), so it shares no code with the
+    recurrence.
     """
     W, U, C, x, dt, unbatched = _system_and_input(W, U, c, x, dt)
     Bsz, T, _ = x.shape
@@ -387,7 +389,8 @@ def solve_linear_reference(W, U, c, x, dt) -> np.ndarray:
     aug = np.zeros((2 * n, 2 * n))
     aug[:n, :n], aug[:n, n:] = W, np.eye(n)
     G = sla.expm(aug * dt)[:n, n:]
-    kernels = np.stack([C @ sla.expm(W * (m * dt)) @ G @ U for m in range(T)])  # (T, p, d)
+    E = sla.expm(W * dt)
+    kernels = np.stack([C @ np.linalg.matrix_power(E, m) @ G @ U for m in range(T)])  # (T, p, d)
     y = np.zeros((Bsz, T, C.shape[0]))
     for k in range(T):
         for j in range(k + 1):

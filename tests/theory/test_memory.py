@@ -86,8 +86,12 @@ def _continuous_tol(Wf, Uf, cf, t):
     cond = max(kappa if kappa <= 1e6 else 1.0, 1 + np.linalg.norm(Wf, 2) * t.max())
     from scipy.linalg import expm
 
-    scale = np.linalg.norm(cf) * np.linalg.norm(Uf) * max(
-        np.linalg.norm(expm(Wf * s), 2) for s in t)
+    # largest ||e^{Ws}||_2 on the (uniform) grid t: one expm and its powers
+    E, P, growth = expm(Wf * (t[1] - t[0])), np.eye(Wf.shape[0]), 1.0
+    for _ in range(len(t) - 1):
+        P = P @ E
+        growth = max(growth, np.linalg.norm(P, 2))
+    scale = np.linalg.norm(cf) * np.linalg.norm(Uf) * growth
     return tolerance("float64", n_ops=Wf.shape[0] * len(t), cond=cond, scale=scale)
 
 
@@ -127,9 +131,9 @@ def test_jordan_construction_equals_matrix_exp(W, U, c):
         assert sp.simplify(a - b) == 0 or sp.simplify(a + b) == 0
 
 
-@settings(max_examples=15)
+@settings(max_examples=10)
 @given(st.lists(st.tuples(st.sampled_from(RATES), st.integers(-2, 2)), min_size=1,
-                max_size=4),
+                max_size=3),
        st.integers(1, 2), st.data())
 def test_diagonal_ssm_closed_form(spec, d, data):
     lam = [-r + sp.I * sp.Rational(b, 2) for r, b in spec]
