@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from scipy import linalg as sla
 
 from rnnmem.errors import (InvalidParameterError, NonFiniteError, ShapeError,

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from rnnmem.errors import InvalidParameterError, NonFiniteError, ShapeError
 from rnnmem.numerics import (eigenvector_condition, linear_memory, memory_function,
