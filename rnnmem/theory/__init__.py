@@ -23,3 +23,9 @@ from .targets import (
     derive_l1_norm as derive_l1_norm,
     get_target as get_target,
 )
+from .memory import (
+    diagonal_ssm_memory as diagonal_ssm_memory,
+    discrete_linear_memory as discrete_linear_memory,
+    linear_rnn_memory as linear_rnn_memory,
+    memory_numpy as memory_numpy,
+)
