@@ -7,6 +7,8 @@ precision once at the top, and runs a single readable loop (nanoGPT style)::
         lr      <- schedule(step)                      # warm-up, then constant/cosine/plateau
         x, y, m <- task.batch("train", step, data_rng)
         loss    <- task.loss(model(x), y, m)           # under autocast for float16/bfloat16
+                   (stateful tasks: task.forward(model, x, state), the state carried,
+                    detached, to the next step and reset at every epoch start)
         stop if loss is NaN/inf                        # TrainingDivergedError, last.pt intact
         backward, clip the global gradient norm, optimizer step
         stop early if loss <= target_loss
@@ -17,8 +19,9 @@ precision once at the top, and runs a single readable loop (nanoGPT style)::
 Checkpoints (``last.pt``, ``best.pt``) are :func:`rnnmem.models.registry.save_checkpoint`
 files (written atomically, loaded with ``weights_only=True``) whose ``extra["train"]`` holds
 everything needed to continue *bit for bit*: optimizer, schedule, gradient-scaler and
-all random-number-generator states (as tensors and ints), the step, the metric history and
-the configuration as JSON. ``train(config, resume=True)`` continues from ``last.pt`` and
+all random-number-generator states (as tensors and ints), the step, the metric history,
+the configuration as JSON and, for a stateful task (truncated BPTT), the carried recurrent
+state (``task.pack_state``). ``train(config, resume=True)`` continues from ``last.pt`` and
 reaches the same parameters as an uninterrupted run.
 
 A first SIGINT/SIGTERM (Ctrl-C) finishes the current step, writes ``last.pt`` and returns a
@@ -473,6 +476,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     step, history, elapsed0 = 0, [], 0.0
     best_loss: float | None = None
     acc_sum, acc_n, last_lr, last_gnorm = 0.0, 0, config.lr, float("nan")
+    # stateful tasks (truncated BPTT): the recurrent state carried from batch to batch
+    stateful = bool(getattr(task, "stateful", False))
+    carried = None
 
     # frozen parameters leave the optimizer (so neither weight decay nor momentum moves
     # them); on resume this happens before the optimizer state is loaded, so that the
@@ -500,6 +506,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
             if st["scaler"]:
                 scaler.load_state_dict(st["scaler"])
             _set_rng_state(st["rng"], data_gen)
+            if stateful:
+                carried = task.unpack_state(model, st.get("task_state") or [])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{str(last_path)!r}: cannot restore the training state: "
                                   f"{str(exc).splitlines()[0][:200]}") from None
@@ -528,7 +536,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
             model.eval()
             try:
                 with torch.no_grad(), autocast():
-                    check = float(task.loss(_forward(model, recent[0]), *recent[1:]))
+                    out_check = task.forward(model, recent[0], recent[3])[0] if stateful \
+                        else _forward(model, recent[0])
+                    check = float(task.loss(out_check, *recent[1:3]))
             finally:
                 model.train(was)
             if not math.isfinite(check):
@@ -538,7 +548,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
               "scaler": scaler.state_dict() if scaler.is_enabled() else {},
               "rng": _rng_state(data_gen), "history": history, "best_loss": best_loss,
               "elapsed_s": elapsed(), "acc_sum": acc_sum, "acc_n": acc_n,
-              "last_lr": last_lr, "last_gnorm": last_gnorm}
+              "last_lr": last_lr, "last_gnorm": last_gnorm,
+              "task_state": task.pack_state(carried) if stateful else []}
         return save_checkpoint(path, model, {CHECKPOINT_KEY: st})
 
     def _diverged(at, value, what="loss became non-finite"):
@@ -594,10 +605,16 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                 last_lr = schedule.lr(step)
                 for group in optimizer.param_groups:
                     group["lr"] = last_lr
+                if stateful and task.steps_per_epoch and step % task.steps_per_epoch == 0:
+                    carried = None  # a new pass over the data starts from a fresh state
                 x, y, mask = task.batch("train", step, data_gen)
-                recent = (x, y, mask)
+                recent = (x, y, mask, carried)
                 with autocast():
-                    loss = task.loss(_forward(model, x), y, mask)
+                    if stateful:
+                        outputs, new_state = task.forward(model, x, carried)
+                    else:
+                        outputs = _forward(model, x)
+                    loss = task.loss(outputs, y, mask)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise _diverged(step, loss_value)
@@ -615,6 +632,8 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
                     raise _diverged(step, loss_value, "gradient norm became non-finite")
                 scaler.step(optimizer)
                 scaler.update()
+                if stateful:
+                    carried = task.detach_state(new_state)
                 step += 1
                 acc_sum += loss_value
                 acc_n += 1

@@ -20,6 +20,24 @@ to a task through this protocol:
 ``task.eval_splits -> tuple[str, ...]``
     the splits the loop evaluates (the first one's ``"loss"`` selects ``best.pt``).
 
+Stateful tasks (truncated back-propagation through time, e.g. language modelling with
+:class:`rnnmem.train.lm.PTBTask`) set ``task.stateful = True``: consecutive training batches
+continue each other, and the loop carries the model's recurrent state from one batch to
+the next:
+
+``task.forward(model, inputs, state) -> (outputs, new_state)``
+    the forward pass from ``state`` (``None``: the model's initial state);
+``task.detach_state(state)``
+    the state cut from the autograd graph (applied by the loop after every step);
+``task.initial_state(model)``
+    a template of the carried state (shapes and structure), used to restore it;
+``task.pack_state(state) -> list[tensor]`` / ``task.unpack_state(model, packed)``
+    the state as a flat list of tensors for checkpoints (``weights_only``-loadable) and back.
+
+The loop passes ``state=None`` at the first step of every epoch (``step % steps_per_epoch
+== 0``, the data start again from the beginning) and stores the carried state in
+``last.pt``, so that a resumed run continues bit for bit.
+
 :class:`TrainTask` implements the bookkeeping; subclasses write ``batch`` and ``loss``.
 
 Registered names (:data:`TASK_BUILDERS`, :func:`build_task`):
@@ -49,8 +67,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import (DatasetError, InvalidParameterError, NonFiniteError, ShapeError,
-                      UnknownNameError)
+from ..errors import (CheckpointError, DatasetError, InvalidParameterError, NonFiniteError,
+                      ShapeError, UnknownNameError)
 
 __all__ = ["TrainTask", "ArrayRegressionTask", "LanguageTask", "TASK_BUILDERS", "TASK_PREFIXES",
            "register_task", "register_task_prefix", "build_task", "task_names",
@@ -148,6 +166,8 @@ class TrainTask:
     steps_per_epoch: int | None = None
     eval_splits: tuple[str, ...] = (VALID,)
     supports_temporal_weighting: bool = False
+    #: consecutive training batches continue each other (see the module docstring)
+    stateful: bool = False
 
     def __init__(self):
         self.device = torch.device("cpu")
@@ -195,6 +215,37 @@ class TrainTask:
         """Yield the batches of a held-out ``split`` (fixed, no randomness)."""
         raise NotImplementedError
 
+    # ---- stateful tasks (truncated BPTT); the defaults describe a stateless task ----------
+    def forward(self, model: torch.nn.Module, inputs, state=None):
+        """``(outputs, new_state)`` of ``model`` on ``inputs`` from ``state``.
+
+        Stateless default: the model's outputs from its initial state, and ``None``.
+        """
+        return _forward(model, inputs), None
+
+    def detach_state(self, state):
+        """``state`` with every tensor detached from the autograd graph."""
+        return _tree_map(torch.Tensor.detach, state)
+
+    def initial_state(self, model: torch.nn.Module):
+        """A template of the carried state (``None`` for a stateless task)."""
+        return None
+
+    def pack_state(self, state) -> list[torch.Tensor]:
+        """The tensors of ``state`` in a fixed order (``[]`` for ``None``), for checkpoints."""
+        return _tree_leaves(state)
+
+    def unpack_state(self, model: torch.nn.Module, packed):
+        """The inverse of :meth:`pack_state`: ``packed`` tensors in the structure of
+        :meth:`initial_state` (``None`` when nothing was packed)."""
+        if not packed:
+            return None
+        template = self.initial_state(model)
+        if template is None:
+            raise CheckpointError(f"task {self.name!r} carries no recurrent state but the "
+                                  f"checkpoint stores {len(packed)} state tensors")
+        return _tree_rebuild(template, list(packed))
+
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: str = VALID) -> dict[str, float]:
         """Average loss and metrics of ``model`` over ``split``."""
@@ -222,6 +273,53 @@ def _forward(model, x):
     out = model(x)
     if isinstance(out, (tuple, list)):  # (outputs, state)
         out = out[0]
+    return out
+
+
+def _tree_map(fn, obj):
+    """Apply ``fn`` to every tensor of nested tuples/lists/NamedTuples (``None`` kept)."""
+    if obj is None:
+        return None
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_tree_map(fn, o) for o in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_tree_map(fn, o) for o in obj)
+    raise InvalidParameterError(f"a recurrent state holds tensors, tuples and None, "
+                                f"got {type(obj).__name__}")
+
+
+def _tree_leaves(obj) -> list[torch.Tensor]:
+    """The tensors of a nested state, depth first (``None`` skipped)."""
+    out: list[torch.Tensor] = []
+    _tree_map(out.append, obj)
+    return out
+
+
+def _tree_rebuild(template, leaves: list):
+    """``template``'s structure with its tensors replaced, in order, by ``leaves``."""
+    it = iter(leaves)
+    n_used = 0
+
+    def take(t: torch.Tensor):
+        nonlocal n_used
+        try:
+            new = next(it)
+        except StopIteration:
+            raise CheckpointError(f"stored recurrent state has {len(leaves)} tensors; the "
+                                  "model's state has more") from None
+        if not isinstance(new, torch.Tensor) or tuple(new.shape) != tuple(t.shape):
+            raise CheckpointError(f"stored recurrent state tensor {n_used} has shape "
+                                  f"{tuple(getattr(new, 'shape', ()))}, the model's "
+                                  f"{tuple(t.shape)}")
+        n_used += 1
+        return new.to(device=t.device, dtype=t.dtype)
+
+    out = _tree_map(take, template)
+    if n_used != len(leaves):
+        raise CheckpointError(f"stored recurrent state has {len(leaves)} tensors; the "
+                              f"model's state has {n_used}")
     return out
 
 
@@ -624,3 +722,9 @@ def _language_task(language: str, **options) -> LanguageTask:
         raise UnknownNameError("task", f"lang:{language}", task_names())
     options.pop("bptt", None)
     return LanguageTask(language, **options)
+
+
+# ============================================================================ ptb
+# the language-modelling task lives in .lm (it registers "ptb"); imported last, once every
+# name it needs from this module exists
+from . import lm as _lm  # noqa: E402,F401
