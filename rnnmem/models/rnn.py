@@ -187,18 +187,19 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
 
     def _field(self, W: torch.Tensor, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """:math:`\\sigma(W h + u)` for h, u (B, N)."""
-        Wh = h * W if W.dim() == 1 else h @ W.T
-        return self._sigma(Wh + u)
+        # fused multiply-add: one temporary (and one tensor saved for backward) fewer
+        pre = torch.addcmul(u, h, W) if W.dim() == 1 else torch.addmm(u, h, W.T)
+        return self._sigma(pre)
 
     def _substep(self, W: torch.Tensor, h: torch.Tensor, u: torch.Tensor,
                  tau: float) -> torch.Tensor:
         """One integrator step of size ``tau`` with input term ``u`` held constant."""
         if self.integrator == "euler":
-            return h + tau * self._field(W, h, u)
+            return torch.add(h, self._field(W, h, u), alpha=tau)  # h + tau f
         k1 = self._field(W, h, u)
-        k2 = self._field(W, h + (tau / 2) * k1, u)
-        k3 = self._field(W, h + (tau / 2) * k2, u)
-        k4 = self._field(W, h + tau * k3, u)
+        k2 = self._field(W, torch.add(h, k1, alpha=tau / 2), u)
+        k3 = self._field(W, torch.add(h, k2, alpha=tau / 2), u)
+        k4 = self._field(W, torch.add(h, k3, alpha=tau), u)
         return h + (tau / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
     def _drive(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,15 +209,19 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
     def _forward_loop(self, x: torch.Tensor) -> torch.Tensor:
         """Reference: the integrator, sample by sample and substep by substep."""
         x = check_input(x, self.input_dim).to(self.dtype)
-        W, u = self.recurrence_matrix(), self._drive(x)  # u (B, T, N)
+        W, UT, CT = self.recurrence_matrix(), self.U.T, self.C.T
         tau = self.dt / self.substeps
-        h = torch.zeros_like(u[:, 0])  # (B, N)
-        hs = []
-        for k in range(u.shape[1]):
+        h = x.new_zeros(x.shape[0], self.hidden_dim)  # (B, N)
+        ys = []
+        # Per step: drive U x_k + b, update, read-out C h. ``unbind`` (not ``x[:, k]``, whose
+        # backward zero-fills a whole (B, T, d) gradient per step, quadratic in T), and no
+        # (B, T, N) drive or state tensor (nor their gradients) is ever formed.
+        for x_k in x.unbind(1):  # (B, d) each
+            u_k = x_k @ UT if self.b is None else torch.addmm(self.b, x_k, UT)  # (B, N)
             for _ in range(self.substeps):
-                h = self._substep(W, h, u[:, k], tau)
-            hs.append(h)
-        return torch.stack(hs, dim=1) @ self.C.T  # (B, T, p)
+                h = self._substep(W, h, u_k, tau)
+            ys.append(h @ CT)  # (B, p)
+        return torch.stack(ys, dim=1)  # (B, T, p)
 
     def sample_map(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For :math:`\\sigma` = identity, the per-sample map is affine,
