@@ -202,8 +202,9 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
             return linear_recurrence(A, v)  # (B, T, N)
         h = torch.zeros_like(v[:, 0])  # (B, N)
         out = []
-        for k in range(v.shape[1]):
-            h = h @ A.T + v[:, k]
+        AT = A.T
+        for v_k in v.unbind(1):  # unbind: no per-step zero-filled (B, T, N) slice gradient
+            h = torch.addmm(v_k, h, AT)  # h A^T + v_k
             out.append(h)
         return torch.stack(out, dim=1)  # (B, T, N)
 
@@ -220,8 +221,8 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
             G = None if G is None else torch.diag(G)
         h = torch.zeros(x.shape[0], self.state_dim, dtype=x.dtype, device=x.device)  # (B, N)
         ys = []
-        for k in range(x.shape[1]):
-            u = x[:, k] @ self.U.T + (0 if self.b is None else self.b)  # (B, N)
+        for x_k in x.unbind(1):
+            u = x_k @ self.U.T + (0 if self.b is None else self.b)  # (B, N)
             h = h @ A.T + (u if G is None else u @ G.T)
             ys.append(self._sigma(h) @ self.C.T)
         return torch.stack(ys, dim=1)  # (B, T, p)
