@@ -120,25 +120,28 @@ def parse_betas(spec: str) -> np.ndarray:
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidParameterError(f"betas: expected 'lo:hi:n' or 'a,b,...', got {spec!r}")
     s = spec.strip()
-    try:
-        if ":" in s:
-            parts = s.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            lo, hi = float(parts[0]), float(parts[1])
-            n = int(parts[2])
-            if n < 1:
-                raise InvalidParameterError(f"betas {spec!r}: the count must be >= 1")
-            if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-                raise InvalidParameterError(f"betas {spec!r}: radii must be positive and finite")
-            if n > 1 and not hi > lo:
-                raise InvalidParameterError(f"betas {spec!r}: need lo < hi")
-            b = np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
-        else:
+    bad = InvalidParameterError(
+        f"betas: expected 'lo:hi:n' (log-spaced) or 'a,b,...', got {spec!r}")
+    if ":" in s:
+        parts = s.split(":")
+        if len(parts) != 3:
+            raise bad
+        try:
+            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise bad from None
+        if n < 1:
+            raise InvalidParameterError(f"betas {spec!r}: the count must be >= 1")
+        if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+            raise InvalidParameterError(f"betas {spec!r}: radii must be positive and finite")
+        if n > 1 and not hi > lo:
+            raise InvalidParameterError(f"betas {spec!r}: need lo < hi")
+        b = np.geomspace(lo, hi, n) if n > 1 else np.array([lo])
+    else:
+        try:
             b = np.array([float(v) for v in s.split(",")])
-    except ValueError:
-        raise InvalidParameterError(
-            f"betas: expected 'lo:hi:n' (log-spaced) or 'a,b,...', got {spec!r}") from None
+        except ValueError:
+            raise bad from None
     return check_betas(b, "betas")
 
 

@@ -1,0 +1,301 @@
+"""``rnnmem memory``: the memory function of a trained model, its decay, and its target.
+
+Loads a checkpoint, computes the memory function (Wang, Li & Li, ICLR 2024, Def. 3.1) on
+``t = linspace(0, t_max, n_points)`` -- in closed form for linear models
+(``DiagonalSSM`` and the linear configurations of the other models), by the black-box
+estimator :func:`rnnmem.numerics.memory_function` otherwise or with ``--black-box`` --,
+classifies its decay (:func:`rnnmem.numerics.classify_decay`; for an exact memory on its
+running tail supremum, so that zeros of a sign-changing kernel do not hide the decay) and
+overlays the memory of the
+target: :math:`\\|c\\|_1|\\rho(t)|` of the linear functional the checkpoint was trained on
+(``lf:<target>`` tasks, with the task's parameters), or :math:`|\\rho(t)|` of ``--target``.
+
+Discrete-time models are evaluated on the multiples of ``dt`` in ``[0, t_max]`` (their
+memory lives on that grid).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidParameterError
+
+NAME = "memory"
+HELP = "memory function of a trained model (exact or black-box), its decay and its target"
+ORDER = 30
+
+
+def add_arguments(p):
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint (e.g. run/best.pt)")
+    p.add_argument("--t-max", dest="t_max", metavar="T",
+                   help="largest time (default: the training sequence length x dt, or 100 dt)")
+    p.add_argument("--n-points", dest="n_points", metavar="N", default="200",
+                   help="number of times in [0, T] (default 200)")
+    p.add_argument("--black-box", dest="black_box", action="store_true",
+                   help="use the Def. 3.1 estimator even when a closed form exists")
+    p.add_argument("--target", metavar="NAME",
+                   help="overlay this target memory (see `rnnmem list targets`) instead of "
+                        "the one of the training task")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="print the result as JSON (or write it to FILE)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a log-scale plot")
+    p.add_argument("--device", default="cpu", help="device to load the model on (default cpu)")
+
+
+# ----------------------------------------------------------------------------- helpers
+def parse_positive(text, flag: str, *, integer: bool = False, minimum: float = 0.0):
+    """A command-line number > ``minimum`` (>= for integers), or one-line error."""
+    try:
+        v = int(text) if integer else float(text)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise InvalidParameterError(f"{flag}: expected {kind}, got {text!r}") from None
+    if integer:
+        if v < minimum:
+            raise InvalidParameterError(f"{flag} must be >= {int(minimum)}, got {v}")
+        return v
+    if not math.isfinite(v) or v <= minimum:
+        raise InvalidParameterError(f"{flag} must be a finite number > {minimum:g}, got {text!r}")
+    return v
+
+
+def train_info(path):
+    """The TrainConfig stored in a checkpoint by the training loop, or None."""
+    from ..errors import CheckpointError
+    from ..train import load_train_state
+
+    try:
+        return load_train_state(path)[0]
+    except CheckpointError:
+        return None
+
+
+def jsonable(obj):
+    """numpy -> lists/floats; NaN -> None; +-inf -> "inf"/"-inf"."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        if math.isnan(v):
+            return None
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def emit_json(obj, dest: str) -> None:
+    text = json.dumps(jsonable(obj), indent=1)
+    if dest == "-":
+        print(text)
+        return
+    try:
+        Path(dest).write_text(text + "\n")
+    except OSError as exc:
+        raise InvalidParameterError(f"--json: cannot write {dest!r}: {exc.strerror}") from None
+
+
+def _task_target(cfg):
+    """(TargetMemory-like object with .memory(t), description, data dt) of an lf task."""
+    if cfg is None or not isinstance(cfg.task, str) or not cfg.task.startswith("lf:"):
+        return None
+    name = cfg.task[3:]
+    from ..theory.targets import TARGETS
+
+    if name not in TARGETS:
+        return None  # e.g. teacher tasks: no closed-form target family
+    from ..tasks.functional import FUNCTIONAL_TASKS, LinearFunctionalTask
+
+    kw = dict(cfg.task_kwargs)
+    tgt = TARGETS[name]
+    params = {k: kw[k] for k in tgt.param_values if k in kw}
+    if params:
+        tgt = tgt.with_params(**params)
+    defaults = FUNCTIONAL_TASKS[name].options
+    dt = float(kw.get("dt", defaults.get("dt", 1.0)))
+    lf = LinearFunctionalTask(tgt, dt=dt, input_dim=int(kw.get("input_dim",
+                                                               defaults.get("input_dim", 1))),
+                              input_weights=kw.get("input_weights"))
+    return lf, tgt, dt
+
+
+def _memory(model, t, black_box: bool):
+    """(M (L,) or (L, p), method)."""
+    params = inspect.signature(model.memory_function).parameters
+    has_exact = "exact" in params
+    linear = bool(getattr(model, "is_linear", False)) or type(model).__name__ == "DiagonalSSM"
+    exact = has_exact and linear and not black_box
+    arg = t
+    if exact and type(model).__name__ == "DiagonalSSM" and model.time == "discrete":
+        arg = np.round(t / model.dt)  # DiagonalSSM's discrete memory takes steps
+    try:
+        if exact:
+            M = model.memory_function(arg, exact=True)
+        elif has_exact:
+            M = model.memory_function(arg, exact=False)
+        else:
+            M = model.memory_function(arg)
+    except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        raise InvalidParameterError(
+            f"cannot compute the memory function of {type(model).__name__}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return np.asarray(M, dtype=float), ("exact" if exact else "black-box")
+
+
+def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
+            device="cpu") -> dict:
+    """Everything ``rnnmem memory`` reports, as a dict (see the module docstring)."""
+    from ..models.registry import load
+    from ..numerics import classify_decay
+
+    if target is not None:
+        from ..theory.targets import get_target
+
+        get_target(target)  # fail fast on an unknown name
+    model = load(path, device=device)
+    cfg = train_info(path)
+    dt = float(model.dt)
+    if t_max is None:
+        length = None
+        if cfg is not None:
+            length = dict(cfg.task_kwargs).get("length")
+            if length is None and isinstance(cfg.task, str) and cfg.task.startswith("lf:"):
+                from ..tasks.functional import FUNCTIONAL_TASKS
+
+                spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
+                length = spec.options.get("length") if spec is not None else None
+        t_max = dt * (int(length) if isinstance(length, int) and length > 1 else 100)
+    t = np.linspace(0.0, float(t_max), int(n_points))
+    if model.time == "discrete":
+        t = dt * np.unique(np.round(t / dt))
+    M, method = _memory(model, t, black_box)
+    M1 = M if M.ndim == 1 else M.max(axis=1)
+    # an exact memory has no noise: fit its tail supremum, so that the zeros of a
+    # sign-changing kernel do not hide the decay (classify_decay's envelope option)
+    envelope = method == "exact"
+    fit = classify_decay(t, M1, envelope=envelope)
+    out = {"checkpoint": str(path), "model": getattr(model, "model_name", type(model).__name__),
+           "config": dict(model.config), "method": method, "t": t, "memory": M,
+           "decay": {"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
+                     "r2_pol": fit.r2_pol, "exp_fit": list(fit.exp_fit),
+                     "pol_fit": list(fit.pol_fit), "tail_start": fit.tail_start,
+                     "n_points": fit.n_points, "envelope": envelope},
+           "task": None if cfg is None else {"name": cfg.task,
+                                              "kwargs": dict(cfg.task_kwargs)},
+           "target": None}
+    if M.ndim == 2:
+        out["memory_max_over_outputs"] = M1
+    tinfo = None
+    if target is not None:
+        from ..theory.targets import get_target
+
+        tgt = get_target(target)
+        tinfo = {"name": tgt.name, "params": tgt.param_values, "from": "option",
+                 "decay_class": tgt.decay_class, "memory": tgt.memory(t)}
+    else:
+        found = _task_target(cfg)
+        if found is not None:
+            lf, tgt, data_dt = found
+            # the model's sample k is the data's sample k: rescale time if the dts differ
+            tt = t * (data_dt / dt)
+            tinfo = {"name": tgt.name, "params": tgt.param_values, "from": "checkpoint",
+                     "decay_class": tgt.decay_class, "memory": lf.memory(tt)}
+    if tinfo is not None:
+        diff = np.abs(M1 - tinfo["memory"])
+        tinfo["max_abs_diff"] = float(diff.max())
+        denom = float(np.trapezoid(tinfo["memory"], t)) if t.size > 1 else 0.0
+        tinfo["rel_l1_diff"] = float(np.trapezoid(diff, t) / denom) if denom > 0 else None
+        out["target"] = tinfo
+    return out
+
+
+def summary(res: dict) -> str:
+    t, M1 = np.asarray(res["t"]), np.asarray(res.get("memory_max_over_outputs", res["memory"]))
+    d = res["decay"]
+    lines = [f"{res['model']} ({res['checkpoint']}): memory function, {res['method']}, "
+             f"t in [0, {t[-1]:.4g}] ({t.size} points)",
+             f"  M(0) = {M1[0]:.4g}   M(t_max) = {M1[-1]:.4g}"]
+    if d["kind"] == "exponential":
+        lines.append(f"  decay: exponential, M ~ e^(-{d['rate']:.4g} t)   (R^2 exp "
+                     f"{d['r2_exp']:.4f}, pol {d['r2_pol']:.4f}; tail from t = "
+                     f"{d['tail_start']:.4g})")
+    elif d["kind"] == "polynomial":
+        lines.append(f"  decay: polynomial, M ~ (1+t)^(-{d['rate']:.4g})   (R^2 pol "
+                     f"{d['r2_pol']:.4f}, exp {d['r2_exp']:.4f}; tail from t = "
+                     f"{d['tail_start']:.4g})")
+    else:
+        lines.append("  decay: none detected")
+    tg = res.get("target")
+    if tg is None:
+        lines.append("  target: unknown (pass --target NAME to compare)")
+    else:
+        params = ", ".join(f"{k}={v:g}" for k, v in tg["params"].items())
+        rel = tg.get("rel_l1_diff")
+        lines.append(f"  target: {tg['name']}{f' ({params})' if params else ''}, from the "
+                     f"{tg['from']}; decay class {tg['decay_class']}; max |M - M_target| = "
+                     f"{tg['max_abs_diff']:.3g}" + (f", relative L1 {rel:.3g}"
+                                                     if rel is not None else ""))
+    return "\n".join(lines)
+
+
+def plot(res: dict, path) -> None:
+    from ..proofs_check._plot import pyplot, save
+
+    plt = pyplot()
+    t, M = np.asarray(res["t"]), np.asarray(res["memory"], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    cols = M[:, None] if M.ndim == 1 else M
+    for o in range(cols.shape[1]):
+        y = np.where(cols[:, o] > 0, cols[:, o], np.nan)
+        ax.plot(t, y, label="model" if cols.shape[1] == 1 else f"model, output {o}")
+    tg = res.get("target")
+    if tg is not None:
+        y = np.asarray(tg["memory"], dtype=float)
+        ax.plot(t, np.where(y > 0, y, np.nan), "k--", label=f"target {tg['name']}")
+    d = res["decay"]
+    tail = t >= d["tail_start"]
+    if d["kind"] == "exponential":
+        a, r = d["exp_fit"]
+        ax.plot(t[tail], np.exp(a - r * t[tail]), ":", label=f"fit e^(-{r:.3g} t)")
+    elif d["kind"] == "polynomial":
+        a, q = d["pol_fit"]
+        ax.plot(t[tail], np.exp(a - q * np.log1p(t[tail])), ":",
+                label=f"fit (1+t)^(-{q:.3g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("memory function M(t)")
+    ax.set_title(f"{res['model']}: {res['method']} memory, decay {d['kind']}")
+    ax.legend(fontsize=8)
+    try:
+        save(fig, path)
+    except OSError as exc:
+        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
+            from None
+
+
+def run(args) -> int:
+    t_max = None if args.t_max is None else parse_positive(args.t_max, "--t-max")
+    n_points = parse_positive(args.n_points, "--n-points", integer=True, minimum=2)
+    res = compute(args.checkpoint, t_max=t_max, n_points=n_points, black_box=args.black_box,
+                  target=args.target, device=args.device)
+    if args.plot:
+        plot(res, args.plot)
+    if args.json:
+        emit_json(res, args.json)
+        if args.json != "-":
+            print(summary(res))
+    else:
+        print(summary(res))
+    if args.plot:
+        print(f"plot: {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
