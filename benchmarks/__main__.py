@@ -1,0 +1,143 @@
+"""``python -m benchmarks [--quick] [--only SECTION ...] [--json FILE] [--threads N]``
+
+Runs the sections of issue "Speed" in one process and prints ONE table (every row
+measured in this run, as ratios: speed-ups, ratios to a floor or a baseline), then writes
+the rows and a header (CPU, torch thread count, versions, load average) as JSON, by
+default to ``benchmarks/results/latest.json`` (git-ignored).
+
+Sections: (a) linear recurrence (rows of :mod:`benchmarks.bench_recurrence`), (b) memory
+function closed form vs black box, (c) one training step per model family, (d)
+perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
+(minutes; skipped by ``--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header, row,
+                      set_threads, unavailable, write_json)
+
+#: the module of each section (``a`` is owned by bench_recurrence, adapted below)
+MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
+           "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify"}
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+# ------------------------------------------------------------ section (a) adapter
+def _recurrence_row(r: dict) -> dict:
+    """One row of bench_recurrence (its own dict layout) as a table row."""
+    if isinstance(r, dict) and set(r) >= {"section", "name", "status"}:
+        check_row(r)
+        return r
+    kind = r.get("row")
+    if kind == "bandwidth":
+        return row("a", "copy bandwidth (the floor)", config={"threads": r.get("threads")},
+                   values={k: r[k] for k in ("bytes", "copy_GBps", "alloc_copy_GBps")
+                           if k in r},
+                   note=f"{r.get('copy_GBps', float('nan')):.3g} GB/s copy, "
+                        f"{r.get('alloc_copy_GBps', float('nan')):.3g} GB/s allocating copy")
+    if kind == "target":
+        m = r.get("method")
+        is_ref = m == "loop"
+        target = None if is_ref else ">= 10x loop, <= 4x floor"
+        met = None if is_ref else bool(r.get("meets_10x_loop") and r.get("within_4x_floor"))
+        return row("a", f"{m} ({r.get('system', '')})",
+                   config={k: r[k] for k in ("B", "T", "N", "dtype") if k in r},
+                   seconds=r.get("fwd_bwd_s"), repeats=None, ratio=r.get("speedup_vs_loop"),
+                   ratio_label="speed-up vs loop", target=target, met=met,
+                   values={k: r[k] for k in ("fwd_s", "fwd_speedup_vs_loop", "floor_s",
+                                             "vs_floor", "vs_alloc_floor") if k in r})
+    if kind == "exponent":
+        times = r.get("fwd_bwd_s") or []
+        return row("a", f"{r.get('method')} cost exponent in T",
+                   config={"B": r.get("B"), "N": r.get("N"), "T": r.get("T")},
+                   seconds=times[-1] if times else None, ratio=r.get("exponent"),
+                   ratio_label="cost exponent in T", target="<= 1.1",
+                   met=r.get("exponent_le_1.1"),
+                   values={"fwd_bwd_s": str(times)})
+    if kind == "crossover":
+        return row("a", f"crossover {r.get('system', '')}",
+                   config={k: r[k] for k in ("B", "N", "T") if k in r},
+                   ratio=r.get("chunked_vs_fastest"), ratio_label="chunked vs fastest",
+                   values={"fastest": r.get("fastest"), "fwd_bwd_s": str(r.get("fwd_bwd_s"))})
+    return row("a", str(kind or "recurrence row"),
+               values={k: v for k, v in r.items() if k != "bench"} or {"raw": str(r)})
+
+
+def _run_recurrence(quick: bool, tiny: bool) -> list[dict]:
+    try:
+        mod = importlib.import_module(".bench_recurrence", __package__)
+    except ImportError as exc:
+        return [unavailable("a", "linear recurrence", f"benchmarks.bench_recurrence missing "
+                                                       f"({exc})")]
+    if tiny:
+        return [unavailable("a", "linear recurrence", "no tiny mode", status="skipped")]
+    return [_recurrence_row(r) for r in mod.run(quick)]
+
+
+# -------------------------------------------------------------------------- driver
+def run_sections(sections, *, quick: bool = False, tiny: bool = False, log=print) -> list[dict]:
+    rows: list[dict] = []
+    for sec in sections:
+        t0 = time.perf_counter()
+        log(f"[{sec}] {SECTIONS[sec]} ...")
+        try:
+            if sec == "a":
+                got = _run_recurrence(quick, tiny)
+            else:
+                mod = importlib.import_module(f".{MODULES[sec]}", __package__)
+                got = mod.run(quick, tiny=tiny)
+            for r in got:
+                check_row(r)
+            rows.extend(got)
+        except Exception as exc:  # one broken section must not lose the others
+            traceback.print_exc(file=sys.stderr)
+            rows.append(unavailable(sec, SECTIONS[sec], f"{type(exc).__name__}: {exc}",
+                                    status="error"))
+        log(f"[{sec}] done in {time.perf_counter() - t0:.1f} s")
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="fewer sizes and repetitions; skips (f) rnnmem verify")
+    p.add_argument("--only", nargs="+", metavar="SECTION", choices=sorted(SECTIONS),
+                   help="run only these sections (a-f)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                   help=f"where to write the rows (default {DEFAULT_JSON})")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    head = header()
+    bw = copy_bandwidth(1 << 26 if args.tiny else 1 << 28)
+    head["copy_bandwidth_GBps"] = round(bw["gb_per_s"], 3)
+    head["mode"] = "tiny" if args.tiny else ("quick" if args.quick else "full")
+    sections = args.only or list(SECTIONS)
+    log = lambda s: print(s, file=sys.stderr, flush=True)
+    rows = run_sections(sections, quick=args.quick, tiny=args.tiny, log=log)
+    head["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:
+        import os
+
+        head["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    print(f"rnnmem benchmarks ({head['mode']}): {head['cpu']}, torch {head['torch']}, "
+          f"{head['torch_threads']} threads, load {head['load_average_at_start']}, "
+          f"copy {head['copy_bandwidth_GBps']} GB/s")
+    print(format_table(rows))
+    path = write_json(args.json, head, rows)
+    print(f"\nrows: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
