@@ -64,6 +64,8 @@ __all__ = [
 STEP_BYTES_CPU = 1 << 18
 #: on accelerators the per-step launch cost dominates; let steps grow large (not measured).
 STEP_BYTES_ACCEL = 1 << 26
+#: fewer chunks than this fitting in the budget: chunking does not pay, use one (measured).
+MIN_CHUNKS = 8
 
 
 def default_chunks(B: int, T: int, N: int, itemsize: int, device: torch.device) -> int:
@@ -72,21 +74,27 @@ def default_chunks(B: int, T: int, N: int, itemsize: int, device: torch.device) 
     within :data:`STEP_BYTES_CPU` bytes (the cache), and at least 1."""
     budget = STEP_BYTES_CPU if device.type == "cpu" else STEP_BYTES_ACCEL
     k_cache = budget // max(1, B * N * itemsize)
+    if k_cache < MIN_CHUNKS:
+        return 1
     k_steps = math.isqrt(2 * T)
     return int(max(1, min(k_cache, k_steps, T // 2)))
 
 
 # --------------------------------------------------------------------------- chunked
 
-def _sequential(c, x, out, prev, t_range, coef_at):
-    """out[:, t] = c_t * prev + x[:, t] along ``t_range``; ``prev`` None means zero."""
-    for t in t_range:
-        ct = coef_at(t)
+def _sequential(coefs, xs, outs, prev, order):
+    """outs[t] = coefs[t] * prev + xs[t] for t in ``order`` (``prev`` None: zero state).
+
+    ``xs``, ``outs`` (and ``coefs`` when time-varying) are lists of per-step views from
+    ``unbind`` (cheaper than indexing inside the loop); ``coefs`` may be one tensor (N,).
+    """
+    shared = isinstance(coefs, torch.Tensor)
+    for t in order:
         if prev is None:
-            out[:, t].copy_(x[:, t])
+            outs[t].copy_(xs[t])
         else:
-            torch.addcmul(x[:, t], ct, prev, out=out[:, t])
-        prev = out[:, t]
+            torch.addcmul(xs[t], coefs if shared else coefs[t], prev, out=outs[t])
+        prev = outs[t]
     return prev
 
 
@@ -99,27 +107,25 @@ def _chunked(c: torch.Tensor, x: torch.Tensor, h0, K: int, reverse: bool) -> tor
     B, T, N = x.shape
     tv = c.dim() == 3
     out = torch.empty_like(x)  # (B, T, N)
-    coef_at = (lambda t: c[:, t]) if tv else (lambda t: c)
     K = max(1, min(int(K), T // 2)) if T >= 2 else 1
     if K == 1:
         order = range(T - 1, -1, -1) if reverse else range(T)
-        _sequential(c, x, out, h0, order, coef_at)
+        _sequential(c.unbind(1) if tv else c, x.unbind(1), out.unbind(1), h0, order)
         return out
     C = T // K
     M = K * C
     lo = T - M if reverse else 0  # main part [lo, lo + M); the tail holds the rest
-    xv = x[:, lo:lo + M].view(B, K, C, N)
-    ov = out[:, lo:lo + M].view(B, K, C, N)
-    cv = c[:, lo:lo + M].view(B, K, C, N) if tv else None
-    cat = (lambda i: cv[:, :, i]) if tv else (lambda i: c)  # (B, K, N) or (N,)
+    xs = x[:, lo:lo + M].view(B, K, C, N).unbind(2)  # C views (B, K, N)
+    os = out[:, lo:lo + M].view(B, K, C, N).unbind(2)
+    cs = c[:, lo:lo + M].view(B, K, C, N).unbind(2) if tv else [c] * C
     inner = list(range(C - 1, -1, -1)) if reverse else list(range(C))
     # phase 1: end state of each chunk from zero, and the chunk's coefficient product
-    s = xv[:, :, inner[0]].clone()  # (B, K, N)
-    p = cv[:, :, inner[0]].clone() if tv else None
+    s = xs[inner[0]].clone()  # (B, K, N)
+    p = cs[inner[0]].clone() if tv else None
     for i in inner[1:]:
-        torch.addcmul(xv[:, :, i], cat(i), s, out=s)
+        torch.addcmul(xs[i], cs[i], s, out=s)
         if tv:
-            p.mul_(cv[:, :, i])
+            p.mul_(cs[i])
     if not tv:
         p = _int_power(c, C)  # (N,)
     # phase 2: carries entering every chunk, in processing order
@@ -135,14 +141,15 @@ def _chunked(c: torch.Tensor, x: torch.Tensor, h0, K: int, reverse: bool) -> tor
     # phase 3: the recurrence inside each chunk from its carry, into the output
     prev = q
     for i in inner:
-        torch.addcmul(xv[:, :, i], cat(i), prev, out=ov[:, :, i])
-        prev = ov[:, :, i]
+        torch.addcmul(xs[i], cs[i], prev, out=os[i])
+        prev = os[i]
     # tail (fewer than K steps) from the last state of the main part
     if M < T:
-        if reverse:
-            _sequential(c, x, out, out[:, lo], range(lo - 1, -1, -1), coef_at)
-        else:
-            _sequential(c, x, out, out[:, M - 1], range(M, T), coef_at)
+        t0, t1 = (0, lo) if reverse else (M, T)
+        cu = c[:, t0:t1].unbind(1) if tv else c
+        start = out[:, lo] if reverse else out[:, M - 1]
+        order = range(t1 - t0 - 1, -1, -1) if reverse else range(t1 - t0)
+        _sequential(cu, x[:, t0:t1].unbind(1), out[:, t0:t1].unbind(1), start, order)
     return out
 
 
@@ -177,13 +184,55 @@ def chunked_forward(a, x, h0, K):
 def chunked_reverse(a, g, K):
     """Adjoint: :math:`\\bar g_t = g_t + \\overline{a_{t+1}}\\,\\bar g_{t+1}`."""
     B, T, N = g.shape
-    if a.dim() == 3 and (K <= 1 or T < 4):
-        # in-place sequential sweep indexing a[:, t + 1] directly (no shifted copy of a)
-        out = torch.empty_like(g)
-        _sequential(a, g, out, None, range(T - 1, -1, -1),
-                    lambda t: a[:, t + 1].conj() if t + 1 < T else None)
-        return out
+    if K <= 1 or T < 4:
+        return adjoint_sequential(a, g, None, None, need_a=False)[0]
     return _chunked(reverse_coefficients(a), g, None, K, reverse=True)
+
+
+def adjoint_sequential(a, g, h, h0, need_a: bool):
+    """The adjoint sweep and, fused into it, :math:`\\partial L/\\partial a`.
+
+    One backward pass over time: :math:`\\bar g_t = g_t + \\overline{a_{t+1}}\\bar g_{t+1}`
+    written in place, and, while the step :math:`\\bar g_t` is still in cache,
+    :math:`\\bar g_t \\overline{h_{t-1}}` (accumulated over batch and time for a
+    time-invariant ``a``). Indexes ``a[:, t + 1]`` directly (no shifted copy of ``a``).
+    Returns ``(gx, da)`` (``da`` None unless ``need_a``).
+    """
+    B, T, N = g.shape
+    tv = a.dim() == 3
+    gx = torch.empty_like(g)  # (B, T, N)
+    gs, os = g.unbind(1), gx.unbind(1)
+    if tv:
+        ac = a.conj().unbind(1)
+    else:
+        ac = a.conj().resolve_conj()
+    da = das = acc = hs = None
+    if need_a:
+        hs = h.conj().unbind(1)
+        if tv:
+            da = torch.empty_like(g)
+            das = da.unbind(1)
+        else:
+            acc = torch.zeros(B, N, dtype=g.dtype, device=g.device)  # (B, N)
+    prev = None
+    for t in range(T - 1, -1, -1):
+        if prev is None:
+            os[t].copy_(gs[t])
+        else:
+            torch.addcmul(gs[t], ac[t + 1] if tv else ac, prev, out=os[t])
+        prev = os[t]
+        if need_a:
+            hp = hs[t - 1] if t > 0 else (None if h0 is None else h0.conj())
+            if tv:
+                if hp is None:
+                    das[0].zero_()
+                else:
+                    torch.mul(prev, hp, out=das[t])
+            elif hp is not None:
+                acc.addcmul_(prev, hp)
+    if need_a and not tv:
+        da = acc.sum(0)  # (N,)
+    return gx, da
 
 
 def grad_coefficient(gx: torch.Tensor, h: torch.Tensor, h0, time_varying: bool):
@@ -198,13 +247,16 @@ def grad_coefficient(gx: torch.Tensor, h: torch.Tensor, h0, time_varying: bool):
             torch.mul(gx[:, 0], h0.conj(), out=da[:, 0])
         return da
     B, T, N = gx.shape
-    acc = torch.zeros(B, N, dtype=gx.dtype, device=gx.device)  # (B, N)
+    da = torch.zeros(N, dtype=gx.dtype, device=gx.device)  # (N,)
     if h0 is not None:
-        acc.addcmul_(gx[:, 0], h0.conj())
-    hc = h.conj()
-    for t in range(1, T):  # step-wise: (B, N) slices stay in cache, no (B, T, N) temporary
-        acc.addcmul_(gx[:, t], hc[:, t - 1])
-    return acc.sum(0)
+        da += (gx[:, 0] * h0.conj()).sum(0)
+    # blocks of time whose (B, Tb, N) temporary stays within the cache budget
+    budget = STEP_BYTES_CPU if gx.device.type == "cpu" else STEP_BYTES_ACCEL
+    Tb = max(1, budget // max(1, B * N * gx.element_size()))
+    for t0 in range(1, T, Tb):
+        t1 = min(T, t0 + Tb)
+        da += (gx[:, t0:t1] * h[:, t0 - 1:t1 - 1].conj()).sum((0, 1))
+    return da
 
 
 # --------------------------------------------------------------------------- scan
@@ -244,6 +296,16 @@ def scan_reverse(a, g):
 
 # --------------------------------------------------------------------------- fft
 
+def _powers(a: torch.Tensor, j0: int, j1: int) -> torch.Tensor:
+    """``a**j`` for ``j0 <= j < j1``, shape (j1 - j0, N), from the real power of the modulus
+    and the multiplied phase (so that ``0**0 = 1`` also for complex ``a``)."""
+    real = a.real.dtype if a.is_complex() else a.dtype
+    j = torch.arange(j0, j1, device=a.device, dtype=real).unsqueeze(1)  # (J, 1)
+    if not a.is_complex():
+        return torch.pow(a.unsqueeze(0), j)  # integral exponents: negative a is fine
+    return torch.polar(torch.pow(a.abs().unsqueeze(0), j), j * a.angle().unsqueeze(0))
+
+
 def _fft_conv(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Causal convolution of x (B, T, N) with k_j = a^j along time, zero-padded FFT."""
     B, T, N = x.shape
@@ -251,8 +313,7 @@ def _fft_conv(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
                                   torch.complex128) else torch.float32
     xw, aw = x.to(work), a.to(work)
     n = 1 << max(0, (2 * T - 1 - 1).bit_length())  # power of two >= 2T - 1
-    j = torch.arange(T, device=x.device, dtype=aw.real.dtype)
-    k = torch.pow(aw.unsqueeze(0), j.unsqueeze(1).to(aw.dtype))  # (T, N): a**j
+    k = _powers(aw, 0, T)  # (T, N): a**j
     if aw.is_complex():
         h = torch.fft.ifft(torch.fft.fft(xw, n=n, dim=1) * torch.fft.fft(k, n=n, dim=0), dim=1)
     else:
@@ -264,9 +325,7 @@ def _fft_conv(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def fft_forward(a, x, h0):
     h = _fft_conv(a, x)
     if h0 is not None:
-        T = x.shape[1]
-        j = torch.arange(1, T + 1, device=x.device, dtype=a.real.dtype).to(a.dtype)
-        h += torch.pow(a.unsqueeze(0), j.unsqueeze(1)).unsqueeze(0) * h0.unsqueeze(1)
+        h += _powers(a, 1, x.shape[1] + 1).unsqueeze(0) * h0.unsqueeze(1)  # a**(t+1) h0
     return h
 
 

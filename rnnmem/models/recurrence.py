@@ -44,14 +44,20 @@ def _forward_kernel(method, a, x, h0):
     return _k.fft_forward(a, x, h0)
 
 
-def _reverse_kernel(method, a, g):
+def _adjoint(method, a, g, h, h0, need_a):
+    """``(dL/dx, dL/da)`` from ``g = dL/dh`` by the adjoint recurrence with ``method``."""
+    B, T, N = g.shape
     if method == "chunked":
-        B, T, N = g.shape
-        return _k.chunked_reverse(a, g, _k.default_chunks(B, T, N, g.element_size(),
-                                                          g.device))
-    if method == "scan":
-        return _k.scan_reverse(a, g)
-    return _k.fft_reverse(a, g)
+        K = _k.default_chunks(B, T, N, g.element_size(), g.device)
+        if K <= 1:  # one fused in-place sweep, dL/da accumulated on the way
+            return _k.adjoint_sequential(a, g, h, h0, need_a)
+        gx = _k.chunked_reverse(a, g, K)
+    elif method == "scan":
+        gx = _k.scan_reverse(a, g)
+    else:
+        gx = _k.fft_reverse(a, g)
+    da = _k.grad_coefficient(gx, h, h0, a.dim() == 3) if need_a else None
+    return gx, da
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -90,8 +96,7 @@ class _LinearRecurrence(torch.autograd.Function):
                 if not tv:
                     da = da.sum((0, 1))
         else:
-            gx = _reverse_kernel(ctx.method, a, g)
-            da = _k.grad_coefficient(gx, h, h0, tv) if need_a else None
+            gx, da = _adjoint(ctx.method, a, g, h, h0, need_a)
         dh0 = None
         if need_h0:
             dh0 = (a[:, 0] if tv else a).conj() * gx[:, 0]

@@ -1,0 +1,267 @@
+"""linear_recurrence: every method against the loop reference, gradients, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnmem.errors import InvalidParameterError, ShapeError
+from rnnmem.models import _scan_kernels as K
+from rnnmem.models import linear_recurrence
+from rnnmem.models.recurrence import METHODS, _loop, choose_method
+from rnnmem.numerics import tolerance
+
+FAST = ("chunked", "scan", "fft")
+DTYPES = {"float32": torch.float32, "float64": torch.float64,
+          "complex64": torch.complex64, "complex128": torch.complex128}
+
+
+def _inputs(seed, B, T, N, dtype, tv, radius, with_h0):
+    """a with |a| <= radius (some entries tiny or zero), x, h0 of the given dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (B, T, N) if tv else (N,)
+    real = dtype.to_real() if dtype.is_complex else dtype
+    mod = radius * torch.rand(shape, generator=gen, dtype=torch.float64) ** 0.25
+    mod.view(-1)[:: 3] *= 1e-3  # small moduli (the cumulative products underflow)
+    mod.view(-1)[:: 7] = 0.0
+    if dtype.is_complex:
+        ph = (2 * math.pi) * torch.rand(shape, generator=gen, dtype=torch.float64)
+        a = torch.polar(mod, ph).to(dtype)
+        x = torch.complex(torch.randn(B, T, N, generator=gen, dtype=real),
+                          torch.randn(B, T, N, generator=gen, dtype=real))
+        h0 = torch.randn(B, N, generator=gen, dtype=torch.float64).to(dtype)
+    else:
+        sign = torch.where(torch.rand(shape, generator=gen) < 0.2, -1.0, 1.0).double()
+        a = (mod * sign).to(dtype)
+        x = torch.randn(B, T, N, generator=gen, dtype=real)
+        h0 = torch.randn(B, N, generator=gen, dtype=real)
+    return a, x, (h0 if with_h0 else None)
+
+
+def _tol(a, x, h0):
+    """Tolerance of a length-T recurrence in a's dtype: cond = 1/(1 - max|a|) capped at T,
+    scale = max of the recurrence run on |a|, |x|, |h0| (the summation's natural size)."""
+    T = x.shape[1]
+    amax = float(a.abs().max()) if a.numel() else 0.0
+    cond = min(1.0 / max(1.0 - amax, 1e-300), float(T))
+    habs = _loop(a.abs().double(), x.abs().double(), None if h0 is None else h0.abs().double())
+    return tolerance(x.dtype, n_ops=T, cond=cond, scale=max(float(habs.abs().max()), 1e-300))
+
+
+def _np(t):
+    return t.detach().cpu().resolve_conj().numpy()
+
+
+def _assert_close(actual, expected, tol):
+    v = tol.max_violation(_np(actual), _np(expected))
+    assert v <= 1.0, f"violation {v:.3g} (rtol {tol.rtol:.3g}, atol {tol.atol:.3g})"
+
+
+cases = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**31 - 1),
+    "B": st.integers(1, 3),
+    "T": st.integers(1, 70),
+    "N": st.integers(1, 4),
+    "dtype": st.sampled_from(sorted(DTYPES)),
+    "tv": st.booleans(),
+    "radius": st.sampled_from([0.5, 0.9, 0.999, 1.0]),
+    "with_h0": st.booleans(),
+})
+
+
+@given(cases)
+def test_every_method_equals_loop(c):
+    dtype = DTYPES[c["dtype"]]
+    a, x, h0 = _inputs(c["seed"], c["B"], c["T"], c["N"], dtype, c["tv"], c["radius"],
+                       c["with_h0"])
+    ref = linear_recurrence(a, x, h0=h0, method="loop")
+    tol = _tol(a, x, h0)
+    for method in FAST + ("auto",):
+        if method == "fft" and c["tv"]:
+            continue
+        h = linear_recurrence(a, x, h0=h0, method=method)
+        assert h.shape == x.shape and h.dtype == dtype
+        assert torch.isfinite(h).all()
+        _assert_close(h, ref, tol)
+
+
+@given(cases, st.integers(1, 9))
+def test_chunked_kernel_any_chunk_count(c, k):
+    """The three-phase kernel with every chunk count (tails included), both directions."""
+    dtype = DTYPES[c["dtype"]]
+    a, x, h0 = _inputs(c["seed"], c["B"], c["T"], c["N"], dtype, c["tv"], c["radius"],
+                       c["with_h0"])
+    tol = _tol(a, x, h0)
+    _assert_close(K.chunked_forward(a, x, h0, k), _loop(a, x, h0), tol)
+    # adjoint: gx_t = g_t + conj(a_{t+1}) gx_{t+1} is the forward recurrence on reversed time
+    rc = K.reverse_coefficients(a)
+    rcf = rc.flip(1) if c["tv"] else rc
+    ref = _loop(rcf, x.flip(1), None).flip(1)
+    tol_r = _tol(rcf, x.flip(1), None)
+    _assert_close(K.chunked_reverse(a, x, k), ref, tol_r)
+    gx, _ = K.adjoint_sequential(a, x, x, None, need_a=False)
+    _assert_close(gx, ref, tol_r)
+
+
+def _grads(a, x, h0, g, method):
+    leaves = [t.detach().clone().requires_grad_() for t in (a, x, h0) if t is not None]
+    args = leaves + ([None] if h0 is None else [])
+    h = linear_recurrence(args[0], args[1], h0=args[2], method=method)
+    return torch.autograd.grad(h, leaves, g)
+
+
+@settings(max_examples=15)
+@given(cases)
+def test_gradients_equal_autograd_through_loop(c):
+    dtype = DTYPES[c["dtype"]]
+    a, x, h0 = _inputs(c["seed"], c["B"], c["T"], c["N"], dtype, c["tv"], c["radius"],
+                       c["with_h0"])
+    g = _inputs(c["seed"] + 1, c["B"], c["T"], c["N"], dtype, True, 1.0, False)[1]
+    ref = _grads(a, x, h0, g, "loop")
+    # the adjoint gx is the recurrence on conj(a) and g in reversed time (same conditioning)
+    rc = K.reverse_coefficients(a)
+    rcf = rc.flip(1) if c["tv"] else rc
+    tol_x = _tol(rcf, g.flip(1), None)
+    # dL/da_t = gx_t conj(h_{t-1}) (summed over b, t if time-invariant): its natural size is
+    # the same sum over |gx| |h| bounds, each factor accurate to its own recurrence's error
+    gabs = _loop(rcf.abs().double(), g.flip(1).abs().double(), None).flip(1)
+    habs = _loop(a.abs().double(), x.abs().double(),
+                 None if h0 is None else h0.abs().double())
+    hprev = torch.cat([torch.zeros_like(habs[:, :1]) if h0 is None else
+                       h0.abs().double()[:, None], habs[:, :-1]], dim=1)
+    prod = gabs * hprev
+    scale_a = float(prod.max() if c["tv"] else prod.sum((0, 1)).max())
+    terms = 1 if c["tv"] else c["B"] * c["T"]
+    tol_a = tolerance(dtype, n_ops=c["T"] + terms, cond=tol_x.rtol / tolerance(
+        dtype, n_ops=c["T"]).rtol, scale=max(scale_a, 1e-300))
+    for method in FAST:
+        if method == "fft" and c["tv"]:
+            continue
+        got = _grads(a, x, h0, g, method)
+        _assert_close(got[1], ref[1], tol_x)  # dL/dx
+        _assert_close(got[0], ref[0], tol_a)  # dL/da
+        if h0 is not None:
+            _assert_close(got[2], ref[2], tol_x)  # dL/dh0 = conj(a_0) gx_0
+
+
+@pytest.mark.parametrize("method,tv", [(m, tv) for m in FAST for tv in (False, True)
+                                       if not (m == "fft" and tv)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gradcheck_and_gradgradcheck(method, dtype, tv):
+    a, x, h0 = _inputs(3, 2, 6, 2, dtype, tv, 0.9, True)
+    a, x, h0 = (t.requires_grad_() for t in (a, x, h0))
+
+    def f(a, x, h0):
+        return linear_recurrence(a, x, h0=h0, method=method)
+
+    assert torch.autograd.gradcheck(f, (a, x, h0))
+    assert torch.autograd.gradgradcheck(f, (a, x, h0))
+
+
+def test_single_sweep_paths(monkeypatch):
+    """With no cache budget every step is one in-place sweep (the path large B*N takes),
+    forward and fused backward; compare values and gradients with the loop."""
+    monkeypatch.setattr(K, "STEP_BYTES_CPU", 0)
+    assert K.default_chunks(2, 50, 3, 8, torch.device("cpu")) == 1
+    for dtype in (torch.float64, torch.complex128):
+        for tv in (False, True):
+            a, x, h0 = _inputs(5, 2, 23, 3, dtype, tv, 0.99, True)
+            g = _inputs(6, 2, 23, 3, dtype, True, 1.0, False)[1]
+            tol = _tol(a, x, h0)
+            _assert_close(linear_recurrence(a, x, h0=h0, method="chunked"),
+                          _loop(a, x, h0), tol)
+            for got, ref in zip(_grads(a, x, h0, g, "chunked"), _grads(a, x, h0, g, "loop")):
+                scale = float(ref.abs().max())
+                _assert_close(got, ref, tolerance(dtype, n_ops=4 * 23 * 2, cond=23,
+                                                  scale=scale))
+
+
+def test_default_chunks():
+    cpu = torch.device("cpu")
+    for B, T, N in [(1, 1, 1), (1, 10, 1), (4, 1000, 16), (1, 100_000, 16), (128, 1024, 256)]:
+        k = K.default_chunks(B, T, N, 4, cpu)
+        assert 1 <= k <= max(1, T // 2)
+    assert K.default_chunks(128, 1024, 256, 4, cpu) == 1  # large steps: one sweep
+    assert K.default_chunks(1, 100_000, 16, 4, cpu) > 100  # tiny steps: ~sqrt(2T) chunks
+
+
+def test_small_moduli_do_not_overflow():
+    """|a| tiny or zero over long chunks: no quotient of cumulative products, no inf."""
+    B, T, N = 2, 400, 3
+    for dtype in (torch.float32, torch.complex64):
+        a = torch.tensor([1e-30, 0.0, 0.3], dtype=dtype)
+        x = torch.randn(B, T, N, dtype=torch.float64).to(dtype)
+        ref = _loop(a, x, None)
+        for method in FAST:
+            h = linear_recurrence(a, x, method=method)
+            assert torch.isfinite(h).all(), method
+            _assert_close(h, ref, _tol(a, x, None))
+        for k in (1, 3, 20):
+            _assert_close(K.chunked_forward(a, x, None, k), ref, _tol(a, x, None))
+
+
+def test_modulus_near_one_long_sequence():
+    B, T, N = 1, 3000, 2
+    a = torch.tensor([1 - 1e-6, -(1 - 1e-4)], dtype=torch.float64)
+    x = torch.randn(B, T, N, dtype=torch.float64)
+    ref = _loop(a, x, None)
+    for method in FAST:
+        _assert_close(linear_recurrence(a, x, method=method), ref, _tol(a, x, None))
+
+
+def test_promotion_real_a_complex_x_gradient_is_real():
+    a = torch.tensor([0.5, -0.2], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 5, 2, dtype=torch.complex128)
+    for method in FAST:
+        h = linear_recurrence(a, x, method=method)
+        assert h.dtype == torch.complex128
+        (da,) = torch.autograd.grad(h.abs().sum(), [a])
+        assert da.dtype == torch.float64
+        (ref,) = torch.autograd.grad(linear_recurrence(a, x, method="loop").abs().sum(), [a])
+        _assert_close(da, ref, tolerance(torch.float64, n_ops=20, scale=float(ref.abs().max())))
+
+
+def test_empty_and_length_one():
+    a = torch.tensor([0.5])
+    for method in METHODS:
+        assert linear_recurrence(a, torch.zeros(2, 0, 1), method=method).shape == (2, 0, 1)
+        x = torch.randn(2, 1, 1)
+        h0 = torch.randn(2, 1)
+        expected = 0.5 * h0 + x[:, 0]
+        got = linear_recurrence(a, x, h0=h0, method=method)[:, 0]
+        _assert_close(got, expected, tolerance(torch.float64, n_ops=2,
+                                               scale=float(expected.abs().max())))
+
+
+def test_auto_choice_is_a_method():
+    a, x = torch.rand(3), torch.randn(2, 10, 3)
+    assert choose_method(a, x) in METHODS and choose_method(a, x) != "auto"
+
+
+@pytest.mark.parametrize("a_shape,x_shape,h0_shape", [
+    ((3,), (2, 5), None),  # x not 3-D
+    ((3,), (2, 5, 3, 1), None),
+    ((4,), (2, 5, 3), None),  # N mismatch
+    ((2, 5, 4), (2, 5, 3), None),
+    ((2, 4, 3), (2, 5, 3), None),  # time-varying a with another T
+    ((3, 3), (2, 5, 3), None),  # a 2-D
+    ((3,), (2, 5, 3), (3,)),  # h0 not (B, N)
+    ((3,), (2, 5, 3), (2, 4)),
+])
+def test_bad_shapes(a_shape, x_shape, h0_shape):
+    h0 = None if h0_shape is None else torch.zeros(h0_shape)
+    for method in METHODS:
+        with pytest.raises(ShapeError):
+            linear_recurrence(torch.zeros(a_shape), torch.zeros(x_shape), h0=h0, method=method)
+
+
+def test_bad_method():
+    a, x = torch.rand(3), torch.randn(2, 5, 3)
+    with pytest.raises(InvalidParameterError, match="unknown method"):
+        linear_recurrence(a, x, method="blelloch")
+    with pytest.raises(InvalidParameterError, match="time-invariant"):
+        linear_recurrence(torch.rand(2, 5, 3), x, method="fft")
