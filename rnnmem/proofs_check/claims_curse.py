@@ -763,9 +763,12 @@ def _explain_difference(row: str, target: str, cell: dict, s: _Sizes, seed: int)
         return (base + " The crossing points do not fall with the width on this range. "
                 f"The slowest mode's decay rate changes with the width with log-log slope "
                 f"{_fmt(rs)}: "
-                + ("it does approach the boundary, but the perturbed error has not reached "
-                   "the level at smaller radii (bounded activations or small mode weights "
-                   "keep it finite)" if isinstance(rs, float) and rs < 0 else
+                + ("the slowest mode does get closer to the boundary (partly modes the "
+                   "target does not use, left near their initial rates: the trend is there "
+                   "for both targets), but a mode pushed a distance d past the boundary grows "
+                   "only like e^{dT} over the window, so the perturbed error stays below the "
+                   "level until beta exceeds the distance by a margin"
+                   if isinstance(rs, float) and rs < 0 else
                    "the briefly trained models do not push their slowest modes towards the "
                    "boundary as m grows") +
                 f". Two limits of this budget: {s.steps} training steps, and a finite "
@@ -820,10 +823,13 @@ def _check_activations(ctx: Context) -> Evidence:
                 spectra.append(f"m={m}: loss {_fmt(run.loss)}, {_eigen_summary(run)}")
         detail.append("  - " + "; ".join(spectra))
     if verdict != "confirmed":
-        detail += ["", "Reading: with a brief training the models need not have pushed their "
-                   "slowest modes towards the stability boundary, and the perturbation test "
-                   "then sees no width dependence; the theorem concerns a sequence of models "
-                   "that converges to the target (budget full)."]
+        detail += ["", "Reading: the theorem concerns a sequence of models converging to the "
+                   "target as m grows. Here each width is trained briefly on a finite window "
+                   f"T = {s.length}; a slowest mode pushed a distance d past the boundary "
+                   "grows only like e^{dT} over the window, and a saturating activation bounds "
+                   "the state, so the perturbed error can stay below the level even when the "
+                   "slowest mode approaches the boundary with m (see the decay rates above). "
+                   "The full budget (T = 100, widths to 64, 6000 steps) is the real test."]
     return Evidence(verdict, summary=", ".join(f"{r}/{t}: {cells[(r, t)]['verdict']}"
                                                for (r, t) in cells),
                     metrics=metrics, figures=figs, details="\n".join(detail))
@@ -932,6 +938,7 @@ def _check_inverse(ctx: Context) -> Evidence:
         verdict = "confirmed"
     med = {t: {str(m): float(np.median(v)) for m, v in sorted(d.items())}
            for t, d in rates.items()}
+    trend = {t: _loglog_slope([int(m) for m in d], list(d.values())) for t, d in med.items()}
     # figure: memory functions of two rows on both targets, log10 on linear axes
     plt = _plot.pyplot()
     show = [k for k in curves_for_plot if k[0] in ("diagonal_rnn", "softplus_ssm")] or \
@@ -976,9 +983,15 @@ def _check_inverse(ctx: Context) -> Evidence:
         "Verdict: *confirmed* if every decaying model has an exponential tail (and the "
         "classifier discriminates the targets), *refuted* if one has a polynomial tail.",
         "",
-        "Median decay rate of the slowest mode by width (the theorem's mechanism: for the "
-        "polynomial target it has to go to 0 as m grows, for the exponential one it need "
-        f"not): {med}",
+        "What this checks: a finite-width model with a stable linear recurrence has a "
+        "finite sum of exponentials as its memory, so an exponential tail is guaranteed "
+        "there; the content of the check is that no trained model, nonlinear ones included, "
+        "shows a polynomial tail, whichever target it learnt. The theorem's mechanism is the "
+        "uniformity in m: for the polynomial target the slowest decay rate has to go to 0 as "
+        "m grows (no uniform exponential bound), for the exponential one it need not. Median "
+        f"slowest-mode decay rate by width: {med}; log-log slope against m: "
+        f"{ {t: _fmt(v) for t, v in trend.items()} } (not part of the verdict: unused modes "
+        "left near their initial rates take part in it for both targets).",
         "",
         "| model | target | m | valid MSE | slowest rate | grid steps | memory | in window | "
         "tail (rate) |", "|---|---|---|---|---|---|---|---|---|", *rows_md]
@@ -988,7 +1001,7 @@ def _check_inverse(ctx: Context) -> Evidence:
                             f"{len(not_decaying)} not decaying)",
                     metrics={"sizes": s.to_dict(), "horizon_steps": horizon,
                              "targets": target_cls, "records": records,
-                             "median_slowest_rate": med,
+                             "median_slowest_rate": med, "slowest_rate_trend": trend,
                              "counts": {"exponential": len(exp_tails),
                                         "polynomial": len(poly_tails),
                                         "not_decaying": len(not_decaying),
