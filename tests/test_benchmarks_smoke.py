@@ -120,3 +120,102 @@ def test_fit_exponent_and_measure():
     t = C.measure(lambda: calls.append(1) or len(calls), repeats=3, warmup=2)
     assert len(calls) == 5 and t.repeats == 3 and t.result == 5
     assert t.seconds >= 0 and len(t.all_seconds) == 3
+
+
+# ---------------------------------------------------------------------------------------
+# fast paths added for the benchmark targets keep their slow references (compared here)
+# ---------------------------------------------------------------------------------------
+def _z_cases(n, gen):
+    import torch
+
+    return {"positive": 0.05 + 0.9 * torch.rand(n, generator=gen),
+            "mixed sign": 2 * torch.rand(n, generator=gen) - 1,
+            "complex": torch.polar(0.2 + 0.75 * torch.rand(n, generator=gen),
+                                   6.0 * torch.rand(n, generator=gen))}
+
+
+@pytest.mark.parametrize("kind", ["positive", "mixed sign", "complex"])
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 50, 401])
+def test_geometric_sums_match_reference(kind, length):
+    import torch
+
+    from rnnmem.models._common import geometric_sums, geometric_sums_reference
+    from rnnmem.numerics import tolerance
+
+    gen = torch.Generator().manual_seed(length)
+    n = 9
+    z = _z_cases(n, gen)[kind].to(torch.float64 if kind != "complex" else torch.complex128)
+    K = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    fast, ref = geometric_sums(z, K, length), geometric_sums_reference(z, K, length)
+    assert fast.shape == ref.shape == (length, 3)
+    k = torch.arange(length, dtype=torch.float64)
+    scale = float(((z.abs()[None] ** k[:, None]) @ K.abs()).max())
+    # powers ~ u k |log z| each, then a sum of n terms
+    cond = 1 + float((k.max() * z.abs().log().abs()).max())
+    tol = tolerance("float64", n_ops=n + 4, cond=cond, scale=scale)
+    assert tol.allclose(fast.numpy(), ref.numpy()), tol.max_violation(fast.numpy(), ref.numpy())
+
+
+def test_geometric_sums_gradient_matches_reference():
+    import torch
+
+    from rnnmem.models._common import geometric_sums, geometric_sums_reference
+    from rnnmem.numerics import tolerance
+
+    gen = torch.Generator().manual_seed(0)
+    z = (0.1 + 0.8 * torch.rand(5, generator=gen, dtype=torch.float64)).requires_grad_()
+    K = torch.randn(5, 2, generator=gen, dtype=torch.float64).requires_grad_()
+    g = torch.randn(30, 2, generator=gen, dtype=torch.float64)
+    gf = torch.autograd.grad((geometric_sums(z, K, 30) * g).sum(), (z, K))
+    gr = torch.autograd.grad((geometric_sums_reference(z, K, 30) * g).sum(), (z, K))
+    tol = tolerance("float64", n_ops=60, cond=30.0, scale=float(max(a.abs().max() for a in gr)))
+    for a, b in zip(gf, gr):
+        assert tol.allclose(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("time", ["continuous", "discrete"])
+@pytest.mark.parametrize("grid", ["uniform", "uniform offset", "irregular", "short"])
+def test_diagonal_memory_function_matches_reference(time, grid):
+    import numpy as np
+
+    from rnnmem.models._common import (diagonal_memory_function,
+                                       diagonal_memory_function_reference)
+    from rnnmem.numerics import tolerance
+
+    rng = np.random.default_rng(3)
+    n, d, p = 6, 2, 3
+    if time == "continuous":
+        lam = -np.exp(rng.uniform(-3, 0.5, n)) + 1j * rng.uniform(-2, 2, n)
+        step = 0.05
+    else:
+        lam = rng.uniform(0.1, 0.97, n) * np.exp(1j * rng.uniform(-2, 2, n))
+        step = 1.0
+    t = {"uniform": step * np.arange(300), "uniform offset": 7 * step + step * np.arange(97),
+         "irregular": np.sort(rng.uniform(0, 40, 50)) if time == "continuous"
+         else np.sort(rng.choice(200, 50, replace=False)).astype(float),
+         "short": step * np.arange(2)}[grid]
+    U, C = rng.standard_normal((n, d)), rng.standard_normal((p, n))
+    fast = diagonal_memory_function(lam, U, C, t, time)
+    ref = diagonal_memory_function_reference(lam, U, C, t, time)
+    assert fast.shape == ref.shape == (t.size, p)
+    cond = 1 + float(np.max(np.abs(np.log(np.abs(lam if time == "discrete" else np.exp(lam))))
+                            * t.max()))
+    tol = tolerance("float64", n_ops=n * d + 4, cond=cond,
+                    scale=float(np.abs(C).sum(1).max() * np.abs(U).max()))
+    assert tol.allclose(fast, ref), tol.max_violation(fast, ref)
+
+
+def test_diagonal_ssm_impulse_response_matches_reference():
+    import torch
+
+    from rnnmem.models import DiagonalSSM
+    from rnnmem.numerics import tolerance
+
+    for time, par in (("continuous", "softplus"), ("discrete", "lru")):
+        m = DiagonalSSM(7, input_dim=2, output_dim=3, parameterisation=par, time=time,
+                        dtype="float64", device="cpu", seed=1)
+        with torch.no_grad():
+            fast, ref = m.impulse_response(123), m._impulse_response_reference(123)
+        assert fast.shape == ref.shape == (123, 3, 2)
+        tol = tolerance("float64", n_ops=20, cond=123.0, scale=float(ref.abs().max()))
+        assert tol.allclose(fast.detach().numpy(), ref.detach().numpy())
