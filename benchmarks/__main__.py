@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -26,6 +27,7 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
            "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify"}
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -115,6 +117,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke test
     args = p.parse_args(argv)
+    # numpy's BLAS pool too (read when numpy loads; a user's setting is kept)
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, str(args.threads))
     set_threads(args.threads)
     head = header()
     bw = copy_bandwidth(1 << 26 if args.tiny else 1 << 28)
@@ -125,8 +130,6 @@ def main(argv=None) -> int:
     rows = run_sections(sections, quick=args.quick, tiny=args.tiny, log=log)
     head["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
-        import os
-
         head["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         pass

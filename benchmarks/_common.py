@@ -194,6 +194,11 @@ def header() -> dict:
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
         "load_average_at_start": load,
+        "blas_threads_env": {v: os.environ.get(v) for v in
+                             ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        # PyTorch's CPU allocator asks for transparent huge pages when this is "1": large
+        # fresh tensors then cost far fewer page faults (a large effect on some VMs)
+        "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
         "git_commit": _git_commit(),
         "argv": sys.argv[1:],
     }

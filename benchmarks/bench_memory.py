@@ -13,9 +13,11 @@ Two levels, each timing the closed form and the black-box estimator of Wang, Li 
   ``memory_function(t, exact=True, form="sampled")`` vs ``exact=False`` (the estimator run
   on the model's forward pass); ``form="continuous"`` (the default) is timed too.
 
-Targets (issue "Speed"): at N = 256 and 1e4 time points the closed form is at least 100x
-faster than the estimate and agrees to 1e-10; at T = 1024 the closed form takes at most
-1 ms and the estimate at most 10 ms.
+Targets (issue "Speed"): at N = 256 and 1e4 time points the closed form (sampled, the
+like-for-like one) is at least 100x faster than the estimate and agrees to 1e-10; at
+T = 1024 the closed form (the model's default form, ``memory_function(t)``) takes at most
+1 ms and the estimate at most 10 ms. The row's time and ratio are those of the sampled
+closed form; ``exact_continuous_s`` is the default form.
 
 Run alone: ``python -m benchmarks.bench_memory [--quick]``.
 """
@@ -98,8 +100,9 @@ def model_rows(sizes, lengths, reps: int, budget_s: float) -> list[dict]:
                 target = f">= 100x and diff <= {AGREE:g}"
                 met = ratio >= 100 and diff <= AGREE
             elif n == TARGET_N and T == 1024:
+                # judged on the default closed form (continuous for this model)
                 target = "exact <= 1 ms, black box <= 10 ms"
-                met = te.seconds <= 1e-3 and tb.seconds <= 1e-2
+                met = tc.seconds <= 1e-3 and tb.seconds <= 1e-2
             rows.append(row(
                 SECTION, "DiagonalSSM: exact vs exact=False",
                 config=dict(N=n, T=T, dt=m.dt, dtype="float64", form="sampled"), timing=te,
