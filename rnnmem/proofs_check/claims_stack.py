@@ -1,0 +1,751 @@
+r"""Claims of Das & Mali (2024, arXiv:2410.03154) on memory-augmented (stack) RNNs.
+
+* ``frozen-memory-length-generalisation``: stack RNNs whose memory (the stack interface) is
+  frozen keep about 90% of their training-length accuracy on longer strings, where fully
+  trained ones lose up to 60%.
+* ``precision-dependence``: the models rely on arithmetic precision rather than on the
+  grammar: the same weights run in lower precision do worse on long strings, and their stack
+  contents drift away from the float64 ones as the string grows.
+* ``stack-memory-function``: freezing the memory "stabilises temporal dependencies":
+  memory functions (Wang, Li & Li, ICLR 2024, Def. 3.1) and temporal Jacobian norms
+  :math:`\|\partial h_T/\partial x_t\|` of frozen-memory and fully trained stack RNNs.
+
+All three use the same trained models: next-symbol prediction (Gers & Schmidhuber 2001;
+Suzgun et al. 2019) with an LSTM controller and a superposition stack (Joulin & Mikolov
+2015), trained on lengths 1..40 and tested on longer bins (protocol of Delétang et al.
+2023). Variants: ``full`` (everything trained), ``frozen_memory`` (stack interface frozen at
+its initialisation), ``frozen_controller``, ``only_classifier`` (everything but the output
+layer frozen) and the memory-less LSTM (``memoryless``). The models are trained once per
+process and shared between the claims (the first claim run pays for them); training runs in
+parallel forked worker processes when the budget allows (``quick``: 2) and the platform
+can fork, else in-process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .registry import Context, Evidence, claim
+
+_SOURCE = "Das & Mali (2024), arXiv:2410.03154, abstract and Sec. 5-6"
+_GROUP = "memory-augmented RNNs"
+
+#: variant -> (stack kind, freeze mode)
+VARIANTS = {
+    "full": ("superposition", "none"),
+    "frozen_memory": ("superposition", "memory"),
+    "frozen_controller": ("superposition", "controller"),
+    "only_classifier": ("superposition", "all_but_classifier"),
+    "memoryless": ("none", "none"),
+}
+#: a model must reach this string accuracy on training lengths for its retention to count
+TRAIN_FLOOR = 0.5
+#: "retained close to 90%": the threshold on retained performance
+RETAIN_TARGET = 0.85
+#: minimal effect (absolute position accuracy) for a precision effect to count
+MIN_EFFECT = 0.01
+#: t-statistic a growth/decay slope needs
+T_STAT = 3.0
+_CS = ("anbncn", "copy")  # context-sensitive languages among the ones used
+
+
+# ============================================================================ sizes
+@dataclass(frozen=True)
+class Sizes:
+    languages: tuple
+    variants: tuple
+    seeds: tuple
+    steps: int
+    batch_size: int
+    hidden_size: int
+    stack_width: int
+    lr: float
+    bins: str
+    per_bin: int
+    lengths_per_bin: int | None
+    workers: int
+    drift_length: int
+    jacobian_length: int
+    jacobian_strings: int
+    memory_horizon: int
+    train_dtypes: tuple  # extra training precisions (AMP) for the precision claim
+
+    def as_metrics(self) -> dict:
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+_ALL = tuple(VARIANTS)
+
+
+def sizes(ctx: Context) -> Sizes:
+    """The study size of each budget."""
+    from ..tasks.languages import DEFAULT_TEST_BINS
+
+    cpus = os.cpu_count() or 1
+    return Sizes(
+        languages=ctx.pick(smoke=("dyck1",), quick=("dyck1", "anbncn"),
+                           full=("dyck1", "dyck2", "anbn", "anbncn", "copy")),
+        variants=ctx.pick(smoke=("full", "frozen_memory", "memoryless"), quick=_ALL, full=_ALL),
+        seeds=tuple(ctx.seed + i for i in range(ctx.pick(smoke=1, quick=2, full=5))),
+        steps=ctx.pick(smoke=12, quick=250, full=3000),
+        batch_size=ctx.pick(smoke=16, quick=64, full=64),
+        hidden_size=ctx.pick(smoke=6, quick=16, full=64),
+        stack_width=ctx.pick(smoke=2, quick=4, full=8),
+        lr=1e-2 if ctx.budget != "full" else 3e-3,
+        bins=ctx.pick(smoke="41:60", quick="41:60,61:100,101:200",
+                      full=",".join(map(str, DEFAULT_TEST_BINS))),
+        per_bin=ctx.pick(smoke=8, quick=32, full=256),
+        lengths_per_bin=ctx.pick(smoke=4, quick=8, full=None),
+        workers=max(1, min(ctx.pick(smoke=1, quick=2, full=8), cpus)),
+        drift_length=ctx.pick(smoke=40, quick=200, full=500),
+        jacobian_length=ctx.pick(smoke=24, quick=96, full=300),
+        jacobian_strings=ctx.pick(smoke=2, quick=6, full=32),
+        memory_horizon=ctx.pick(smoke=20, quick=100, full=400),
+        train_dtypes=ctx.pick(smoke=(), quick=(), full=("bfloat16", "float16", "float64")),
+    )
+
+
+# ============================================================================ training
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run (the key of the per-process model cache)."""
+
+    language: str
+    variant: str
+    seed: int
+    steps: int
+    batch_size: int
+    hidden_size: int
+    stack_width: int
+    lr: float
+    dtype: str = "float32"
+
+    def config(self):
+        from ..train.config import TrainConfig
+
+        stack, freeze = VARIANTS[self.variant]
+        return TrainConfig(
+            model="stack_rnn", task=f"lang:{self.language}",
+            model_kwargs={"controller": "lstm", "stack": stack, "hidden_size": self.hidden_size,
+                          "stack_width": self.stack_width},
+            task_kwargs={"mode": "next_symbol", "valid_size": 32},
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr, grad_clip=1.0,
+            dtype=self.dtype, device="cpu", seed=self.seed, eval_every=0, checkpoint_every=0,
+            freeze=freeze)
+
+
+def _specs(sz: Sizes, variants=None, languages=None, dtype="float32") -> list[RunSpec]:
+    return [RunSpec(lang, v, s, sz.steps, sz.batch_size, sz.hidden_size, sz.stack_width, sz.lr,
+                    dtype)
+            for lang in (languages or sz.languages) for v in (variants or sz.variants)
+            for s in sz.seeds]
+
+
+_CACHE: dict[RunSpec, tuple] = {}  # spec -> (model, {"cpu_s", "wall_s", "train_loss"})
+_COST = {"full": 5, "frozen_memory": 4, "frozen_controller": 3, "only_classifier": 2,
+         "memoryless": 1}
+
+
+class _OneThread:
+    """Step-by-step recurrences are overhead-bound: one thread each is fastest."""
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
+        return False
+
+
+def _train_one(spec: RunSpec):
+    """Train one run; returns (model config, state dict, timing) (picklable)."""
+    import torch
+
+    from ..train.loop import train
+
+    torch.set_num_threads(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = train(spec.config(), progress=False)
+    info = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "train_loss": float(res.final_metrics.get("train_loss", float("nan")))}
+    state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
+    return res.model.config, state, info
+
+
+def _rebuild(cfg, state):
+    from ..models.registry import build_model
+
+    m = build_model("stack_rnn", **{**cfg, "device": "cpu"})
+    m.load_state_dict(state)
+    return m.eval()
+
+
+def trained(specs: list[RunSpec], workers: int = 1) -> dict[RunSpec, tuple]:
+    """The models of ``specs``, trained now if not cached (in ``workers`` processes)."""
+    todo = sorted({s for s in specs if s not in _CACHE}, key=lambda s: -_COST[s.variant])
+    done = []
+    import multiprocessing as mp
+
+    # fork (as torch's DataLoader workers do): spawn/forkserver would re-import the
+    # caller's main script, which need not be guarded by ``if __name__ == "__main__"``
+    if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
+        from concurrent.futures import ProcessPoolExecutor
+
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
+                                     mp_context=mp.get_context("fork")) as pool:
+                done = list(zip(todo, pool.map(_train_one, todo)))
+        except Exception:  # no processes here (sandbox, broken pool): train in-process
+            done = []
+    if not done:
+        with _OneThread():
+            done = [(s, _train_one(s)) for s in todo]
+    for s, (cfg, state, info) in done:
+        _CACHE[s] = (_rebuild(cfg, state), info)
+    return {s: _CACHE[s] for s in specs}
+
+
+def _timing(models: dict) -> dict:
+    infos = [v[1] for v in models.values()]
+    return {"runs": len(infos), "train_cpu_s": round(sum(i["cpu_s"] for i in infos), 2),
+            "train_wall_s_summed": round(sum(i["wall_s"] for i in infos), 2)}
+
+
+# ============================================================================ helpers
+def _stats(values) -> dict:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    a = np.asarray(vals)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def _slope(x, y) -> tuple[float, float]:
+    """Least-squares slope of y on x and its standard error."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    xm = x - x.mean()
+    sxx = float(np.sum(xm**2))
+    b = float(np.sum(xm * (y - y.mean())) / sxx)
+    res = y - y.mean() - b * xm
+    se = math.sqrt(float(np.sum(res**2)) / max(x.size - 2, 1) / sxx)
+    return b, se
+
+
+def _fmt(s: dict | None, digits=2) -> str:
+    if not s or s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+# ============================================================================ claim 1
+def frozen_memory_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
+    """Verdict of ``frozen-memory-length-generalisation`` from aggregated numbers.
+
+    ``per_language[lang][variant]`` holds ``{"train": stats, "retained": stats}`` (stats:
+    mean/std/min/max over seeds). A language is *valid* when the full and frozen-memory
+    models both reach ``TRAIN_FLOOR`` mean training accuracy. On a valid language the claim
+    is *supported* when frozen memory retains at least ``RETAIN_TARGET`` on average and more
+    than full training by more than the two seed standard deviations together; it is
+    *contradicted* when every frozen-memory seed retains less than ``RETAIN_TARGET`` or full
+    training retains at least as much on average. Confirmed: every valid language
+    supports; refuted: every valid language contradicts; otherwise (or at the smoke
+    budget, or with no valid language) inconclusive.
+    """
+    per, valid = {}, []
+    for lang, v in per_language.items():
+        m, f = v.get("frozen_memory"), v.get("full")
+        if not m or not f:
+            per[lang] = "missing variant"
+            continue
+        ok = all(x["train"]["mean"] is not None and x["train"]["mean"] >= TRAIN_FLOOR
+                 for x in (m, f))
+        if not ok or m["retained"]["mean"] is None or f["retained"]["mean"] is None:
+            per[lang] = "not learned"
+            continue
+        valid.append(lang)
+        rm, rf = m["retained"], f["retained"]
+        if rm["mean"] >= RETAIN_TARGET and rm["mean"] - rf["mean"] > rm["std"] + rf["std"]:
+            per[lang] = "supports"
+        elif rm["max"] < RETAIN_TARGET or rf["mean"] >= rm["mean"]:
+            per[lang] = "contradicts"
+        else:
+            per[lang] = "unclear"
+    if budget == "smoke":
+        return "inconclusive", "smoke budget: too small to tell", per
+    if not valid:
+        return "inconclusive", "no language learned well enough at this budget", per
+    kinds = {per[lang] for lang in valid}
+    if kinds == {"supports"}:
+        return "confirmed", "frozen memory retains >= 85% and beats full training", per
+    if kinds == {"contradicts"}:
+        return "refuted", "frozen memory does not retain ~90% or does not beat full training", per
+    return "inconclusive", "mixed across languages", per
+
+
+@claim("frozen-memory-length-generalisation",
+       title="Frozen memory retains ~90% of its accuracy on longer strings",
+       statement="Stack RNNs (LSTM controller, superposition stack) trained on next-symbol "
+                 "prediction for lengths 1..40 with the stack interface frozen at "
+                 "initialisation keep, on longer strings (41..500), a retained performance "
+                 "rho = acc(long)/acc(train) of about 0.9 (here: mean over seeds >= 0.85), "
+                 "clearly above that of fully trained models (difference larger than the "
+                 "sum of the two seed standard deviations), on languages both variants learn "
+                 "(mean training string accuracy >= 0.5). Frozen-controller, only-classifier "
+                 "and memory-less models are reported alongside.",
+       source=_SOURCE, group=_GROUP)
+def _check_frozen_memory(ctx: Context) -> Evidence:
+    from ..train.evaluate import aggregate_seeds, evaluate_lengths
+    from . import _plot
+
+    sz = sizes(ctx)
+    t0 = time.perf_counter()
+    models = trained(_specs(sz), sz.workers)
+    t_train = time.perf_counter() - t0
+    reports = {}
+    with _OneThread():
+        for spec, (model, _) in models.items():
+            reports[spec] = evaluate_lengths(
+                model, spec.language, mode="next_symbol", bins=sz.bins, per_bin=sz.per_bin,
+                seed=spec.seed, lengths_per_bin=sz.lengths_per_bin)
+    agg, per_language, rows = {}, {}, []
+    for lang in sz.languages:
+        per_language[lang] = {}
+        for v in sz.variants:
+            reps = [reports[s] for s in models if s.language == lang and s.variant == v]
+            a = aggregate_seeds(reps)
+            pos = {b: _stats(r.position_accuracy.get(b) for r in reps)
+                   for b in ["train", *a.bins]}
+            agg[(lang, v)] = a
+            per_language[lang][v] = {
+                "train": a.train_accuracy, "long": a.long_accuracy,
+                "retained": a.retained_mean,
+                "bins": {b: a.bin_accuracy[b] for b in a.bins},
+                "position_accuracy": pos}
+            rows.append(f"| {lang} | {v} | {_fmt(a.train_accuracy)} | "
+                        + " | ".join(_fmt(a.bin_accuracy[b]) for b in a.bins)
+                        + f" | {_fmt(a.retained_mean)} | {_fmt(pos[a.bins[-1]])} |")
+    verdict, why, per = frozen_memory_verdict(per_language, ctx.budget)
+
+    plt = _plot.pyplot()
+    fig, axes = plt.subplots(1, len(sz.languages), figsize=(5 * len(sz.languages), 3.8),
+                             squeeze=False)
+    for ax, lang in zip(axes[0], sz.languages):
+        for v in sz.variants:
+            a = agg[(lang, v)]
+            xs = ["train", *a.bins]
+            ys = [a.train_accuracy["mean"]] + [a.bin_accuracy[b]["mean"] for b in a.bins]
+            es = [a.train_accuracy["std"]] + [a.bin_accuracy[b]["std"] for b in a.bins]
+            ax.errorbar(range(len(xs)), ys, yerr=es, marker="o", capsize=3, label=v)
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_title(f"{lang}: string accuracy by length")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("lengths")
+    axes[0][0].set_ylabel("accuracy (mean ± std over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    path, rel = ctx.figure_path("frozen-memory-length-generalisation", "accuracy-by-length")
+    _plot.save(fig, path)
+
+    bins = agg[(sz.languages[0], sz.variants[0])].bins
+    details = "\n".join([
+        f"Next-symbol string accuracy (mean ± std over {len(sz.seeds)} seeds); trained on "
+        f"1..40, {sz.steps} steps. Verdict per language: "
+        + ", ".join(f"{k}: {v}" for k, v in per.items()) + ".", "",
+        "| language | variant | train | " + " | ".join(bins) + " | retained | pos. acc "
+        f"{bins[-1]} |", "|---" * (5 + len(bins)) + "|", *rows])
+    summ = {lang: {v: per_language[lang][v]["retained"]["mean"] for v in sz.variants}
+            for lang in sz.languages}
+    short = "; ".join(
+        f"{lang}: rho frozen_memory {_num(summ[lang].get('frozen_memory'))} vs full "
+        f"{_num(summ[lang].get('full'))}" for lang in sz.languages)
+    return Evidence(verdict, summary=f"{why} ({short})",
+                    metrics={"sizes": sz.as_metrics(), "per_language": per_language,
+                             "verdict_per_language": per,
+                             "timing": {**_timing(models), "train_wall_s": round(t_train, 2)},
+                             "thresholds": {"train_floor": TRAIN_FLOOR,
+                                            "retain_target": RETAIN_TARGET}},
+                    figures=[rel], details=details)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+# ============================================================================ claim 2
+def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
+                      learned: bool) -> tuple[str, str]:
+    """Verdict of ``precision-dependence``.
+
+    ``acc_drop[lang][dtype]`` holds the paired per-seed drops of long-string position
+    accuracy from float64 to ``dtype`` (``{"long": stats, "train": stats}``);
+    ``drift_slopes["<lang>/<dtype>"]`` the log-log slopes of the RMS stack drift against
+    the step (``{"slope", "se"}``). Precision matters on a language when some low precision's mean
+    long drop exceeds ``MIN_EFFECT``, its seed standard deviation and the drop on training
+    lengths; drift grows when every slope (each language and low precision) is positive
+    with t-statistic >= ``T_STAT``.
+    Confirmed: precision matters on a majority of languages and drift grows; refuted: no
+    language shows a drop beyond ``MIN_EFFECT`` and the seed spread; otherwise inconclusive.
+    """
+    matters = {}
+    for lang, by in acc_drop.items():
+        hit = False
+        for st in by.values():
+            lo, tr = st["long"], st["train"]
+            if lo["mean"] is None:
+                continue
+            if lo["mean"] > max(MIN_EFFECT, lo["std"], tr["mean"] or 0.0):
+                hit = True
+        matters[lang] = hit
+    none_beyond = all(
+        st["long"]["mean"] is None or st["long"]["mean"] <= max(MIN_EFFECT, st["long"]["std"])
+        for by in acc_drop.values() for st in by.values())
+    grows = bool(drift_slopes) and all(
+        d["slope"] > 0 and d["slope"] > T_STAT * d["se"] for d in drift_slopes.values())
+    if budget == "smoke":
+        return "inconclusive", "smoke budget: too small to tell"
+    if not learned:
+        return "inconclusive", "models did not learn the training lengths at this budget"
+    if sum(matters.values()) * 2 > len(matters) and grows:
+        return "confirmed", "lower precision costs long-string accuracy and drift grows with t"
+    if none_beyond:
+        return "refuted", ("long-string accuracy does not depend on precision beyond the seed "
+                           "spread" + (" (although stack drift grows with t)" if grows else ""))
+    return "inconclusive", "precision effects mixed or drift not growing"
+
+
+@claim("precision-dependence",
+       title="Stack RNNs rely on precision: lower precision hurts long strings",
+       statement="For fully trained stack RNNs (float32 training), running the same weights "
+                 "in bfloat16 or float16 instead of float64 lowers next-symbol position "
+                 "accuracy on long strings (41..) by more than max(0.01, the seed standard "
+                 "deviation of the paired drop, the drop on training lengths) on a majority "
+                 "of languages, and the RMS deviation of the stack contents from float64 "
+                 "grows with the time step t (log-log slope > 0 with t-statistic >= 3 for "
+                 "every low precision). Refuted if no precision lowers long-string accuracy "
+                 "beyond max(0.01, seed spread).",
+       source=_SOURCE, group=_GROUP)
+def _check_precision(ctx: Context) -> Evidence:
+    import torch
+
+    from ..train.evaluate import evaluate_lengths, stack_drift
+    from . import _plot
+
+    sz = sizes(ctx)
+    dtypes = ("float64", "float32", "bfloat16", "float16")
+    t0 = time.perf_counter()
+    specs = _specs(sz, variants=("full",))
+    extra = [s for d in sz.train_dtypes for s in _specs(sz, variants=("full",), dtype=d)]
+    models = trained(specs + extra, sz.workers)
+    t_train = time.perf_counter() - t0
+    acc, drift_curves, unsupported, learned = {}, {}, {}, True
+    with _OneThread():
+        for spec in specs:
+            model = models[spec][0]
+            for dt in dtypes:
+                try:
+                    r = evaluate_lengths(model, spec.language, mode="next_symbol",
+                                         bins=sz.bins, per_bin=sz.per_bin, seed=spec.seed,
+                                         dtype=dt, lengths_per_bin=sz.lengths_per_bin)
+                except Exception as exc:  # a dtype the CPU cannot run: reported, not upcast
+                    unsupported[dt] = f"{type(exc).__name__}: {exc}"
+                    continue
+                acc[(spec.language, spec.seed, dt)] = r
+            from ..tasks.languages import get_language
+
+            lang = get_language(spec.language)
+            T = max(n for n in lang.valid_lengths(sz.drift_length) if n >= 1)
+            rng = np.random.default_rng([spec.seed, 7])
+            ids = torch.as_tensor(lang.sample_ids(rng, 4, T))
+            d = stack_drift(model, ids, ("float32", "bfloat16", "float16"))
+            unsupported.update(d.unsupported)
+            for dt, curve in d.stack_rms.items():
+                drift_curves.setdefault((spec.language, dt), []).append(curve)
+        # models trained in other precisions (AMP), evaluated in that precision
+        trained_in = {}
+        for spec in extra:
+            # AMP keeps float32 parameters: evaluated in their own dtype
+            r = evaluate_lengths(models[spec][0], spec.language, mode="next_symbol",
+                                 bins=sz.bins, per_bin=sz.per_bin, seed=spec.seed,
+                                 lengths_per_bin=sz.lengths_per_bin)
+            trained_in.setdefault((spec.language, spec.dtype), []).append(r)
+
+    def pos_long(r):
+        return float(np.mean([r.position_accuracy[b] for b in r.bins]))
+
+    acc_drop, table = {}, {}
+    for lang in sz.languages:
+        acc_drop[lang], table[lang] = {}, {}
+        ref = {s: acc[(lang, s, "float64")] for s in sz.seeds if (lang, s, "float64") in acc}
+        for dt in dtypes:
+            reps = [acc[(lang, s, dt)] for s in sz.seeds if (lang, s, dt) in acc]
+            table[lang][dt] = {
+                "train_string": _stats(r.train_accuracy for r in reps),
+                "long_string": _stats(r.long_accuracy for r in reps),
+                "train_position": _stats(r.position_accuracy["train"] for r in reps),
+                "long_position": _stats(pos_long(r) for r in reps),
+                "nonfinite": int(sum(r.nonfinite for r in reps))}
+            if dt in ("bfloat16", "float16") and reps:
+                acc_drop[lang][dt] = {
+                    "long": _stats(pos_long(ref[s]) - pos_long(acc[(lang, s, dt)])
+                                   for s in sz.seeds if (lang, s, dt) in acc),
+                    "train": _stats(ref[s].position_accuracy["train"]
+                                    - acc[(lang, s, dt)].position_accuracy["train"]
+                                    for s in sz.seeds if (lang, s, dt) in acc)}
+    # a model must predict most positions right on training lengths for drops to mean much
+    learned = all(table[lang]["float64"]["train_position"]["mean"] is not None
+                  and table[lang]["float64"]["train_position"]["mean"] >= 0.9
+                  for lang in sz.languages)
+    slopes = {}
+    for (lang, dt), curves in drift_curves.items():
+        c = np.mean(np.stack(curves), axis=0)  # (T,), mean over seeds
+        t = np.arange(1, c.size + 1)
+        sel = (t >= 5) & (c > 0)
+        if sel.sum() >= 3:
+            b, se = _slope(np.log(t[sel]), np.log(c[sel]))
+            slopes[f"{lang}/{dt}"] = {"slope": b, "se": se, "at_t5": float(c[sel][0]),
+                                      "at_end": float(c[-1]), "T": int(c.size)}
+    verdict, why = precision_verdict(acc_drop, slopes, ctx.budget, learned)
+
+    plt = _plot.pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for lang in sz.languages:
+        ys = [table[lang][dt]["long_position"]["mean"] for dt in dtypes]
+        es = [table[lang][dt]["long_position"]["std"] for dt in dtypes]
+        axes[0].errorbar(range(len(dtypes)), [np.nan if y is None else y for y in ys],
+                         yerr=[0 if e is None else e for e in es], marker="o", capsize=3,
+                         label=lang)
+    axes[0].set_xticks(range(len(dtypes)), dtypes)
+    axes[0].set_ylabel("long-string position accuracy")
+    axes[0].set_title("same weights, evaluation precision")
+    axes[0].legend(fontsize=8)
+    for (lang, dt), curves in drift_curves.items():
+        c = np.mean(np.stack(curves), axis=0)
+        axes[1].loglog(np.arange(1, c.size + 1), np.maximum(c, 1e-30), label=f"{lang} {dt}")
+    axes[1].set_xlabel("step t")
+    axes[1].set_ylabel("RMS |S_t(dtype) - S_t(float64)|")
+    axes[1].set_title("stack drift from float64")
+    axes[1].legend(fontsize=8)
+    path, rel = ctx.figure_path("precision-dependence", "accuracy-and-drift")
+    _plot.save(fig, path)
+
+    rows = []
+    for lang in sz.languages:
+        for dt in dtypes:
+            t_ = table[lang][dt]
+            rows.append(f"| {lang} | {dt} | {_fmt(t_['train_string'])} | "
+                        f"{_fmt(t_['long_string'])} | {_fmt(t_['train_position'], 3)} | "
+                        f"{_fmt(t_['long_position'], 3)} | {t_['nonfinite']} |")
+    amp = {f"{lang}/{dt}": {"long_position": _stats(pos_long(r) for r in reps),
+                            "train_string": _stats(r.train_accuracy for r in reps)}
+           for (lang, dt), reps in trained_in.items()}
+    details = "\n".join([
+        "Same float32-trained weights evaluated in each precision (weights rounded, every "
+        "operation in that dtype; nothing upcast).", "",
+        "| language | eval dtype | train string acc | long string acc | train position acc "
+        "| long position acc | non-finite |", "|---|---|---|---|---|---|---|", *rows, "",
+        "Stack drift (RMS over cells and strings) vs step: "
+        + ", ".join(f"{k}: slope {v['slope']:.2f} ± {v['se']:.2f} (t=5: {v['at_t5']:.2g}, "
+                    f"t={v['T']}: {v['at_end']:.2g})" for k, v in slopes.items()),
+        "" if not unsupported else "Unsupported on CPU: " + "; ".join(
+            f"{k}: {v}" for k, v in unsupported.items())])
+    drops = ", ".join(f"{lang}/{dt} {_fmt(v['long'], 3)}" for lang, by in acc_drop.items()
+                      for dt, v in by.items())
+    return Evidence(verdict, summary=f"{why} (long position-accuracy drop vs float64: {drops})",
+                    metrics={"sizes": sz.as_metrics(), "accuracy": table,
+                             "drop_vs_float64": acc_drop, "drift_slopes": slopes,
+                             "trained_in_precision": amp, "unsupported_on_cpu": unsupported,
+                             "timing": {**_timing(models), "train_wall_s": round(t_train, 2)}},
+                    figures=[rel], details=details)
+
+
+# ============================================================================ claim 3
+def temporal_jacobian(model, x) -> np.ndarray:
+    r"""Mean Frobenius norm of :math:`\partial h_T / \partial x_{T-\tau}`, :math:`\tau = 0..T-1`.
+
+    .. math::
+
+        J(\tau) = \frac{1}{B}\sum_{b=1}^{B}
+            \Big\| \frac{\partial h_T^{(b)}}{\partial x^{(b)}_{T-\tau}} \Big\|_F
+
+    for float input codes ``x`` (B, T, vocab) in the model's dtype, with :math:`h_T` the
+    controller's hidden state after the last step. All :math:`H` rows of the Jacobian come
+    from one backward pass (the batch is repeated :math:`H` times and row :math:`i` is read
+    from copy :math:`i`).
+    """
+    import torch
+
+    B, T, A = x.shape
+    H = model.controller.hidden_size
+    X = x.detach().repeat(H, 1, 1).requires_grad_(True)  # (H B, T, A)
+    _, state = model(X, return_state=True)
+    ctrl = state.controller
+    h = ctrl[0] if isinstance(ctrl, tuple) else ctrl  # (H B, H)
+    rows = h.reshape(H, B, H)
+    picked = rows[torch.arange(H), :, torch.arange(H)]  # (H, B): row i of copy i
+    (g,) = torch.autograd.grad(picked.sum(), X)
+    g = g.reshape(H, B, T, A).double()
+    fro = g.square().sum(dim=(0, 3)).sqrt()  # (B, T)
+    return fro.mean(dim=0).flip(0).numpy()  # index tau = T - 1 - t
+
+
+def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
+    """Verdict of ``stack-memory-function`` (the Jacobian part).
+
+    ``per_language[lang][variant]`` holds ``{"rate": stats of per-seed decay rates of
+    J(tau), "dispersion": mean over tau of the seed std of log10 J(tau)}``. Frozen memory
+    is *more stable* on a language when its decay rate is lower than full training's by
+    more than the two seed standard deviations together **and** its seed dispersion is
+    smaller; *less or equally stable* when its rate is not lower than full training's and
+    its dispersion is not smaller. Confirmed: more stable on every language; refuted: less
+    or equally stable on every language; otherwise (or at the smoke budget, or with a
+    single seed) inconclusive.
+    """
+    per = {}
+    for lang, v in per_language.items():
+        m, f = v.get("frozen_memory"), v.get("full")
+        if not m or not f or m["rate"]["mean"] is None or f["rate"]["mean"] is None:
+            per[lang] = "missing"
+            continue
+        slower = f["rate"]["mean"] - m["rate"]["mean"] > m["rate"]["std"] + f["rate"]["std"]
+        steadier = m["dispersion"] is not None and f["dispersion"] is not None \
+            and m["dispersion"] < f["dispersion"]
+        if slower and steadier:
+            per[lang] = "more stable"
+        elif m["rate"]["mean"] >= f["rate"]["mean"] and not steadier:
+            per[lang] = "not more stable"
+        else:
+            per[lang] = "mixed"
+    if budget == "smoke":
+        return "inconclusive", "smoke budget: too small to tell", per
+    kinds = set(per.values())
+    if kinds == {"more stable"}:
+        return "confirmed", "frozen memory: slower, steadier temporal Jacobians", per
+    if kinds == {"not more stable"}:
+        return "refuted", "frozen memory's temporal Jacobians are not more stable", per
+    return "inconclusive", "Jacobian stability mixed", per
+
+
+@claim("stack-memory-function",
+       title="Freezing the memory stabilises temporal dependencies",
+       statement="For stack RNNs trained as in frozen-memory-length-generalisation, the "
+                 "temporal Jacobian profile J(tau) = E||dh_T/dx_{T-tau}||_F of frozen-memory "
+                 "models decays more slowly than that of fully trained ones (per-seed "
+                 "exponential rate, fitted to log J on tau >= 1, lower by more than the sum "
+                 "of the seed standard deviations) and varies less across seeds (mean over "
+                 "tau of the seed std of log10 J). Memory functions (Def. 3.1, black-box, "
+                 "one-hot step inputs, baseline-subtracted) and their decay class are "
+                 "reported for full, frozen-memory and memory-less models.",
+       source=_SOURCE + "; memory function: Wang, Li & Li (ICLR 2024), Def. 3.1",
+       group=_GROUP)
+def _check_stack_memory(ctx: Context) -> Evidence:
+    import torch
+
+    from ..numerics import classify_decay, memory_function
+    from ..tasks.languages import get_language
+    from . import _plot
+
+    sz = sizes(ctx)
+    variants = ("full", "frozen_memory", "memoryless")
+    t0 = time.perf_counter()
+    specs = _specs(sz, variants=variants)
+    models = trained(specs, sz.workers)
+    t_train = time.perf_counter() - t0
+    jac, mem = {}, {}
+    with _OneThread():
+        for spec in specs:
+            model = models[spec][0]
+            lang = get_language(spec.language)
+            A = len(lang.alphabet)
+            T = max(n for n in lang.valid_lengths(sz.jacobian_length) if n >= 1)
+            rng = np.random.default_rng([spec.seed, 11])
+            ids = torch.as_tensor(lang.sample_ids(rng, sz.jacobian_strings, T))
+            x = torch.nn.functional.one_hot(ids, A).to(model.dtype)
+            jac[spec] = temporal_jacobian(model, x)
+            t = np.arange(sz.memory_horizon, dtype=float)
+            mem[spec] = memory_function(model.as_system(), t, dt=1.0, input_dim=A,
+                                        directions=np.eye(A), baseline=True,
+                                        output_reduce="norm")
+
+    per_language, summary_rows, mf_rows = {}, [], []
+    for lang in sz.languages:
+        per_language[lang] = {}
+        for v in variants:
+            ss = [s for s in specs if s.language == lang and s.variant == v]
+            curves = np.stack([jac[s] for s in ss])  # (S, T)
+            logj = np.log10(np.maximum(curves, 1e-300))
+            rates = []
+            for c in curves:
+                tau = np.arange(c.size)
+                sel = (tau >= 1) & (c > 0)
+                rates.append(-_slope(tau[sel], np.log(c[sel]))[0] if sel.sum() >= 3 else None)
+            disp = float(np.mean(np.std(logj, axis=0, ddof=1))) if len(ss) > 1 else None
+            fits = []
+            for s in ss:
+                m = mem[s]
+                fit = classify_decay(np.arange(m.size, dtype=float), m)
+                fits.append({"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
+                             "r2_pol": fit.r2_pol, "M0": float(m[0]), "M_end": float(m[-1])})
+            per_language[lang][v] = {
+                "rate": _stats(rates), "dispersion": disp,
+                "J_tau0": _stats(c[0] for c in curves), "J_end": _stats(c[-1] for c in curves),
+                "J_mean_curve": np.mean(curves, axis=0).tolist(),
+                "memory_function": fits,
+                "memory_function_mean": np.mean(np.stack([mem[s] for s in ss]), 0).tolist()}
+            summary_rows.append(
+                f"| {lang} | {v} | {_fmt(per_language[lang][v]['rate'], 4)} | "
+                f"{'-' if disp is None else f'{disp:.3f}'} | "
+                f"{_fmt(per_language[lang][v]['J_tau0'], 3)} | "
+                f"{_fmt(per_language[lang][v]['J_end'], 3)} |")
+            mf_rows.append(f"| {lang} | {v} | "
+                           + ", ".join(f"{f['kind']} ({f['rate']:.3g})" for f in fits) + " |")
+    verdict, why, per = stability_verdict(per_language, ctx.budget)
+
+    plt = _plot.pyplot()
+    n = len(sz.languages)
+    fig, axes = plt.subplots(2, n, figsize=(5 * n, 7), squeeze=False)
+    for j, lang in enumerate(sz.languages):
+        for v in variants:
+            d = per_language[lang][v]
+            c = np.asarray(d["J_mean_curve"])
+            axes[0][j].semilogy(np.arange(c.size), np.maximum(c, 1e-30), label=v)
+            m = np.asarray(d["memory_function_mean"])
+            axes[1][j].semilogy(np.arange(m.size), np.maximum(m, 1e-30), label=v)
+        axes[0][j].set_title(f"{lang}: ||dh_T/dx_(T-tau)||_F")
+        axes[0][j].set_xlabel("tau = T - t")
+        axes[1][j].set_title(f"{lang}: memory function (Def. 3.1)")
+        axes[1][j].set_xlabel("t")
+    axes[0][-1].legend(fontsize=8)
+    path, rel = ctx.figure_path("stack-memory-function", "jacobian-and-memory")
+    _plot.save(fig, path)
+
+    details = "\n".join([
+        f"Temporal Jacobians on {sz.jacobian_strings} member strings of length <= "
+        f"{sz.jacobian_length}; decay rate = -slope of ln J(tau) on tau >= 1. Verdict per "
+        "language: " + ", ".join(f"{k}: {v}" for k, v in per.items()) + ".", "",
+        "| language | variant | decay rate | seed dispersion (log10) | J(0) | J(T-1) |",
+        "|---|---|---|---|---|---|", *summary_rows, "",
+        "Memory-function decay class per seed (rate):", "",
+        "| language | variant | classify_decay |", "|---|---|---|", *mf_rows])
+    for lang in per_language:  # keep metrics small: curves only in the figure
+        for v in per_language[lang]:
+            per_language[lang][v].pop("J_mean_curve")
+            per_language[lang][v].pop("memory_function_mean")
+    short = "; ".join(
+        f"{lang}: rate frozen {_fmt(per_language[lang]['frozen_memory']['rate'], 3)} vs full "
+        f"{_fmt(per_language[lang]['full']['rate'], 3)}" for lang in sz.languages)
+    return Evidence(verdict, summary=f"{why} ({short})",
+                    metrics={"sizes": sz.as_metrics(), "per_language": per_language,
+                             "verdict_per_language": per,
+                             "timing": {**_timing(models), "train_wall_s": round(t_train, 2)}},
+                    figures=[rel], details=details)

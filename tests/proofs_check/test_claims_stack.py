@@ -1,0 +1,165 @@
+"""Claims of Das & Mali on stack RNNs: verdict rules on constructed numbers, the temporal
+Jacobian against autograd's full Jacobian, parallel = serial training, smoke runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rnnmem.models.stack_rnn import StackRNN
+from rnnmem.numerics import tolerance
+from rnnmem.proofs_check import claims_stack as C
+from rnnmem.proofs_check.registry import VERDICTS, get_claim, run_claims
+from rnnmem.proofs_check.report import to_jsonable
+
+IDS = ("frozen-memory-length-generalisation", "precision-dependence", "stack-memory-function")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _st(mean, std=0.0, lo=None, hi=None, n=2):
+    return {"mean": mean, "std": std, "min": mean if lo is None else lo,
+            "max": mean if hi is None else hi, "n": n}
+
+
+def _lang(train_m, ret_m, std_m, train_f, ret_f, std_f, max_m=None):
+    return {"frozen_memory": {"train": _st(train_m), "retained": _st(ret_m, std_m, hi=max_m)},
+            "full": {"train": _st(train_f), "retained": _st(ret_f, std_f)}}
+
+
+def test_frozen_memory_verdict_rules():
+    good = _lang(0.9, 0.92, 0.02, 0.9, 0.5, 0.1)
+    assert C.frozen_memory_verdict({"anbncn": good}, "quick")[0] == "confirmed"
+    assert C.frozen_memory_verdict({"anbncn": good}, "smoke")[0] == "inconclusive"
+    # within the seed spread of full training: not clearly better
+    close = _lang(0.9, 0.92, 0.2, 0.9, 0.7, 0.1, max_m=0.99)
+    v, _, per = C.frozen_memory_verdict({"a": close}, "quick")
+    assert v == "inconclusive" and per["a"] == "unclear"
+    low = _lang(0.9, 0.3, 0.1, 0.9, 0.2, 0.1, max_m=0.4)
+    worse = _lang(0.9, 0.9, 0.0, 0.9, 0.95, 0.0)
+    assert C.frozen_memory_verdict({"a": low, "b": worse}, "full")[0] == "refuted"
+    assert C.frozen_memory_verdict({"a": good, "b": low}, "full")[0] == "inconclusive"
+    unlearned = _lang(0.2, 1.0, 0.0, 0.9, 0.1, 0.0)
+    v, _, per = C.frozen_memory_verdict({"a": unlearned}, "quick")
+    assert v == "inconclusive" and per["a"] == "not learned"
+    # an unlearned language does not dilute a clear result elsewhere
+    assert C.frozen_memory_verdict({"a": unlearned, "b": low}, "quick")[0] == "refuted"
+
+
+def _drop(long, long_std, train):
+    return {"long": _st(long, long_std), "train": _st(train)}
+
+
+def test_precision_verdict_rules():
+    grows = {"bfloat16": {"slope": 0.8, "se": 0.05}, "float16": {"slope": 0.5, "se": 0.1}}
+    flat = {"bfloat16": {"slope": 0.01, "se": 0.05}, "float16": {"slope": 0.5, "se": 0.1}}
+    big = {"a": {"bfloat16": _drop(0.2, 0.05, 0.01), "float16": _drop(0.0, 0.0, 0.0)}}
+    assert C.precision_verdict(big, grows, "quick", True)[0] == "confirmed"
+    assert C.precision_verdict(big, flat, "quick", True)[0] == "inconclusive"
+    assert C.precision_verdict(big, grows, "smoke", True)[0] == "inconclusive"
+    assert C.precision_verdict(big, grows, "quick", False)[0] == "inconclusive"
+    # a drop no larger than on training lengths is not a long-string effect
+    same = {"a": {"bfloat16": _drop(0.2, 0.05, 0.3)}}
+    assert C.precision_verdict(same, grows, "quick", True)[0] == "inconclusive"
+    none = {"a": {"bfloat16": _drop(0.004, 0.01, 0.0)}, "b": {"float16": _drop(0.05, 0.2, 0.0)}}
+    v, why = C.precision_verdict(none, grows, "full", True)
+    assert v == "refuted" and "drift grows" in why
+
+
+def _stab(rate_m, sd_m, disp_m, rate_f, sd_f, disp_f):
+    return {"frozen_memory": {"rate": _st(rate_m, sd_m), "dispersion": disp_m},
+            "full": {"rate": _st(rate_f, sd_f), "dispersion": disp_f}}
+
+
+def test_stability_verdict_rules():
+    better = _stab(0.1, 0.01, 0.1, 0.3, 0.02, 0.5)
+    assert C.stability_verdict({"a": better}, "quick")[0] == "confirmed"
+    assert C.stability_verdict({"a": better}, "smoke")[0] == "inconclusive"
+    worse = _stab(0.3, 0.01, 0.6, 0.2, 0.02, 0.5)
+    assert C.stability_verdict({"a": worse, "b": worse}, "quick")[0] == "refuted"
+    slower_only = _stab(0.1, 0.01, 0.9, 0.3, 0.02, 0.5)
+    v, _, per = C.stability_verdict({"a": slower_only}, "quick")
+    assert v == "inconclusive" and per["a"] == "mixed"
+    one_seed = _stab(0.1, 0.0, None, 0.3, 0.0, None)
+    assert C.stability_verdict({"a": one_seed}, "quick")[0] != "confirmed"
+
+
+@pytest.mark.parametrize("controller,stack", [("lstm", "superposition"), ("gru", "none")])
+def test_temporal_jacobian_matches_autograd(controller, stack):
+    m = StackRNN(3, 4, controller=controller, stack=stack, hidden_size=5, stack_width=2,
+                 seed=1, dtype="float64", device="cpu")
+    ids = torch.randint(0, 3, (2, 9), generator=torch.Generator().manual_seed(0))
+    x = torch.nn.functional.one_hot(ids, 3).double()
+
+    def h_last(inp):  # (2, 9, 3) -> (2, 5)
+        _, st = m(inp, return_state=True)
+        return st.controller[0] if isinstance(st.controller, tuple) else st.controller
+
+    full = torch.autograd.functional.jacobian(h_last, x)  # (2, 5, 2, 9, 3)
+    per_b = torch.stack([full[b, :, b] for b in range(2)])  # (2, 5, 9, 3)
+    want = per_b.square().sum(dim=(1, 3)).sqrt().mean(0).flip(0).numpy()  # (9,)
+    got = C.temporal_jacobian(m, x)
+    tol = tolerance("float64", n_ops=9 * 20, scale=float(np.max(want)))
+    assert got.shape == (9,) and tol.allclose(got, want)
+    # an input after t cannot influence h_T through an earlier step: tau = 0 is not zero
+    assert got[0] > 0
+
+
+def test_parallel_training_equals_serial():
+    specs = [C.RunSpec("dyck1", v, 0, 2, 4, 3, 2, 0.01) for v in ("full", "memoryless")]
+    for s in specs:
+        C._CACHE.pop(s, None)
+    par = {s: m for s, (m, _) in C.trained(specs, workers=2).items()}
+    for s in specs:
+        C._CACHE.pop(s, None)
+    ser = {s: m for s, (m, _) in C.trained(specs, workers=1).items()}
+    for s in specs:
+        a, b = par[s].state_dict(), ser[s].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # frozen parameters did not move
+    C.trained([C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)])
+    frozen = C._CACHE[C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)][0]
+    init = StackRNN(2, 3, controller="lstm", stack="superposition", hidden_size=3,
+                    stack_width=2, seed=0, dtype="float32", device="cpu")
+    for (n, p), q in zip(frozen.memory.named_parameters(), init.memory.parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
+    results = run_claims(list(IDS), "smoke", tmp_path)
+    for r in results:
+        assert r.error is None, r.error
+        assert r.verdict in VERDICTS and r.verdict == "inconclusive"  # smoke: too small
+        assert "too small" in r.summary
+        sizes = r.metrics["sizes"]
+        assert sizes["hidden_size"] >= 1 and sizes["steps"] >= 1 and sizes["seeds"]
+        assert r.figures and all((tmp_path / f).is_file() for f in r.figures)
+        json.dumps(to_jsonable(r.metrics))
+        assert get_claim(r.id).source.startswith("Das & Mali")
+    prec = results[1].metrics
+    assert set(prec["accuracy"]["dyck1"]) == {"float64", "float32", "bfloat16", "float16"}
+    assert not prec["unsupported_on_cpu"]  # every precision runs on CPU
+    mf = results[2].metrics["per_language"]["dyck1"]
+    assert {"full", "frozen_memory", "memoryless"} <= set(mf)
+    assert mf["full"]["memory_function"][0]["kind"] in ("exponential", "polynomial", "none")
+
+
+def test_budgets_scale_up():
+    from pathlib import Path
+
+    from rnnmem.proofs_check.registry import Context
+
+    s = {b: C.sizes(Context(b, Path("."))) for b in ("smoke", "quick", "full")}
+    for key in ("steps", "per_bin", "hidden_size", "drift_length", "jacobian_length"):
+        assert s["smoke"].__dict__[key] < s["quick"].__dict__[key] < s["full"].__dict__[key]
+    assert len(s["quick"].seeds) >= 2 and set(s["quick"].variants) == set(C.VARIANTS)
+    assert any(lang in ("anbncn", "copy") for lang in s["quick"].languages)
