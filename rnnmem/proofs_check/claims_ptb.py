@@ -51,8 +51,8 @@ def plan(budget: str) -> dict:
     ``smoke``: a slice of a few thousand tokens, a 200-word vocabulary, an 8-unit LSTM, a
     dozen steps, one seed (seconds; exercises the machinery only). ``quick``: 50k training
     tokens, the 2,000 most frequent words (the rest ``<unk>``), a 32-unit LSTM, one epoch
-    (90 windows of 16 x 35 tokens), three seeds (a minute or two on two cores; a reduced
-    proxy, not comparable to published perplexities). ``full``: the whole PTB with its
+    (90 windows of 16 x 35 tokens), three seeds, two forked worker processes (a minute or
+    two on two cores; a reduced proxy, not comparable to published perplexities). ``full``: the whole PTB with its
     10,000 words, LSTM-256 with embedding 256, stack width 22 and depth 10 (DuSell &
     Chiang's ``jm-learned-22``), batch 32, 40 epochs with one evaluation per epoch, three
     seeds (hours on a GPU).
@@ -61,15 +61,15 @@ def plan(budget: str) -> dict:
     if budget == "smoke":
         return {**common, "hidden": 8, "stack_width": 4, "max_vocab": 200, "batch": 8,
                 "tokens": {"train": 4000, "valid": 1000, "test": 1000}, "steps": 12,
-                "eval_every": 6, "seeds": 1, "device": "cpu", "threads": 1}
+                "eval_every": 6, "seeds": 1, "device": "cpu", "threads": 1, "workers": 1}
     if budget == "quick":
         return {**common, "hidden": 32, "stack_width": 8, "max_vocab": 2000, "batch": 16,
                 "tokens": {"train": 50_000, "valid": 4000, "test": 4000}, "steps": 90,
-                "eval_every": 30, "seeds": 3, "device": "cpu", "threads": 1}
+                "eval_every": 30, "seeds": 3, "device": "cpu", "threads": 1, "workers": 2}
     if budget == "full":
         return {**common, "hidden": 256, "stack_width": 22, "max_vocab": None, "batch": 32,
                 "tokens": None, "steps": None, "epochs": 40, "eval_every": None, "seeds": 3,
-                "device": "auto", "threads": None}
+                "device": "auto", "threads": None, "workers": 1}
     raise ValueError(f"unknown budget {budget!r}")
 
 
@@ -105,65 +105,105 @@ def verdict_from_perplexities(full, frozen, budget: str, *,
                             f"{spread:.3g}")
 
 
-def run_variants(budget: str, *, seed: int = 0, variants=None, progress=None) -> dict:
-    """Train every variant for every seed at ``budget``; per-run histories and test scores.
+#: the task shared with forked workers (set by :func:`run_variants` before forking)
+_TASK = None
 
-    Returns ``{"plan", "runs": {variant: [ {seed, test_perplexity, valid_perplexity,
-    history: [(step, valid_perplexity)], trainable, seconds}, ...]}, "unigram_test",
-    "vocab", "tokens", "steps", "seconds"}``.
-    """
+
+def _train_one(job: tuple) -> dict:
+    """Train one (variant, seed) on the shared task; a picklable summary of the run."""
     import torch
 
     from ..models.freezing import trainable_parameters
-    from ..tasks.ptb import unigram_perplexity
     from ..train import train
-    from ..train.lm import PTBTask, ptb_config
+    from ..train.lm import ptb_config
 
+    name, run_seed, p, steps, eval_every, threads = job
+    if threads:
+        torch.set_num_threads(threads)
+    stack, freeze = VARIANTS[name]
+    mk = {"hidden_size": p["hidden"], "embedding_dim": p["hidden"]}
+    model = "lstm_baseline"
+    if stack != "none":
+        model = "stack_rnn"
+        mk.update(stack=stack, stack_width=p["stack_width"], stack_depth=p["stack_depth"])
+    cfg = ptb_config(model, model_kwargs=mk, freeze=freeze, seed=run_seed, steps=steps,
+                     epochs=None, eval_every=eval_every, checkpoint_every=0,
+                     batch_size=p["batch"], bptt=p["bptt"], lr=p["lr"],
+                     grad_clip=p["grad_clip"], device=p["device"])
+    t0 = time.perf_counter()
+    res = train(cfg, task=_TASK, progress=False)
+    test = _TASK.evaluate(res.model, "test")
+    hist = [(int(r["step"]), float(r["valid_perplexity"])) for r in res.history]
+    return {"variant": name, "seed": run_seed, "test_perplexity": float(test["perplexity"]),
+            "valid_perplexity": hist[-1][1], "history": hist,
+            "trainable": int(sum(q.numel() for q in trainable_parameters(res.model))),
+            "parameters": int(sum(q.numel() for q in res.model.parameters())),
+            "seconds": time.perf_counter() - t0}
+
+
+def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | None = None,
+                 progress=None) -> dict:
+    """Train every variant for every seed at ``budget``; per-run histories and test scores.
+
+    Runs go to ``workers`` forked processes (default: the plan's, 2 at ``quick``) when the
+    platform can fork, else they run one after the other in this process; the results do
+    not depend on it (every run is seeded and single-threaded on the CPU).
+
+    Returns ``{"plan", "runs": {variant: [ {seed, test_perplexity, valid_perplexity,
+    history: [(step, valid_perplexity)], trainable, parameters, seconds}, ...]},
+    "unigram_test", "vocab", "tokens", "steps", "steps_per_epoch", "workers", "seconds"}``.
+    """
+    import multiprocessing as mp
+
+    import torch
+
+    from ..tasks.ptb import unigram_perplexity
+    from ..train.lm import PTBTask
+
+    global _TASK
     p = plan(budget)
     names = list(variants or VARIANTS)
+    workers = p["workers"] if workers is None else int(workers)
     old_threads = torch.get_num_threads()
-    if p["threads"]:
-        torch.set_num_threads(p["threads"])
     t_all = time.perf_counter()
     try:
-        task = PTBTask(max_tokens=p["tokens"], max_vocab=p["max_vocab"], bptt=p["bptt"],
-                       embedding_dim=p["hidden"], eval_splits=("valid",))
-        task.configure(batch_size=p["batch"])
-        steps = p["steps"] or p["epochs"] * task.steps_per_epoch
-        eval_every = p["eval_every"] or task.steps_per_epoch
-        runs: dict[str, list] = {}
-        for name in names:
-            stack, freeze = VARIANTS[name]
-            mk = {"hidden_size": p["hidden"], "embedding_dim": p["hidden"]}
-            model = "lstm_baseline"
-            if stack != "none":
-                model = "stack_rnn"
-                mk.update(stack=stack, stack_width=p["stack_width"], stack_depth=p["stack_depth"])
-            runs[name] = []
-            for i in range(p["seeds"]):
-                cfg = ptb_config(model, model_kwargs=mk, freeze=freeze, seed=seed + i,
-                                 steps=steps, epochs=None, eval_every=eval_every,
-                                 checkpoint_every=0, batch_size=p["batch"], bptt=p["bptt"],
-                                 lr=p["lr"], grad_clip=p["grad_clip"], device=p["device"])
-                t0 = time.perf_counter()
-                res = train(cfg, task=task, progress=False)
-                test = task.evaluate(res.model, "test")
-                hist = [(int(r["step"]), float(r["valid_perplexity"])) for r in res.history]
-                runs[name].append({
-                    "seed": seed + i, "test_perplexity": float(test["perplexity"]),
-                    "valid_perplexity": hist[-1][1], "history": hist,
-                    "trainable": int(sum(q.numel() for q in trainable_parameters(res.model))),
-                    "parameters": int(sum(q.numel() for q in res.model.parameters())),
-                    "seconds": time.perf_counter() - t0})
+        if p["threads"]:
+            torch.set_num_threads(p["threads"])
+        _TASK = PTBTask(max_tokens=p["tokens"], max_vocab=p["max_vocab"], bptt=p["bptt"],
+                        embedding_dim=p["hidden"], eval_splits=("valid",))
+        _TASK.configure(batch_size=p["batch"])
+        steps = p["steps"] or p["epochs"] * _TASK.steps_per_epoch
+        eval_every = p["eval_every"] or _TASK.steps_per_epoch
+        jobs = [(n, seed + i, p, steps, eval_every, p["threads"])
+                for n in names for i in range(p["seeds"])]
+        results = None
+        if workers > 1 and len(jobs) > 1 and "fork" in mp.get_all_start_methods():
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:  # fork, as torch's DataLoader workers: the task is inherited, not pickled
+                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                         mp_context=mp.get_context("fork")) as pool:
+                    results = list(pool.map(_train_one, jobs))
+            except Exception:  # no processes here (sandbox, broken pool): run in-process
+                results, workers = None, 1
+        if results is None:
+            workers = 1
+            results = []
+            for job in jobs:
+                results.append(_train_one(job))
                 if progress:
-                    progress(f"{name} seed {seed + i}: test ppl {test['perplexity']:.2f}")
-        c = task.corpus
+                    r = results[-1]
+                    progress(f"{r['variant']} seed {r['seed']}: test ppl "
+                             f"{r['test_perplexity']:.2f}")
+        runs: dict[str, list] = {n: [r for r in results if r["variant"] == n] for n in names}
+        c = _TASK.corpus
         out = {"plan": p, "runs": runs, "vocab": len(c.vocab),
                "tokens": {s: c.n_tokens(s) for s in c.ids}, "steps": steps,
-               "steps_per_epoch": task.steps_per_epoch,
+               "steps_per_epoch": _TASK.steps_per_epoch, "workers": workers,
                "unigram_test": unigram_perplexity(c.ids["train"], c.ids["test"], len(c.vocab)),
                "seconds": time.perf_counter() - t_all}
     finally:
+        _TASK = None
         torch.set_num_threads(old_threads)
     return out
 
@@ -222,7 +262,8 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
     details = "\n".join(rows) + (
         f"\n\nSize: {size}. Unigram (add-one) test perplexity on the same data: "
         f"{out['unigram_test']:.2f}. Paper: full {PAPER_PERPLEXITY['full']}, frozen memory "
-        f"{PAPER_PERPLEXITY['frozen-memory']}. Wall time {out['seconds']:.1f}s.\n\n"
+        f"{PAPER_PERPLEXITY['frozen-memory']}. Wall time {out['seconds']:.1f}s "
+        f"({out['workers']} worker process(es)).\n\n"
         f"Verdict rule: confirmed if mean(full) - mean(frozen-memory) exceeds the larger "
         f"seed standard deviation, refuted if the reverse does, else inconclusive; "
         f"inconclusive too unless both beat the unigram perplexity by more than that "
@@ -232,7 +273,8 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
         "tokens": out["tokens"], "vocab": out["vocab"], "hidden": p["hidden"],
         "stack_width": p["stack_width"], "stack_depth": p["stack_depth"], "steps": out["steps"],
         "steps_per_epoch": out["steps_per_epoch"], "batch": p["batch"], "bptt": p["bptt"],
-        "seeds": p["seeds"], "lr": p["lr"], "grad_clip": p["grad_clip"]},
+        "seeds": p["seeds"], "lr": p["lr"], "grad_clip": p["grad_clip"],
+        "workers": out["workers"]},
         "valid_history": {v: [r["history"] for r in rs] for v, rs in runs.items()},
         "unigram_test_perplexity": out["unigram_test"], "paper": PAPER_PERPLEXITY,
         "seconds": out["seconds"], "reason": why}

