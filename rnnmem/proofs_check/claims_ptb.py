@@ -10,7 +10,8 @@ frozen versions start from the same initial parameters for a given seed): ``full
 ``frozen-memory`` (``TrainConfig.freeze="memory"``), ``frozen-controller``
 (``freeze="controller"``: embedding and LSTM fixed) and the memory-less ``lstm`` baseline.
 Training follows the recipe of :mod:`rnnmem.train.lm` (SGD, clipping, truncated BPTT 35,
-learning rate divided by 1.5 when the validation perplexity stops improving).
+learning rate divided by 1.5 when the validation perplexity stops improving); the test
+perplexity is that of the parameters at the end of the budget.
 
 Verdict (:func:`verdict_from_perplexities`): with :math:`\\bar p` the mean test perplexity
 over seeds and :math:`s` the larger of the two sample standard deviations,
@@ -151,7 +152,8 @@ def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | No
 
     Returns ``{"plan", "runs": {variant: [ {seed, test_perplexity, valid_perplexity,
     history: [(step, valid_perplexity)], trainable, parameters, seconds}, ...]},
-    "unigram_test", "vocab", "tokens", "steps", "steps_per_epoch", "workers", "seconds"}``.
+    "unigram_test", "unigram_valid", "vocab", "tokens", "steps", "steps_per_epoch",
+    "workers", "seconds"}``.
     """
     import multiprocessing as mp
 
@@ -201,6 +203,8 @@ def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | No
                "tokens": {s: c.n_tokens(s) for s in c.ids}, "steps": steps,
                "steps_per_epoch": _TASK.steps_per_epoch, "workers": workers,
                "unigram_test": unigram_perplexity(c.ids["train"], c.ids["test"], len(c.vocab)),
+               "unigram_valid": unigram_perplexity(c.ids["train"], c.ids["valid"],
+                                                   len(c.vocab)),
                "seconds": time.perf_counter() - t_all}
     finally:
         _TASK = None
@@ -238,6 +242,7 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
         line, = ax.plot(steps, vals.mean(0), "o-", label=v, ms=3)
         if vals.shape[0] > 1:
             ax.fill_between(steps, vals.min(0), vals.max(0), color=line.get_color(), alpha=0.2)
+    ax.axhline(out["unigram_valid"], color="gray", ls="--", lw=1, label="unigram (add-one)")
     ax.set_yscale("log")
     ax.set_xlabel("training step (BPTT window)")
     ax.set_ylabel("validation perplexity")
