@@ -134,15 +134,18 @@ def test_batched_equals_loop(scope):
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
 
-def test_auto_matches_loop_whatever_it_picks():
-    m = _diag()
+@pytest.mark.parametrize("make", [_diag, _tanh_rnn])
+def test_auto_matches_loop_whatever_it_picks(make):
+    m = make()
     x, y = _data()
     es = EvalSet.from_arrays(x, y)
-    auto = perturbation_curve(m, es, BETAS, repeats=2, seed=1)
+    auto = perturbation_curve(m, es, BETAS, repeats=2, seed=1, chunk_size=3)
     loop = perturbation_curve(m, es, BETAS, repeats=2, seed=1, method="loop")
-    assert auto.meta["method"] in ("batched", "loop")
     if auto.meta["method"] == "loop":  # the model's forward cannot be vmapped
-        assert "batched_error" in auto.meta
+        assert "batched_error" in auto.meta and "timing" not in auto.meta
+    else:  # first chunk batched, second in the loop, the rest with the faster one
+        assert auto.meta["method"] in ("batched (measured faster)", "loop (measured faster)")
+        assert set(auto.meta["timing"]) == {"batched_s_per_sample", "loop_s_per_sample"}
     tol = tolerance("float64", n_ops=x.shape[1] * 5, cond=10.0)
     assert tol.allclose(auto.samples, loop.samples)
 
