@@ -54,7 +54,7 @@ from ..errors import InvalidParameterError, ShapeError
 from ..tasks import languages as L
 
 __all__ = ["LengthReport", "SeedAggregate", "StackDrift", "evaluate_lengths",
-           "aggregate_seeds", "stack_drift", "model_in_dtype", "MODES"]
+           "aggregate_seeds", "stack_drift", "model_in_dtype", "autocast_coverage", "MODES"]
 
 MODES = ("next_symbol", "recognition")
 _TRAIN_TAG, _TEST_TAG = 1, 2
@@ -646,3 +646,39 @@ def stack_drift(model: torch.nn.Module, inputs, dtypes=("float16", "bfloat16", "
     return StackDrift(steps=np.arange(1, T + 1), **out,
                       reference_scale=ref[0].abs().amax(dim=(0, 2)).numpy(),
                       unsupported=unsupported)
+
+
+def autocast_coverage(model: torch.nn.Module, inputs, dtype) -> dict[str, str]:
+    """The dtype each leaf submodule computes in under :func:`torch.autocast` to ``dtype``.
+
+    Mixed-precision training (:class:`rnnmem.train.TrainConfig` with ``dtype="float16"`` or
+    ``"bfloat16"``) keeps float32 parameters and lowers only the operations autocast lists
+    for the device; on CPU, for instance, ``LSTMCell`` and ``GRUCell`` stay in float32.
+    This runs ``model(inputs)`` once under autocast on the inputs' device and returns, for
+    every leaf module that was called, the dtype of its (first) floating output, e.g.
+    ``{"controller.cell": "float32", "memory.action": "float16", ...}``.
+    """
+    from ..models._device import resolve_dtype
+
+    want = resolve_dtype(dtype)
+    x = inputs if isinstance(inputs, torch.Tensor) else torch.as_tensor(np.asarray(inputs))
+    seen: dict[str, str] = {}
+    hooks = []
+
+    def hook(name):
+        def fn(mod, args, out):
+            o = out[0] if isinstance(out, (tuple, list)) else out
+            if isinstance(o, torch.Tensor) and o.is_floating_point() and name not in seen:
+                seen[name] = str(o.dtype).replace("torch.", "")
+        return fn
+
+    for name, mod in model.named_modules():
+        if name and next(mod.children(), None) is None:
+            hooks.append(mod.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=want):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen

@@ -42,17 +42,23 @@ def test_frozen_memory_verdict_rules():
     assert C.frozen_memory_verdict({"anbncn": good}, "smoke")[0] == "inconclusive"
     # within the seed spread of full training: not clearly better
     close = _lang(0.9, 0.92, 0.2, 0.9, 0.7, 0.1, max_m=0.99)
-    v, _, per = C.frozen_memory_verdict({"a": close}, "quick")
-    assert v == "inconclusive" and per["a"] == "unclear"
+    v, _, per = C.frozen_memory_verdict({"dyck1": close}, "quick")
+    assert v == "inconclusive" and per["dyck1"] == "unclear"
     low = _lang(0.9, 0.3, 0.1, 0.9, 0.2, 0.1, max_m=0.4)
     worse = _lang(0.9, 0.9, 0.0, 0.9, 0.95, 0.0)
-    assert C.frozen_memory_verdict({"a": low, "b": worse}, "full")[0] == "refuted"
-    assert C.frozen_memory_verdict({"a": good, "b": low}, "full")[0] == "inconclusive"
+    assert C.frozen_memory_verdict({"dyck1": low, "anbn": worse}, "full")[0] == "refuted"
+    assert C.frozen_memory_verdict({"dyck1": good, "anbn": low}, "full")[0] == "inconclusive"
     unlearned = _lang(0.2, 1.0, 0.0, 0.9, 0.1, 0.0)
-    v, _, per = C.frozen_memory_verdict({"a": unlearned}, "quick")
-    assert v == "inconclusive" and per["a"] == "not learned"
+    v, _, per = C.frozen_memory_verdict({"dyck1": unlearned}, "quick")
+    assert v == "inconclusive" and per["dyck1"] == "not learned"
     # an unlearned language does not dilute a clear result elsewhere
-    assert C.frozen_memory_verdict({"a": unlearned, "b": low}, "quick")[0] == "refuted"
+    assert C.frozen_memory_verdict({"dyck1": unlearned, "anbn": low}, "quick")[0] == "refuted"
+    # context-sensitive languages decide when present: a context-free contradiction alone
+    # does not refute a claim about context-sensitive languages, nor support it
+    v, why, _ = C.frozen_memory_verdict({"dyck1": low, "anbncn": unlearned}, "quick")
+    assert v == "inconclusive" and "context-sensitive" in why
+    assert C.frozen_memory_verdict({"dyck1": good, "copy": low}, "quick")[0] == "refuted"
+    assert C.frozen_memory_verdict({"dyck1": low, "copy": good}, "quick")[0] == "confirmed"
 
 
 def _drop(long, long_std, train):
@@ -161,5 +167,6 @@ def test_budgets_scale_up():
     s = {b: C.sizes(Context(b, Path("."))) for b in ("smoke", "quick", "full")}
     for key in ("steps", "per_bin", "hidden_size", "drift_length", "jacobian_length"):
         assert s["smoke"].__dict__[key] < s["quick"].__dict__[key] < s["full"].__dict__[key]
-    assert len(s["quick"].seeds) >= 2 and set(s["quick"].variants) == set(C.VARIANTS)
+    assert len(s["quick"].seeds) >= 2 and set(s["full"].variants) == set(C.VARIANTS)
+    assert {"full", "frozen_memory", "memoryless"} <= set(s["quick"].variants)
     assert any(lang in ("anbncn", "copy") for lang in s["quick"].languages)

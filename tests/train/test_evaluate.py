@@ -17,8 +17,8 @@ from rnnmem.models.stack_rnn import StackRNN
 from rnnmem.numerics import tolerance
 from rnnmem.tasks import languages as L
 from rnnmem.train import evaluate as E
-from rnnmem.train.evaluate import (LengthReport, aggregate_seeds, evaluate_lengths,
-                                   model_in_dtype, stack_drift)
+from rnnmem.train.evaluate import (LengthReport, aggregate_seeds, autocast_coverage,
+                                   evaluate_lengths, model_in_dtype, stack_drift)
 
 
 @pytest.fixture(autouse=True)
@@ -298,3 +298,15 @@ def test_stack_drift_validation():
         stack_drift(_stack_model(), torch.full((1, 3, 2), math.nan))
     with pytest.raises(InvalidParameterError):
         stack_drift(_stack_model(), torch.zeros(1, 4, dtype=torch.long), [])
+
+
+def test_autocast_coverage_names_what_stays_in_float32():
+    m = _stack_model("float32")
+    x = torch.randint(0, 2, (2, 5))
+    cov = autocast_coverage(m, x, "bfloat16")
+    assert {"controller.cell", "memory.action", "classifier"} <= set(cov)
+    assert cov["classifier"] == "bfloat16"  # a linear layer is lowered on every device
+    # whatever autocast does to the recurrent cell, the map reports what really ran
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h = m.controller.cell(torch.zeros(2, m.controller.cell.input_size, dtype=torch.float32))
+    assert cov["controller.cell"] == str(h[0].dtype).replace("torch.", "")
