@@ -136,10 +136,10 @@ def summary(res: dict) -> str:
                      f"{e['task']['n_samples']} samples; {meta['scope']} weights, "
                      f"{meta['norm']} norm = beta per tensor; {meta['repeats']} repeats; "
                      f"{meta['method']} in {meta['time_s']:.2f}s")
+        mark = {"left": "<=", "right": ">", "none": ""}
         cr = "   ".join(
             f"beta0({k} E0) = " + ("n/a" if v is None else
-                                   f"{'<=' if v['censored'] == 'left' else '>' if v['censored'] == 'right' else ''}"
-                                   f"{v['beta']:.3g}")
+                                   f"{mark[v['censored']]}{v['beta']:.3g}")
             for k, v in e["crossings"].items())
         lines.append(f"  E(0) = {c.e0:.6g}   {cr}")
         lines.append("        beta      sup_k E     envelope")

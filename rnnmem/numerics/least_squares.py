@@ -178,8 +178,9 @@ class ExponentialSumFit:
 
     @property
     def sensitivity(self) -> float:
-        """First-order growth of the sup error under eigenvalue perturbations of size
-        :math:`\\beta`: :math:`\\tau e^{-1}\\sum_i |c_i|/i` (``max_t t e^{-it/tau} = tau/(i e)``)."""
+        """Bound on the first-order growth rate of the sup error under eigenvalue
+        perturbations of max-norm :math:`\\beta`: :math:`\\tau e^{-1}\\sum_i |c_i|/i`
+        (from :math:`\\max_t t e^{-it/\\tau} = \\tau/(ie)`)."""
         i = np.arange(1, self.width + 1)
         return float(self.tau / math.e * np.sum(np.abs(self.coefficients) / i))
 
