@@ -133,11 +133,9 @@ def _memory(model, t, black_box: bool):
     """(M (L,) or (L, p), method)."""
     params = inspect.signature(model.memory_function).parameters
     has_exact = "exact" in params
-    linear = bool(getattr(model, "is_linear", False)) or type(model).__name__ == "DiagonalSSM"
+    linear = bool(getattr(model, "is_linear", False))
     exact = has_exact and linear and not black_box
     arg = t
-    if exact and type(model).__name__ == "DiagonalSSM" and model.time == "discrete":
-        arg = np.round(t / model.dt)  # DiagonalSSM's discrete memory takes steps
     try:
         if exact:
             M = model.memory_function(arg, exact=True)

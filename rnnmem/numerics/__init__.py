@@ -19,7 +19,19 @@ from .linear import (
     solve_linear as solve_linear,
     solve_linear_reference as solve_linear_reference,
 )
+from .least_squares import (
+    ExponentialSumFit as ExponentialSumFit,
+    fit_exponential_sum as fit_exponential_sum,
+    linear_perturbation_curve as linear_perturbation_curve,
+)
 from .memory import memory_function as memory_function, probe_directions as probe_directions
+from .perturbation import (
+    PerturbationCurve as PerturbationCurve,
+    StabilityVerdict as StabilityVerdict,
+    crossing_point as crossing_point,
+    crossing_points_across_widths as crossing_points_across_widths,
+    stability_verdict as stability_verdict,
+)
 from .tolerances import (
     Tolerance as Tolerance,
     tolerance as tolerance,

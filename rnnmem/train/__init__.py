@@ -10,6 +10,11 @@ from .loop import LRSchedule as LRSchedule
 from .loop import TrainResult as TrainResult
 from .loop import load_train_state as load_train_state
 from .loop import train as train
+from .lm import PTBTask as PTBTask
+from .lm import ptb_config as ptb_config
+from .perturb import EvalSet as EvalSet
+from .perturb import eval_set_from_checkpoint as eval_set_from_checkpoint
+from .perturb import perturbation_curve as perturbation_curve
 from .tasks import TASK_BUILDERS as TASK_BUILDERS
 from .tasks import ArrayRegressionTask as ArrayRegressionTask
 from .tasks import TrainTask as TrainTask
@@ -22,4 +27,5 @@ from .tasks import weighted_mse as weighted_mse
 
 __all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "load_train_state",
            "TrainTask", "ArrayRegressionTask", "TASK_BUILDERS", "build_task", "register_task",
-           "register_task_prefix", "task_names", "temporal_weights", "weighted_mse"]
+           "register_task_prefix", "task_names", "temporal_weights", "weighted_mse", "PTBTask",
+           "ptb_config", "EvalSet", "eval_set_from_checkpoint", "perturbation_curve"]
