@@ -723,8 +723,10 @@ def _check_stack_memory(ctx: Context) -> Evidence:
                 fit = classify_decay(np.arange(m.size, dtype=float), m)
                 fits.append({"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
                              "r2_pol": fit.r2_pol, "M0": float(m[0]), "M_end": float(m[-1])})
+            half = curves.shape[1] // 2
+            tail = [float(np.mean(c[half:]) / c[0]) if c[0] > 0 else None for c in curves]
             per_language[lang][v] = {
-                "rate": _stats(rates), "dispersion": disp,
+                "rate": _stats(rates), "dispersion": disp, "tail_ratio": _stats(tail),
                 "J_tau0": _stats(c[0] for c in curves), "J_end": _stats(c[-1] for c in curves),
                 "J_mean_curve": np.mean(curves, axis=0).tolist(),
                 "memory_function": fits,
@@ -733,7 +735,8 @@ def _check_stack_memory(ctx: Context) -> Evidence:
                 f"| {lang} | {v} | {_fmt(per_language[lang][v]['rate'], 4)} | "
                 f"{'-' if disp is None else f'{disp:.3f}'} | "
                 f"{_fmt(per_language[lang][v]['J_tau0'], 3)} | "
-                f"{_fmt(per_language[lang][v]['J_end'], 3)} |")
+                f"{_fmt(per_language[lang][v]['J_end'], 3)} | "
+                f"{_fmt(per_language[lang][v]['tail_ratio'], 3)} |")
             mf_rows.append(f"| {lang} | {v} | "
                            + ", ".join(f"{f['kind']} ({f['rate']:.3g})" for f in fits) + " |")
     verdict, why, per = stability_verdict(per_language, ctx.budget)
@@ -760,8 +763,9 @@ def _check_stack_memory(ctx: Context) -> Evidence:
         f"Temporal Jacobians on {sz.jacobian_strings} member strings of length <= "
         f"{sz.jacobian_length}; decay rate = -slope of ln J(tau) on tau >= 1. Verdict per "
         "language: " + ", ".join(f"{k}: {v}" for k, v in per.items()) + ".", "",
-        "| language | variant | decay rate | seed dispersion (log10) | J(0) | J(T-1) |",
-        "|---|---|---|---|---|---|", *summary_rows, "",
+        "| language | variant | decay rate | seed dispersion (log10) | J(0) | J(T-1) | "
+        "mean J(tau >= T/2) / J(0) (not used in the verdict) |",
+        "|---|---|---|---|---|---|---|", *summary_rows, "",
         "Memory-function decay class per seed (rate):", "",
         "| language | variant | classify_decay |", "|---|---|---|", *mf_rows])
     for lang in per_language:  # keep metrics small: curves only in the figure

@@ -45,7 +45,7 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -241,7 +241,7 @@ def _run(model, lang, mode, groups, *, batch_size, dtype, device, padded):
     per-string (right positions, positions).
     """
     A = len(lang.alphabet)
-    items = []  # (length, x (T,), y, ) one per string
+    items = []  # (length, ids (T,), targets), one per string
     for g in groups:
         for b in range(g["x"].shape[0]):
             items.append((int(g["lengths"][b]), g["x"][b], g["y"][b]))
@@ -252,7 +252,8 @@ def _run(model, lang, mode, groups, *, batch_size, dtype, device, padded):
         by_len: dict[int, list] = {}
         for it in items:
             by_len.setdefault(it[0], []).append(it)
-        chunks = [v[i:i + batch_size] for v in by_len.values() for i in range(0, len(v), batch_size)]
+        chunks = [v[i:i + batch_size] for v in by_len.values()
+                  for i in range(0, len(v), batch_size)]
     correct, lengths, finite, pos_ok, pos_n = [], [], [], [], []
     for chunk in chunks:
         B, T = len(chunk), chunk[0][0]

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from rnnmem.errors import InvalidParameterError, NonFiniteError, RnnmemError, ShapeError
 from rnnmem.models.stack_rnn import StackRNN
 from rnnmem.numerics import tolerance
-from rnnmem.tasks import languages as L
 from rnnmem.train import evaluate as E
 from rnnmem.train.evaluate import (LengthReport, aggregate_seeds, autocast_coverage,
                                    evaluate_lengths, model_in_dtype, stack_drift)
