@@ -219,3 +219,64 @@ def test_diagonal_ssm_impulse_response_matches_reference():
         assert fast.shape == ref.shape == (123, 3, 2)
         tol = tolerance("float64", n_ops=20, cond=123.0, scale=float(ref.abs().max()))
         assert tol.allclose(fast.detach().numpy(), ref.detach().numpy())
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_fused_superposition_update_matches_composed_and_reference(grow):
+    """Values and gradients of the fused update against the plain-autograd composition,
+    and the values against the loop reference (on the state padded when it grows)."""
+    import torch
+
+    from rnnmem.models.stacks import (SuperpositionControls, SuperpositionStack,
+                                      _superposition_composed, _SuperpositionUpdate)
+    from rnnmem.numerics import tolerance
+
+    gen = torch.Generator().manual_seed(5)
+    B, K, d, W = 3, 2, 5, 4
+    dn = d + 1 if grow else d
+    f64 = dict(generator=gen, dtype=torch.float64)
+    state = torch.randn(B, K, d, W, **f64).requires_grad_()
+    actions = torch.softmax(torch.randn(B, K, 3, **f64), -1).requires_grad_()
+    values = torch.rand(B, K, W, **f64).requires_grad_()
+    g = torch.randn(B, K, dn, W, **f64)
+    fused = _SuperpositionUpdate.apply(state, actions, values, dn)
+    comp = _superposition_composed(state, actions, values, dn)
+    stack = SuperpositionStack(None, W, n_stacks=K)
+    ref = stack._reference_step(stack.pad(state.detach(), dn),
+                                SuperpositionControls(actions.detach(), values.detach()))
+    tol = tolerance("float64", n_ops=4, scale=float(state.abs().max() + 1))
+    assert fused.shape == comp.shape == ref.shape == (B, K, dn, W)
+    assert tol.allclose(fused.detach().numpy(), comp.detach().numpy())
+    assert tol.allclose(fused.detach().numpy(), ref.numpy())
+    gf = torch.autograd.grad((fused * g).sum(), (state, actions, values))
+    gc = torch.autograd.grad((comp * g).sum(), (state, actions, values))
+    tol = tolerance("float64", n_ops=d * W * 3, scale=float(g.abs().max() * (state.abs().max() + 1)))
+    for a, b in zip(gf, gc):
+        assert a.shape == b.shape and tol.allclose(a.numpy(), b.numpy())
+    args = tuple(t.detach()[:1, :1].clone().requires_grad_() for t in (state, actions, values))
+    assert torch.autograd.gradcheck(lambda s, a, v: _SuperpositionUpdate.apply(s, a, v, dn), args)
+
+
+def test_stack_rnn_growing_stack_equals_full_depth_run():
+    """The model's growing stack (forward from an empty state) gives the logits and the
+    final state of a run at full depth from the same empty state, also under vmap."""
+    import torch
+
+    from rnnmem.models import StackRNN
+    from rnnmem.numerics import tolerance
+
+    for stack in ("superposition", "stratification"):
+        m = StackRNN(4, controller="srnn", stack=stack, hidden_size=5, stack_width=3,
+                     n_stacks=2, stack_depth=6, dtype="float64", device="cpu", seed=2)
+        x = torch.randint(0, 4, (3, 9), generator=torch.Generator().manual_seed(0))
+        y, st = m(x, return_state=True)  # growing path (fresh state)
+        y_full, st_full = m(x, state=m.initial_state(3), return_state=True)  # full depth
+        tol = tolerance("float64", n_ops=9 * 30, cond=10.0)
+        assert tol.allclose(y.detach().numpy(), y_full.detach().numpy())
+        for a, b in zip(torch.utils._pytree.tree_leaves(st.stack),
+                        torch.utils._pytree.tree_leaves(st_full.stack)):
+            assert a.shape == b.shape and tol.allclose(a.detach().numpy(), b.detach().numpy())
+        # vmapped over stacked parameters, as the batched perturbation sweep does
+        params = {n: p.detach()[None].expand(2, *p.shape) for n, p in m.named_parameters()}
+        yv = torch.func.vmap(lambda ps: torch.func.functional_call(m, ps, (x,)))(params)
+        assert tol.allclose(yv[1].detach().numpy(), y.detach().numpy())

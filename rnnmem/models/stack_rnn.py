@@ -284,6 +284,10 @@ class StackRNN(RecurrentModel):
             stack = self.memory.initial_state(batch_size, max_depth=depth, **fk)
         return StackRNNState(ctrl, stack, torch.zeros(batch_size, self.read_size, **fk))
 
+    def _stack_depth(self, stack) -> int:
+        """Depth (capacity) of a stack state."""
+        return int((stack if self.stack_kind == "superposition" else stack.values).shape[2])
+
     @staticmethod
     def detach_state(state: StackRNNState) -> StackRNNState:
         """The same state cut from the graph (truncated BPTT between chunks)."""
@@ -330,15 +334,29 @@ class StackRNN(RecurrentModel):
         return self.controller.embed(x.to(self.device), self.factory["dtype"])
 
     # ---- one step ---------------------------------------------------------------------
-    def _step_impl(self, e_t: torch.Tensor, state: StackRNNState):
-        """``(h_t, new_state, controls)`` from input codes ``e_t`` (B, E)."""
+    def _step_impl(self, e_t: torch.Tensor, state: StackRNNState, grow: int | None = None,
+                   interface=None):
+        """``(h_t, new_state, controls)`` from input codes ``e_t`` (B, E).
+
+        ``grow``: the stack is stored only down to its deepest possibly non-empty cell and
+        grows by one cell per step up to this depth (see ``grow_step`` of the stacks).
+        ``interface``: the stack's ``merged_interface()``, computed once per sequence, so
+        that the action and value layers cost one matrix product per step.
+        """
         if not self.has_stack:
             h, c = self.controller(e_t, state.controller)
             return h, StackRNNState(c, None, None), None
         inp = torch.cat([e_t, state.read], dim=-1)  # (B, E + R)
         h, c = self.controller(inp, state.controller)
-        controls = self.memory.controls(h)
-        stack = self.memory.step(state.stack, controls)
+        if interface is None:
+            controls = self.memory.controls(h)
+        else:
+            controls = self.memory.controls_from_logits(torch.addmm(interface[1], h,
+                                                                    interface[0]))
+        if grow is None:
+            stack = self.memory.step(state.stack, controls)
+        else:
+            stack = self.memory.grow_step(state.stack, controls, grow)
         return h, StackRNNState(c, stack, self.memory.read(stack)), controls
 
     def _compiled_or_eager(self, e_t, state):
@@ -403,17 +421,34 @@ class StackRNN(RecurrentModel):
         """
         emb = self._embed(x, time_axis=True)  # (B, T, E)
         B, T = emb.shape[:2]
+        # A stack created here starts empty: store it only as deep as it can be non-empty
+        # and let it grow one cell per step (up to its depth), padding it back at the end.
+        # Same values, work per step proportional to the steps taken so far. Not with
+        # torch.compile, whose graphs are specialised to shapes.
+        depth = None
         if state is None:
             state = self.initial_state(B, capacity=T)
+            if self.has_stack and not self.use_compile:
+                depth = self._stack_depth(state.stack)
+                start = getattr(self.memory, "read_depth", 1)
+                state = state._replace(stack=_tree_map(lambda v: v[:, :, :start].contiguous(),
+                                                       state.stack))
         else:
             self._check_state(state, B)
         step = self._step_fn()
+        iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
-        for t in range(T):
-            h, state, controls = step(emb[:, t], state)
+        for e_t in emb.unbind(1):  # unbind: no per-step zero-filled slice gradients
+            if depth is None:
+                h, state, controls = step(e_t, state)
+            else:
+                h, state, controls = self._step_impl(e_t, state, depth, iface)
             hs.append(h)
             if record_stack and self.has_stack:
-                rec.append((state.stack, controls, state.read))
+                stack = state.stack if depth is None else self.memory.pad(state.stack, depth)
+                rec.append((stack, controls, state.read))
+        if depth is not None:
+            state = state._replace(stack=self.memory.pad(state.stack, depth))
         logits = self.classifier(torch.stack(hs, dim=1))  # (B, T, O)
         out = [logits]
         if return_state:

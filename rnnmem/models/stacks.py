@@ -73,6 +73,101 @@ class SuperpositionControls(NamedTuple):
 PUSH, POP, NOOP = 0, 1, 2
 
 
+def _superposition_composed(state: torch.Tensor, actions: torch.Tensor, values: torch.Tensor,
+                            new_depth: int) -> torch.Tensor:
+    """The superposition update written with plain differentiable operations.
+
+    ``state`` (B, K, d, W) -> (B, K, new_depth, W), ``new_depth`` in ``{d, d + 1}`` (the
+    state padded with one empty cell at the bottom before the update when it grows).
+    Used under functorch transforms (``vmap``), where the fused version cannot run.
+    """
+    B, K, d, W = state.shape
+    if new_depth > d:
+        state = torch.cat([state, state.new_zeros(B, K, new_depth - d, W)], dim=2)
+    a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+    pushed = torch.cat([values.unsqueeze(-2), state[:, :, :-1]], dim=2)  # bottom dropped
+    popped = torch.cat([state[:, :, 1:], torch.zeros_like(state[:, :, :1])], dim=2)
+    return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
+
+
+class _SuperpositionUpdate(torch.autograd.Function):
+    r"""The superposition update as one fused operation with a hand-written backward.
+
+    Forward, into one new tensor of depth :math:`d' \in \{d, d+1\}` (``new_depth``):
+    :math:`s' = a^{\mathrm{noop}} s`, then in place :math:`s'[1{:}] \mathrel{+}=
+    a^{\mathrm{push}} s[{:}d'-1]`, :math:`s'[0] \mathrel{+}= a^{\mathrm{push}} v`,
+    :math:`s'[{:}d-1] \mathrel{+}= a^{\mathrm{pop}} s[1{:}]` (cells of :math:`s` below
+    :math:`d` are empty). Backward, with :math:`g = \partial L/\partial s'`:
+
+    .. math::
+
+        \partial s = a^{\mathrm{noop}} g[{:}d] + a^{\mathrm{push}} g[1{:}d{+}1]
+                     + a^{\mathrm{pop}} g[{:}d{-}1] \text{ (shifted down one cell)}, \\
+        \partial a^{\mathrm{push}} = \langle g[1{:}], s[{:}d'{-}1] \rangle + \langle g[0], v
+        \rangle, \quad
+        \partial a^{\mathrm{pop}} = \langle g[{:}d{-}1], s[1{:}] \rangle, \quad
+        \partial a^{\mathrm{noop}} = \langle g[{:}d], s \rangle, \quad
+        \partial v = a^{\mathrm{push}} g[0]
+
+    (inner products over depth and width). One new full-size tensor each way and no
+    saved copies (``s`` is the previous step's output), against about a dozen full-size
+    temporaries for the same expression through autograd (shifted copies, their slice
+    gradients, products) -- what dominates a long stack-RNN sequence. Not differentiable
+    twice; :func:`_superposition_composed` is the same map in plain operations.
+    """
+
+    @staticmethod
+    def forward(ctx, state, actions, values, new_depth):
+        B, K, d, W = state.shape
+        dn = new_depth
+        a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+        push, pop, noop = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]  # (B, K, 1, 1)
+        m = min(d, dn)
+        out = state.new_empty(B, K, dn, W)
+        torch.mul(state[:, :, :m], noop, out=out[:, :, :m])
+        if dn > d:
+            out[:, :, d:].zero_()
+        out[:, :, 1:].addcmul_(state[:, :, :dn - 1], push)  # push: shift down one cell
+        out[:, :, 0].addcmul_(values, push[:, :, 0])  # push: the new top
+        out[:, :, :d - 1].addcmul_(state[:, :, 1:], pop)  # pop: shift up one cell
+        ctx.new_depth = dn
+        ctx.save_for_backward(state, actions, values)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        state, actions, values = ctx.saved_tensors
+        dn = ctx.new_depth
+        B, K, d, W = state.shape
+        a = actions.unsqueeze(-1).unsqueeze(-1)
+        push, pop, noop = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
+        m = min(d, dn)
+        gs = torch.empty_like(state)  # (B, K, d, W)
+        torch.mul(g[:, :, :m], noop, out=gs[:, :, :m])
+        if m < d:
+            gs[:, :, m:].zero_()
+        gs[:, :, :dn - 1].addcmul_(g[:, :, 1:], push)
+        gs[:, :, 1:].addcmul_(g[:, :, :d - 1], pop)
+
+        def dot(x, y):  # (B, K): sum over depth and width (batched matrix products)
+            return torch.einsum("bkdw,bkdw->bk", x, y)
+
+        g_push = dot(g[:, :, 1:], state[:, :, :dn - 1]) + (g[:, :, 0] * values).sum(-1)
+        g_pop = dot(g[:, :, :d - 1], state[:, :, 1:])
+        g_noop = dot(g[:, :, :m], state[:, :, :m])
+        ga = torch.stack([g_push, g_pop, g_noop], dim=-1)  # (B, K, 3): PUSH, POP, NOOP
+        gv = g[:, :, 0] * push[:, :, 0]  # (B, K, W)
+        return gs, ga, gv, None
+
+
+def _superposition_update(state, actions, values, new_depth):
+    """The fused update, or the composed one under functorch transforms (vmap, grad)."""
+    if torch._C._are_functorch_transforms_active():
+        return _superposition_composed(state, actions, values, new_depth)
+    return _SuperpositionUpdate.apply(state, actions, values, new_depth)
+
+
 class SuperpositionStack(nn.Module):
     r"""Superposition stack of Joulin & Mikolov (2015), depth-limited, ``K`` stacks.
 
@@ -165,6 +260,22 @@ class SuperpositionStack(nn.Module):
         values = torch.sigmoid(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
         return SuperpositionControls(actions, values)
 
+    def merged_interface(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)``: the action and value layers side by side, ``W`` (H, 3K + KW)
+        transposed, so that a model computes both with one product per step
+        (:meth:`controls_from_logits` of ``h @ W + b`` equals :meth:`controls` of ``h``)."""
+        if self.hidden_size is None:
+            raise InvalidParameterError("this stack was built without hidden_size: "
+                                        "it has no interface layers")
+        return (torch.cat([self.action.weight, self.value.weight]).T,
+                torch.cat([self.action.bias, self.value.bias]))
+
+    def controls_from_logits(self, z: torch.Tensor) -> SuperpositionControls:
+        """Controls from the merged logits ``z`` (B, 3K + KW) (see :meth:`merged_interface`)."""
+        B, n = z.shape[0], 3 * self.n_stacks
+        return SuperpositionControls(torch.softmax(z[:, :n].view(B, self.n_stacks, 3), dim=-1),
+                                     torch.sigmoid(z[:, n:]).view(B, self.n_stacks, self.width))
+
     def _check(self, state: torch.Tensor, controls: SuperpositionControls) -> None:
         if not isinstance(state, torch.Tensor) or state.dim() != 4:
             raise ShapeError(f"state must be (B, K, D, W), got "
@@ -189,11 +300,32 @@ class SuperpositionStack(nn.Module):
         new_state : tensor (B, K, D, W)
         """
         self._check(state, controls)
-        a = controls.actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
-        v = controls.values.unsqueeze(-2)  # (B, K, 1, W)
-        pushed = torch.cat([v, state[:, :, :-1]], dim=2)  # (B, K, D, W), bottom dropped
-        popped = torch.cat([state[:, :, 1:], torch.zeros_like(state[:, :, :1])], dim=2)
-        return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
+        # push: [v; s[:D-1]] (bottom dropped); pop: [s[1:]; 0]; no-op: s (one fused op)
+        return _superposition_update(state, controls.actions, controls.values,
+                                     state.shape[2])
+
+    def grow_step(self, state: torch.Tensor, controls: SuperpositionControls,
+                  limit: int) -> torch.Tensor:
+        r""":meth:`step` on a stack stored only down to its deepest possibly non-empty cell.
+
+        A stack that started empty has, after :math:`t` steps, nothing below cell
+        :math:`t` (each step moves contents by at most one cell), so a model may store it
+        with depth :math:`d \le` ``limit`` and let it grow: the result has depth
+        :math:`\min(d + 1, \text{limit})` and equals :meth:`step` on the state padded with
+        empty cells to depth ``limit``, cut to that depth (the cells below are exactly
+        zero). The work per step is then proportional to :math:`d`, not to ``limit``.
+        """
+        self._check(state, controls)
+        d = state.shape[2]
+        return _superposition_update(state, controls.actions, controls.values,
+                                     min(d + 1, max(d, limit)))
+
+    def pad(self, state: torch.Tensor, depth: int) -> torch.Tensor:
+        """``state`` with empty cells appended at the bottom up to ``depth``."""
+        B, K, d, W = state.shape
+        if d >= depth:
+            return state
+        return torch.cat([state, state.new_zeros(B, K, depth - d, W)], dim=2)
 
     def _reference_step(self, state: torch.Tensor,
                         controls: SuperpositionControls) -> torch.Tensor:
@@ -355,6 +487,22 @@ class StratificationStack(nn.Module):
         v = torch.tanh(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
         return StratificationControls(du[..., 0], du[..., 1], v)
 
+    def merged_interface(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)``: the action and value layers side by side, ``W`` (H, 2K + KW)
+        transposed (see :meth:`SuperpositionStack.merged_interface`)."""
+        if self.hidden_size is None:
+            raise InvalidParameterError("this stack was built without hidden_size: "
+                                        "it has no interface layers")
+        return (torch.cat([self.action.weight, self.value.weight]).T,
+                torch.cat([self.action.bias, self.value.bias]))
+
+    def controls_from_logits(self, z: torch.Tensor) -> StratificationControls:
+        """Controls from the merged logits ``z`` (B, 2K + KW) (see :meth:`merged_interface`)."""
+        B, n = z.shape[0], 2 * self.n_stacks
+        du = torch.sigmoid(z[:, :n]).view(B, self.n_stacks, 2)  # (B, K, 2)
+        v = torch.tanh(z[:, n:]).view(B, self.n_stacks, self.width)  # (B, K, W)
+        return StratificationControls(du[..., 0], du[..., 1], v)
+
     def _check(self, state: StratificationState, controls: StratificationControls) -> None:
         V, s = state
         if not isinstance(V, torch.Tensor) or V.dim() != 4:
@@ -388,6 +536,31 @@ class StratificationStack(nn.Module):
         new_s = torch.cat([controls.push.unsqueeze(-1), s_popped[..., :-1]], dim=-1)
         new_V = torch.cat([controls.value.unsqueeze(-2), V[:, :, :-1]], dim=2)
         return StratificationState(new_V, new_s)
+
+    def grow_step(self, state: StratificationState, controls: StratificationControls,
+                  limit: int) -> StratificationState:
+        r""":meth:`step` on a buffer stored only down to its oldest possibly non-empty cell.
+
+        As for :meth:`SuperpositionStack.grow_step`: after :math:`t` steps from empty
+        nothing lies below cell :math:`t`, so the buffer may be stored with depth
+        :math:`d \le` ``limit``; the result has depth :math:`\min(d + 1,` ``limit``:math:`)`
+        (nothing is dropped while the buffer grows) and equals :meth:`step` on the state
+        padded with empty cells (zero value and strength) to ``limit``, cut to that depth.
+        """
+        self._check(state, controls)
+        V, s = state
+        if V.shape[2] >= limit:
+            return self.step(state, controls)
+        return self.step(self.pad(state, V.shape[2] + 1), controls)
+
+    def pad(self, state: StratificationState, depth: int) -> StratificationState:
+        """``state`` with empty cells (zero value and strength) appended up to ``depth``."""
+        V, s = state
+        B, K, d, W = V.shape
+        if d >= depth:
+            return state
+        return StratificationState(torch.cat([V, V.new_zeros(B, K, depth - d, W)], dim=2),
+                                   torch.cat([s, s.new_zeros(B, K, depth - d)], dim=2))
 
     def read_weights(self, state: StratificationState) -> torch.Tensor:
         r"""Weights :math:`\min(s_i, \mathrm{relu}(1 - \sum_{j \text{ above } i} s_j))`, (B, K, M)."""
