@@ -657,7 +657,8 @@ def autocast_coverage(model: torch.nn.Module, inputs, dtype) -> dict[str, str]:
     for the device; on CPU, for instance, ``LSTMCell`` and ``GRUCell`` stay in float32.
     This runs ``model(inputs)`` once under autocast on the inputs' device and returns, for
     every leaf module that was called, the dtype of its (first) floating output, e.g.
-    ``{"controller.cell": "float32", "memory.action": "float16", ...}``.
+    ``{"controller.cell": "float32", "classifier": "float16", ...}``. Modules whose weights
+    are used without calling the module (fused kernels) do not appear.
     """
     from ..models._device import resolve_dtype
 
