@@ -593,7 +593,7 @@ def _check_precision(ctx: Context) -> Evidence:
 
 
 # ============================================================================ claim 3
-def temporal_jacobian(model, x) -> np.ndarray:
+def temporal_jacobian(model, x, chunk: int | None = None) -> np.ndarray:
     r"""Mean Frobenius norm of :math:`\partial h_T / \partial x_{T-\tau}`, :math:`\tau = 0..T-1`.
 
     .. math::
@@ -603,23 +603,28 @@ def temporal_jacobian(model, x) -> np.ndarray:
 
     for float input codes ``x`` (B, T, vocab) in the model's dtype, with :math:`h_T` the
     controller's hidden state after the last step. All :math:`H` rows of the Jacobian come
-    from one backward pass (the batch is repeated :math:`H` times and row :math:`i` is read
-    from copy :math:`i`).
+    from one backward pass per chunk of ``chunk`` strings (default: ``max(1, 256 // H)``;
+    the chunk is repeated :math:`H` times and row :math:`i` is read from copy :math:`i`).
     """
     import torch
 
     B, T, A = x.shape
     H = model.controller.hidden_size
-    X = x.detach().repeat(H, 1, 1).requires_grad_(True)  # (H B, T, A)
-    _, state = model(X, return_state=True)
-    ctrl = state.controller
-    h = ctrl[0] if isinstance(ctrl, tuple) else ctrl  # (H B, H)
-    rows = h.reshape(H, B, H)
-    picked = rows[torch.arange(H), :, torch.arange(H)]  # (H, B): row i of copy i
-    (g,) = torch.autograd.grad(picked.sum(), X)
-    g = g.reshape(H, B, T, A).double()
-    fro = g.square().sum(dim=(0, 3)).sqrt()  # (B, T)
-    return fro.mean(dim=0).flip(0).numpy()  # index tau = T - 1 - t
+    chunk = max(1, 256 // H) if chunk is None else int(chunk)
+    fro = []
+    for i in range(0, B, chunk):
+        xb = x[i:i + chunk].detach()
+        b = xb.shape[0]
+        X = xb.repeat(H, 1, 1).requires_grad_(True)  # (H b, T, A)
+        _, state = model(X, return_state=True)
+        ctrl = state.controller
+        h = ctrl[0] if isinstance(ctrl, tuple) else ctrl  # (H b, H)
+        rows = h.reshape(H, b, H)
+        picked = rows[torch.arange(H), :, torch.arange(H)]  # (H, b): row i of copy i
+        (g,) = torch.autograd.grad(picked.sum(), X)
+        g = g.reshape(H, b, T, A).double()
+        fro.append(g.square().sum(dim=(0, 3)).sqrt())  # (b, T)
+    return torch.cat(fro).mean(dim=0).flip(0).numpy()  # index tau = T - 1 - t
 
 
 def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:

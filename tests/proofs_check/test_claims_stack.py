@@ -116,6 +116,7 @@ def test_temporal_jacobian_matches_autograd(controller, stack):
     got = C.temporal_jacobian(m, x)
     tol = tolerance("float64", n_ops=9 * 20, scale=float(np.max(want)))
     assert got.shape == (9,) and tol.allclose(got, want)
+    assert tol.allclose(C.temporal_jacobian(m, x, chunk=1), want)  # string by string
     # an input after t cannot influence h_T through an earlier step: tau = 0 is not zero
     assert got[0] > 0
 
@@ -170,3 +171,24 @@ def test_budgets_scale_up():
     assert len(s["quick"].seeds) >= 2 and set(s["full"].variants) == set(C.VARIANTS)
     assert {"full", "frozen_memory", "memoryless"} <= set(s["quick"].variants)
     assert any(lang in ("anbncn", "copy") for lang in s["quick"].languages)
+
+
+def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
+    """Every variant, a context-sensitive language and the extra training precisions, with
+    tiny sizes (the real full budget takes hours)."""
+    tiny = C.Sizes(languages=("dyck1", "copy"), variants=tuple(C.VARIANTS), seeds=(0, 1),
+                   steps=2, batch_size=4, hidden_size=3, stack_width=2, lr=0.01,
+                   bins="41:50,51:60", per_bin=4, lengths_per_bin=2, workers=1,
+                   drift_length=12, jacobian_length=10, jacobian_strings=2,
+                   memory_horizon=8, train_dtypes=("bfloat16", "float64"))
+    monkeypatch.setattr(C, "sizes", lambda ctx: tiny)
+    results = run_claims(list(IDS), "full", tmp_path)
+    for r in results:
+        assert r.error is None, r.error
+        assert r.verdict in VERDICTS
+    m = results[0].metrics
+    assert set(m["per_language"]["copy"]) == set(C.VARIANTS)
+    amp = results[1].metrics["trained_in_precision"]
+    assert set(amp) == {"dyck1/bfloat16", "dyck1/float64", "copy/bfloat16", "copy/float64"}
+    assert "controller.cell" in results[1].metrics["autocast_kept_float32"]["bfloat16"]
+    assert results[2].metrics["per_language"]["copy"]["full"]["dispersion"] is not None
