@@ -136,6 +136,13 @@ def main(argv=None) -> int:
     print(f"rnnmem benchmarks ({head['mode']}): {head['cpu']}, torch {head['torch']}, "
           f"{head['torch_threads']} threads, load {head['load_average_at_start']}, "
           f"copy {head['copy_bandwidth_GBps']} GB/s")
+    load = head.get("load_average_at_start")
+    cpus = head.get("cpu_count") or 1
+    if load and args.threads > 1 and load[0] + args.threads > cpus + 0.5:
+        # measured on the 2-core project machine: with the other core busy, 2 threads made
+        # the small per-step kernels of the recurrent loops 3-30x slower than 1 thread
+        print(f"WARNING: load {load[0]} + {args.threads} threads > {cpus} cores: "
+              "multi-threaded timings are unreliable here; compare with --threads 1")
     print(format_table(rows))
     path = write_json(args.json, head, rows)
     print(f"\nrows: {path}")

@@ -13,8 +13,10 @@ Rows
   The fused ``torch.nn.LSTM`` of the same size is timed as well (``values``).
 * ``stratification T=500``: forward + backward of the stratification stack-LSTM
   (Grefenstette et al. 2015) at T = 500, with a depth limit and without one. Peer: the
-  issue quotes 25 s for bdusell/nondeterministic-stack-rnn (not run here); target at least
-  10x faster, i.e. at most 2.5 s.
+  issue quotes 25 s for bdusell/nondeterministic-stack-rnn; target at least 10x faster,
+  i.e. at most 2.5 s. With ``RNNMEM_BENCH_PEER_SRC`` pointing at the ``src`` directory of
+  a checkout of that repository, its ``GrefenstetteRNN`` (same sizes, LSTM controller) is
+  run once in a subprocess and the ratio is to that measured time instead.
 * ``training step``: one Adam step, batch 128, hidden 256, length 40, superposition
   stack-LSTM, eager (no :func:`torch.compile`, hence nothing recompiled per length; the
   row checks that lengths 40 and 41 run without any compilation). Target 40 ms. Its floor
@@ -136,23 +138,81 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
     return rows
 
 
+#: the peer harness: run in a subprocess with the peer's ``src`` directory on the path (the
+#: peer's code is never part of rnnmem; point RNNMEM_BENCH_PEER_SRC at a checkout of
+#: bdusell/nondeterministic-stack-rnn's ``src`` to include it)
+PEER_ENV = "RNNMEM_BENCH_PEER_SRC"
+_PEER_HARNESS = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+from torch_rnn_tools import UnidirectionalLSTM
+from stack_rnn_models.grefenstette import GrefenstetteRNN
+T, B, H, W, V, threads = (int(a) for a in sys.argv[2:8])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+rnn = GrefenstetteRNN(V, W, lambda n: UnidirectionalLSTM(n, H))
+head = torch.nn.Linear(H, V)
+x = torch.nn.functional.one_hot(torch.randint(0, V, (B, T)), V).float()
+y = torch.randint(0, V, (B, T))
+w0, c0 = time.perf_counter(), time.process_time()
+h = rnn(x, include_first=False)
+h = h[0] if isinstance(h, tuple) else h
+loss = torch.nn.functional.cross_entropy(head(h).reshape(-1, V), y.reshape(-1))
+rnn.zero_grad()
+loss.backward()
+print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}))
+"""
+
+
+def peer_stratification(T: int, B: int, H: int, W: int, V: int,
+                        timeout_s: float = 1800.0) -> dict | None:
+    """Time the peer's Grefenstette stack-LSTM (fwd+bwd, one run) when
+    ``RNNMEM_BENCH_PEER_SRC`` is set; ``None`` otherwise (or if it fails)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    src = os.environ.get(PEER_ENV)
+    if not src:
+        return None
+    cmd = [sys.executable, "-c", _PEER_HARNESS, src, str(T), str(B), str(H), str(W), str(V),
+           str(torch.get_num_threads())]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception:  # the peer is optional: any failure means "not measured"
+        return None
+
+
 def stratification_rows(T: int, limits, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                         reps: int = 3, judge: bool = True) -> list[dict]:
     from rnnmem.models import StackRNN
 
+    peer = peer_stratification(T, B, H, W, V)
+    peer_s = PEER_STRATIFICATION_S if peer is None else peer["wall"]
     rows = []
     for limit in limits:
         m = StackRNN(V, controller="lstm", stack="stratification", hidden_size=H,
                      stack_width=W, stack_depth=limit, dtype="float32", device="cpu", seed=0)
         t = measure(_fwd_bwd(m, B, T), repeats=reps)
         target = "<= 2.5 s (peer 25 s / 10)" if judge else None
+        values = {} if peer is None else {"peer_wall_s": peer["wall"], "peer_cpu_s": peer["cpu"],
+                                          "speedup_vs_quoted_25s": PEER_STRATIFICATION_S /
+                                          t.seconds}
         rows.append(row(SECTION, "stratification stack-LSTM fwd+bwd",
                         config=dict(T=T, batch=B, hidden=H, width=W,
                                     depth_limit=limit if limit is not None else f"none (={T})"),
-                        timing=t, ratio=PEER_STRATIFICATION_S / t.seconds,
-                        ratio_label="speed-up vs peer's quoted 25 s",
+                        timing=t, ratio=peer_s / t.seconds,
+                        ratio_label=("speed-up vs peer's quoted 25 s" if peer is None
+                                     else "speed-up vs peer measured in this run"),
                         target=target, met=(t.seconds <= 2.5) if judge else None,
-                        note="peer not run here: ratio to the 25 s quoted in the issue"))
+                        values=values,
+                        note=("peer not run (set RNNMEM_BENCH_PEER_SRC to run it): ratio to "
+                              "the 25 s quoted in the issue") if peer is None else
+                             "peer: bdusell/nondeterministic-stack-rnn GrefenstetteRNN, "
+                             "same sizes, unbounded stack"))
     return rows
 
 
