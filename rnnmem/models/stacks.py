@@ -79,7 +79,6 @@ def _superposition_composed(state: torch.Tensor, actions: torch.Tensor, values: 
 
     ``state`` (B, K, d, W) -> (B, K, new_depth, W), ``new_depth`` in ``{d, d + 1}`` (the
     state padded with one empty cell at the bottom before the update when it grows).
-    Used under functorch transforms (``vmap``), where the fused version cannot run.
     """
     B, K, d, W = state.shape
     if new_depth > d:
@@ -90,82 +89,16 @@ def _superposition_composed(state: torch.Tensor, actions: torch.Tensor, values: 
     return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
 
 
-class _SuperpositionUpdate(torch.autograd.Function):
-    r"""The superposition update as one fused operation with a hand-written backward.
-
-    Forward, into one new tensor of depth :math:`d' \in \{d, d+1\}` (``new_depth``):
-    :math:`s' = a^{\mathrm{noop}} s`, then in place :math:`s'[1{:}] \mathrel{+}=
-    a^{\mathrm{push}} s[{:}d'-1]`, :math:`s'[0] \mathrel{+}= a^{\mathrm{push}} v`,
-    :math:`s'[{:}d-1] \mathrel{+}= a^{\mathrm{pop}} s[1{:}]` (cells of :math:`s` below
-    :math:`d` are empty). Backward, with :math:`g = \partial L/\partial s'`:
-
-    .. math::
-
-        \partial s = a^{\mathrm{noop}} g[{:}d] + a^{\mathrm{push}} g[1{:}d{+}1]
-                     + a^{\mathrm{pop}} g[{:}d{-}1] \text{ (shifted down one cell)}, \\
-        \partial a^{\mathrm{push}} = \langle g[1{:}], s[{:}d'{-}1] \rangle + \langle g[0], v
-        \rangle, \quad
-        \partial a^{\mathrm{pop}} = \langle g[{:}d{-}1], s[1{:}] \rangle, \quad
-        \partial a^{\mathrm{noop}} = \langle g[{:}d], s \rangle, \quad
-        \partial v = a^{\mathrm{push}} g[0]
-
-    (inner products over depth and width). One new full-size tensor each way and no
-    saved copies (``s`` is the previous step's output), against about a dozen full-size
-    temporaries for the same expression through autograd (shifted copies, their slice
-    gradients, products) -- what dominates a long stack-RNN sequence. Not differentiable
-    twice; :func:`_superposition_composed` is the same map in plain operations.
-    """
-
-    @staticmethod
-    def forward(ctx, state, actions, values, new_depth):
-        B, K, d, W = state.shape
-        dn = new_depth
-        a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
-        push, pop, noop = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]  # (B, K, 1, 1)
-        m = min(d, dn)
-        out = state.new_empty(B, K, dn, W)
-        torch.mul(state[:, :, :m], noop, out=out[:, :, :m])
-        if dn > d:
-            out[:, :, d:].zero_()
-        out[:, :, 1:].addcmul_(state[:, :, :dn - 1], push)  # push: shift down one cell
-        out[:, :, 0].addcmul_(values, push[:, :, 0])  # push: the new top
-        out[:, :, :d - 1].addcmul_(state[:, :, 1:], pop)  # pop: shift up one cell
-        ctx.new_depth = dn
-        ctx.save_for_backward(state, actions, values)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        state, actions, values = ctx.saved_tensors
-        dn = ctx.new_depth
-        B, K, d, W = state.shape
-        a = actions.unsqueeze(-1).unsqueeze(-1)
-        push, pop, noop = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
-        m = min(d, dn)
-        gs = torch.empty_like(state)  # (B, K, d, W)
-        torch.mul(g[:, :, :m], noop, out=gs[:, :, :m])
-        if m < d:
-            gs[:, :, m:].zero_()
-        gs[:, :, :dn - 1].addcmul_(g[:, :, 1:], push)
-        gs[:, :, 1:].addcmul_(g[:, :, :d - 1], pop)
-
-        def dot(x, y):  # (B, K): sum over depth and width (batched matrix products)
-            return torch.einsum("bkdw,bkdw->bk", x, y)
-
-        g_push = dot(g[:, :, 1:], state[:, :, :dn - 1]) + (g[:, :, 0] * values).sum(-1)
-        g_pop = dot(g[:, :, :d - 1], state[:, :, 1:])
-        g_noop = dot(g[:, :, :m], state[:, :, :m])
-        ga = torch.stack([g_push, g_pop, g_noop], dim=-1)  # (B, K, 3): PUSH, POP, NOOP
-        gv = g[:, :, 0] * push[:, :, 0]  # (B, K, W)
-        return gs, ga, gv, None
-
-
 def _superposition_update(state, actions, values, new_depth):
-    """The fused update, or the composed one under functorch transforms (vmap, grad)."""
-    if torch._C._are_functorch_transforms_active():
-        return _superposition_composed(state, actions, values, new_depth)
-    return _SuperpositionUpdate.apply(state, actions, values, new_depth)
+    """The superposition update (see :func:`_superposition_composed`).
+
+    A fused :class:`torch.autograd.Function` with a hand-written backward was measured
+    (``benchmarks/bench_stacks.py``) and dropped: at the sizes of the stack-RNN
+    experiments (batch 32, width 8, depth <= 500, on CPU) the Python cost of a custom
+    backward outweighed the memory passes it saved; plain operations also keep ``vmap``
+    and double backward working.
+    """
+    return _superposition_composed(state, actions, values, new_depth)
 
 
 class SuperpositionStack(nn.Module):
