@@ -33,6 +33,7 @@ Run alone: ``python -m benchmarks.bench_recurrence [--full] [--json FILE]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -120,6 +121,7 @@ def target_rows(bw: dict, quick: bool) -> list[dict]:
                 "vs_alloc_floor": fb[m] / alloc_floor,
                 "meets_10x_loop": fb["loop"] / fb[m] >= 10.0,
                 "within_4x_floor": fb[m] / floor <= 4.0,
+                "threads": torch.get_num_threads(),
             })
     return rows
 
@@ -190,16 +192,32 @@ def crossover_rows(quick: bool) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run(quick: bool = True) -> list[dict]:
     """All rows, measured in this one run (``quick``: fewer repetitions, no crossover grid,
-    and the loop's exponent fitted without T = 1e5)."""
+    and the loop's exponent fitted without T = 1e5).
+
+    The bandwidth and target rows use torch's thread count; the exponent and crossover rows,
+    whose steps are far too small to gain from a second thread, run on one (on a shared
+    machine a preempted partner thread stalls every parallel step; the rows say so).
+    """
     bw = bandwidth()
     rows = [bw]
     rows += target_rows(bw, quick)
-    rows += exponent_rows(quick)
-    if not quick:
-        rows += crossover_rows(quick)
-    return rows
+    with _threads(1):
+        small = exponent_rows(quick) + ([] if quick else crossover_rows(quick))
+    for r in small:
+        r["threads"] = 1
+    return rows + small
 
 
 def _fmt(v):

@@ -126,7 +126,8 @@ def choose_method(a: torch.Tensor, x: torch.Tensor) -> str:
         return "loop"
     if x.device.type != "cpu":
         return "chunked"
-    if B * N <= (_SCAN_MAX_BN_TV if tv else _SCAN_MAX_BN) and B * N * T <= _SCAN_MAX_WORK:
+    if (B * N <= (_SCAN_MAX_BN_TV if tv else _SCAN_MAX_BN)
+            and B * N * T <= (_SCAN_MAX_WORK_TV if tv else _SCAN_MAX_WORK)):
         return "scan"
     return "chunked"
 
@@ -136,7 +137,8 @@ _LOOP_MAX_T = 4
 _LOOP_MAX_T_TV = 8
 _SCAN_MAX_BN = 1024
 _SCAN_MAX_BN_TV = 256
-_SCAN_MAX_WORK = 1 << 16
+_SCAN_MAX_WORK = 1 << 18
+_SCAN_MAX_WORK_TV = 1 << 16
 
 
 def _check(a, x, h0, method):
@@ -219,35 +221,51 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
     intra-op thread (the 2 cores were shared with other jobs, load ~2.3; with two threads
     large steps run up to ~1.5x faster when the machine is quiet, op-count-bound cells do
     not change), ``torch`` 2.13 CPU, by ``benchmarks/bench_recurrence.py`` (crossover
-    rows). Times in ms, time-invariant ``a`` (time-varying in brackets):
+    rows). Times in ms, time-invariant ``a`` (time-varying in brackets; so is ``auto``'s
+    pick where it differs):
 
-    ======  ======  ==============  ==============  ==============  =========
+    ======  ======  ==============  ==============  ==============  ==============
     B*N     T       loop            chunked         scan            auto
-    ======  ======  ==============  ==============  ==============  =========
+    ======  ======  ==============  ==============  ==============  ==============
     16      2       0.18 (0.17)     0.24 (0.20)     0.28 (0.25)     loop
-    16      8       0.31 (0.28)     0.38 (0.41)     0.28 (0.37)     scan/loop
+    16      8       0.31 (0.28)     0.38 (0.41)     0.28 (0.37)     scan (loop)
     16      128     3.2 (2.5)       0.93 (0.91)     0.46 (0.69)     scan
     16      4096    105 (132)       3.5 (4.1)       1.3 (2.4)       scan
-    256     512     22 (13)         2.6 (2.2)       2.0 (3.9)       chunked
+    256     512     22 (13)         2.6 (2.2)       2.0 (3.9)       scan (chunked)
     256     4096    166 (150)       9.7 (10.3)      14 (45)         chunked
-    1024    64      3.0 (2.9)       1.4 (1.6)       1.0 (1.7)       scan/chunk.
+    1024    64      3.0 (2.9)       1.4 (1.6)       1.0 (1.7)       scan (chunked)
     1024    1024    40 (33)         7.9 (7.8)       17 (34)         chunked
-    4096    8       0.41 (0.45)     0.47 (0.58)     0.39 (0.85)     chunk./loop
+    4096    8       0.41 (0.45)     0.47 (0.58)     0.39 (0.85)     chunked (loop)
     4096    1024    57 (52)         20 (29)         98 (173)        chunked
     32768   256     37 (50)         25 (29)         150 (395)       chunked
-    ======  ======  ==============  ==============  ==============  =========
+    ======  ======  ==============  ==============  ==============  ==============
 
     Near the boundaries the losers are within ~30 %. ``fft`` is never the fastest on this
     CPU: one ``torch.fft`` call alone costs 3-8 ms here, and its work is
     :math:`O(T \\log T)` with complex arithmetic.
 
-    *Speed at B=128, N=256, T=1024 (float32).* Each time step already holds 32 768
-    elements, so the reference loop is itself close to memory-bound there and no method can
-    be 10x faster than it: ``chunked`` is one in-place sweep (no ``stack``, no per-step
-    autograd nodes) with a fused backward, ~2-4x faster than ``loop`` and a few times the
-    copy-bandwidth floor; fresh allocations (page faults) dominate unless PyTorch is run
-    with ``THP_MEM_ALLOC_ENABLE=1``. The 10x and more (15-80x) are reached where steps are
-    small (``B*N`` up to a few thousand). Numbers: ``python -m benchmarks.bench_recurrence``.
+    *Speed at B=128, N=256, T=1024 (float32, forward + backward, 2 threads).* Every time
+    step already holds 32 768 elements, so the reference loop is itself not far from
+    memory-bound there. ``chunked`` is one in-place sweep (no ``stack``, no per-step autograd
+    nodes) and a fused adjoint sweep. Measured (2 shared cores, load 3-4; floor = bytes
+    moved / ``copy_`` bandwidth, 5 tensors time-invariant, 8 time-varying):
+
+    ===============================  ===========  =========  ==========  =========
+    run                              TI vs loop   TI/floor   TV vs loop  TV/floor
+    ===============================  ===========  =========  ==========  =========
+    ``THP_MEM_ALLOC_ENABLE=1``       15-19x       2.7-3.5x   1.5-2.7x    2.8-3.2x
+    default (4 KiB page faults)      4.1-5.5x     6-7x       1.5-2.2x    3.3-8x
+    ===============================  ===========  =========  ==========  =========
+
+    Without transparent huge pages a fresh 128 MiB tensor costs ~6x a copy into existing
+    memory here (page faults), and the outputs of any method are fresh tensors: against the
+    allocating copy bandwidth ``chunked`` is at 0.4-1.4x. The time-varying loop's backward
+    has no reductions and is within ~5-8x of the floor itself, so 10x over it is not
+    reachable by any method; the time-invariant loop pays 1024 batch reductions for
+    ``dL/da``. Where steps are small the gains are large: B=4, N=16, T=1e4: 37-52x
+    (``chunked``), 44-50x (``scan``). Cost exponent in T over 1e2..1e5 at B=4, N=16:
+    0.58-0.66 for ``chunked`` (fixed costs dominate short T; 0.86 between 1e4 and 1e5).
+    Reproduce: ``python -m benchmarks.bench_recurrence``.
     """
     _check(a, x, h0, method)
     dtype = torch.promote_types(a.dtype, x.dtype)
