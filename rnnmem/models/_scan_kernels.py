@@ -56,6 +56,7 @@ import torch
 __all__ = [
     "chunked_forward", "chunked_reverse", "scan_forward", "scan_reverse", "fft_forward",
     "fft_reverse", "default_chunks", "reverse_coefficients", "grad_coefficient",
+    "adjoint_sequential",
 ]
 
 #: bytes one vectorised step of ``chunked`` may touch before it falls out of cache; with
