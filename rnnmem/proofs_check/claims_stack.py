@@ -196,10 +196,11 @@ def _rebuild(cfg, state):
 
 def trained(specs: list[RunSpec], workers: int = 1) -> dict[RunSpec, tuple]:
     """The models of ``specs``, trained now if not cached (in ``workers`` processes)."""
-    todo = sorted({s for s in specs if s not in _CACHE}, key=lambda s: -_COST[s.variant])
-    done = []
     import multiprocessing as mp
 
+    todo = sorted({s for s in specs if s not in _CACHE},  # the longest runs first
+                  key=lambda s: (-_COST[s.variant], s.language, s.seed, s.dtype))
+    done = []
     # fork (as torch's DataLoader workers do): spawn/forkserver would re-import the
     # caller's main script, which need not be guarded by ``if __name__ == "__main__"``
     if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
