@@ -10,6 +10,11 @@ from .loop import LRSchedule as LRSchedule
 from .loop import TrainResult as TrainResult
 from .loop import load_train_state as load_train_state
 from .loop import train as train
+from .evaluate import LengthReport as LengthReport
+from .evaluate import aggregate_seeds as aggregate_seeds
+from .evaluate import evaluate_lengths as evaluate_lengths
+from .evaluate import model_in_dtype as model_in_dtype
+from .evaluate import stack_drift as stack_drift
 from .lm import PTBTask as PTBTask
 from .lm import ptb_config as ptb_config
 from .perturb import EvalSet as EvalSet
@@ -28,4 +33,5 @@ from .tasks import weighted_mse as weighted_mse
 __all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "load_train_state",
            "TrainTask", "ArrayRegressionTask", "TASK_BUILDERS", "build_task", "register_task",
            "register_task_prefix", "task_names", "temporal_weights", "weighted_mse", "PTBTask",
-           "ptb_config", "EvalSet", "eval_set_from_checkpoint", "perturbation_curve"]
+           "ptb_config", "EvalSet", "eval_set_from_checkpoint", "perturbation_curve",
+           "LengthReport", "aggregate_seeds", "evaluate_lengths", "model_in_dtype", "stack_drift"]
