@@ -63,11 +63,14 @@ def _recurrence_row(r: dict) -> dict:
                    ratio_label="cost exponent in T", target="<= 1.1",
                    met=r.get("exponent_le_1.1"),
                    values={"fwd_bwd_s": str(times)})
-    if kind == "crossover":
+    if kind == "crossover":  # one cell (see _crossover_summary for the table)
+        ratio_key = next((k for k in r if k.endswith("_vs_fastest")), None)
         return row("a", f"crossover {r.get('system', '')}",
                    config={k: r[k] for k in ("B", "N", "T") if k in r},
-                   ratio=r.get("chunked_vs_fastest"), ratio_label="chunked vs fastest",
-                   values={"fastest": r.get("fastest"), "fwd_bwd_s": str(r.get("fwd_bwd_s"))})
+                   ratio=r.get(ratio_key) if ratio_key else None,
+                   ratio_label=ratio_key.replace("_", " ") if ratio_key else "",
+                   values={"fastest": r.get("fastest"), "auto": r.get("auto"),
+                           "fwd_bwd_s": str(r.get("fwd_bwd_s"))})
     return row("a", str(kind or "recurrence row"),
                values={k: v for k, v in r.items() if k != "bench"} or {"raw": str(r)})
 
@@ -80,7 +83,31 @@ def _run_recurrence(quick: bool, tiny: bool) -> list[dict]:
                                                        f"({exc})")]
     if tiny:
         return [unavailable("a", "linear recurrence", "no tiny mode", status="skipped")]
-    return [_recurrence_row(r) for r in mod.run(quick)]
+    raw = mod.run(quick)
+    cells = [r for r in raw if isinstance(r, dict) and r.get("row") == "crossover"]
+    rows = [_recurrence_row(r) for r in raw if r not in cells]
+    return rows + _crossover_summary(cells)
+
+
+def _crossover_summary(cells: list[dict]) -> list[dict]:
+    """The crossover grid as one row per system (every cell kept in ``values``)."""
+    out = []
+    for system in sorted({c.get("system", "") for c in cells}):
+        rows = [_recurrence_row(c) for c in cells if c.get("system", "") == system]
+        ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+        label = next((r["ratio_label"] for r in rows if r["ratio_label"]), "vs fastest")
+        wins: dict[str, int] = {}
+        for r in rows:
+            wins[str(r["values"].get("fastest"))] = wins.get(str(r["values"].get("fastest")), 0) + 1
+        cells_txt = "; ".join(
+            f"B={r['config'].get('B')} N={r['config'].get('N')} T={r['config'].get('T')}: "
+            f"{r['values'].get('fastest')}" + (f" ({r['ratio']:.2f})" if r["ratio"] else "")
+            for r in rows)
+        out.append(row("a", f"crossover grid ({system})", config={"cells": len(rows)},
+                       ratio=max(ratios) if ratios else None,
+                       ratio_label=f"worst {label}" if ratios else "",
+                       values={"fastest_counts": str(wins), "cells": cells_txt}))
+    return out
 
 
 # -------------------------------------------------------------------------- driver

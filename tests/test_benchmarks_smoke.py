@@ -13,7 +13,7 @@ import math
 import pytest
 
 from benchmarks import _common as C
-from benchmarks.__main__ import _recurrence_row, main
+from benchmarks.__main__ import _crossover_summary, _recurrence_row, main
 
 MODULES = {"b": "bench_memory", "c": "bench_training", "d": "bench_perturb",
            "e": "bench_stacks", "f": "bench_verify"}
@@ -78,7 +78,8 @@ def test_recurrence_rows_are_adapted():
         {"bench": "recurrence", "row": "exponent", "method": "scan", "B": 1, "N": 2,
          "T": [10, 100], "fwd_bwd_s": [0.1, 1.0], "exponent": 1.0, "exponent_le_1.1": True},
         {"bench": "recurrence", "row": "crossover", "system": "time_varying", "B": 1, "N": 2,
-         "T": 4, "fastest": "loop", "fwd_bwd_s": {"loop": 1.0}, "chunked_vs_fastest": 1.5},
+         "T": 4, "fastest": "loop", "auto": "scan", "fwd_bwd_s": {"loop": 1.0},
+         "auto_vs_fastest": 1.5},
         {"bench": "recurrence", "row": "something new", "x": 1},
     ]
     out = [_recurrence_row(r) for r in rows]
@@ -87,6 +88,10 @@ def test_recurrence_rows_are_adapted():
         assert r["section"] == "a"
     assert out[1]["met"] is True and out[1]["ratio"] == 12.0
     assert out[2]["ratio"] == 1.0 and "T^1.00" in C.format_table(out)
+    assert out[3]["ratio"] == 1.5 and out[3]["values"]["auto"] == "scan"
+    summary = _crossover_summary([rows[3], {**rows[3], "T": 8, "auto_vs_fastest": 2.5}])
+    assert len(summary) == 1 and summary[0]["ratio"] == 2.5
+    C.check_row(summary[0])
 
 
 def test_main_writes_one_table_and_json(tmp_path, capsys):
