@@ -147,6 +147,11 @@ def main(argv=None) -> int:
     # numpy's BLAS pool too (read when numpy loads; a user's setting is kept)
     for var in BLAS_THREAD_VARS:
         os.environ.setdefault(var, str(args.threads))
+    # Idle OpenMP workers sleep instead of spinning (read when torch loads). Measured on the
+    # 2-core project VM: with the default policy, 2 threads made the per-step kernels of the
+    # recurrent loops 10-30x slower than 1 thread (times quantised to scheduler ticks); with
+    # PASSIVE, 2 threads run as fast as 1. A user's setting is kept and recorded.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     set_threads(args.threads)
     head = header()
     bw = copy_bandwidth(1 << 26 if args.tiny else 1 << 28)
@@ -166,8 +171,6 @@ def main(argv=None) -> int:
     load = head.get("load_average_at_start")
     cpus = head.get("cpu_count") or 1
     if load and args.threads > 1 and load[0] + args.threads > cpus + 0.5:
-        # measured on the 2-core project machine: with the other core busy, 2 threads made
-        # the small per-step kernels of the recurrent loops 3-30x slower than 1 thread
         print(f"WARNING: load {load[0]} + {args.threads} threads > {cpus} cores: "
               "multi-threaded timings are unreliable here; compare with --threads 1")
     print(format_table(rows))

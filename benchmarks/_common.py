@@ -194,8 +194,9 @@ def header() -> dict:
         "platform": platform.platform(),
         "cuda": torch.cuda.is_available(),
         "load_average_at_start": load,
-        "blas_threads_env": {v: os.environ.get(v) for v in
-                             ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "threads_env": {v: os.environ.get(v) for v in
+                        ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                         "OMP_WAIT_POLICY")},
         # PyTorch's CPU allocator asks for transparent huge pages when this is "1": large
         # fresh tensors then cost far fewer page faults (a large effect on some VMs)
         "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
