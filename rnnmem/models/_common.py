@@ -245,7 +245,7 @@ def _blocks(length: int) -> tuple[int, int]:
 
 
 def geometric_sums(z: torch.Tensor, K: torch.Tensor, length: int) -> torch.Tensor:
-    """:math:`S_k = \sum_n z_n^k K_{n,:}` for :math:`k = 0, \dots, \text{length} - 1`.
+    r""":math:`S_k = \sum_n z_n^k K_{n,:}` for :math:`k = 0, \dots, \text{length} - 1`.
 
     The kernel of a diagonal linear recurrence (:math:`z` its eigenvalues, :math:`K` the
     products of read-out and input weights), with :math:`O(\sqrt{L} N)` powers and one
@@ -315,7 +315,7 @@ def _uniform_step(t: np.ndarray) -> float | None:
 
 def _exp_sums_uniform(lam: np.ndarray, K: np.ndarray, t0: float, h: float, L: int,
                       time: str) -> np.ndarray:
-    """:math:`\sum_n e^{\lambda_n (t_0 + kh)} K_n` (continuous) or
+    r""":math:`\sum_n e^{\lambda_n (t_0 + kh)} K_n` (continuous) or
     :math:`\sum_n \lambda_n^{t_0 + kh} K_n` (discrete), k < L, blocked as in
     :func:`geometric_sums` (every exponential/power formed directly)."""
     N, X = K.shape
@@ -332,7 +332,7 @@ def _exp_sums_uniform(lam: np.ndarray, K: np.ndarray, t0: float, h: float, L: in
 
 def diagonal_memory_function(lam: np.ndarray, U: np.ndarray, C: np.ndarray, t: np.ndarray,
                              time: str = "continuous") -> np.ndarray:
-    """Closed-form memory function of a diagonal linear system, vectorised over ``t``.
+    r"""Closed-form memory function of a diagonal linear system, vectorised over ``t``.
 
     Parameters
     ----------

@@ -137,7 +137,7 @@ class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
         return geometric_sums(A, K, length).reshape(length, p, d)  # blocked powers + GEMM
 
     def _impulse_response_reference(self, length: int) -> torch.Tensor:
-        """Reference for :meth:`impulse_response`: every power :math:`\bar A^j`."""
+        r"""Reference for :meth:`impulse_response`: every power :math:`\bar A^j`."""
         check_positive_int("length", length)
         A, Bm = self.discretised()  # (N,), (N, d)
         j = torch.arange(length, device=A.device, dtype=A.dtype)
