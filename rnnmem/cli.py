@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+
+# Idle OpenMP workers spin by default; on small (2-core) machines that made the step-loop
+# models 10-30x slower with 2 threads (measured, benchmarks/). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import RnnmemError
 

@@ -6,6 +6,7 @@ import os
 # competing for 2 cores; the suite is many tiny problems, so one thread each.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
