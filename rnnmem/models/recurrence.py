@@ -60,6 +60,13 @@ def _adjoint(method, a, g, h, h0, need_a):
     return gx, da
 
 
+def _functorch_wrapped(*ts) -> bool:
+    """Whether any tensor is a :mod:`torch.func` wrapper (batched or grad-tracking): the
+    in-place kernels (``out=`` views of ``unbind``) must not see those."""
+    return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t)
+               for t in ts)
+
+
 class _LinearRecurrence(torch.autograd.Function):
     """Forward by a fast kernel; backward by the adjoint recurrence with the same kernel.
 
@@ -71,14 +78,24 @@ class _LinearRecurrence(torch.autograd.Function):
         \\frac{\\partial L}{\\partial x_t} = \\bar g_t,\\quad
         \\frac{\\partial L}{\\partial a_t} = \\bar g_t \\odot \\overline{h_{t-1}},\\quad
         \\frac{\\partial L}{\\partial h_0} = \\overline{a_0} \\odot \\bar g_0 .
+
+    ``method`` is a fast method or ``"auto"`` (resolved by :func:`_fast_method` on the
+    shapes the kernels actually see, so that under :func:`torch.func.vmap` the folded
+    shapes decide). Written in the :mod:`torch.func` style (``forward`` without ``ctx``,
+    ``setup_context``) with a ``vmap`` rule, so the fast kernels run under ``vmap``,
+    ``functional_call`` and ``grad``: see :meth:`vmap`.
     """
 
     @staticmethod
-    def forward(ctx, a, x, h0, method):
-        h = _forward_kernel(method, a, x, h0)
-        ctx.method = method
-        ctx.save_for_backward(a, h0, h)
-        return h
+    def forward(a, x, h0, method):
+        return _forward_kernel(_fast_method(method, a, x), a, x, h0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, x, h0, method = inputs
+        ctx.method = _fast_method(method, a, x)
+        ctx.save_for_backward(a, h0, output)
+        ctx.save_for_forward(a, h0, output)
 
     @staticmethod
     def backward(ctx, g):
@@ -86,7 +103,9 @@ class _LinearRecurrence(torch.autograd.Function):
         need_a, need_x, need_h0 = ctx.needs_input_grad[:3]
         tv = a.dim() == 3
         g = g.contiguous()
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable backward
+        if torch.is_grad_enabled() or _functorch_wrapped(a, h0, h, g):
+            # create_graph=True, or under a torch.func transform: a differentiable backward
+            # built from this Function again (whose vmap rule handles batched tensors)
             gx = _adjoint_differentiable(a, g, ctx.method)
             da = None
             if need_a:
@@ -101,6 +120,64 @@ class _LinearRecurrence(torch.autograd.Function):
         if need_h0:
             dh0 = (a[:, 0] if tv else a).conj() * gx[:, 0]
         return da, (gx if need_x else None), dh0, None
+
+    @staticmethod
+    def jvp(ctx, ta, tx, th0, _):
+        r"""Forward mode: the tangent obeys the same recurrence,
+        :math:`\dot h_t = a_t \dot h_{t-1} + (\dot x_t + \dot a_t h_{t-1})`,
+        :math:`\dot h_{-1} = \dot h_0`, run by the same kernel."""
+        a, h0, h = ctx.saved_tensors
+        drive = tx
+        if ta is not None:
+            prev = torch.cat([torch.zeros_like(h[:, :1]) if h0 is None else h0[:, None],
+                              h[:, :-1]], dim=1)  # (B, T, N): h_{t-1}
+            drive = ta * prev if drive is None else drive + ta * prev
+        if drive is None:
+            drive = torch.zeros_like(h)
+        return _LinearRecurrence.apply(a, drive.contiguous(),
+                                       None if th0 is None else th0.contiguous(), ctx.method)
+
+    @staticmethod
+    def vmap(info, in_dims, a, x, h0, method):
+        r"""Under :func:`torch.func.vmap` over :math:`P` stacked problems: one recurrence.
+
+        A time-invariant ``a`` batched to :math:`(P, N)` is folded into the state axis,
+        :math:`N \to P N` (``x`` becomes ``(B, T, P N)``, a copy), so the kernels keep the
+        cheaper time-invariant path; otherwise :math:`P` is folded into the batch axis,
+        :math:`B \to P B` (a time-invariant unbatched ``a`` stays ``(N,)``; unbatched
+        operands are expanded). The result is the recurrence of every problem, exactly as
+        a loop over the stack would compute it; differentiable through the folding.
+        """
+        P = info.batch_size
+        da_, dx_, dh_ = in_dims[:3]
+
+        def front(t, d):  # the vmapped dimension first
+            return t if (t is None or d is None) else t.movedim(d, 0)
+
+        a, x, h0 = front(a, da_), front(x, dx_), front(h0, dh_)
+        B, T, N = x.shape[-3:]
+        if da_ is not None and a.dim() == 2:  # time-invariant a, one per problem: N -> P N
+            xs = x.permute(1, 2, 0, 3) if dx_ is not None else x[:, :, None].expand(
+                B, T, P, N)  # (B, T, P, N)
+            hs = None
+            if h0 is not None:
+                hs = (h0.permute(1, 0, 2) if dh_ is not None else h0[:, None].expand(
+                    B, P, N)).reshape(B, P * N)  # (B, P N)
+            h = _LinearRecurrence.apply(a.reshape(P * N), xs.reshape(B, T, P * N), hs,
+                                        method)  # (B, T, P N)
+            return h.view(B, T, P, N), 2
+
+        def fold(t, d):  # (P, B, ...) -> (P B, ...), expanding an unbatched operand
+            if d is None:
+                t = t.expand(P, *t.shape)
+            return t.reshape(P * t.shape[1], *t.shape[2:])
+
+        ab = fold(a, da_) if a.dim() == 3 or da_ is not None else a
+        hb = None if h0 is None else fold(h0, dh_)
+        h = _LinearRecurrence.apply(ab.contiguous(), fold(x, dx_).contiguous(),
+                                    None if hb is None else hb.contiguous(),
+                                    method)  # (P B, T, N)
+        return h.view(P, B, T, N), 0
 
 
 def _adjoint_differentiable(a, g, method):
@@ -130,6 +207,15 @@ def choose_method(a: torch.Tensor, x: torch.Tensor) -> str:
             and B * N * T <= (_SCAN_MAX_WORK_TV if tv else _SCAN_MAX_WORK)):
         return "scan"
     return "chunked"
+
+
+def _fast_method(method: str, a: torch.Tensor, x: torch.Tensor) -> str:
+    """``method`` itself, or for ``"auto"`` the choice of :func:`choose_method` among the
+    kernels of :class:`_LinearRecurrence` (``chunked`` where it would pick ``loop``)."""
+    if method != "auto":
+        return method
+    m = choose_method(a, x)
+    return "chunked" if m == "loop" else m
 
 
 # crossovers measured on the project's 2-core CPU (see linear_recurrence, Notes)
@@ -275,11 +361,10 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
         dtype = torch.promote_types(dtype, torch.get_default_dtype())
     a, x = a.to(dtype), x.to(dtype)
     h0 = None if h0 is None else h0.to(dtype)
-    if method == "auto":
-        method = choose_method(a, x)
     if x.shape[1] == 0:
         return x.clone()  # (B, 0, N)
-    if method == "loop":
+    if method == "loop" or (method == "auto" and choose_method(a, x) == "loop"):
         return _loop(a, x, h0)
+    # "auto" is passed on: under vmap the kernels see folded shapes, and choose for those
     return _LinearRecurrence.apply(a.contiguous(), x.contiguous(),
                                    None if h0 is None else h0.contiguous(), method)
