@@ -37,7 +37,18 @@ def _dyck_skeleton_step(rng: np.random.Generator, h: np.ndarray, r: int) -> np.n
     return rng.random(h.shape[0]) < dyck_up_probability(h, r)
 
 
-class Dyck1(Language):
+class _EvenLengths(Language):
+    """Languages with members at every even length and none at odd ones
+    (:math:`\\varepsilon` included)."""
+
+    contains_empty = True
+    length_rule = "lengths must be even"
+
+    def _has_length(self, n):
+        return n % 2 == 0
+
+
+class Dyck1(_EvenLengths):
     """Balanced strings of one bracket pair, :math:`S \\to \\varepsilon \\mid (S)S`.
 
     Members: every prefix has at least as many ``(`` as ``)`` and the totals are equal.
@@ -52,11 +63,6 @@ class Dyck1(Language):
     alphabet = ("(", ")")
     description = "Dyck-1: balanced strings over one bracket pair ()"
     chomsky = "context-free"
-    contains_empty = True
-    length_rule = "lengths must be even"
-
-    def _has_length(self, n):
-        return n % 2 == 0
 
     def _sample_ids(self, rng, batch, length):
         out = np.empty((batch, length), dtype=np.int64)  # (B, T)
@@ -95,7 +101,7 @@ class Dyck1(Language):
         return np.stack([viable, viable & (h > 0), viable & (h == 0)], axis=1)
 
 
-class Dyck2(Language):
+class Dyck2(_EvenLengths):
     """Balanced strings of two bracket pairs, :math:`S \\to \\varepsilon \\mid (S)S \\mid [S]S`.
 
     :math:`\\varepsilon` is a member. Lengths: even.
@@ -109,12 +115,7 @@ class Dyck2(Language):
     alphabet = ("(", ")", "[", "]")
     description = "Dyck-2: balanced strings over two bracket pairs () and []"
     chomsky = "context-free"
-    contains_empty = True
-    length_rule = "lengths must be even"
     _close = {"(": ")", "[": "]"}
-
-    def _has_length(self, n):
-        return n % 2 == 0
 
     def _sample_ids(self, rng, batch, length):
         out = np.empty((batch, length), dtype=np.int64)  # (B, T)
@@ -167,7 +168,28 @@ class Dyck2(Language):
         return out
 
 
-class AnBn(Language):
+class _Blocks(Language):
+    """:math:`\\{a_1^n a_2^n \\cdots a_m^n : n \\ge 0\\}` for the alphabet
+    :math:`(a_1, \\dots, a_m)`: :math:`\\varepsilon` is a member, lengths are the multiples
+    of :math:`m`, one member per length (so sampling is trivially uniform)."""
+
+    contains_empty = True
+
+    def _has_length(self, n):
+        return n % len(self.alphabet) == 0
+
+    def _sample_ids(self, rng, batch, length):
+        m = len(self.alphabet)
+        row = np.repeat(np.arange(m), length // m)  # (T,)
+        return np.broadcast_to(row, (batch, length)).copy()
+
+    def _contains(self, s):
+        m = len(self.alphabet)
+        k = len(s) // m
+        return len(s) % m == 0 and s == "".join(c * k for c in self.alphabet)
+
+
+class AnBn(_Blocks):
     """:math:`\\{a^n b^n : n \\ge 0\\}`; :math:`\\varepsilon` is a member. Lengths: even.
 
     One member per length, so sampling is trivially uniform.
@@ -177,19 +199,7 @@ class AnBn(Language):
     alphabet = ("a", "b")
     description = "a^n b^n, n >= 0"
     chomsky = "context-free"
-    contains_empty = True
     length_rule = "lengths must be even"
-
-    def _has_length(self, n):
-        return n % 2 == 0
-
-    def _sample_ids(self, rng, batch, length):
-        row = np.repeat(np.arange(2), length // 2)  # (T,)
-        return np.broadcast_to(row, (batch, length)).copy()
-
-    def _contains(self, s):
-        k = len(s) // 2
-        return len(s) % 2 == 0 and s == "a" * k + "b" * k
 
     def _next_symbols(self, p):
         i = len(p) - len(p.lstrip("a"))
@@ -214,7 +224,7 @@ class AnBn(Language):
         return np.stack([viable & (nb == 0), viable & (nb < na), viable & (nb == na)], axis=1)
 
 
-class AnBnCn(Language):
+class AnBnCn(_Blocks):
     """:math:`\\{a^n b^n c^n : n \\ge 0\\}`; :math:`\\varepsilon` is a member.
 
     Lengths: multiples of 3. Not context-free (pumping lemma). One member per length.
@@ -224,19 +234,7 @@ class AnBnCn(Language):
     alphabet = ("a", "b", "c")
     description = "a^n b^n c^n, n >= 0"
     chomsky = "context-sensitive"
-    contains_empty = True
     length_rule = "lengths must be multiples of 3"
-
-    def _has_length(self, n):
-        return n % 3 == 0
-
-    def _sample_ids(self, rng, batch, length):
-        row = np.repeat(np.arange(3), length // 3)  # (T,)
-        return np.broadcast_to(row, (batch, length)).copy()
-
-    def _contains(self, s):
-        k = len(s) // 3
-        return len(s) % 3 == 0 and s == "a" * k + "b" * k + "c" * k
 
     def _next_symbols(self, p):
         i = len(p) - len(p.lstrip("a"))
@@ -340,7 +338,7 @@ class _AlwaysViable(Language):
         return out
 
 
-class UnmarkedReversal(_AlwaysViable):
+class UnmarkedReversal(_EvenLengths, _AlwaysViable):
     """Even-length palindromes :math:`\\{w w^R : w \\in \\{a,b\\}^*\\}`;
     :math:`\\varepsilon` is a member. Lengths: even.
 
@@ -353,11 +351,6 @@ class UnmarkedReversal(_AlwaysViable):
     name = "unmarked_reversal"
     description = "w reverse(w), w over {a, b} (even palindromes)"
     chomsky = "context-free"
-    contains_empty = True
-    length_rule = "lengths must be even"
-
-    def _has_length(self, n):
-        return n % 2 == 0
 
     def _sample_ids(self, rng, batch, length):
         w = rng.integers(0, 2, size=(batch, length // 2))  # (B, m)
@@ -367,7 +360,7 @@ class UnmarkedReversal(_AlwaysViable):
         return len(s) % 2 == 0 and s == s[::-1]
 
 
-class Copy(_AlwaysViable):
+class Copy(_EvenLengths, _AlwaysViable):
     """:math:`\\{w w : w \\in \\{a,b\\}^*\\}`; :math:`\\varepsilon` is a member. Lengths: even.
 
     Not context-free (it is context-sensitive). Every prefix :math:`p` is viable
@@ -377,11 +370,6 @@ class Copy(_AlwaysViable):
     name = "copy"
     description = "w w, w over {a, b} (the copy language)"
     chomsky = "context-sensitive"
-    contains_empty = True
-    length_rule = "lengths must be even"
-
-    def _has_length(self, n):
-        return n % 2 == 0
 
     def _sample_ids(self, rng, batch, length):
         w = rng.integers(0, 2, size=(batch, length // 2))  # (B, m)
