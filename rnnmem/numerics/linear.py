@@ -86,17 +86,61 @@ def _l1(resp: np.ndarray) -> np.ndarray:
     return np.abs(resp).sum(axis=-1)
 
 
-# --------------------------------------------------------------------------------------
-# continuous time
-# --------------------------------------------------------------------------------------
-def _memory_eig(lam, vecs, C, U, t) -> np.ndarray:
+def _system(W, U, c, names: tuple[str, str]):
+    """Validated ``(W (N, N), U (N, d), C (p, N), vector)``; ``names`` of W and U."""
+    W = V.square_matrix(W, names[0])
+    n = W.shape[0]
+    U = V.input_matrix(U, n, names[1])
+    C, vector = V.output_matrix(c, n, "c")
+    return W, U, C, vector
+
+
+def _eig_method(W, method: str, cond_max: float, check_stable, name: str):
+    """``(lam, vecs, method)``: the eigendecomposition of W, checked with ``check_stable``
+    (None: not checked), and ``method`` with ``"auto"`` resolved to ``"eig"`` when
+    :math:`\\kappa(V) \\le` ``cond_max``, else ``"propagate"``."""
+    if method not in ("auto", "eig", "propagate"):
+        raise InvalidParameterError(
+            f"method must be 'auto', 'eig' or 'propagate', got {method!r}")
+    lam, vecs = np.linalg.eig(W)
+    if check_stable is not None:
+        check_stable(lam, name)
+    if method == "auto":
+        with np.errstate(all="ignore"):
+            kappa = np.linalg.cond(vecs)
+        method = "eig" if np.isfinite(kappa) and kappa <= cond_max else "propagate"
+    return lam, vecs, method
+
+
+def _memory_eig(E, vecs, C, U) -> np.ndarray:
+    """:math:`\\|C V E_l V^{-1} U\\|_1` per row :math:`E_l` of the (L, N) eigenvalue factors
+    (:math:`e^{\\lambda t}` or :math:`\\lambda^k`) -> (L, p)."""
     a = C @ vecs  # (p, N) complex
     b = np.linalg.solve(vecs, U.astype(vecs.dtype))  # (N, d)
-    E = np.exp(np.multiply.outer(t, lam))  # (L, N)
     resp = np.einsum("ln,pn,nd->lpd", E, a, b)  # (L, p, d)
     return _l1(resp)
 
 
+def _propagate_rows(C, uniq, power, cast) -> np.ndarray:
+    """Rows :math:`r_i = r_{i-1} P(u_i - u_{i-1})` from :math:`r = C` at 0 over the sorted
+    unique times/steps ``uniq`` (zero increments skip the product), with each distinct
+    increment's ``power`` (``cast`` to float or int) computed once -> (L', p, N)."""
+    R = np.empty((uniq.size,) + C.shape)  # (L', p, N)
+    cache: dict = {}
+    row, prev = C, 0
+    for i, ui in enumerate(uniq):
+        inc = cast(ui - prev)
+        if inc > 0:
+            if inc not in cache:
+                cache[inc] = power(inc)
+            row = row @ cache[inc]
+        R[i], prev = row, ui
+    return R
+
+
+# --------------------------------------------------------------------------------------
+# continuous time
+# --------------------------------------------------------------------------------------
 def _arithmetic_step(ts: np.ndarray) -> float | None:
     """The step h if ``ts`` (sorted, unique, length >= 3) is t0 + i h up to rounding."""
     if ts.size < 3:
@@ -111,23 +155,15 @@ def _arithmetic_step(ts: np.ndarray) -> float | None:
 def _propagate_continuous(W, C, U, t) -> np.ndarray:
     """Row propagation :math:`r_i = r_{i-1} e^{W (t_i - t_{i-1})}`, :math:`r = C e^{Wt}`."""
     uniq, inverse = np.unique(t, return_inverse=True)
-    R = np.empty((uniq.size,) + C.shape)  # (L', p, N)
     h = _arithmetic_step(uniq)
-    if h is not None:
+    if h is None:
+        R = _propagate_rows(C, uniq, lambda inc: sla.expm(W * inc), float)  # (L', p, N)
+    else:
+        R = np.empty((uniq.size,) + C.shape)  # (L', p, N)
         R[0] = C @ sla.expm(W * uniq[0])
         step = sla.expm(W * h)
         for i in range(1, uniq.size):
             R[i] = R[i - 1] @ step
-    else:
-        cache: dict[float, np.ndarray] = {}
-        row, prev = C, 0.0
-        for i, ti in enumerate(uniq):
-            inc = float(ti - prev)
-            if inc > 0:
-                if inc not in cache:
-                    cache[inc] = sla.expm(W * inc)
-                row = row @ cache[inc]
-            R[i], prev = row, ti
     resp = R @ U  # (L', p, d)
     return _l1(resp)[inverse.reshape(-1)]
 
@@ -161,23 +197,12 @@ def linear_memory(W, U, c, t, *, require_stable: bool = True, method: str = "aut
     -------
     (L,) array for a vector ``c``, (L, p) for a matrix ``c``.
     """
-    W = V.square_matrix(W, "W")
-    n = W.shape[0]
-    U = V.input_matrix(U, n, "U")
-    C, vector = V.output_matrix(c, n, "c")
+    W, U, C, vector = _system(W, U, c, ("W", "U"))
     t = V.times(t, "t")
-    if method not in ("auto", "eig", "propagate"):
-        raise InvalidParameterError(
-            f"method must be 'auto', 'eig' or 'propagate', got {method!r}")
-    lam, vecs = np.linalg.eig(W)
-    if require_stable:
-        V.check_continuous_stable(lam, "W")
-    if method == "auto":
-        with np.errstate(all="ignore"):
-            kappa = np.linalg.cond(vecs)
-        method = "eig" if np.isfinite(kappa) and kappa <= cond_max else "propagate"
+    lam, vecs, method = _eig_method(
+        W, method, cond_max, V.check_continuous_stable if require_stable else None, "W")
     if method == "eig":
-        M = _memory_eig(lam, vecs, C, U, t)
+        M = _memory_eig(np.exp(np.multiply.outer(t, lam)), vecs, C, U)  # E: (L, N)
     else:
         M = _propagate_continuous(W, C, U, t)
     return _finish(M, vector)
@@ -185,10 +210,7 @@ def linear_memory(W, U, c, t, *, require_stable: bool = True, method: str = "aut
 
 def linear_memory_reference(W, U, c, t, *, require_stable: bool = True) -> np.ndarray:
     """Slow reference for :func:`linear_memory`: one :func:`scipy.linalg.expm` per time."""
-    W = V.square_matrix(W, "W")
-    n = W.shape[0]
-    U = V.input_matrix(U, n, "U")
-    C, vector = V.output_matrix(c, n, "c")
+    W, U, C, vector = _system(W, U, c, ("W", "U"))
     t = V.times(t, "t")
     if require_stable:
         V.check_continuous_stable(np.linalg.eigvals(W), "W")
@@ -202,16 +224,7 @@ def linear_memory_reference(W, U, c, t, *, require_stable: bool = True) -> np.nd
 # --------------------------------------------------------------------------------------
 def _propagate_discrete(A, C, B, k) -> np.ndarray:
     uniq, inverse = np.unique(k, return_inverse=True)
-    R = np.empty((uniq.size,) + C.shape)
-    cache: dict[int, np.ndarray] = {}
-    row, prev = C, 0
-    for i, ki in enumerate(uniq):
-        inc = int(ki - prev)
-        if inc > 0:
-            if inc not in cache:
-                cache[inc] = np.linalg.matrix_power(A, inc)
-            row = row @ cache[inc]
-        R[i], prev = row, int(ki)
+    R = _propagate_rows(C, uniq, lambda inc: np.linalg.matrix_power(A, inc), int)
     return _l1(R @ B)[inverse.reshape(-1)]
 
 
@@ -242,26 +255,13 @@ def linear_memory_discrete(A, B, c, k, *, require_stable: bool = True, method: s
     -------
     (L,) array for a vector ``c``, (L, p) for a matrix ``c``.
     """
-    A = V.square_matrix(A, "A")
-    n = A.shape[0]
-    B = V.input_matrix(B, n, "B")
-    C, vector = V.output_matrix(c, n, "c")
+    A, B, C, vector = _system(A, B, c, ("A", "B"))
     k = V.steps(k, "k")
-    if method not in ("auto", "eig", "propagate"):
-        raise InvalidParameterError(
-            f"method must be 'auto', 'eig' or 'propagate', got {method!r}")
-    lam, vecs = np.linalg.eig(A)
-    if require_stable:
-        V.check_discrete_stable(lam, "A")
-    if method == "auto":
-        with np.errstate(all="ignore"):
-            kappa = np.linalg.cond(vecs)
-        method = "eig" if np.isfinite(kappa) and kappa <= cond_max else "propagate"
+    lam, vecs, method = _eig_method(
+        A, method, cond_max, V.check_discrete_stable if require_stable else None, "A")
     if method == "eig":
-        a = C @ vecs  # (p, N)
-        b = np.linalg.solve(vecs, B.astype(vecs.dtype))  # (N, d)
         P = np.power(lam.astype(complex)[None, :], k[:, None])  # (L, N)
-        M = _l1(np.einsum("ln,pn,nd->lpd", P, a, b))
+        M = _memory_eig(P, vecs, C, B)
     else:
         M = _propagate_discrete(A, C, B, k)
     return _finish(M, vector)
@@ -269,10 +269,7 @@ def linear_memory_discrete(A, B, c, k, *, require_stable: bool = True, method: s
 
 def linear_memory_discrete_reference(A, B, c, k, *, require_stable: bool = True) -> np.ndarray:
     """Slow reference for :func:`linear_memory_discrete`: one matrix power per step."""
-    A = V.square_matrix(A, "A")
-    n = A.shape[0]
-    B = V.input_matrix(B, n, "B")
-    C, vector = V.output_matrix(c, n, "c")
+    A, B, C, vector = _system(A, B, c, ("A", "B"))
     k = V.steps(k, "k")
     if require_stable:
         V.check_discrete_stable(np.linalg.eigvals(A), "A")
@@ -285,10 +282,7 @@ def linear_memory_discrete_reference(A, B, c, k, *, require_stable: bool = True)
 # solutions under zero-order-hold inputs
 # --------------------------------------------------------------------------------------
 def _system_and_input(W, U, c, x, dt):
-    W = V.square_matrix(W, "W")
-    n = W.shape[0]
-    U = V.input_matrix(U, n, "U")
-    C, _ = V.output_matrix(c, n, "c")
+    W, U, C, _ = _system(W, U, c, ("W", "U"))
     dt = V.positive_step(dt, "dt")
     x = V.as_float_array(x, "x")
     unbatched = x.ndim == 2
