@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import (
     InvalidParameterError,
@@ -21,6 +22,7 @@ from ..errors import (
     UnknownNameError,
     UnstableSystemError,
 )
+from ..numerics import linear_memory
 from ..theory import PARAMETERISATIONS
 from .base import RecurrentModel
 
@@ -99,6 +101,56 @@ def random_orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
     """A Haar-distributed orthogonal (N, N) matrix (QR of a Gaussian, signs fixed)."""
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     return q * np.sign(np.diag(r))[None, :]
+
+
+def init_linear_weights(model: RecurrentModel, n: int, lam0: np.ndarray, p, bias: bool,
+                        rng: np.random.Generator) -> None:
+    """The weights of :class:`~rnnmem.models.rnn.NonlinearRNN` and
+    :class:`~rnnmem.models.ssm.NonlinearSSM`, registered on ``model`` in this order.
+
+    Recurrence (``model.kind``): ``"vanilla"``, ``W`` (N, N) :math:`= Q\\,
+    \\mathrm{diag}(\\lambda_0)\\,Q^\\top` with a random orthogonal :math:`Q`; otherwise ``w``
+    (N,) :math:`= \\lambda_0`, or :math:`f_p^{-1}(\\lambda_0)` for a parameterisation ``p``.
+    Then ``U`` (N, d), ``b`` (N,) zero (``None`` without ``bias``) and ``C`` (p, N); ``U``
+    and ``C`` Gaussian scaled by :math:`1/\\sqrt{\\text{fan-in}}`. :math:`Q`, ``U`` and
+    ``C`` are drawn from ``rng`` in that order.
+    """
+    fk = model.factory
+    if model.kind == "vanilla":
+        Q = random_orthogonal(n, rng)
+        model.W = nn.Parameter(torch.as_tensor((Q * lam0[None, :]) @ Q.T, **fk))  # (N, N)
+        model.recurrent_parameter_names = ("W",)
+    else:
+        w0 = lam0 if p is None else p.inverse_numpy(lam0)
+        model.w = nn.Parameter(torch.as_tensor(w0, **fk))  # (N,)
+        model.recurrent_parameter_names = ("w",)
+    model.U = nn.Parameter(torch.as_tensor(
+        rng.standard_normal((n, model.input_dim)) / math.sqrt(model.input_dim), **fk))  # (N, d)
+    model.b = nn.Parameter(torch.zeros(n, **fk)) if bias else None  # (N,)
+    model.C = nn.Parameter(torch.as_tensor(
+        rng.standard_normal((model.output_dim, n)) / math.sqrt(n), **fk))  # (p, N)
+
+
+def power_kernel(A: torch.Tensor, S: torch.Tensor, C: torch.Tensor,
+                 length: int) -> torch.Tensor:
+    """:math:`\\rho_j = C A^j S` for :math:`j <` ``length``, shape (length, p, d); ``A``
+    diagonal (N,) or (N, N), ``S`` (N, d), ``C`` (p, N)."""
+    rho = []
+    for _ in range(length):
+        rho.append(C @ S)
+        S = A[:, None] * S if A.dim() == 1 else A @ S
+    return torch.stack(rho, dim=0)  # (L, p, d)
+
+
+def generator_memory(A: torch.Tensor, U: torch.Tensor, C: torch.Tensor,
+                     t: np.ndarray) -> np.ndarray:
+    """:math:`\\sum_i |(C e^{At} U)_{oi}|`, (L, p): the memory function of
+    :math:`\\dot h = Ah + Ux,\\ y = Ch` with ``A`` diagonal (N,) or (N, N), stability not
+    checked (the caller does)."""
+    A, U, C = _np(A), _np(U), _np(C)
+    if A.ndim == 1:
+        return diagonal_memory_function(A, U, C, t, "continuous")
+    return linear_memory(A, U, C, t, require_stable=False)  # (L, p)
 
 
 def zoh_diagonal(lam: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,14 +50,10 @@ measures. Otherwise the black-box estimator of :class:`~rnnmem.models.base.Recur
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import InvalidParameterError, UnknownNameError
-from ..numerics import linear_memory
 from ..theory import PARAMETERISATIONS
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
@@ -65,14 +61,14 @@ from .registry import register_model
 from ._common import (
     RECURRENCE_KINDS,
     ExactMemoryMixin,
-    _np,
     check_positive_int,
     check_supported_dtype,
+    generator_memory,
     get_activation,
+    init_linear_weights,
     initial_eigenvalues,
-    random_orthogonal,
+    power_kernel,
 )
-from ._common import diagonal_memory_function
 
 __all__ = ["NonlinearRNN", "INTEGRATORS"]
 
@@ -148,21 +144,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         self.kind = recurrence if p is None else "param"
         self.parameterisation = p
         self._f = None if p is None else p.torch
-        fk = self.factory
-        rng = np.random.default_rng(seed)
-        if self.kind == "vanilla":
-            Q = random_orthogonal(hidden_dim, rng)
-            self.W = nn.Parameter(torch.as_tensor((Q * lam0[None, :]) @ Q.T, **fk))  # (N, N)
-            self.recurrent_parameter_names = ("W",)
-        else:
-            w0 = lam0 if p is None else p.inverse_numpy(lam0)
-            self.w = nn.Parameter(torch.as_tensor(w0, **fk))  # (N,)
-            self.recurrent_parameter_names = ("w",)
-        self.U = nn.Parameter(torch.as_tensor(
-            rng.standard_normal((hidden_dim, input_dim)) / math.sqrt(input_dim), **fk))  # (N, d)
-        self.b = nn.Parameter(torch.zeros(hidden_dim, **fk)) if bias else None  # (N,)
-        self.C = nn.Parameter(torch.as_tensor(
-            rng.standard_normal((output_dim, hidden_dim)) / math.sqrt(hidden_dim), **fk))
+        init_linear_weights(self, hidden_dim, lam0, p, bias, np.random.default_rng(seed))
 
     # ---- the vector field and the integrator -----------------------------------------
     @property
@@ -308,11 +290,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         check_positive_int("length", length)
         A, G = self.sample_map()
         S = G[:, None] * self.U if G.dim() == 1 else G @ self.U  # (N, d)
-        rho = []
-        for _ in range(length):
-            rho.append(self.C @ S)
-            S = A[:, None] * S if A.dim() == 1 else A @ S
-        return torch.stack(rho, dim=0)  # (L, p, d)
+        return power_kernel(A, S, self.C, length)  # (L, p, d)
 
     # hooks of ExactMemoryMixin
     def _spectra(self, form: str):
@@ -323,7 +301,4 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
 
     def _continuous_memory(self, t: np.ndarray) -> np.ndarray:
         """:math:`\\sum_i |(C e^{Wt} U)_{oi}|`, (L, p): the ODE's memory function."""
-        W, U, C = _np(self.recurrence_matrix()), _np(self.U), _np(self.C)
-        if W.ndim == 1:
-            return diagonal_memory_function(W, U, C, t, "continuous")
-        return linear_memory(W, U, C, t, require_stable=False)  # (L, p)
+        return generator_memory(self.recurrence_matrix(), self.U, self.C, t)

@@ -51,13 +51,9 @@ With a bias :math:`b \\ne 0` these are the memory of the input-to-output part
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from torch import nn
 
-from ..numerics import linear_memory
 from ..theory import get_parameterisation
 from .base import RecurrentModel, check_input
 from ._common import (
@@ -67,12 +63,12 @@ from ._common import (
     check_supported_dtype,
     resolve_recurrence,
     initial_eigenvalues,
-    random_orthogonal,
+    init_linear_weights,
+    generator_memory,
+    power_kernel,
     zoh_diagonal,
     zoh_matrix,
-    _np,
     ExactMemoryMixin,
-    diagonal_memory_function,
 )
 from .recurrence import linear_recurrence
 from .registry import register_model
@@ -138,21 +134,7 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         self.state_dim, self.activation, self.kind = state_dim, activation, kind
         self.parameterisation = p
         self._f = p.torch if p is not None else None
-        fk = self.factory
-        rng = np.random.default_rng(seed)
-        if kind == "vanilla":
-            Q = random_orthogonal(state_dim, rng)
-            self.W = nn.Parameter(torch.as_tensor((Q * lam0[None, :]) @ Q.T, **fk))  # (N, N)
-            self.recurrent_parameter_names = ("W",)
-        else:
-            w0 = lam0 if kind == "diagonal" else p.inverse_numpy(lam0)
-            self.w = nn.Parameter(torch.as_tensor(w0, **fk))  # (N,)
-            self.recurrent_parameter_names = ("w",)
-        self.U = nn.Parameter(torch.as_tensor(
-            rng.standard_normal((state_dim, input_dim)) / math.sqrt(input_dim), **fk))  # (N, d)
-        self.b = nn.Parameter(torch.zeros(state_dim, **fk)) if bias else None  # (N,)
-        self.C = nn.Parameter(torch.as_tensor(
-            rng.standard_normal((output_dim, state_dim)) / math.sqrt(state_dim), **fk))  # (p, N)
+        init_linear_weights(self, state_dim, lam0, p, bias, np.random.default_rng(seed))
 
     # ---- the recurrence --------------------------------------------------------------
     @property
@@ -235,11 +217,7 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         check_positive_int("length", length)
         A, G = self.transition()
         BU = self.U if G is None else (G[:, None] * self.U if G.dim() == 1 else G @ self.U)
-        rho, S = [], BU  # S = A^j G U, (N, d)
-        for _ in range(length):
-            rho.append(self.C @ S)
-            S = A[:, None] * S if A.dim() == 1 else A @ S
-        return torch.stack(rho, dim=0)  # (L, p, d)
+        return power_kernel(A, BU, self.C, length)  # (L, p, d)
 
     # hooks of ExactMemoryMixin
     def _spectra(self, form: str):
@@ -250,10 +228,7 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
 
     def _continuous_memory(self, t: np.ndarray) -> np.ndarray:
         """:math:`\\sum_i |(C e^{At} U)_{oi}|`, (L, p)."""
-        A, U, C = _np(self.recurrence_matrix()), _np(self.U), _np(self.C)
-        if A.ndim == 1:
-            return diagonal_memory_function(A, U, C, t, "continuous")
-        return linear_memory(A, U, C, t, require_stable=False)  # (L, p)
+        return generator_memory(self.recurrence_matrix(), self.U, self.C, t)
 
 
 @register_model("stable_ssm")
