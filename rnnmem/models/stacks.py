@@ -56,6 +56,47 @@ def _check_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
         raise ShapeError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
+class _InterfacedStack(nn.Module):
+    """What both stacks share: the optional interface layers from the controller state
+    :math:`h_t` (``action``: :attr:`n_actions` logits per stack; ``value``: ``W`` per stack)
+    and the one-step :meth:`forward`. Subclasses set ``n_stacks`` and ``width`` before
+    calling :meth:`_build_interface`, and define ``step``, ``read`` and ``controls``."""
+
+    n_actions: int
+
+    def _build_interface(self, hidden_size: int | None, dtype, device) -> None:
+        self.hidden_size = hidden_size
+        if hidden_size is not None:
+            _positive_int("hidden_size", hidden_size)
+            fk = {"dtype": dtype, "device": device}
+            self.action = nn.Linear(hidden_size, self.n_actions * self.n_stacks, **fk)
+            self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+
+    def _require_interface(self) -> None:
+        if self.hidden_size is None:
+            raise InvalidParameterError("this stack was built without hidden_size: "
+                                        "it has no interface layers")
+
+    def _check_hidden(self, h: torch.Tensor) -> None:
+        self._require_interface()
+        if h.dim() != 2 or h.shape[-1] != self.hidden_size:
+            raise ShapeError(f"h must be (B, {self.hidden_size}), got {tuple(h.shape)}")
+
+    def merged_interface(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W, b)``: the action and value layers side by side, ``W`` (H, aK + KW)
+        transposed (``a`` = :attr:`n_actions`), so that a model computes both with one
+        product per step (``controls_from_logits`` of ``h @ W + b`` equals ``controls`` of
+        ``h``)."""
+        self._require_interface()
+        return (torch.cat([self.action.weight, self.value.weight]).T,
+                torch.cat([self.action.bias, self.value.bias]))
+
+    def forward(self, h: torch.Tensor, state):
+        """``(read, new_state)`` after one step driven by the controller state ``h``."""
+        new = self.step(state, self.controls(h))
+        return self.read(new), new
+
+
 # ---------------------------------------------------------------------------------------
 # Superposition stack (Joulin & Mikolov 2015)
 # ---------------------------------------------------------------------------------------
@@ -101,7 +142,7 @@ def _superposition_update(state, actions, values, new_depth):
     return _superposition_composed(state, actions, values, new_depth)
 
 
-class SuperpositionStack(nn.Module):
+class SuperpositionStack(_InterfacedStack):
     r"""Superposition stack of Joulin & Mikolov (2015), depth-limited, ``K`` stacks.
 
     With actions :math:`a_t = \mathrm{softmax}(A h_t) \in \Delta^2` (push, pop, no-op) and the
@@ -143,6 +184,7 @@ class SuperpositionStack(nn.Module):
     """
 
     kind = "superposition"
+    n_actions = 3  # push, pop, no-op
 
     def __init__(self, depth: int | None, width: int, read_depth: int = 1, *,
                  n_stacks: int = 1, hidden_size: int | None = None, dtype=None, device=None):
@@ -154,12 +196,7 @@ class SuperpositionStack(nn.Module):
         if self.depth is not None and self.read_depth > self.depth:
             raise InvalidParameterError(
                 f"read_depth ({read_depth}) must not exceed depth ({depth})")
-        self.hidden_size = hidden_size
-        if hidden_size is not None:
-            _positive_int("hidden_size", hidden_size)
-            fk = {"dtype": dtype, "device": device}
-            self.action = nn.Linear(hidden_size, 3 * self.n_stacks, **fk)
-            self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+        self._build_interface(hidden_size, dtype, device)
 
     @property
     def read_size(self) -> int:
@@ -183,25 +220,11 @@ class SuperpositionStack(nn.Module):
 
     def controls(self, h: torch.Tensor) -> SuperpositionControls:
         r"""Actions :math:`\mathrm{softmax}(A h)` and value :math:`\sigma(D h)` from ``h`` (B, H)."""
-        if self.hidden_size is None:
-            raise InvalidParameterError("this stack was built without hidden_size: "
-                                        "it has no interface layers")
-        if h.dim() != 2 or h.shape[-1] != self.hidden_size:
-            raise ShapeError(f"h must be (B, {self.hidden_size}), got {tuple(h.shape)}")
+        self._check_hidden(h)
         B = h.shape[0]
         actions = torch.softmax(self.action(h).view(B, self.n_stacks, 3), dim=-1)  # (B, K, 3)
         values = torch.sigmoid(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
         return SuperpositionControls(actions, values)
-
-    def merged_interface(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W, b)``: the action and value layers side by side, ``W`` (H, 3K + KW)
-        transposed, so that a model computes both with one product per step
-        (:meth:`controls_from_logits` of ``h @ W + b`` equals :meth:`controls` of ``h``)."""
-        if self.hidden_size is None:
-            raise InvalidParameterError("this stack was built without hidden_size: "
-                                        "it has no interface layers")
-        return (torch.cat([self.action.weight, self.value.weight]).T,
-                torch.cat([self.action.bias, self.value.bias]))
 
     def controls_from_logits(self, z: torch.Tensor) -> SuperpositionControls:
         """Controls from the merged logits ``z`` (B, 3K + KW) (see :meth:`merged_interface`)."""
@@ -285,11 +308,6 @@ class SuperpositionStack(nn.Module):
         B = state.shape[0]
         return state[:, :, : self.read_depth].reshape(B, self.read_size)
 
-    def forward(self, h: torch.Tensor, state: torch.Tensor):
-        """``(read, new_state)`` after one step driven by the controller state ``h``."""
-        new = self.step(state, self.controls(h))
-        return self.read(new), new
-
     def extra_repr(self) -> str:
         return (f"depth={self.depth}, width={self.width}, read_depth={self.read_depth}, "
                 f"n_stacks={self.n_stacks}")
@@ -327,7 +345,7 @@ def _exclusive_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.cumsum(x, dim=dim) - x
 
 
-class StratificationStack(nn.Module):
+class StratificationStack(_InterfacedStack):
     r"""Neural stack of Grefenstette et al. (2015) in a fixed-capacity buffer.
 
     The stack holds values :math:`V_i` with strengths :math:`s_i \in [0, 1]`. One step with
@@ -374,6 +392,7 @@ class StratificationStack(nn.Module):
     """
 
     kind = "stratification"
+    n_actions = 2  # push and pop strengths
 
     def __init__(self, width: int, max_depth: int | None = None, *, n_stacks: int = 1,
                  hidden_size: int | None = None, dtype=None, device=None):
@@ -382,12 +401,7 @@ class StratificationStack(nn.Module):
         self.max_depth = None if max_depth is None else _positive_int("max_depth", max_depth)
         self.n_stacks = _positive_int("n_stacks", n_stacks)
         self.read_depth = 1
-        self.hidden_size = hidden_size
-        if hidden_size is not None:
-            _positive_int("hidden_size", hidden_size)
-            fk = {"dtype": dtype, "device": device}
-            self.action = nn.Linear(hidden_size, 2 * self.n_stacks, **fk)
-            self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+        self._build_interface(hidden_size, dtype, device)
 
     @property
     def read_size(self) -> int:
@@ -410,24 +424,11 @@ class StratificationStack(nn.Module):
 
     def controls(self, h: torch.Tensor) -> StratificationControls:
         r""":math:`d = \sigma(\cdot)`, :math:`u = \sigma(\cdot)`, :math:`v = \tanh(\cdot)` from ``h``."""
-        if self.hidden_size is None:
-            raise InvalidParameterError("this stack was built without hidden_size: "
-                                        "it has no interface layers")
-        if h.dim() != 2 or h.shape[-1] != self.hidden_size:
-            raise ShapeError(f"h must be (B, {self.hidden_size}), got {tuple(h.shape)}")
+        self._check_hidden(h)
         B = h.shape[0]
         du = torch.sigmoid(self.action(h)).view(B, self.n_stacks, 2)  # (B, K, 2)
         v = torch.tanh(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
         return StratificationControls(du[..., 0], du[..., 1], v)
-
-    def merged_interface(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W, b)``: the action and value layers side by side, ``W`` (H, 2K + KW)
-        transposed (see :meth:`SuperpositionStack.merged_interface`)."""
-        if self.hidden_size is None:
-            raise InvalidParameterError("this stack was built without hidden_size: "
-                                        "it has no interface layers")
-        return (torch.cat([self.action.weight, self.value.weight]).T,
-                torch.cat([self.action.bias, self.value.bias]))
 
     def controls_from_logits(self, z: torch.Tensor) -> StratificationControls:
         """Controls from the merged logits ``z`` (B, 2K + KW) (see :meth:`merged_interface`)."""
@@ -545,11 +546,6 @@ class StratificationStack(nn.Module):
                 parts.append(r)
             rows.append(torch.cat(parts))
         return torch.stack(rows)
-
-    def forward(self, h: torch.Tensor, state: StratificationState):
-        """``(read, new_state)`` after one step driven by the controller state ``h``."""
-        new = self.step(state, self.controls(h))
-        return self.read(new), new
 
     def extra_repr(self) -> str:
         return f"width={self.width}, max_depth={self.max_depth}, n_stacks={self.n_stacks}"
