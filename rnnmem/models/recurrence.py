@@ -141,12 +141,16 @@ class _LinearRecurrence(torch.autograd.Function):
     def vmap(info, in_dims, a, x, h0, method):
         r"""Under :func:`torch.func.vmap` over :math:`P` stacked problems: one recurrence.
 
-        A time-invariant ``a`` batched to :math:`(P, N)` is folded into the state axis,
-        :math:`N \to P N` (``x`` becomes ``(B, T, P N)``, a copy), so the kernels keep the
-        cheaper time-invariant path; otherwise :math:`P` is folded into the batch axis,
-        :math:`B \to P B` (a time-invariant unbatched ``a`` stays ``(N,)``; unbatched
-        operands are expanded). The result is the recurrence of every problem, exactly as
-        a loop over the stack would compute it; differentiable through the folding.
+        The vmapped dimension is folded into the batch axis, :math:`B \to P B`: unbatched
+        operands are expanded, and a time-invariant ``a`` batched to :math:`(P, N)` becomes
+        the time-varying coefficient ``(P B, T, N)``: its rows ``(P B, N)`` (one step's
+        size) as a stride-0 view along time, which the kernels read one step at a time. The output ``(P B, T, N)`` is
+        returned as ``(P, B, T, N)`` with the vmapped dimension first, so that the
+        operations after it (a readout ``h @ C.T``) fold it into their rows without a
+        copy. ``fft`` needs a time-invariant coefficient: there a batched ``a`` is folded
+        into the state axis instead, :math:`N \to P N` (``x`` copied to
+        ``(B, T, P N)``). Every problem gets the recurrence a loop over the stack would
+        compute; gradients flow through the folding.
         """
         P = info.batch_size
         da_, dx_, dh_ = in_dims[:3]
@@ -156,7 +160,8 @@ class _LinearRecurrence(torch.autograd.Function):
 
         a, x, h0 = front(a, da_), front(x, dx_), front(h0, dh_)
         B, T, N = x.shape[-3:]
-        if da_ is not None and a.dim() == 2:  # time-invariant a, one per problem: N -> P N
+        ti_batched = da_ is not None and a.dim() == 2  # (P, N)
+        if ti_batched and method == "fft":  # (auto never picks fft)
             xs = x.permute(1, 2, 0, 3) if dx_ is not None else x[:, :, None].expand(
                 B, T, P, N)  # (B, T, P, N)
             hs = None
@@ -170,12 +175,15 @@ class _LinearRecurrence(torch.autograd.Function):
         def fold(t, d):  # (P, B, ...) -> (P B, ...), expanding an unbatched operand
             if d is None:
                 t = t.expand(P, *t.shape)
-            return t.reshape(P * t.shape[1], *t.shape[2:])
+            return t.reshape(P * t.shape[1], *t.shape[2:]).contiguous()
 
-        ab = fold(a, da_) if a.dim() == 3 or da_ is not None else a
-        hb = None if h0 is None else fold(h0, dh_)
-        h = _LinearRecurrence.apply(ab.contiguous(), fold(x, dx_).contiguous(),
-                                    None if hb is None else hb.contiguous(),
+        if ti_batched:  # (P, N) -> (P B, N) rows -> (P B, T, N), stride 0 along time
+            ab = a.repeat_interleave(B, dim=0)[:, None].expand(P * B, T, N)
+        elif a.dim() == 3 or da_ is not None:
+            ab = fold(a, da_)
+        else:
+            ab = a  # (N,) shared by all problems
+        h = _LinearRecurrence.apply(ab, fold(x, dx_), None if h0 is None else fold(h0, dh_),
                                     method)  # (P B, T, N)
         return h.view(P, B, T, N), 0
 
