@@ -631,6 +631,21 @@ def _compare(measured: str, seed: str) -> str:
     return "match" if measured == seed else "DIFFERS"
 
 
+def _cell_details(cells: dict, s: _Sizes, seed: int) -> list[str]:
+    """Markdown lines, per cell (row, target): its :func:`_cell_text`, then the loss and
+    :func:`_eigen_summary` of each width's trained model (those in the run cache)."""
+    lines = []
+    for (row, target), c in cells.items():
+        lines.append(f"- **{row} / {target}**: {_cell_text(c)}")
+        spectra = []
+        for m in s.widths:
+            run = _RUNS.get((row, target, m, s, seed))
+            if run is not None:
+                spectra.append(f"m={m}: loss {_fmt(run.loss)}, {_eigen_summary(run)}")
+        lines.append("  - " + "; ".join(spectra))
+    return lines
+
+
 def _eigen_summary(run: _Run) -> str:
     """How close the trained spectrum is to the stability boundary (for explanations)."""
     import torch
@@ -707,14 +722,7 @@ def _check_table(ctx: Context) -> Evidence:
               f"{n_match} cells match the seed, {n_diff} differ, {n_inc} inconclusive.", "",
               "Cell by cell (slope of log beta0 vs log m with its 95% interval; beta0 per "
               "width, (l)/(r) = left/right censored) and the trained spectra:", ""]
-    for (row, target), c in cells.items():
-        detail.append(f"- **{row} / {target}**: {_cell_text(c)}")
-        spectra = []
-        for m in s.widths:
-            run = _RUNS.get((row, target, m, s, ctx.seed))
-            if run is not None:
-                spectra.append(f"m={m}: loss {_fmt(run.loss)}, {_eigen_summary(run)}")
-        detail.append("  - " + "; ".join(spectra))
+    detail += _cell_details(cells, s, ctx.seed)
     if ls:
         for t, c in ls.items():
             detail.append(f"- **least squares / {t}** (level 0.5 x peak of rho): "
@@ -814,14 +822,7 @@ def _check_activations(ctx: Context) -> Evidence:
               "*confirmed* if both activations are measured unstable on the polynomial "
               "target, *refuted* if either is measured stable, else inconclusive.", "",
               *lines, ""]
-    for (row, target), c in cells.items():
-        detail.append(f"- **{row} / {target}**: {_cell_text(c)}")
-        spectra = []
-        for m in s.widths:
-            run = _RUNS.get((row, target, m, s, ctx.seed))
-            if run is not None:
-                spectra.append(f"m={m}: loss {_fmt(run.loss)}, {_eigen_summary(run)}")
-        detail.append("  - " + "; ".join(spectra))
+    detail += _cell_details(cells, s, ctx.seed)
     if verdict != "confirmed":
         detail += ["", "Reading: the theorem concerns a sequence of models converging to the "
                    "target as m grows. Here each width is trained briefly on a finite window "
