@@ -42,13 +42,21 @@ def add_arguments(p):
     p.add_argument("--target", metavar="NAME",
                    help="overlay this target memory (see `rnnmem list targets`) instead of "
                         "the one of the training task")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="print the result as JSON (or write it to FILE)")
-    p.add_argument("--plot", metavar="FILE.png", help="write a log-scale plot")
-    p.add_argument("--device", default="cpu", help="device to load the model on (default cpu)")
+    add_output_arguments(p, plot_help="write a log-scale plot",
+                         device_help="device to load the model on (default cpu)")
 
 
 # ----------------------------------------------------------------------------- helpers
+def add_output_arguments(p, *, plot_help: str, device_help: str) -> None:
+    """The last options of a checkpoint command: ``--json [FILE]`` (for :func:`emit_json`;
+    ``-``, the bare flag, is stdout), ``--plot FILE.png`` (for :func:`save_plot`) and
+    ``--device`` (default cpu)."""
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="print the result as JSON (or write it to FILE)")
+    p.add_argument("--plot", metavar="FILE.png", help=plot_help)
+    p.add_argument("--device", default="cpu", help=device_help)
+
+
 def parse_positive(text, flag: str, *, integer: bool = False, minimum: float = 0.0):
     """A command-line number > ``minimum`` (>= for integers), or one-line error."""
     try:
@@ -103,6 +111,17 @@ def emit_json(obj, dest: str) -> None:
         Path(dest).write_text(text + "\n")
     except OSError as exc:
         raise InvalidParameterError(f"--json: cannot write {dest!r}: {exc.strerror}") from None
+
+
+def save_plot(fig, path) -> None:
+    """Write the figure of ``--plot``; an unwritable ``path`` is a one-line error."""
+    from ..proofs_check._plot import save
+
+    try:
+        save(fig, path)
+    except OSError as exc:
+        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
+            from None
 
 
 def _task_target(cfg):
@@ -247,7 +266,7 @@ def summary(res: dict) -> str:
 
 
 def plot(res: dict, path) -> None:
-    from ..proofs_check._plot import pyplot, save
+    from ..proofs_check._plot import pyplot
 
     plt = pyplot()
     t, M = np.asarray(res["t"]), np.asarray(res["memory"], dtype=float)
@@ -274,11 +293,7 @@ def plot(res: dict, path) -> None:
     ax.set_ylabel("memory function M(t)")
     ax.set_title(f"{res['model']}: {res['method']} memory, decay {d['kind']}")
     ax.legend(fontsize=8)
-    try:
-        save(fig, path)
-    except OSError as exc:
-        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
-            from None
+    save_plot(fig, path)
 
 
 def run(args) -> int:

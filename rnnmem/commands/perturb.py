@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from ..errors import InvalidParameterError
-from .memory import emit_json, parse_positive
+from .memory import add_output_arguments, emit_json, parse_positive, save_plot
 
 NAME = "perturb"
 HELP = "perturbation error E(beta) of trained models (stable-approximation test)"
@@ -55,10 +55,8 @@ def add_arguments(p):
     p.add_argument("--level", metavar="E",
                    help="absolute error level for the verdict across widths (default: 10 x "
                         "the largest E(0))")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="print the result as JSON (or write it to FILE)")
-    p.add_argument("--plot", metavar="FILE.png", help="write a log-log plot of E(beta)")
-    p.add_argument("--device", default="cpu", help="device for the models (default cpu)")
+    add_output_arguments(p, plot_help="write a log-log plot of E(beta)",
+                         device_help="device for the models (default cpu)")
 
 
 def _width(config: dict):
@@ -164,7 +162,7 @@ def to_json(res: dict) -> dict:
 
 
 def plot(res: dict, path) -> None:
-    from ..proofs_check._plot import pyplot, save
+    from ..proofs_check._plot import pyplot
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -185,11 +183,7 @@ def plot(res: dict, path) -> None:
     v = res.get("verdict")
     ax.set_title("perturbation error" + (f": {v.verdict}" if v is not None else ""))
     ax.legend(fontsize=8)
-    try:
-        save(fig, path)
-    except OSError as exc:
-        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
-            from None
+    save_plot(fig, path)
 
 
 def run(args) -> int:
