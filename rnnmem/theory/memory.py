@@ -144,6 +144,32 @@ def _assemble(C: sp.Matrix, vector: bool, make_row: Callable, real: bool,
     return outs[0] if vector else sp.Matrix(outs)
 
 
+def _system(W, U, c, names: tuple[str, str]):
+    """Exact ``(W (N, N), U (N, d), C (p, N), vector)``; ``names`` of W and U."""
+    W = _square(W, names[0])
+    n = W.rows
+    U = _inputs(U, n, names[1])
+    C, vector = _readout(c, n)
+    return W, U, C, vector
+
+
+def _jordan_memory(W: sp.Matrix, U: sp.Matrix, C: sp.Matrix, vector: bool, name: str,
+                   entry: Callable):
+    """:math:`\\|c^\\top f(W) U\\|_1` through :math:`f(W) = P f(J) P^{-1}`, where
+    ``entry(lam, q)`` is the :math:`q`-th superdiagonal of :math:`f` on a Jordan block with
+    eigenvalue ``lam``."""
+    P, J = _jordan(W, name)
+    n = W.rows
+    F = sp.zeros(n, n)
+    for start, size, lam in _jordan_blocks(J):
+        for r in range(size):
+            for s in range(r, size):
+                F[start + r, start + s] = entry(lam, s - r)
+    right = P.inv() * U  # (N, d)
+    real = _is_real_matrix(W, U, C)
+    return _assemble(C, vector, lambda row: (row * P) * F * right, real)
+
+
 def linear_rnn_memory(W, U, c):
     """:math:`M(t) = \\|c^\\top e^{Wt} U\\|_1` as a sympy expression in :data:`rnnmem.theory.t`.
 
@@ -158,28 +184,15 @@ def linear_rnn_memory(W, U, c):
     sympy expression (or Matrix) in ``t``; real inputs give a real expression written with
     :math:`e^{\\operatorname{Re}\\lambda\\, t}`, :math:`\\cos`, :math:`\\sin` and powers of t.
     """
-    W = _square(W, "W")
-    n = W.rows
-    U = _inputs(U, n, "U")
-    C, vector = _readout(c, n)
-    P, J = _jordan(W, "W")
+    W, U, C, vector = _system(W, U, c, ("W", "U"))
     t = S.t
-    E = sp.zeros(n, n)
-    for start, size, lam in _jordan_blocks(J):
-        for r in range(size):
-            for s in range(r, size):
-                E[start + r, start + s] = sp.exp(lam * t) * t ** (s - r) / sp.factorial(s - r)
-    right = P.inv() * U  # (N, d)
-    real = _is_real_matrix(W, U, C)
-    return _assemble(C, vector, lambda row: (row * P) * E * right, real)
+    return _jordan_memory(W, U, C, vector, "W",
+                          lambda lam, q: sp.exp(lam * t) * t ** q / sp.factorial(q))
 
 
 def linear_rnn_memory_reference(W, U, c):
     """Reference for :func:`linear_rnn_memory` through :meth:`sympy.Matrix.exp` (slow)."""
-    W = _square(W, "W")
-    n = W.rows
-    U = _inputs(U, n, "U")
-    C, vector = _readout(c, n)
+    W, U, C, vector = _system(W, U, c, ("W", "U"))
     expWt = (W * S.t).exp()
     real = _is_real_matrix(W, U, C)
     return _assemble(C, vector, lambda row: row * expWt * U, real)
@@ -234,25 +247,15 @@ def discrete_linear_memory(A, B, c):
     a Piecewise for :math:`\\lambda = 0`); complex eigenvalues are written in polar form
     :math:`|\\lambda|^k(\\cos k\\theta + i \\sin k\\theta)` so that the result is real.
     """
-    A = _square(A, "A")
-    n = A.rows
-    B = _inputs(B, n, "B")
-    C, vector = _readout(c, n)
-    P, J = _jordan(A, "A")
+    A, B, C, vector = _system(A, B, c, ("A", "B"))
     k = S.k
-    Jk = sp.zeros(n, n)
-    for start, size, lam in _jordan_blocks(J):
-        for r in range(size):
-            for s in range(r, size):
-                q = s - r
-                if lam == 0:
-                    val = sp.Piecewise((1, sp.Eq(k, q)), (0, True))
-                else:
-                    val = sp.expand_func(sp.binomial(k, q)) * _power(lam, k - q)
-                Jk[start + r, start + s] = val
-    right = P.inv() * B
-    real = _is_real_matrix(A, B, C)
-    return _assemble(C, vector, lambda row: (row * P) * Jk * right, real)
+
+    def entry(lam, q):
+        if lam == 0:
+            return sp.Piecewise((1, sp.Eq(k, q)), (0, True))
+        return sp.expand_func(sp.binomial(k, q)) * _power(lam, k - q)
+
+    return _jordan_memory(A, B, C, vector, "A", entry)
 
 
 def exponential_form(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
