@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import NonFiniteError, ShapeError
 from ._device import resolve_device, resolve_dtype
 
-__all__ = ["RecurrentModel", "check_input"]
+__all__ = ["RecurrentModel", "check_input", "map_tensors"]
 
 
 def check_input(x: torch.Tensor, input_dim: int) -> torch.Tensor:
@@ -33,6 +33,21 @@ def check_input(x: torch.Tensor, input_dim: int) -> torch.Tensor:
     if x.is_floating_point() and not torch.isfinite(x).all():
         raise NonFiniteError("input contains NaN or inf")
     return x
+
+
+def map_tensors(fn, obj, error):
+    """``obj`` with ``fn`` applied to every tensor of its nested tuples, lists and
+    NamedTuples (a recurrent state), structure and ``None`` kept; any other object raises
+    ``error(obj)``."""
+    if obj is None:
+        return None
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(map_tensors(fn, o, error) for o in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(map_tensors(fn, o, error) for o in obj)
+    raise error(obj)
 
 
 class RecurrentModel(nn.Module):

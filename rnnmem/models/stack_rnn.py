@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
-from .base import RecurrentModel
+from .base import RecurrentModel, map_tensors
 from .registry import register_model
 from .stacks import StratificationStack, SuperpositionStack
 
@@ -67,15 +67,8 @@ class StackRNNState(NamedTuple):
 
 
 def _tree_map(fn, obj):
-    if obj is None:
-        return None
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_tree_map(fn, o) for o in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_tree_map(fn, o) for o in obj)
-    raise ShapeError(f"unexpected object of type {type(obj).__name__} in a state")
+    return map_tensors(fn, obj, lambda o: ShapeError(
+        f"unexpected object of type {type(o).__name__} in a state"))
 
 
 def _check_positive(name: str, value) -> int:

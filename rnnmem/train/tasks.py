@@ -69,6 +69,7 @@ import torch.nn.functional as F
 
 from ..errors import (CheckpointError, DatasetError, InvalidParameterError, NonFiniteError,
                       ShapeError, UnknownNameError)
+from ..models.base import map_tensors
 
 __all__ = ["TrainTask", "ArrayRegressionTask", "LanguageTask", "TASK_BUILDERS", "TASK_PREFIXES",
            "register_task", "register_task_prefix", "build_task", "task_names",
@@ -278,16 +279,8 @@ def _forward(model, x):
 
 def _tree_map(fn, obj):
     """Apply ``fn`` to every tensor of nested tuples/lists/NamedTuples (``None`` kept)."""
-    if obj is None:
-        return None
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        return type(obj)(*(_tree_map(fn, o) for o in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_tree_map(fn, o) for o in obj)
-    raise InvalidParameterError(f"a recurrent state holds tensors, tuples and None, "
-                                f"got {type(obj).__name__}")
+    return map_tensors(fn, obj, lambda o: InvalidParameterError(
+        f"a recurrent state holds tensors, tuples and None, got {type(o).__name__}"))
 
 
 def _tree_leaves(obj) -> list[torch.Tensor]:
