@@ -20,12 +20,7 @@ TINY = ["--model", "stack_rnn", "--model-arg", "hidden_size=4", "--model-arg", "
         "--task-arg", "valid_size=4"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ from rnnmem.proofs_check.report import to_jsonable
 IDS = ("frozen-memory-length-generalisation", "precision-dependence", "stack-memory-function")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _st(mean, std=0.0, lo=None, hi=None, n=2):

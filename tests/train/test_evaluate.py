@@ -20,13 +20,7 @@ from rnnmem.train.evaluate import (LengthReport, aggregate_seeds, autocast_cover
                                    evaluate_lengths, model_in_dtype, stack_drift)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Step-by-step recurrences are overhead-bound: one thread is faster on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ oracle models
