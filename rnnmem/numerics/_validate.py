@@ -79,13 +79,19 @@ def output_matrix(c, n: int, name: str = "c") -> tuple[np.ndarray, bool]:
     return c, False
 
 
+def _vector(x, name: str, what: str) -> np.ndarray:
+    """A finite real 1-D array of ``what`` (a scalar becomes shape (1,))."""
+    arr = as_float_array(x, name)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1:
+        raise ShapeError(f"{name} must be a 1-D array of {what}, got shape {arr.shape}")
+    return arr
+
+
 def times(t, name: str = "t") -> np.ndarray:
     """A finite, non-negative 1-D array of times (a scalar becomes shape (1,))."""
-    t = as_float_array(t, name)
-    if t.ndim == 0:
-        t = t[None]
-    if t.ndim != 1:
-        raise ShapeError(f"{name} must be a 1-D array of times, got shape {t.shape}")
+    t = _vector(t, name, "times")
     if np.any(t < 0):
         raise InvalidParameterError(f"{name} must be >= 0, got min {float(t.min())!r}")
     return t
@@ -93,11 +99,7 @@ def times(t, name: str = "t") -> np.ndarray:
 
 def steps(k, name: str = "k") -> np.ndarray:
     """A 1-D array of non-negative integer steps (as int64)."""
-    arr = as_float_array(k, name)
-    if arr.ndim == 0:
-        arr = arr[None]
-    if arr.ndim != 1:
-        raise ShapeError(f"{name} must be a 1-D array of steps, got shape {arr.shape}")
+    arr = _vector(k, name, "steps")
     if np.any(arr < 0) or np.any(arr != np.round(arr)):
         raise InvalidParameterError(f"{name} must hold non-negative integers")
     if arr.size and arr.max() > 2**62:
