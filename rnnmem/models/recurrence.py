@@ -61,10 +61,18 @@ def _adjoint(method, a, g, h, h0, need_a):
 
 
 def _functorch_wrapped(*ts) -> bool:
-    """Whether any tensor is a :mod:`torch.func` wrapper (batched or grad-tracking): the
-    in-place kernels (``out=`` views of ``unbind``) must not see those."""
+    """Whether any tensor is a :mod:`torch.func` wrapper (batched or grad-tracking), e.g.
+    cotangents batched by ``vmap`` over ``torch.autograd.grad``: the in-place kernels
+    (``out=`` views of ``unbind``) must not see those."""
     return any(t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t)
                for t in ts)
+
+
+def _legacy_batched(*ts) -> bool:
+    """Whether any tensor is batched by the legacy vmap that
+    ``torch.autograd.grad(..., is_grads_batched=True)`` uses: it knows no ``vmap`` rules of
+    Functions either, so only plain operations (the reference loop) can run on it."""
+    return any(t is not None and torch._C._functorch.is_legacy_batchedtensor(t) for t in ts)
 
 
 class _LinearRecurrence(torch.autograd.Function):
@@ -103,10 +111,12 @@ class _LinearRecurrence(torch.autograd.Function):
         need_a, need_x, need_h0 = ctx.needs_input_grad[:3]
         tv = a.dim() == 3
         g = g.contiguous()
-        if torch.is_grad_enabled() or _functorch_wrapped(a, h0, h, g):
+        legacy = _legacy_batched(a, h0, h, g)
+        if torch.is_grad_enabled() or legacy or _functorch_wrapped(a, h0, h, g):
             # create_graph=True, or under a torch.func transform: a differentiable backward
-            # built from this Function again (whose vmap rule handles batched tensors)
-            gx = _adjoint_differentiable(a, g, ctx.method)
+            # built from this Function again (whose vmap rule handles batched tensors), or
+            # from the reference loop under the legacy vmap
+            gx = (_adjoint_reference if legacy else _adjoint_differentiable)(a, g, ctx.method)
             da = None
             if need_a:
                 prev = torch.cat([torch.zeros_like(h[:, :1]) if h0 is None else h0[:, None],
@@ -194,6 +204,12 @@ def _adjoint_differentiable(a, g, method):
     if a.dim() == 3:
         rc = rc.flip(1).contiguous()
     return _LinearRecurrence.apply(rc, g.flip(1).contiguous(), None, method).flip(1)
+
+
+def _adjoint_reference(a, g, method=None):
+    """The adjoint recurrence by the reference loop (plain operations only)."""
+    rc = _k.reverse_coefficients(a)
+    return _loop(rc.flip(1) if a.dim() == 3 else rc, g.flip(1), None).flip(1)
 
 
 # ---------------------------------------------------------------------- dispatch
