@@ -58,9 +58,10 @@ def _check_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
 
 class _InterfacedStack(nn.Module):
     """What both stacks share: the optional interface layers from the controller state
-    :math:`h_t` (``action``: :attr:`n_actions` logits per stack; ``value``: ``W`` per stack)
-    and the one-step :meth:`forward`. Subclasses set ``n_stacks`` and ``width`` before
-    calling :meth:`_build_interface`, and define ``step``, ``read`` and ``controls``."""
+    :math:`h_t` (``action``: :attr:`n_actions` logits per stack; ``value``: ``W`` per stack),
+    the one-step :meth:`forward` and the choice of an initial state's depth. Subclasses set
+    ``n_stacks`` and ``width`` before calling :meth:`_build_interface`, and define ``step``,
+    ``read`` and ``controls``."""
 
     n_actions: int
 
@@ -71,6 +72,16 @@ class _InterfacedStack(nn.Module):
             fk = {"dtype": dtype, "device": device}
             self.action = nn.Linear(hidden_size, self.n_actions * self.n_stacks, **fk)
             self.value = nn.Linear(hidden_size, self.width * self.n_stacks, **fk)
+
+    @staticmethod
+    def _state_depth(name: str, depth: int | None, default: int | None) -> int:
+        """The depth of an initial state: ``depth``, else the module's ``default`` (one of
+        them is needed)."""
+        D = depth if depth is not None else default
+        if D is None:
+            raise InvalidParameterError(f"{name} is needed: the stack was built without one, "
+                                        "so pass it to initial_state")
+        return _positive_int(name, D)
 
     def _require_interface(self) -> None:
         if self.hidden_size is None:
@@ -208,11 +219,7 @@ class SuperpositionStack(_InterfacedStack):
         """An empty stack, zeros of shape ``(B, K, depth, W)`` (``depth`` defaults to the
         module's)."""
         _positive_int("batch_size", batch_size)
-        D = depth if depth is not None else self.depth
-        if D is None:
-            raise InvalidParameterError("depth is needed: the stack was built without one, "
-                                        "so pass it to initial_state")
-        _positive_int("depth", D)
+        D = self._state_depth("depth", depth, self.depth)
         if D < self.read_depth:
             raise InvalidParameterError(f"depth ({D}) must not be smaller than read_depth "
                                         f"({self.read_depth})")
@@ -412,11 +419,7 @@ class StratificationStack(_InterfacedStack):
                       device=None) -> StratificationState:
         """An empty stack: zero values ``(B, K, M, W)`` and zero strengths ``(B, K, M)``."""
         _positive_int("batch_size", batch_size)
-        M = max_depth if max_depth is not None else self.max_depth
-        if M is None:
-            raise InvalidParameterError("max_depth is needed: the stack was built without "
-                                        "one, so pass it to initial_state")
-        _positive_int("max_depth", M)
+        M = self._state_depth("max_depth", max_depth, self.max_depth)
         fk = {"dtype": dtype, "device": device}
         return StratificationState(
             torch.zeros(batch_size, self.n_stacks, M, self.width, **fk),
