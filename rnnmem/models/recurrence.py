@@ -302,6 +302,15 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
         :math:`\\partial_x L = \\bar g`, :math:`\\partial_{a_t} L = \\bar g_t\\overline{h_{t-1}}`;
         double backward (``create_graph=True``) is supported.
 
+        Every method works under the :mod:`torch.func` transforms (``vmap``, ``grad``,
+        ``vjp``/``jacrev``, ``jvp``/``jacfwd``, ``hessian``, ``functional_call``) and
+        with batched cotangents (``is_grads_batched=True``). Under ``vmap`` the fast
+        methods run once on the stacked problems (the vmapped dimension folded into the
+        batch axis, see ``_LinearRecurrence.vmap``), and ``auto`` chooses for the folded
+        shapes; forward mode runs the tangent recurrence
+        :math:`\dot h_t = a_t \dot h_{t-1} + \dot x_t + \dot a_t h_{t-1}` by the
+        same kernel.
+
     Returns
     -------
     h : tensor (B, T, N), dtype the promotion of those of ``a``, ``x`` and ``h0``

@@ -502,3 +502,24 @@ def test_batched_cotangents(batching, tv, dtype):
         for i in range(P):
             for k, kind in enumerate(("a", "x", "x")):
                 _assert_close(got[k][i], ref[i][k], tolerance(dtype, **targs[i][kind]))
+
+
+def test_vmap_auto_chooses_for_the_folded_shapes(monkeypatch):
+    """One problem's steps are tiny (auto: scan), the P stacked ones are not (chunked)."""
+    from rnnmem.models import recurrence as R
+
+    seen = []
+    kernel = R._forward_kernel
+    monkeypatch.setattr(R, "_forward_kernel",
+                        lambda method, *args: (seen.append(method), kernel(method, *args))[1])
+    B, T, N = 1, 16, 2
+    x = _inputs(70, B, T, N, torch.float64, False, 0.9, False)[1]
+    A = torch.stack([_inputs(71 + i, B, T, N, torch.float64, False, 0.9, False)[0]
+                     for i in range(4 * R._SCAN_MAX_BN_TV)])  # (P, N)
+    assert choose_method(A[0], x) == "scan"
+    folded = (A.repeat_interleave(B, 0)[:, None].expand(-1, T, N), x.expand(len(A), T, N))
+    assert choose_method(*folded) == "chunked"
+    out = vmap(lambda a: linear_recurrence(a, x))(A)
+    assert seen == ["chunked"]
+    for i in (0, len(A) // 2, len(A) - 1):
+        _assert_close(out[i], _loop(A[i], x, None), _tol(A[i], x, None))
