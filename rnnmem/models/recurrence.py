@@ -308,7 +308,7 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
         methods run once on the stacked problems (the vmapped dimension folded into the
         batch axis, see ``_LinearRecurrence.vmap``), and ``auto`` chooses for the folded
         shapes; forward mode runs the tangent recurrence
-        :math:`\dot h_t = a_t \dot h_{t-1} + \dot x_t + \dot a_t h_{t-1}` by the
+        :math:`\\dot h_t = a_t \\dot h_{t-1} + \\dot x_t + \\dot a_t h_{t-1}` by the
         same kernel.
 
     Returns
