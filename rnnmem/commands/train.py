@@ -26,7 +26,7 @@ _FLAGS = {
     "steps": int, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
     "momentum": float, "optimizer": str, "schedule": str, "warmup": int, "min_lr": float,
     "plateau_factor": float, "plateau_patience": int, "grad_clip": float,
-    "target_loss": float, "dtype": str, "device": str, "seed": int,
+    "target_loss": float, "dtype": str, "precision": str, "adam_eps": float, "device": str, "seed": int,
     "temporal_weighting": float, "eval_every": int, "checkpoint_every": int,
     "freeze": str, "freeze_after": int, "bptt": int,
 }
@@ -102,10 +102,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="task option, repeatable (e.g. --task-arg length=50)")
     g.add_argument("--config", metavar="FILE.json",
                    help="start from a TrainConfig JSON file (flags override it)")
-    from ..train.config import DTYPE_NAMES, FREEZE_MODES, OPTIMIZERS, SCHEDULES
+    from ..train.config import DTYPE_NAMES, FREEZE_MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 
     shown = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES,
-             "freeze": FREEZE_MODES}
+             "precision": PRECISIONS, "freeze": FREEZE_MODES}
     o = p.add_argument_group("optimisation (defaults: rnnmem.train.TrainConfig)")
     for name, typ in _FLAGS.items():
         flag = "--" + name.replace("_", "-")

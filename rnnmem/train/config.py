@@ -27,6 +27,7 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "DTYPE_NAMES", "FREEZE_MODE
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "plateau")
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+PRECISIONS = ("mixed", "pure")
 FREEZE_MODES = ("none", "memory", "controller", "all_but_classifier")
 #: number of optimisation steps when neither ``steps`` nor ``epochs`` is given
 DEFAULT_STEPS = 1000
@@ -134,7 +135,18 @@ class TrainConfig:
     dtype : {"float32", "float64", "float16", "bfloat16"}
         Precision. ``float32``/``float64`` are the parameter dtype; ``float16`` and
         ``bfloat16`` keep float32 parameters and run the forward pass under
-        :func:`torch.autocast` (with a gradient scaler for ``float16``).
+        :func:`torch.autocast` (with a gradient scaler for ``float16``) unless
+        ``precision="pure"``.
+    adam_eps : float
+        The :math:`\\epsilon` of AdamW (default 1e-8, torch's). With ``precision="pure"`` and
+        ``float16`` it must be a normal float16 number (>= 6.1e-5): 1e-8 rounds to 0 there
+        and AdamW's first step divides 0 by 0 (measured: NaN at step 1).
+    precision : {"mixed", "pure"}
+        For ``float16``/``bfloat16`` only: ``"mixed"`` (default) is autocast with float32
+        parameters (on CPU, autocast leaves some ops such as the LSTM cell in float32);
+        ``"pure"`` stores the parameters, optimizer state and every operation in that dtype
+        (no autocast, no scaler): the precision study of Das & Mali. Ignored for
+        ``float32``/``float64``.
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:0"``, ...
     seed : int
@@ -177,6 +189,8 @@ class TrainConfig:
     grad_clip: float | None = None
     target_loss: float | None = None
     dtype: str = "float32"
+    precision: str = "mixed"
+    adam_eps: float = 1e-8
     device: str = "auto"
     seed: int = 0
     temporal_weighting: float = 0.0
@@ -224,6 +238,13 @@ class TrainConfig:
         _check_real("grad_clip", self.grad_clip, positive=True, optional=True)
         _check_real("target_loss", self.target_loss, optional=True)
         _check_choice("dtype", self.dtype, DTYPE_NAMES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_real("adam_eps", self.adam_eps, positive=True)
+        if (self.precision == "pure" and self.dtype == "float16" and self.optimizer == "adamw"
+                and self.adam_eps < 2.0**-14):
+            raise _bad("adam_eps", f"{self.adam_eps:g} underflows in float16 (smallest normal "
+                                   "6.1e-05), so AdamW would divide 0 by 0 on its first step; "
+                                   "use e.g. adam_eps=1e-4 with precision='pure'")
         if not isinstance(self.device, str) or not self.device:
             raise _bad("device", f"must be a device string such as 'auto' or 'cpu', "
                                  f"got {self.device!r}")

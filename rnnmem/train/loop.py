@@ -356,7 +356,8 @@ def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     if not params:
         raise InvalidParameterError(f"model: {config.model!r} has no parameters to train")
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                 eps=config.adam_eps)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
 
@@ -441,7 +442,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
 
     # ---- device and precision, chosen once --------------------------------------------
     device = resolve_device(config.device)
-    amp_dtype = _AMP.get(config.dtype)
+    amp_dtype = _AMP.get(config.dtype) if config.precision == "mixed" else None
     param_dtype = torch.float32 if amp_dtype is not None else resolve_dtype(config.dtype)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype \
         else contextlib.nullcontext

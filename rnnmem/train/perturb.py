@@ -55,13 +55,13 @@ test loader for every sample). Two methods with the same result:
     when the evaluation is an :class:`EvalSet` and the model's forward can be vmapped:
     the first chunk batched and the next one in the loop, both timed, and the rest with
     the faster of the two (``meta["method"]`` and ``meta["timing"]`` say which and why);
-    else the loop (the reason is recorded in ``meta["batched_error"]``). A forward
-    through a custom :class:`torch.autograd.Function` without a vmap rule (as
-    :func:`rnnmem.models.recurrence.linear_recurrence`'s fast kernels at the time of
-    writing) cannot be vmapped. Measured on a 2-core CPU, batching over perturbations
+    else the loop (the reason is recorded in ``meta["batched_error"]``, e.g. a forward
+    through an operation without a vmap rule such as ``lstm_cell``;
+    :func:`rnnmem.models.recurrence.linear_recurrence` has one). Measured on a 2-core CPU, batching over perturbations
     gains little or loses when one evaluation already fills the machine (1000 sequences
     of length 100, width 64), and wins on small evaluation sets where per-call overhead
-    dominates; on a GPU the balance shifts towards batching.
+    dominates (on CPU, tensors above 32 MiB are much slower to allocate unless
+    ``THP_MEM_ALLOC_ENABLE=1``); on a GPU the balance shifts towards batching.
 
 A perturbed model whose loss is NaN or infinite counts as an infinite error.
 """

@@ -691,7 +691,7 @@ class LanguageTask(TrainTask):
     def metrics(self, outputs, targets, mask):
         L = self._L
         o = outputs.detach().float().cpu().numpy()
-        y = targets.detach().cpu().numpy()
+        y = targets.detach().float().cpu().numpy()  # numpy has no bfloat16
         if self.mode == "recognition":
             last = o[:, -1]  # (B, 1) or (B, 2)
             score = last[:, 0] if last.shape[-1] == 1 else last[:, 1] - last[:, 0]
