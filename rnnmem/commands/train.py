@@ -95,7 +95,7 @@ def _convert(name: str, typ, text: str):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--model", help="a registered model (see `rnnmem list models`)")
-    g.add_argument("--task", help="a task: npz, lf:<target>, lang:<language>")
+    g.add_argument("--task", help="a task: lf:<target>, lang:<language>, ptb, npz (see `rnnmem list tasks`)")
     g.add_argument("--model-arg", action="append", metavar="K=V", default=[],
                    help="model option, repeatable (e.g. --model-arg state_dim=8)")
     g.add_argument("--task-arg", action="append", metavar="K=V", default=[],
