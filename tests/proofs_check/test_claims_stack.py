@@ -4,6 +4,7 @@ Jacobian against autograd's full Jacobian, parallel = serial training, smoke run
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -166,6 +167,23 @@ def test_budgets_scale_up():
     assert len(s["quick"].seeds) >= 2 and set(s["full"].variants) == set(C.VARIANTS)
     assert {"full", "frozen_memory", "memoryless"} <= set(s["quick"].variants)
     assert any(lang in ("anbncn", "copy") for lang in s["quick"].languages)
+    assert s["smoke"].pure_dtypes == () and "bfloat16" in s["quick"].pure_dtypes
+    assert set(s["quick"].pure_languages) <= set(s["quick"].languages)
+
+
+def test_pure_precision_runs_really_train_in_that_dtype():
+    """A pure-precision spec trains with low-precision parameters (not autocast), and a
+    float16 AdamW run gets an epsilon that does not underflow (TrainConfig refuses 1e-8)."""
+    for dt in ("bfloat16", "float16"):
+        spec = C.RunSpec("dyck1", "full", 0, 2, 4, 3, 2, 0.01, dt, "pure")
+        cfg = spec.config()
+        assert cfg.precision == "pure" and cfg.dtype == dt
+        assert cfg.adam_eps >= 2.0**-14 or dt == "bfloat16"
+        model, info = C.trained([spec])[spec]
+        assert {p.dtype for p in model.parameters()} == {getattr(torch, dt)}
+        assert math.isfinite(info["train_loss"])
+    mixed = C.RunSpec("dyck1", "full", 0, 2, 4, 3, 2, 0.01, "bfloat16")
+    assert {p.dtype for p in C.trained([mixed])[mixed][0].parameters()} == {torch.float32}
 
 
 def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
@@ -175,7 +193,8 @@ def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
                    steps=2, batch_size=4, hidden_size=3, stack_width=2, lr=0.01,
                    bins="41:50,51:60", per_bin=4, lengths_per_bin=2, workers=1,
                    drift_length=12, jacobian_length=10, jacobian_strings=2,
-                   memory_horizon=8, train_dtypes=("bfloat16", "float64"))
+                   memory_horizon=8, train_dtypes=("bfloat16", "float64"),
+                   pure_dtypes=("bfloat16", "float16"), pure_languages=("dyck1",))
     monkeypatch.setattr(C, "sizes", lambda ctx: tiny)
     results = run_claims(list(IDS), "full", tmp_path)
     for r in results:
@@ -186,4 +205,8 @@ def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
     amp = results[1].metrics["trained_in_precision"]
     assert set(amp) == {"dyck1/bfloat16", "dyck1/float64", "copy/bfloat16", "copy/float64"}
     assert "controller.cell" in results[1].metrics["autocast_kept_float32"]["bfloat16"]
+    pure = results[1].metrics["trained_pure"]
+    assert set(pure) == {"dyck1/bfloat16", "dyck1/float16"}
+    assert all(v["long_position"]["n"] == 2 for v in pure.values())
+    assert "| dyck1/float16 |" in results[1].details
     assert results[2].metrics["per_language"]["copy"]["full"]["dispersion"] is not None
