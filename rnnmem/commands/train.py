@@ -26,7 +26,8 @@ _FLAGS = {
     "steps": int, "epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
     "momentum": float, "optimizer": str, "schedule": str, "warmup": int, "min_lr": float,
     "plateau_factor": float, "plateau_patience": int, "grad_clip": float,
-    "target_loss": float, "dtype": str, "precision": str, "adam_eps": float, "device": str, "seed": int,
+    "target_loss": float, "dtype": str, "precision": str, "adam_eps": float, "device": str, "threads": int,
+    "seed": int,
     "temporal_weighting": float, "eval_every": int, "checkpoint_every": int,
     "freeze": str, "freeze_after": int, "bptt": int,
 }

@@ -149,6 +149,15 @@ def _superposition_update(state, actions, values, new_depth):
     experiments (batch 32, width 8, depth <= 500, on CPU) the Python cost of a custom
     backward outweighed the memory passes it saved; plain operations also keep ``vmap``
     and double backward working.
+
+    Measured again for 500 chained growing steps, forward + backward, batch 32, width 8, one
+    thread (per step): this form 0.99-1.1 ms; a fused Function with in-place ``addcmul_``
+    and ``bmm`` reductions 1.04 ms (0.28 ms of it the Function's own Python overhead); one
+    ``cat`` and three shifted slices 0.95 ms; one grouped ``conv2d`` 0.77-0.83 ms at depth
+    250 but slower at small depth; :func:`torch.compile` (``dynamic=True``) 0.85 ms after
+    18 s of compilation. At a fixed depth of 2 the step still costs 0.48 ms: the time is
+    per-operation dispatch of ~20 forward and ~25 backward operations, not memory traffic
+    (a fused kernel's floor, 5 passes over a depth-250 state, is ~0.07 ms).
     """
     return _superposition_composed(state, actions, values, new_depth)
 

@@ -64,7 +64,7 @@ CHECKPOINT_KEY = "train"
 TRAIN_STATE_VERSION = 1
 #: config fields that may differ between a checkpoint and the run resuming it
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "out_dir", "eval_every", "checkpoint_every",
-                              "log_every", "target_loss", "device"})
+                              "log_every", "target_loss", "device", "threads"})
 _AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -434,6 +434,17 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     """
     if not isinstance(config, TrainConfig):
         raise InvalidParameterError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if config.threads is None:
+        return _train(config, model, task, resume, progress, callback)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(config, model, task, resume, progress, callback)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(config, model, task, resume, progress, callback) -> TrainResult:
     out = Path(config.out_dir) if config.out_dir else None
     if resume and out is None:
         raise InvalidParameterError("out_dir: resume=True needs an output directory")

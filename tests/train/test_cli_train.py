@@ -92,6 +92,7 @@ def test_npz_task_and_config_file(tmp_path, capsys):
      "complex"),
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--config", "/nonexistent.json"],
      "--config"),
+    (["--model", "diagonal_ssm", "--task", "lf:exponential", "--threads", "0"], "threads"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, needle):
     assert main(["train", *argv, "--out", str(tmp_path / "o"), "-q"]) == 2

@@ -150,6 +150,21 @@ def test_tiny_model_learns_and_loss_decreases(tmp_path):
     assert st_best["best_loss"] == min(losses)
 
 
+def test_threads_apply_during_the_run_and_are_restored():
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    seen = []
+    c = cfg(steps=3, eval_every=0, checkpoint_every=0, threads=want)
+    r = train(c, progress=False,
+              callback=lambda s, loss: seen.append(torch.get_num_threads()) and False)
+    assert seen == [want] * 3 and torch.get_num_threads() == before
+    # the same run without the setting gives the same numbers on one thread's worth of
+    # work (the tiny model's reductions are too small to be split)
+    r0 = train(c.replace(threads=None), progress=False)
+    assert r.final_metrics["train_loss"] == r0.final_metrics["train_loss"]
+    assert torch.get_num_threads() == before
+
+
 def test_early_stop_at_target_loss():
     c = cfg(steps=400, lr=0.03, eval_every=0, checkpoint_every=0)
     full = train(c, progress=False)
@@ -457,7 +472,8 @@ def test_unknown_task_and_model_names():
     ("eval_every", -1), ("checkpoint_every", 1.0), ("freeze", "everything"),
     ("freeze_after", -2), ("bptt", 0), ("plateau_factor", 1.0), ("model", ""),
     ("model_kwargs", {"x": object()}), ("task_kwargs", [1, 2]), ("batch_size", True),
-    ("model_kwargs", {"dtype": "float64"}), ("out_dir", ""),
+    ("model_kwargs", {"dtype": "float64"}), ("out_dir", ""), ("threads", 0),
+    ("threads", 1.5),
 ])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(InvalidParameterError, match=field):
