@@ -303,3 +303,28 @@ def fit_exponent(xs, ys) -> float:
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
     sxx = sum((a - mx) ** 2 for a in lx)
     return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sxx if sxx > 0 else float("nan")
+
+
+def compiled_vs_eager(section: str, name: str, make_step, *, config: dict, eager_s: float,
+                      repeats: int = 3) -> dict:
+    """A row timing ``make_step(compile=True)()`` against an eager time measured in the
+    same run: the first call (compilation included) and the median of later calls; ratio
+    = compiled / eager (below 1: compiling pays). A fallback to eager is reported."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step, model = make_step(True)
+            w0 = time.perf_counter()
+            step()
+            first = time.perf_counter() - w0
+            t = measure(step, repeats=repeats, warmup=0)
+        fell_back = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    except Exception as exc:  # pragma: no cover - reported, not raised
+        return unavailable(section, name, f"{type(exc).__name__}: {exc}", status="error")
+    return row(section, name, config={**config, "compile": True}, timing=t,
+               ratio=t.seconds / eager_s, ratio_label="compiled / eager",
+               values={"eager_s": eager_s, "first_call_s": first,
+                       "fell_back_to_eager": bool(fell_back)},
+               note=fell_back[0][:120] if fell_back else "")

@@ -7,7 +7,9 @@ hidden 64, batch 512, length 100, float64; target at most 0.1 s per step (the or
 code took 1.1 s, most of it in the backward of per-step input slices).
 
 Each row's ratio is its time over the fastest family's time in the same run. The
-reference row's ratio is the issue's 1.1 s over the measured step (the speed-up).
+reference row's ratio is the issue's 1.1 s over the measured step (the speed-up); the
+row after it runs the same step with ``compile=True`` (:func:`torch.compile` of the
+per-sample step), ratio compiled / eager, its first call (compilation) in ``values``.
 
 Run alone: ``python -m benchmarks.bench_training [--quick]``.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import measure, row, unavailable
+from ._common import compiled_vs_eager, measure, row, unavailable
 
 SECTION = "c"
 #: the reference step time quoted in the issue (original code, s)
@@ -107,6 +109,16 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                         target=f"<= {REFERENCE_TARGET_S} s" if judge else None,
                         met=(t.seconds <= REFERENCE_TARGET_S) if judge else None,
                         values={"cpu_met": t.cpu_seconds <= REFERENCE_TARGET_S}))
+        if not tiny:  # torch.compile of the per-sample step, measured against this row
+
+            def make(compile_):
+                mc = build_model("rnn", hidden_dim=ref["H"], activation="tanh",
+                                 recurrence="softplus", dtype="float64", device="cpu", seed=0,
+                                 compile=compile_)
+                return regression_step(mc, ref["B"], ref["T"], torch.float64), mc
+
+            rows.append(compiled_vs_eager(SECTION, "curse-of-memory reference step, compiled",
+                                          make, config=cfg, eager_s=t.seconds, repeats=reps))
     except Exception as exc:  # pragma: no cover - reported, not raised
         rows.append(unavailable(SECTION, "curse-of-memory reference step",
                                 f"{type(exc).__name__}: {exc}", status="error"))

@@ -8,6 +8,7 @@ validation, stability checks, the closed-form memory of a diagonal system and
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -430,3 +431,39 @@ def diagonal_memory_function_reference(lam: np.ndarray, U: np.ndarray, C: np.nda
     if np.iscomplexobj(resp):
         resp = resp.real
     return np.abs(resp).sum(-1)  # (L, p)
+
+
+class CompiledStep:
+    """A step function run through :func:`torch.compile` (``dynamic=False``), falling back
+    to the eager function, with one :class:`RuntimeWarning`, if compiling or running the
+    compiled graph fails (no C++ compiler, an unsupported operation, ...).
+
+    The compiled graph is built on the first call and never pickled (``__getstate__``), so
+    a model holding one still deep-copies, pickles and forks. ``failed`` tells whether the
+    fallback was taken.
+    """
+
+    def __init__(self, fn: Callable, owner: str):
+        self.fn, self.owner = fn, owner
+        self.compiled = None
+        self.failed = False
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.fn(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=False)
+        try:
+            return self.compiled(*args)
+        except Exception as exc:  # compiler missing, unsupported op, ...
+            self.failed = True
+            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            warnings.warn(f"torch.compile failed for the {self.owner} step "
+                          f"({type(exc).__name__}: {msg}); running eagerly", RuntimeWarning,
+                          stacklevel=3)
+            return self.fn(*args)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["compiled"] = None
+        return d

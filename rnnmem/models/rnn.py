@@ -60,6 +60,7 @@ from .recurrence import linear_recurrence
 from .registry import register_model
 from ._common import (
     RECURRENCE_KINDS,
+    CompiledStep,
     ExactMemoryMixin,
     check_positive_int,
     check_supported_dtype,
@@ -100,6 +101,14 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
     dtype : float32 or float64
     device : ``"auto"`` or a torch device
     seed : int, optional
+    compile : bool
+        Run each sample's integrator steps and read-out of the step-by-step loop (nonlinear
+        or vanilla models) through :func:`torch.compile`, falling back to eager execution
+        with one warning where compiling fails. Off by default: on CPU it was measured
+        slower (``benchmarks``, section c: the curse-of-memory reference step, tanh,
+        hidden 64, batch 512, length 100, float64, took 1.2-2.3x the eager time in two
+        runs on 2 cores, after 8 s of compilation: the compiled call's guards cost more
+        than the few small operations it fuses).
     """
 
     def __init__(self, hidden_dim: int, input_dim: int = 1, output_dim: int = 1,
@@ -107,7 +116,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                  time: str = "discrete", dt: float = 1.0, integrator: str = "euler",
                  substeps: int = 1, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
-                 device="auto", seed: int | None = None):
+                 device="auto", seed: int | None = None, compile: bool = False):
         check_positive_int("hidden_dim", hidden_dim)
         sigma = get_activation(activation)
         if recurrence in RECURRENCE_KINDS:
@@ -136,7 +145,8 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                                      recurrence=recurrence, integrator=integrator,
                                      substeps=substeps, bias=bool(bias),
                                      decay_range=None if decay_range is None
-                                     else [float(v) for v in decay_range], seed=seed))
+                                     else [float(v) for v in decay_range], seed=seed,
+                                     compile=bool(compile)))
         check_supported_dtype(self)
         self._sigma = sigma
         self.hidden_dim, self.activation, self.recurrence = hidden_dim, activation, recurrence
@@ -145,6 +155,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         self.parameterisation = p
         self._f = None if p is None else p.torch
         init_linear_weights(self, hidden_dim, lam0, p, bias, np.random.default_rng(seed))
+        self._compiled = CompiledStep(self._sample_step, "NonlinearRNN") if compile else None
 
     # ---- the vector field and the integrator -----------------------------------------
     @property
@@ -198,12 +209,23 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         # Per step: drive U x_k + b, update, read-out C h. ``unbind`` (not ``x[:, k]``, whose
         # backward zero-fills a whole (B, T, d) gradient per step, quadratic in T), and no
         # (B, T, N) drive or state tensor (nor their gradients) is ever formed.
+        step = self._compiled if self._compiled is not None else self._sample_step
         for x_k in x.unbind(1):  # (B, d) each
             u_k = x_k @ UT if self.b is None else torch.addmm(self.b, x_k, UT)  # (B, N)
-            for _ in range(self.substeps):
-                h = self._substep(W, h, u_k, tau)
-            ys.append(h @ CT)  # (B, p)
+            h, y_k = step(W, h, u_k, tau, CT)
+            ys.append(y_k)  # (B, p)
         return torch.stack(ys, dim=1)  # (B, T, p)
+
+    def _sample_step(self, W, h, u_k, tau: float, CT):
+        """One sample: ``substeps`` integrator steps, then the read-out ``(h, C h)``."""
+        for _ in range(self.substeps):
+            h = self._substep(W, h, u_k, tau)
+        return h, h @ CT
+
+    @property
+    def compile_failed(self) -> bool:
+        """Whether ``compile=True`` fell back to eager execution."""
+        return self._compiled is not None and self._compiled.failed
 
     def sample_map(self) -> tuple[torch.Tensor, torch.Tensor]:
         """For :math:`\\sigma` = identity, the per-sample map is affine,

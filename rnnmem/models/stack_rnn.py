@@ -34,13 +34,13 @@ codes). Outputs are logits ``(B, T, output_size)``, one per step.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
+from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
 from .registry import register_model
 from .stacks import StratificationStack, SuperpositionStack
@@ -231,8 +231,7 @@ class StackRNN(RecurrentModel):
                 self._build(controller, stack, hidden_size, stack_width, stack_depth,
                             n_stacks, read_depth, embedding_dim)
         self.use_compile = bool(compile)
-        self._compiled_step = None
-        self._compile_failed = False
+        self._compiled = CompiledStep(self._step_impl, "StackRNN") if compile else None
 
     def _build(self, controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
                read_depth, embedding_dim) -> None:
@@ -352,23 +351,14 @@ class StackRNN(RecurrentModel):
             stack = self.memory.grow_step(state.stack, controls, grow)
         return h, StackRNNState(c, stack, self.memory.read(stack)), controls
 
-    def _compiled_or_eager(self, e_t, state):
-        if self._compile_failed:
-            return self._step_impl(e_t, state)
-        if self._compiled_step is None:
-            self._compiled_step = torch.compile(self._step_impl, dynamic=False)
-        try:
-            return self._compiled_step(e_t, state)
-        except Exception as exc:  # compiler missing, unsupported op, ...
-            self._compile_failed = True
-            warnings.warn(f"torch.compile failed for the StackRNN step ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                          "running eagerly", RuntimeWarning, stacklevel=3)
-            return self._step_impl(e_t, state)
+    @property
+    def _compile_failed(self) -> bool:
+        """Whether ``compile=True`` fell back to eager execution."""
+        return self._compiled is not None and self._compiled.failed
 
     def _step_fn(self):
         if self.use_compile and not self._compile_failed:
-            return self._compiled_or_eager
+            return self._compiled
         return self._step_impl
 
     def step(self, x_t, state: StackRNNState | None = None):
@@ -491,11 +481,6 @@ class StackRNN(RecurrentModel):
             return logits[torch.arange(B, device=logits.device), lengths - 1]
         mask = (torch.arange(T, device=logits.device) < lengths[:, None]).to(logits.dtype)
         return (logits * mask[..., None]).sum(1) / lengths[:, None].to(logits.dtype)
-
-    def __getstate__(self):  # the compiled step is rebuilt lazily, never pickled
-        d = dict(self.__dict__)
-        d["_compiled_step"] = None
-        return d
 
 
 def _baseline(name: str, controller: str):

@@ -228,3 +228,52 @@ def test_cuda_matches_cpu(recurrence):
         y_gpu, y_cpu = gpu(x.to(gpu.device)), cpu(x)
     tol = tolerance(torch.float64, n_ops=7 * 4 * 4, scale=float(y_cpu.abs().max()))
     assert y_gpu.device == gpu.device and tol.allclose(_np(y_gpu), _np(y_cpu))
+
+
+def test_compile_falls_back_with_one_warning_and_equals_eager(monkeypatch):
+    import warnings
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    kw = dict(activation="tanh", recurrence="softplus", time="continuous", integrator="rk4",
+              substeps=2, dt=0.1, seed=1)
+    m, eager = _rnn(compile=True, **kw), _rnn(**kw)
+    x = _x(3, 7, 2)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        y, y2 = m(x), m(x)
+    msgs = [str(i.message) for i in w if "torch.compile failed" in str(i.message)]
+    assert len(msgs) == 1 and "NonlinearRNN" in msgs[0] and "no compiler here" in msgs[0]
+    assert m.compile_failed and torch.equal(y, eager(x)) and torch.equal(y2, y)
+    assert m.config["compile"] is True and not eager.compile_failed
+
+
+def test_compiled_model_checkpoint_round_trip(tmp_path):
+    m = _rnn(activation="tanh", compile=True, seed=2)
+    path = save_checkpoint(tmp_path / "m.pt", m)
+    m2 = load(path)
+    assert m2.config["compile"] is True and m2._compiled is not None
+    import copy
+    import pickle
+
+    pickle.dumps(m)  # the compiled graph is never pickled
+    assert copy.deepcopy(m)._compiled.fn.__self__ is not m
+
+
+@pytest.mark.slow
+def test_compile_matches_eager():
+    import warnings
+
+    kw = dict(activation="tanh", recurrence="vanilla", seed=3)
+    m, eager = _rnn(compile=True, **kw), _rnn(**kw)
+    x = _x(2, 5, 2)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        y = m(x)
+    if m.compile_failed:
+        pytest.skip(f"torch.compile unavailable: {[str(i.message) for i in w]}")
+    torch.testing.assert_close(y, eager(x), rtol=1e-12, atol=1e-12)
