@@ -133,7 +133,9 @@ class StackRNN(RecurrentModel):
     controller : {"srnn", "lstm", "gru"}
     stack : {"superposition", "stratification", "none"}
         :class:`~rnnmem.models.stacks.SuperpositionStack` (Joulin & Mikolov 2015) or
-        :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015).
+        :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015);
+        ``"none"`` (or ``None``, which is what ``--model-arg stack=none`` parses to on the
+        command line) is the memory-less controller.
     hidden_size : int
     stack_width : int
         Width :math:`W` of a stack element.
@@ -181,6 +183,8 @@ class StackRNN(RecurrentModel):
             raise UnknownNameError("mode", mode, MODES)
         if controller not in CONTROLLERS:
             raise UnknownNameError("controller", controller, CONTROLLERS)
+        if stack is None:
+            stack = "none"
         if stack not in STACK_KINDS:
             raise UnknownNameError("stack", stack, STACK_KINDS)
         if pool not in POOLS:

@@ -252,3 +252,12 @@ def test_compile_matches_eager():
     if m._compile_failed:
         pytest.skip(f"torch.compile unavailable: {[str(i.message) for i in w]}")
     assert_close(y, eager(x), tolerance(DT, n_ops=4 * 30, cond=10.0))
+
+
+def test_stack_none_as_python_none_is_the_memoryless_model():
+    """``--model-arg stack=none`` parses to None on the command line: same model."""
+    a = StackRNN(3, stack=None, hidden_size=4, seed=0, device="cpu")
+    b = StackRNN(3, stack="none", hidden_size=4, seed=0, device="cpu")
+    assert a.config["stack"] == "none" and not a.has_stack
+    x = torch.randint(0, 3, (2, 5), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a(x), b(x))

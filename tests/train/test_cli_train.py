@@ -165,3 +165,13 @@ def test_parse_assignments():
     for bad in (["a"], ["=1"], ["a=1", "a=2"], ["1a=3"]):
         with pytest.raises(InvalidParameterError):
             parse_assignments(bad, "--task-arg")
+
+
+def test_memoryless_stack_rnn_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["train", "--model", "stack_rnn", "--task", "lang:dyck1", "--model-arg",
+                 "stack=none", "--model-arg", "controller=gru", "--model-arg", "hidden_size=4",
+                 "--steps", "2", "--batch-size", "4", "--out", str(out), "-q"]) == 0
+    from rnnmem.models.registry import load
+
+    assert load(out / "last.pt").config["stack"] == "none"
