@@ -275,6 +275,10 @@ def _slowest_rate(run: _Run) -> float:
         return float(-np.log(np.abs(ev).max()) / mdl.dt)
 
 
+#: levels (factors of max_m E_m(0)) at which a cell's verdict must agree to count
+LEVEL_FACTORS = (3.0, 10.0, 30.0)
+
+
 def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
     """Train every width, perturb, and read the family of curves with stability_verdict."""
     from ..numerics.perturbation import stability_verdict
@@ -306,11 +310,21 @@ def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
     out["e0_loglog_slope"] = e0_slope
     v = stability_verdict(curves, threshold=10.0)
     out["stability"] = v.to_dict()
+    # the level is a choice: a verdict counts only if the neighbouring levels agree
+    by_level = {th: stability_verdict(curves, threshold=th) for th in LEVEL_FACTORS}
+    out["level_sensitivity"] = {f"{th:g}x": {"verdict": w.verdict, "slope": w.slope}
+                                for th, w in by_level.items()}
     if not (e0_slope < 0):
         out.update(verdict="inconclusive",
                    reason=f"E_m(0) does not decrease with the width (log-log slope "
                           f"{_fmt(e0_slope)}): not an approximating sequence, so the "
                           f"perturbation test ({v.verdict}) does not apply")
+        return out
+    verdicts = {w.verdict for w in by_level.values()}
+    if len(verdicts) > 1:
+        out.update(verdict="inconclusive",
+                   reason="the verdict depends on the level: " + ", ".join(
+                       f"{th:g} x max E_m(0): {w.verdict}" for th, w in by_level.items()))
         return out
     out.update(verdict=v.verdict, reason=v.reason)
     return out
@@ -569,9 +583,12 @@ def _cell_text(cell: dict) -> str:
         return f"{cell['verdict']} ({cell.get('reason', '')}){tail}"
     b0 = ", ".join(f"{m}:{_fmt(b)}{'' if c == 'none' else '(' + c[0] + ')'}"
                    for m, b, c in zip(st["widths"], st["beta0"], st["censored"]))
+    lv = cell.get("level_sensitivity") or {}
+    levels = ("; at levels " + ", ".join(f"{k}: {d['verdict']} ({_fmt(d['slope'])})"
+                                         for k, d in lv.items())) if lv else ""
     return (f"{cell['verdict']}; slope {_fmt(st['slope'])} "
             f"[{_fmt(st['slope_ci'][0])}, {_fmt(st['slope_ci'][1])}]; beta0 {b0}; "
-            f"E_m(0) log-log slope {_fmt(cell.get('e0_loglog_slope'))}{tail}")
+            f"E_m(0) log-log slope {_fmt(cell.get('e0_loglog_slope'))}{levels}{tail}")
 
 
 def _table_check(ctx: Context, rows: tuple[str, ...], targets: tuple[str, ...], claim_id: str,
@@ -741,8 +758,11 @@ def _check_table(ctx: Context) -> Evidence:
               "10 x max_m E_m(0); `stability_verdict` fits log beta0 against log m "
               "(unstable: slope significantly below -0.25). A cell counts only if its "
               "family approximates the target, i.e. E_m(0) decreases with m (negative "
-              "log-log slope; Def. 3.5 is about a sequence with E_m(0) -> 0), else it is "
-              "inconclusive. Overall: *confirmed* if every cell matches the seed, *refuted* "
+              "log-log slope; Def. 3.5 is about a sequence with E_m(0) -> 0), and if the "
+              "verdict is the same at the levels "
+              + ", ".join(f"{th:g}" for th in LEVEL_FACTORS) + " x max_m E_m(0) (the "
+              "level is a choice; a verdict that flips with it is not evidence); else it "
+              "is inconclusive. Overall: *confirmed* if every cell matches the seed, *refuted* "
               "if a cell is measured the other way, else inconclusive.", "", *lines, "",
               f"{n_match} cells match the seed, {n_diff} differ, {n_inc} inconclusive.", "",
               "Cell by cell (slope of log beta0 vs log m with its 95% interval; beta0 per "

@@ -112,6 +112,13 @@ def test_table_cells_and_verdict_rule(smoke):
     for c in cells.values():
         assert c["verdict"] in ("stable", "unstable", "inconclusive")
         assert set(c["train"]) == {str(m) for m in r.metrics["sizes"]["widths"]}
+        lv = c.get("level_sensitivity")
+        if lv is not None:  # a definite verdict holds at every level
+            assert set(lv) == {f"{th:g}x" for th in C.LEVEL_FACTORS}
+            if c["verdict"] != "inconclusive":
+                assert {d["verdict"] for d in lv.values()} == {c["verdict"]}
+            elif len({d["verdict"] for d in lv.values()}) > 1 and c["e0_loglog_slope"] < 0:
+                assert "depends on the level" in c["reason"]
     counts = _recount(cells, C.SEED_TABLE)
     assert counts == r.metrics["counts"]
     assert _measured(r) == _overall(counts)
