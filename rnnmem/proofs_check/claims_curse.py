@@ -27,7 +27,6 @@ The verdict rules are stated in each claim's details; the sizes used go into the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ._threads import one_thread
 from .registry import Context, Evidence, claim
 
 _LI2021 = ("Li, Han, E & Li, On the curse of memory in recurrent neural networks: "
@@ -107,19 +107,6 @@ def _smoke_inconclusive(check):
             details=note + "\n\n" + ev.details)
 
     return wrapped
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Tiny sequential models run fastest on one intra-op thread (restored afterwards)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 # ======================================================================================
@@ -220,7 +207,7 @@ def _train(row: str, target: str, m: int, s: _Sizes, seed: int) -> _Run:
                       min_lr=s.lr / 10, dtype="float64", device="cpu", seed=seed,
                       eval_every=0, checkpoint_every=0)
     t0 = time.perf_counter()
-    with _one_thread():
+    with one_thread():
         try:
             res = train(cfg, task=task, progress=False)
         except TrainingDivergedError as exc:
@@ -242,7 +229,7 @@ def _curve(run: _Run, s: _Sizes, seed: int):
 
     key = (run.row, run.target, run.width, s, seed)
     if key not in _CURVES:
-        with _one_thread():
+        with one_thread():
             _CURVES[key] = perturbation_curve(run.model, run.evalset, np.array(s.betas),
                                               repeats=s.repeats, scope="recurrent",
                                               norm="spectral", seed=seed)
@@ -894,7 +881,7 @@ def _model_memory(run: _Run, t: np.ndarray) -> tuple[np.ndarray, str]:
 
     mdl = run.model
     linear = bool(getattr(mdl, "is_linear", False))
-    with _one_thread():
+    with one_thread():
         if not linear:
             return np.asarray(mdl.memory_function(t, exact=False, baseline=True)), "estimator"
         try:
@@ -1109,7 +1096,7 @@ def _lr_run(p: str, lr: float, s: _Sizes, m: int, seed: int) -> dict:
 
     G = PARAMETERISATIONS[p].gradient_scale_numpy
     out: dict[str, Any] = {"parameterisation": p, "lr": lr}
-    with _one_thread():
+    with one_thread():
         task.configure(device="cpu", dtype=torch.float64, batch_size=s.batch_size, seed=seed)
         evalset = EvalSet.from_task(task, max_samples=s.n_eval)
         m0 = fresh()

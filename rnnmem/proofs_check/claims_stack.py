@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ._threads import one_thread
 from .registry import Context, Evidence, claim
 
 _SOURCE = "Das & Mali (2024), arXiv:2410.03154, abstract and Sec. 5-6"
@@ -167,22 +168,6 @@ _COST = {"full": 5, "frozen_memory": 4, "frozen_controller": 3, "only_classifier
          "memoryless": 1}
 
 
-class _OneThread:
-    """Step-by-step recurrences are overhead-bound: one thread each is fastest."""
-
-    def __enter__(self):
-        import torch
-
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.old)
-        return False
-
-
 def _train_one(spec: RunSpec):
     """Train one run; returns (model config, state dict, timing) (picklable)."""
     import torch
@@ -225,7 +210,7 @@ def trained(specs: list[RunSpec], workers: int = 1) -> dict[RunSpec, tuple]:
         except Exception:  # no processes here (sandbox, broken pool): train in-process
             done = []
     if not done:
-        with _OneThread():
+        with one_thread():
             done = [(s, _train_one(s)) for s in todo]
     for s, (cfg, state, info) in done:
         _CACHE[s] = (_rebuild(cfg, state), info)
@@ -336,7 +321,7 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
     models = trained(_specs(sz), sz.workers)
     t_train = time.perf_counter() - t0
     reports = {}
-    with _OneThread():
+    with one_thread():
         for spec, (model, _) in models.items():
             reports[spec] = evaluate_lengths(
                 model, spec.language, mode="next_symbol", bins=sz.bins, per_bin=sz.per_bin,
@@ -475,7 +460,7 @@ def _check_precision(ctx: Context) -> Evidence:
     models = trained(specs + extra + pure, sz.workers)
     t_train = time.perf_counter() - t0
     acc, drift_curves, unsupported, learned = {}, {}, {}, True
-    with _OneThread():
+    with one_thread():
         for spec in specs:
             model = models[spec][0]
             for dt in dtypes:
@@ -739,7 +724,7 @@ def _check_stack_memory(ctx: Context) -> Evidence:
     models = trained(specs, sz.workers)
     t_train = time.perf_counter() - t0
     jac, mem = {}, {}
-    with _OneThread():
+    with one_thread():
         for spec in specs:
             # the same weights in float64, so that rounding noise (~1e-7 in float32) does not
             # masquerade as a memory-function tail
