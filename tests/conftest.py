@@ -61,3 +61,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """``torch.compile`` whose compiled functions raise, as where no C++ compiler exists."""
+    import torch
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
