@@ -356,12 +356,12 @@ class StackRNN(RecurrentModel):
         return h, StackRNNState(c, stack, self.memory.read(stack)), controls
 
     @property
-    def _compile_failed(self) -> bool:
+    def compile_failed(self) -> bool:
         """Whether ``compile=True`` fell back to eager execution."""
         return self._compiled is not None and self._compiled.failed
 
     def _step_fn(self):
-        if self.use_compile and not self._compile_failed:
+        if self.use_compile and not self.compile_failed:
             return self._compiled
         return self._step_impl
 
