@@ -25,6 +25,7 @@ __all__ = [
     "CorruptCheckpointError",
     "DirectoryLockedError",
     "RunDirectoryConflictError",
+    "NotApplicableError",
 ]
 
 
@@ -119,3 +120,9 @@ class DirectoryLockedError(RnnmemError):
 
 class RunDirectoryConflictError(RnnmemError):
     """An output directory already holds another run (a different configuration)."""
+
+
+class NotApplicableError(RnnmemError):
+    """A part of the model contract has no meaning for this model (e.g. the spectrum of a
+    stack RNN, whose recurrence is not a fixed linear map); the message names the model,
+    the method and what to use instead."""

@@ -16,7 +16,6 @@ memory lives on that grid).
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
@@ -149,20 +148,13 @@ def _task_target(cfg):
 
 
 def _memory(model, t, black_box: bool):
-    """(M (L,) or (L, p), method)."""
-    params = inspect.signature(model.memory_function).parameters
-    has_exact = "exact" in params
-    linear = bool(getattr(model, "is_linear", False))
-    exact = has_exact and linear and not black_box
-    arg = t
+    """(M (L,) or (L, p), method): the closed form of a linear model, else (or with
+    ``--black-box``) the Def. 3.1 estimator, through the model contract's
+    ``memory_function(t, method=...)``."""
+    exact = bool(model.is_linear) and not black_box
     try:
-        if exact:
-            M = model.memory_function(arg, exact=True)
-        elif has_exact:
-            M = model.memory_function(arg, exact=False)
-        else:
-            M = model.memory_function(arg)
-    except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        M = model.memory_function(t, method="closed_form" if exact else "estimator")
+    except (RuntimeError, NotImplementedError) as exc:
         raise InvalidParameterError(
             f"cannot compute the memory function of {type(model).__name__}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None

@@ -221,6 +221,11 @@ class TrainConfig:
                 raise _bad(name, f"must be a mapping of options, got {type(v).__name__}")
             _check_jsonable(name, v)
             object.__setattr__(self, name, MappingProxyType(_thaw(v)))
+        from ..models.registry import canonical_model_options
+
+        # deprecated option names (e.g. state_dim for width) are stored under the new name
+        object.__setattr__(self, "model_kwargs", MappingProxyType(
+            canonical_model_options(self.model, dict(self.model_kwargs))))
         reserved = {"dtype", "device"} & set(self.model_kwargs)
         if reserved:
             raise _bad("model_kwargs", f"{sorted(reserved)} are set from the config's own "

@@ -260,12 +260,12 @@ def ptb_config(model: str = "stack_rnn", *, model_kwargs: Mapping[str, Any] | No
     per epoch (``eval_every = checkpoint_every =`` the number of BPTT windows of the
     training split, computed from the data), ``epochs=100``, float32. The model is a
     one-layer LSTM with 256 units and embedding size 256: ``model_kwargs`` are merged over
-    ``{"controller": "lstm", "hidden_size": 256, "embedding_dim": 256}``. Any
+    ``{"controller": "lstm", "width": 256, "embedding_dim": 256}``. Any
     :class:`TrainConfig` field can be changed through ``changes``.
     """
     from ..tasks import ptb
 
-    mk = {"controller": "lstm", "hidden_size": 256, "embedding_dim": 256}
+    mk = {"controller": "lstm", "width": 256, "embedding_dim": 256}
     mk.update(dict(model_kwargs or {}))
     tk = dict(task_kwargs or {})
     base = dict(model=model, task="ptb", model_kwargs=mk, task_kwargs=tk,

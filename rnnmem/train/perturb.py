@@ -78,6 +78,7 @@ import torch
 
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
                       UnknownNameError)
+from ..models.base import model_outputs
 from ..numerics.perturbation import PerturbationCurve, check_betas
 
 __all__ = ["EvalSet", "perturbation_curve", "perturbation_directions", "perturbed_parameters",
@@ -91,9 +92,6 @@ DISTRIBUTIONS = ("gaussian", "rademacher")
 MAX_CHUNK_ELEMENTS = 2**25
 
 
-def _forward(model, x):
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _mse(outputs, targets, mask=None):
@@ -199,7 +197,7 @@ class EvalSet:
         try:
             total = 0.0
             for x, y, mask in self.batches:
-                total += float(self.loss(_forward(model, x), y, mask)) * x.shape[0]
+                total += float(self.loss(model_outputs(model, x), y, mask)) * x.shape[0]
         finally:
             model.train(was)
         return total / self.n_samples
