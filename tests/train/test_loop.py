@@ -552,7 +552,7 @@ def test_language_task_losses_and_accuracy():
 def test_language_task_resume_is_bitwise_identical(tmp_path):
     c = dict(task="lang:dyck1", task_kwargs=dict(lengths="2:6", valid_size=16,
                                                  test_bins="8:10", test_size=8),
-             steps=12, eval_every=4, checkpoint_every=5, model_kwargs={"width": 4})
+             steps=12, eval_every=4, checkpoint_every=5, model_kwargs={"state_dim": 4})
     a = train(cfg(tmp_path / "a", **c), progress=False)
     assert {"valid_accuracy", "test_8:10_accuracy", "valid_position_accuracy"} <= set(a.history[-1])
     train(cfg(tmp_path / "b", **c), progress=False, callback=lambda s, _: s == 6)
