@@ -132,7 +132,8 @@ def _task_target(cfg):
 
     if name not in TARGETS:
         return None  # e.g. teacher tasks: no closed-form target family
-    from ..tasks.functional import FUNCTIONAL_TASKS, LinearFunctionalTask
+    from ..tasks.datasets import FUNCTIONAL_TASKS
+    from ..tasks.functional import LinearFunctionalTask
 
     kw = dict(cfg.task_kwargs)
     tgt = TARGETS[name]
@@ -179,7 +180,7 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
         if cfg is not None:
             length = dict(cfg.task_kwargs).get("length")
             if length is None and isinstance(cfg.task, str) and cfg.task.startswith("lf:"):
-                from ..tasks.functional import FUNCTIONAL_TASKS
+                from ..tasks.datasets import FUNCTIONAL_TASKS
 
                 spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
                 length = spec.options.get("length") if spec is not None else None

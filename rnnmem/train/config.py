@@ -114,7 +114,7 @@ class TrainConfig:
         constructor options. ``input_dim``/``output_dim`` default to what the task needs;
         ``dtype`` and ``device`` are set by the loop from this config.
     task, task_kwargs
-        A task name from :data:`rnnmem.train.tasks.TASK_BUILDERS` and its options.
+        A task name from :data:`rnnmem.tasks.registry.TASK_BUILDERS` and its options.
     steps, epochs
         Length of the run, in optimiser steps or in passes over a finite training set (only
         for tasks with a finite training split). At most one may be given; if neither is,
@@ -159,7 +159,7 @@ class TrainConfig:
         Seeds torch, numpy, Python's ``random`` and the data stream.
     temporal_weighting : float
         Exponent :math:`p \\ge 0` of the temporally weighted squared error of regression
-        tasks (see :func:`rnnmem.train.tasks.temporal_weights`); 0 is the plain MSE.
+        tasks (see :func:`rnnmem.tasks.interface.temporal_weights`); 0 is the plain MSE.
     eval_every, checkpoint_every : int
         Evaluate / write ``last.pt`` every so many steps (0: only at the end).
     log_every : int

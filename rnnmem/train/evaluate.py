@@ -17,7 +17,7 @@ Das & Mali (2024, arXiv:2410.03154) to compare fully trained and component-froze
   those of the same weights run in float64, step by step.
 
 Accuracy follows :mod:`rnnmem.tasks.languages` (and the training task
-:class:`rnnmem.train.tasks.LanguageTask`, whose input encoding is used: one-hot symbols
+:class:`rnnmem.tasks.language_task.LanguageTask`, whose input encoding is used: one-hot symbols
 ``(B, T, |alphabet|)``):
 
 * ``"recognition"``: a string is right iff :math:`[s > 0] = y` with :math:`s` the logit read

@@ -54,7 +54,8 @@ from ..errors import (CheckpointError, InvalidParameterError, RnnmemError,
 from ..models._device import resolve_device, resolve_dtype
 from ..models.base import model_outputs
 from .config import TrainConfig
-from .tasks import TrainTask, build_task
+from ..tasks.interface import TrainTask
+from ..tasks.registry import build_task
 
 __all__ = ["train", "TrainResult", "LRSchedule", "CHECKPOINT_KEY", "RESUMABLE_FIELDS",
            "load_train_state"]

@@ -113,7 +113,7 @@ class EvalSet:
     """A fixed evaluation set: batches ``(inputs, targets, mask or None)`` and a loss.
 
     The loss of a model is the batch-size-weighted mean of ``loss(model(x), y, mask)``
-    over the batches (the convention of :meth:`rnnmem.train.tasks.TrainTask.evaluate`).
+    over the batches (the convention of :meth:`rnnmem.tasks.interface.Task.evaluate`).
     Calling the set on a model (``evalset(model)``) evaluates it in eval mode without
     gradients: the reference evaluation.
     """
@@ -173,7 +173,7 @@ class EvalSet:
     def from_task(cls, task, split: str | None = None, *, max_samples: int | None = None
                   ) -> "EvalSet":
         """The held-out ``split`` (default: the task's first evaluation split) of a
-        configured :class:`rnnmem.train.tasks.TrainTask`, materialised once, with the
+        configured :class:`rnnmem.tasks.interface.Task`, materialised once, with the
         task's loss. ``max_samples`` keeps only the first that many samples."""
         split = split or task.eval_splits[0]
         batches, n = [], 0
@@ -222,7 +222,7 @@ def eval_set_from_checkpoint(path, model=None, *, task: str | None = None,
     "from": "checkpoint" | "option"}``.
     """
     from .loop import load_train_state
-    from .tasks import build_task
+    from ..tasks.registry import build_task
 
     cfg = None
     try:
