@@ -11,7 +11,7 @@ splits it:
 ``test``
     ``test_size`` further samples (default: as many as ``valid``; ``0``: no test split),
     drawn independently of the others from a seed derived from the data ``seed``
-    (:func:`test_seed`), so that the training and validation data are those of a task
+    (:func:`held_out_seed`), so that the training and validation data are those of a task
     without a test split.
 
 The loop evaluates ``valid`` (it selects ``best.pt``); ``test`` is for the final numbers.
@@ -31,12 +31,12 @@ from .datasets import FUNCTIONAL_TASKS, get_task, linear_functional
 from .functional import apply_linear_functional
 from .registry import register_task_prefix, task_names
 
-__all__ = ["FunctionalTask", "test_seed"]
+__all__ = ["FunctionalTask", "held_out_seed"]
 
 _ARRAY_OPTIONS = ("valid_fraction", "shuffle", "split_seed")
 
 
-def test_seed(seed: int) -> int:
+def held_out_seed(seed: int) -> int:
     """The seed of the ``test`` samples of an ``lf:`` task drawn with data seed ``seed``
     (one 32-bit word of :class:`numpy.random.SeedSequence` ``([seed, 0x7E57])``)."""
     return int(np.random.SeedSequence([int(seed), 0x7E57]).generate_state(1)[0])
@@ -77,7 +77,7 @@ class FunctionalTask(ArrayRegressionTask):
             raise InvalidParameterError(f"test_size must be an integer >= 0, got {test_size!r}")
         test = {}
         if test_size > 0:
-            held = spec.build(n_samples=test_size, seed=test_seed(seed))
+            held = spec.build(n_samples=test_size, seed=held_out_seed(seed))
             test = {"test_inputs": held.inputs, "test_targets": held.outputs}
         super().__init__(data.inputs, data.outputs, valid_fraction=valid_fraction,
                          shuffle=shuffle, split_seed=seed if split_seed is None else split_seed,
