@@ -4,7 +4,8 @@ For each checkpoint: rebuild the task it was trained on (or ``--task``), fix its
 split once, and estimate :math:`E_m(\\beta)` on a log grid of radii with
 :func:`rnnmem.train.perturb.perturbation_curve` (Wang, Li & Li, ICLR 2024, Def. 3.4);
 print E(0), the crossing points at 2x and 10x E(0) and a table of the envelope. With three
-or more checkpoints of different widths (the models' ``width``), also the operational stable-approximation verdict of
+or more checkpoints of different widths (the models' ``width``), also the operational
+stable-approximation verdict of
 :func:`rnnmem.numerics.perturbation.stability_verdict` (Def. 3.5).
 """
 

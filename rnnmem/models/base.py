@@ -128,7 +128,7 @@ def model_outputs(model: nn.Module, x, *, cast: bool = False) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Spectrum:
     r"""Eigenvalues of a model's recurrence in the model's own time (module docstring).
 

@@ -852,7 +852,8 @@ def _model_memory(run: _Run, t: np.ndarray) -> tuple[np.ndarray, str]:
     linear = bool(mdl.is_linear)
     with one_thread():
         if not linear:
-            return np.asarray(mdl.memory_function(t, method="estimator", baseline=True)), "estimator"
+            M = mdl.memory_function(t, method="estimator", baseline=True)
+            return np.asarray(M), "estimator"
         try:
             return np.asarray(mdl.memory_function(t)), "closed form"
         except UnstableSystemError:

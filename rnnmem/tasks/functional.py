@@ -62,7 +62,8 @@ Inputs
 ``Gaussian_input`` is the cumulative sum of its inputs, which are :math:`\\Delta t\\,\\xi`).
 Both are drawn from ``numpy.random.default_rng(seed)``.
 
-Defaults of the data-set registry (:data:`rnnmem.tasks.datasets.FUNCTIONAL_TASKS`) follow the original experiments
+Defaults of the data-set registry (:data:`rnnmem.tasks.datasets.FUNCTIONAL_TASKS`) follow
+the original experiments
 (``radarFudan/Curse-of-memory``: ``configs/data/lf.yaml`` has ``seq_length: 100``,
 ``input_dim: 1`` and a 128000/12800/12800 split; ``src/data/lf_datamodule.py`` has
 ``dt = 1.0``): length 100, dt 1.0, input_dim 1; the sample count defaults to a laptop-sized
