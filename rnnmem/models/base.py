@@ -291,8 +291,7 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
 
         def system(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                xt = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
-                return model_outputs(self, xt).detach().cpu().double().numpy()
+                return model_outputs(self, x, cast=True).detach().cpu().double().numpy()
 
         return system
 
