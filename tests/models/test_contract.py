@@ -179,3 +179,32 @@ def test_canonical_options_leaves_new_names_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert canonical_options({"width": 4, "dt": 0.5}) == {"width": 4, "dt": 0.5}
+
+
+def test_code_above_models_uses_the_contract():
+    """No module above ``models`` inspects signatures or compares a model's name (the
+    contract makes both unnecessary; ARCHITECTURE.md, "Contracts")."""
+    import ast
+    from pathlib import Path
+
+    import rnnmem
+
+    root = Path(rnnmem.__file__).parent
+    above = ("tasks", "train", "experiments", "proofs_check", "commands")
+    bad = []
+    for pkg in above:
+        for path in sorted((root / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    mods = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                        else [node.module or ""]
+                    if "inspect" in mods:
+                        bad.append(f"{path.relative_to(root)}:{node.lineno} imports inspect")
+                if isinstance(node, ast.Compare):
+                    sides = [node.left, *node.comparators]
+                    if any(isinstance(s, ast.Attribute) and s.attr == "model_name"
+                           for s in sides):
+                        bad.append(f"{path.relative_to(root)}:{node.lineno} compares "
+                                   "model_name")
+    assert not bad, bad
