@@ -273,3 +273,21 @@ def test_smoke_stack_lstm_learns_ptb():
     # take it well below: a quarter of |V| is still far above the unigram level
     assert before > V / 2
     assert after < V / 4
+
+
+def test_ptb_task_interface(corpus):
+    """The task interface on the language-modelling task: its splits are the corpus's,
+    ``sample`` is a function of the rng, ``batches`` walks a split, the metric is reported."""
+    from rnnmem.tasks.ptb_task import PTBTask as Same
+
+    assert Same is PTBTask  # rnnmem.train.lm re-exports the adapter that lives in tasks
+    t = _task(corpus).configure(batch_size=3, seed=0)
+    assert t.splits == ("train", "valid", "test") and t.metric == "perplexity"
+    x, y, mask = t.sample(np.random.default_rng(1))
+    x2, _, _ = t.sample(np.random.default_rng(1))
+    assert mask is None and torch.equal(x, x2) and x.shape == y.shape and x.shape[0] == 3
+    assert sum(b[0].shape[1] for b in t.batches("valid")) >= 1
+    model = StackRNN(len(corpus.vocab), stack="none", width=4, mode="lm", dtype="float64",
+                     device="cpu", seed=0)
+    res = t.evaluate(model, "valid")
+    assert res["perplexity"] == pytest.approx(math.exp(res["loss"]))
