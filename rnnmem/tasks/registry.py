@@ -20,7 +20,8 @@ New families register with :func:`register_task` (exact names) or
 :func:`register_task_prefix` (``"prefix:<rest>"`` names) from their own module, and add
 the module to :data:`rnnmem.tasks._all.MODULES` (a missing module is skipped).
 
-This module imports nothing heavy (no torch): listing names is cheap.
+Importing this module is cheap (no torch); the first :func:`build_task` or
+:func:`task_names` imports the adapters (and torch).
 """
 
 from __future__ import annotations
