@@ -20,6 +20,8 @@ __all__ = [
     "TrainingDivergedError",
     "AlphabetError",
     "DerivationError",
+    "TaskLengthError",
+    "StackCapacityError",
 ]
 
 
@@ -75,3 +77,12 @@ class AlphabetError(RnnmemError, ValueError):
 
 class DerivationError(RnnmemError):
     """A symbolic derivation could not be completed."""
+
+
+class TaskLengthError(InvalidParameterError):
+    """A task cannot produce a string of the requested length (e.g. an even length for
+    DeepMind's ``modular_arithmetic``, whose expressions have odd length)."""
+
+
+class StackCapacityError(InvalidParameterError):
+    """A test length needs more stack cells than a fixed stack depth holds."""

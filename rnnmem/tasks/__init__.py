@@ -33,3 +33,6 @@ try:  # formal languages live in a sibling module that may not exist in every ch
 except ModuleNotFoundError as _exc:  # only a missing module is tolerated
     if _exc.name != f"{__name__}.languages":
         raise
+
+from .transductions import (TRANSDUCTIONS as TRANSDUCTIONS, Transduction as Transduction,
+                            get_transduction as get_transduction)
