@@ -217,8 +217,16 @@ def _run_ns(args, cfg) -> int:
     if args.lengths is not None:
         from ..tasks.languages import length_bins
 
+        from ..tasks.dusell import get_cfl_task
+
         rng = length_bins(args.lengths)
-        lengths = range(rng[0].lo, rng[-1].hi + 1)
+        if len(rng) != 1:
+            raise InvalidParameterError(f"--lengths must be one range LO:HI, got "
+                                        f"{args.lengths!r}")
+        lengths = get_cfl_task(name).valid_lengths(rng[0].lo, rng[0].hi)
+        if not lengths:
+            raise InvalidParameterError(f"--lengths {args.lengths}: task {name!r} has no "
+                                        "string of these lengths")
     model = load(args.checkpoint, device=str(resolve_device(args.device)))
     report = evaluate_ns(model, name, lengths, k, seed,
                          batch_size=_int("--batch-size", args.batch_size, 1))

@@ -373,13 +373,14 @@ class CFLTask:
             lp = self.grammar.string_log_prob(W)
         return lp - self.grammar.log_z(n)
 
-    def sample_batch(self, rng, batch, n) -> dict[str, np.ndarray]:
+    def sample_batch(self, rng, batch, n, *, bound: bool = True) -> dict[str, np.ndarray]:
         """``x`` (B, n+1) = BOS w, ``y`` (B, n+1) = w EOS, ``neg_log_p`` (B,) =
-        :math:`-\\log p(w \\mid n)` (the exact lower bound of each string), ``length``."""
+        :math:`-\\log p(w \\mid n)` (the exact lower bound of each string; NaN when
+        ``bound=False``, which skips the chart parse of ambiguous grammars), ``length``."""
         rng, batch, n = check_rng(rng), check_batch(batch), self.require_length(n)
         ws, lps = zip(*(self.grammar.sample(rng, n) for _ in range(batch)))
         W = np.array(ws, dtype=np.int64).reshape(batch, n)
-        nlp = -self.log_prob_given_length(W, lps)
+        nlp = -self.log_prob_given_length(W, lps) if bound else np.full(batch, np.nan)
         col = np.full((batch, 1), self.bos, dtype=np.int64)
         return {"x": np.concatenate([col, W], 1), "y": np.concatenate([W, col], 1),
                 "neg_log_p": nlp, "length": n}
