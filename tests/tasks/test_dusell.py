@@ -1,0 +1,110 @@
+"""DuSell-Chiang grammars: normalisation of p(w|n), the sampler's law, exact lower bounds."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from rnnmem.errors import AlphabetError, TaskLengthError, UnknownNameError
+from rnnmem.tasks.dusell import CFL_TASKS, PCFG, Rule, continue_prob, get_cfl_task
+
+FAST = ["marked_reversal", "unmarked_reversal", "padded_reversal", "dyck"]
+
+
+@pytest.mark.parametrize("name,n", [("marked_reversal", 7), ("unmarked_reversal", 8),
+                                    ("padded_reversal", 6), ("dyck", 6)])
+def test_conditional_law_sums_to_one(name, n):
+    t = CFL_TASKS[name]
+    W = np.array(list(itertools.product(range(t.n_symbols), repeat=n)))
+    p = np.exp(t.log_prob_given_length(W))
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_hardest_cfl_law_sums_to_one_over_its_support():
+    # every member ends with ";" and holds "$" and "," before it: enumerate those only
+    t, n = CFL_TASKS["hardest_cfl"], 6
+    W = np.array([w + (5,) for w in itertools.product(range(7), repeat=n - 1)
+                  if 6 in w and 4 in w])
+    p = np.exp(t.log_prob_given_length(W))
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert t.valid_lengths(1, 8) == (6, 7, 8)
+
+
+@pytest.mark.parametrize("name,n", [("dyck", 6), ("padded_reversal", 5)])
+def test_sampler_follows_the_conditional_law(name, n):
+    t = CFL_TASKS[name]
+    rng = np.random.default_rng(0)
+    N = 3000
+    seen = {}
+    for _ in range(N):
+        w = tuple(t.sample(rng, n))
+        seen[w] = seen.get(w, 0) + 1
+    W = np.array(sorted(seen))
+    p = np.exp(t.log_prob_given_length(W))
+    f = np.array([seen[tuple(w)] for w in W]) / N
+    assert np.all(np.abs(f - p) < 4.5 * np.sqrt(p * (1 - p) / N) + 1e-3)
+    assert p.sum() > 0.99  # nothing of weight was missed
+
+
+@pytest.mark.parametrize("name", ["marked_reversal", "dyck"])
+def test_derivation_probability_equals_chart_for_unambiguous(name):
+    t = CFL_TASKS[name]
+    b = t.sample_batch(np.random.default_rng(1), 6, t.valid_lengths(30, 31)[0])
+    W = b["x"][:, 1:]
+    np.testing.assert_allclose(-t.log_prob_given_length(W), b["neg_log_p"], rtol=1e-12)
+
+
+def test_reversal_lower_bound_is_closed_form():
+    # marked: p(w | n) = 2^-m with n = 2m + 1 (every u equally likely)
+    t = CFL_TASKS["marked_reversal"]
+    b = t.sample_batch(np.random.default_rng(2), 4, 41)
+    np.testing.assert_allclose(b["neg_log_p"], 20 * math.log(2), rtol=1e-13)
+    assert (b["x"][:, 0] == t.bos).all() and (b["y"][:, -1] == t.eos).all()
+    w = b["x"][0, 1:]
+    assert list(w[:20]) == list(w[21:][::-1]) and w[20] == 2
+
+
+def test_padded_reversal_partition_function_closed_form():
+    # Z(n) = sum_m c^m (1-c) g^(n-2m) (1-g)   (content m pairs, padding n - 2m)
+    g = CFL_TASKS["padded_reversal"].grammar
+    c, q = continue_prob(60), continue_prob(30)
+    for n in (0, 1, 7, 20):
+        z = sum(c ** m * (1 - c) * q ** (n - 2 * m) * (1 - q) for m in range(n // 2 + 1))
+        assert g.log_z(n) == pytest.approx(math.log(z), rel=1e-12)
+
+
+def test_dyck_strings_are_balanced_and_deep():
+    t = CFL_TASKS["dyck"]
+    rng = np.random.default_rng(0)
+    depths = []
+    for _ in range(100):
+        w = np.array(t.sample(rng, 80))
+        d = np.cumsum(np.where(w % 2 == 0, 1, -1))
+        assert d[-1] == 0 and d.min() >= 0
+        stack = []
+        for s in w:  # matching bracket types
+            if s % 2 == 0:
+                stack.append(s)
+            else:
+                assert stack.pop() == s - 1
+        depths.append(d.max())
+    assert np.mean(depths) > 15  # length-conditioned nesting, far above uniform's ~10
+
+
+def test_small_grammar_inside_by_hand():
+    # S -> a S | eps (p = 0.3, 0.7): I_S(n) = 0.3^n 0.7
+    g = PCFG("S", [Rule("S", (0, "S"), 3.0), Rule("S", (), 7.0)], unambiguous=True)
+    for n in range(6):
+        assert g.log_z(n) == pytest.approx(n * math.log(0.3) + math.log(0.7), rel=1e-13)
+
+
+def test_bad_input():
+    with pytest.raises(TaskLengthError, match="length 40"):
+        CFL_TASKS["marked_reversal"].sample(np.random.default_rng(0), 40)
+    with pytest.raises(UnknownNameError):
+        get_cfl_task("dyck3")
+    with pytest.raises(AlphabetError):
+        CFL_TASKS["dyck"].log_prob_given_length([[0, 5]])
