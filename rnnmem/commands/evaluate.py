@@ -123,10 +123,14 @@ def _protocol(args) -> tuple[str, object]:
     cfg, _ = load_train_state(args.checkpoint)
     prefix = cfg.task.partition(":")[0]
     want = {"lang": "bins", "dm": "dm", "ns": "ns"}.get(prefix)
+    if want is None:
+        raise CheckpointError(f"{str(args.checkpoint)!r} was trained on task {cfg.task!r}, "
+                              "not on a formal language (lang:), a DeepMind transduction "
+                              "(dm:) or a DuSell-Chiang task (ns:)")
     proto = want if args.protocol == "auto" else args.protocol
-    if want is None or proto != want:
+    if proto != want:
         raise InvalidParameterError(
-            f"--protocol {proto or args.protocol}: {str(args.checkpoint)!r} was trained on "
+            f"--protocol {proto}: {str(args.checkpoint)!r} was trained on "
             f"task {cfg.task!r}; bins needs a lang:, dm a dm:, ns an ns: task")
     return proto, cfg
 
