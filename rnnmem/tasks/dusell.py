@@ -102,7 +102,8 @@ class PCFG:
     start : str
     rules : sequence of Rule
         Weights are normalised per left-hand side. Derivations of the same length must not
-        form a cycle (no :math:`X \\Rightarrow^+ X` without consuming a symbol).
+        form a cycle (no :math:`X \\Rightarrow^+ X` without consuming a symbol); one raises
+        InvalidParameterError.
     unambiguous : bool
         Whether every string has one derivation (then :meth:`sample` returns the exact
         :math:`\\log p_G(w)`; otherwise the chart parse is used).
@@ -124,9 +125,49 @@ class PCFG:
         self.by_lhs = {X: [r for r in self.rules if r.lhs == X] for X in self.nonterminals}
         self.terminals = tuple(sorted({s for r in self.rules for s in r.rhs
                                        if not isinstance(s, str)}))
+        self._order = self._same_length_order()
         self._N = -1
         self._I: dict = {}
         self._P: dict = {}
+
+    def _same_length_order(self) -> tuple[str, ...]:
+        """Nonterminals ordered so that whatever one derives *at the same length* (through
+        a rule whose other symbols are nullable) comes before it: one pass per length then
+        fills the tables exactly. Raises on a same-length cycle."""
+        nullable: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for r in self.rules:
+                if r.lhs not in nullable and r.prob > 0 and all(
+                        isinstance(s, str) and s in nullable for s in r.rhs):
+                    nullable.add(r.lhs)
+                    grew = True
+        deps = {X: set() for X in self.nonterminals}
+        for r in self.rules:
+            for j, s in enumerate(r.rhs):
+                others = r.rhs[:j] + r.rhs[j + 1:]
+                if isinstance(s, str) and all(isinstance(o, str) and o in nullable
+                                              for o in others):
+                    deps[r.lhs].add(s)
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(X, path):
+            if state.get(X) == 2:
+                return
+            if state.get(X) == 1:
+                raise InvalidParameterError(
+                    f"grammar has a same-length derivation cycle through {' -> '.join(path)}")
+            state[X] = 1
+            for Y in sorted(deps[X]):
+                visit(Y, path + [Y])
+            state[X] = 2
+            order.append(X)
+
+        for X in self.nonterminals:
+            visit(X, [X])
+        return tuple(order)
 
     # ------------------------------------------------------------------ inside
     def _inside_vec(self, sym, N):
@@ -140,8 +181,9 @@ class PCFG:
     def inside(self, N: int) -> dict[str, np.ndarray]:
         r"""Log inside probabilities :math:`\log I_X(n)`, ``n = 0..N``, per nonterminal.
 
-        Filled by increasing length; within one length, passes are repeated until no value
-        changes (same-length dependencies through nullable symbols are acyclic).
+        Filled by increasing length; within one length, in an order where every
+        nonterminal comes after those it derives at the same length (through nullable
+        symbols), so that one pass is exact.
         Alongside, the prefix tables :math:`\log I_{Y_1 \dots Y_j}(n)` of every rule
         (the convolutions used to sample the split of a length).
         """
@@ -158,21 +200,19 @@ class PCFG:
         term[1] = 0.0
         vec = {X: I[X] for X in self.nonterminals}
         for n in range(N + 1):
-            for _ in range(len(self.nonterminals) + 2):
-                changed = False
-                for r in self.rules:
+            for X in self._order:  # same-length dependencies first
+                for r in self.by_lhs[X]:
                     for j, sym in enumerate(r.rhs, start=1):
                         right = vec[sym] if isinstance(sym, str) else term
                         P[r][j][n] = _lse(P[r][j - 1][n::-1] + right[:n + 1])
-                for X in self.nonterminals:
-                    new = _lse(np.array([math.log(r.prob) + P[r][-1][n]
+                I[X][n] = _lse(np.array([math.log(r.prob) + P[r][-1][n]
                                          for r in self.by_lhs[X] if r.prob > 0]))
-                    if new != I[X][n]:
-                        I[X][n], changed = new, True
-                if not changed:
-                    break
-            else:  # pragma: no cover - a same-length cycle
-                raise InvalidParameterError("grammar has a same-length derivation cycle")
+            # the prefixes of a rule may hold symbols processed after its left-hand side
+            # (values that cannot reach I at this length, but are needed at longer ones)
+            for r in self.rules:
+                for j, sym in enumerate(r.rhs[:-1], start=1):
+                    right = vec[sym] if isinstance(sym, str) else term
+                    P[r][j][n] = _lse(P[r][j - 1][n::-1] + right[:n + 1])
         self._N, self._P = N, P
         return I
 
@@ -253,22 +293,20 @@ class PCFG:
             i = np.arange(n - L + 1)  # span starts
             m = np.arange(L + 1)  # split offsets
             ii, mm = i[:, None], i[:, None] + m[None, :]  # (S, L+1)
-            for _ in range(len(self.nonterminals) + 2):
-                changed = False
-                for r in self.rules:
+            for X in self._order:  # same-span dependencies first
+                for r in self.by_lhs[X]:
                     for j, sym in enumerate(r.rhs, start=1):
                         right = C[sym] if isinstance(sym, str) else T[sym]
                         v = D[r][j - 1][:, ii, mm] + right[:, mm, ii + L]  # (B, S, L+1)
                         D[r][j][:, i, i + L] = _lse(v, axis=2)
-                for X in self.nonterminals:
-                    parts = [math.log(r.prob) + D[r][-1][:, i, i + L]
-                             for r in self.by_lhs[X] if r.prob > 0]
-                    new = _lse(np.stack(parts), axis=0)
-                    old = C[X][:, i, i + L]
-                    if not np.array_equal(new, old):
-                        C[X][:, i, i + L], changed = new, True
-                if not changed:
-                    break
+                parts = [math.log(r.prob) + D[r][-1][:, i, i + L]
+                         for r in self.by_lhs[X] if r.prob > 0]
+                C[X][:, i, i + L] = _lse(np.stack(parts), axis=0)
+            for r in self.rules:  # prefixes, now that every symbol has this span (as above)
+                for j, sym in enumerate(r.rhs[:-1], start=1):
+                    right = C[sym] if isinstance(sym, str) else T[sym]
+                    v = D[r][j - 1][:, ii, mm] + right[:, mm, ii + L]
+                    D[r][j][:, i, i + L] = _lse(v, axis=2)
         return C[self.start][:, 0, n]
 
 

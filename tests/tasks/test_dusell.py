@@ -112,3 +112,22 @@ def test_bad_input():
         get_cfl_task("dyck3")
     with pytest.raises(AlphabetError):
         CFL_TASKS["dyck"].log_prob_given_length([[0, 5]])
+
+
+def test_ambiguous_grammar_chart_covers_the_sampled_derivation():
+    # p_G(w) sums every derivation, so it is at least the sampled one's probability
+    t = CFL_TASKS["hardest_cfl"]
+    rng = np.random.default_rng(4)
+    assert t.valid_lengths(1, 30) == tuple(range(6, 31))
+    for n in (6, 11, 17):
+        ws, lps = zip(*(t.grammar.sample(rng, n) for _ in range(3)))
+        chart = t.grammar.string_log_prob(np.array(ws))
+        assert np.all(chart >= np.array(lps) - tolerance("float64", n_ops=n ** 2).rtol * n)
+        assert np.all(np.isfinite(chart))
+
+
+def test_same_length_cycle_is_refused():
+    from rnnmem.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="cycle"):
+        PCFG("S", [Rule("S", ("A",)), Rule("A", ("S",)), Rule("A", (0,))], unambiguous=True)
