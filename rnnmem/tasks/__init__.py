@@ -36,3 +36,4 @@ except ModuleNotFoundError as _exc:  # only a missing module is tolerated
 
 from .transductions import (TRANSDUCTIONS as TRANSDUCTIONS, Transduction as Transduction,
                             get_transduction as get_transduction)
+from .dusell import CFL_TASKS as CFL_TASKS, get_cfl_task as get_cfl_task

@@ -187,3 +187,21 @@ def test_bad_input_is_named():
         T["modular_arithmetic_brackets"].solve([8, 1])
     with pytest.raises(UnknownNameError, match="known"):
         get_transduction("reverse_strings")
+
+
+@given(st.sampled_from(NAMES), st.integers(1, 300), st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_solve_is_ground_truth_at_long_lengths(name, n, seed):
+    t = TRANSDUCTIONS[name]
+    if not t.has_length(n):
+        n += 1  # modular_arithmetic: the next (odd) length
+    x, y = t.sample(np.random.default_rng(seed), n)
+    assert t.solve(x) == y and t.mask(y) == t.mask_array(np.array([y]))[0].tolist()
+
+
+def test_package_exports():
+    import rnnmem
+
+    assert rnnmem.TRANSDUCTIONS is TRANSDUCTIONS
+    assert set(rnnmem.tasks.CFL_TASKS) == {"marked_reversal", "unmarked_reversal",
+                                           "padded_reversal", "dyck", "hardest_cfl"}
