@@ -45,6 +45,18 @@ left-hand side, as their ``Grammar`` does; :math:`c(\mu) = 1 - 1/(\mu + 1)`):
   short filler 0.5, long filler 2, semicolon probability 0.25, splits 1, nesting 40);
   ambiguous.
 
+What the peer's code samples differs for two grammars. Before sampling it removes
+epsilon and unary rules (``lib/formal_models/pcfg_tools.py``), and the removal of the
+unary rules at the start symbol drops them instead of replacing them: after it, Dyck's
+``S -> S T | T`` is ``S -> S T | T T`` and padded reversal's ``S -> T_a`` is gone at the
+root (measured by running their ``LengthSampler``: at length 4 their Dyck strings are only
+``()()``, ``()[]``, ``[]()``, ``[][]``, each 1/4; the mean maximum depth at length 80 is
+19.9 there, 22.0 under the grammar). Their law is the grammar's conditioned on the root
+rule, which ``dyck_peer`` (at least two top-level pairs, :math:`S_0 \to S T`) and
+``padded_reversal_peer`` (at least one content symbol, :math:`S_0 \to a S a`) reproduce,
+for comparison with their published numbers. (Their lower bound parses with the same
+transformed grammar, so it is consistent with what they sample.)
+
 Training lengths default to 40..80 (their ``--train-length-range``), test lengths to
 their 40..100.
 """
@@ -324,21 +336,26 @@ def _reversal(marked: bool, k: int = 2, mean_length: float = 60.0) -> PCFG:
     return PCFG("S", rules, unambiguous=True)
 
 
-def _padded_reversal(k: int = 2, mean_content: float = 60.0, mean_padding: float = 30.0):
+def _padded_reversal(k: int = 2, mean_content: float = 60.0, mean_padding: float = 30.0,
+                     as_peer_samples: bool = False):
     c, g = continue_prob(mean_content), continue_prob(mean_padding)
-    rules = []
+    # as sampled by the peer: at least one symbol of content (see the module docstring)
+    rules = [Rule("S0", (a, "S", a)) for a in range(k)] if as_peer_samples else []
     for a in range(k):
         rules += [Rule("S", (a, "S", a), c / k), Rule("S", (f"T{a}",), (1 - c) / k),
                   Rule(f"T{a}", (a, f"T{a}"), g), Rule(f"T{a}", (), 1 - g)]
-    return PCFG("S", rules, unambiguous=False)
+    return PCFG("S0" if as_peer_samples else "S", rules, unambiguous=False)
 
 
-def _dyck(k: int = 2, mean_splits: float = 1.0, mean_depth: float = 40.0) -> PCFG:
+def _dyck(k: int = 2, mean_splits: float = 1.0, mean_depth: float = 40.0,
+          as_peer_samples: bool = False) -> PCFG:
     s, t = continue_prob(mean_splits), continue_prob(mean_depth - 1)
     rules = [Rule("S", ("S", "T"), s), Rule("S", ("T",), 1 - s)]
+    if as_peer_samples:  # at least two top-level pairs (see the module docstring)
+        rules.insert(0, Rule("S0", ("S", "T")))
     for i in range(k):
         rules += [Rule("T", (2 * i, "S", 2 * i + 1), t), Rule("T", (2 * i, 2 * i + 1), 1 - t)]
-    return PCFG("S", rules, unambiguous=True)
+    return PCFG("S0" if as_peer_samples else "S", rules, unambiguous=True)
 
 
 def _hardest_cfl(mean_commas=0.5, mean_short=0.5, mean_long=2.0, semicolon=0.25,
@@ -433,7 +450,9 @@ def _tasks() -> dict[str, CFLTask]:
         CFLTask("unmarked_reversal", _reversal(False), "01"),
         CFLTask("padded_reversal", _padded_reversal(), "01"),
         CFLTask("dyck", _dyck(), "()[]"),
-        CFLTask("hardest_cfl", _hardest_cfl(), "()[],;$"))}
+        CFLTask("hardest_cfl", _hardest_cfl(), "()[],;$"),
+        CFLTask("dyck_peer", _dyck(as_peer_samples=True), "()[]"),
+        CFLTask("padded_reversal_peer", _padded_reversal(as_peer_samples=True), "01"))}
 
 
 #: the five tasks with DuSell & Chiang's default grammar parameters

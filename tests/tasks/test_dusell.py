@@ -16,7 +16,8 @@ FAST = ["marked_reversal", "unmarked_reversal", "padded_reversal", "dyck"]
 
 
 @pytest.mark.parametrize("name,n", [("marked_reversal", 7), ("unmarked_reversal", 8),
-                                    ("padded_reversal", 6), ("dyck", 6)])
+                                    ("padded_reversal", 6), ("dyck", 6), ("dyck_peer", 6),
+                                    ("padded_reversal_peer", 6)])
 def test_conditional_law_sums_to_one(name, n):
     t = CFL_TASKS[name]
     W = np.array(list(itertools.product(range(t.n_symbols), repeat=n)))
@@ -131,3 +132,20 @@ def test_same_length_cycle_is_refused():
 
     with pytest.raises(InvalidParameterError, match="cycle"):
         PCFG("S", [Rule("S", ("A",)), Rule("A", ("S",)), Rule("A", (0,))], unambiguous=True)
+
+
+def test_peer_variants_match_what_the_peer_samples():
+    # running bdusell's LengthSampler: at length 4 only two top-level pairs, each 1/4
+    t = CFL_TASKS["dyck_peer"]
+    W = np.array(list(itertools.product(range(4), repeat=4)))
+    p = np.exp(t.log_prob_given_length(W))
+    tol = tolerance("float64", n_ops=W.size)
+    top = {tuple(w) for w, q in zip(W, p) if q > 0}
+    assert top == {(0, 1, 0, 1), (0, 1, 2, 3), (2, 3, 0, 1), (2, 3, 2, 3)}
+    assert tol.allclose(p[p > 0], 0.25)
+    # padded: no all-padding derivation, so a^n (also content a, padding a^(n-2)) loses
+    # that derivation's weight but keeps a finite probability
+    w = [[0, 0, 0, 0, 0]]
+    peer = CFL_TASKS["padded_reversal_peer"].log_prob_given_length(w)
+    full = CFL_TASKS["padded_reversal"].log_prob_given_length(w)
+    assert np.isfinite(peer).all() and not tol.allclose(peer, full)

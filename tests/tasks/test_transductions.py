@@ -203,4 +203,5 @@ def test_package_exports():
 
     assert rnnmem.TRANSDUCTIONS is TRANSDUCTIONS
     assert set(rnnmem.tasks.CFL_TASKS) == {"marked_reversal", "unmarked_reversal",
-                                           "padded_reversal", "dyck", "hardest_cfl"}
+                                           "padded_reversal", "dyck", "hardest_cfl",
+                                           "dyck_peer", "padded_reversal_peer"}
