@@ -106,6 +106,19 @@ class DMReport:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def binned(self, bins=None) -> dict[str, float]:
+        """Mean per-length accuracy within each length bin (the coarser view of the
+        ``bins`` protocol; default bins 41:60, 61:100, 101:200, 201:300, 301:500); bins
+        without a tested length are left out."""
+        from ..tasks.languages import DEFAULT_TEST_BINS, length_bins
+
+        out = {}
+        for b in (DEFAULT_TEST_BINS if bins is None else length_bins(bins)):
+            acc = [a for n, a in zip(self.lengths, self.accuracy) if b.lo <= n <= b.hi]
+            if acc:
+                out[str(b)] = float(np.mean(acc))
+        return out
+
     def table(self, every: int = 1) -> str:
         """Per-length rows (every ``every``-th length) and the score."""
         out = [f"{self.task} (dm protocol, k={self.k}, stack depth {self.stack_depth})",
