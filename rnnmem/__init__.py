@@ -30,6 +30,7 @@ _LAZY = {
     "TrainConfig": "rnnmem.train",
     "train": "rnnmem.train",
     "LANGUAGES": "rnnmem.tasks",
+    "TRANSDUCTIONS": "rnnmem.tasks",
 }
 _SUBPACKAGES = ("theory", "numerics", "models", "tasks", "proofs_check", "testing", "errors")
 

@@ -26,6 +26,8 @@ __all__ = [
     "DirectoryLockedError",
     "RunDirectoryConflictError",
     "NotApplicableError",
+    "TaskLengthError",
+    "StackCapacityError",
 ]
 
 
@@ -126,3 +128,12 @@ class NotApplicableError(RnnmemError):
     """A part of the model contract has no meaning for this model (e.g. the spectrum of a
     stack RNN, whose recurrence is not a fixed linear map); the message names the model,
     the method and what to use instead."""
+
+
+class TaskLengthError(InvalidParameterError):
+    """A task cannot produce a string of the requested length (e.g. an even length for
+    DeepMind's ``modular_arithmetic``, whose expressions have odd length)."""
+
+
+class StackCapacityError(InvalidParameterError):
+    """A test length needs more stack cells than a fixed stack depth holds."""

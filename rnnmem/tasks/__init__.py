@@ -62,3 +62,6 @@ def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .transductions import (TRANSDUCTIONS as TRANSDUCTIONS, Transduction as Transduction,
+                            get_transduction as get_transduction)
+from .dusell import CFL_TASKS as CFL_TASKS, get_cfl_task as get_cfl_task

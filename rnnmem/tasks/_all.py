@@ -3,7 +3,7 @@
 import importlib
 
 #: adapter modules, in registration order; a module absent from this checkout is skipped
-MODULES = ["arrays", "lf", "language_task", "ptb_task"]
+MODULES = ["arrays", "lf", "language_task", "ptb_task", "transduction_task", "cfl_task"]
 
 for _m in MODULES:
     try:
