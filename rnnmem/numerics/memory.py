@@ -74,14 +74,21 @@ probes go through ``system`` in one batched call (split into chunks only beyond
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from ..errors import InvalidParameterError, NonFiniteError, ShapeError
+from ..errors import BaselineDriftWarning, InvalidParameterError, NonFiniteError, ShapeError
+from . import _memory_checks as C
 from . import _validate as V
+from .tolerances import tolerance
 
-__all__ = ["memory_function", "probe_directions", "VARIANTS", "MAX_BATCH_ELEMENTS"]
+__all__ = ["memory_function", "estimate_memory", "MemoryEstimate", "probe_directions",
+           "VARIANTS", "MAX_BATCH_ELEMENTS", "DEFAULT_AMPLITUDES", "CHECKS"]
+
+CHECKS = C.CHECKS
 
 VARIANTS = ("heaviside", "impulse", "reversed")
 DERIVATIVES = ("forward", "central")
@@ -188,11 +195,307 @@ def _stencil(S: np.ndarray, dt: float, derivative: str, n_grid: int) -> np.ndarr
     return D
 
 
+#: Default amplitude grid :math:`|x|_\infty` of :func:`estimate_memory`: half-decades from
+#: 1e-2 to 10 (7 values), refined locally around each arg-sup (see the module docstring).
+DEFAULT_AMPLITUDES = tuple(float(a) for a in 10.0 ** np.arange(-2.0, 1.01, 0.5))
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryEstimate:
+    """Result of :func:`estimate_memory` (and of ``memory_function(..., full_output=True)``).
+
+    ``np.asarray(est)`` (and indexing, ``len``) give ``values``.
+
+    Attributes
+    ----------
+    t : (L,) times; values : (L,) or (L, p)
+        The estimate :math:`\\hat M(t)` (per output when p > 1 and no ``output_reduce``).
+    amplitude, resolved : arrays shaped like ``values``
+        The arg-sup amplitude :math:`|x|_\\infty` at each t (nearest grid time), and whether
+        the value there is above the rounding floor of its amplitude.
+    direction : (L, d) or (L, p, d)
+        The arg-sup direction, scaled to :math:`|x|_\\infty = 1`.
+    amplitudes : (k,) every amplitude probed (the grid and its refinement), sorted.
+    baseline : bool; drift : float
+        Whether the zero-input response was subtracted; the largest
+        :math:`|\\frac{d}{dt}H_t(0)|` over the probe window (after the warm-up), i.e. what
+        would have been counted as memory without the subtraction (nan if not measured).
+    warmup_steps, warmup_residual
+        Zero samples before every probe, and the largest output increment after them.
+    checks : dict name -> measured relative violation (None where skipped);
+    checks_skipped : tuple of names the user opted out of; check_rtol : their tolerance.
+    n_calls, n_probes : calls of the system and probe rows sent.
+    """
+
+    t: np.ndarray
+    values: np.ndarray
+    amplitude: np.ndarray
+    direction: np.ndarray
+    resolved: np.ndarray
+    dt: float
+    variant: str
+    derivative: str
+    amplitudes: np.ndarray
+    baseline: bool
+    drift: float
+    warmup_steps: int
+    warmup_residual: float
+    checks: dict = field(default_factory=dict)
+    checks_skipped: tuple = ()
+    check_rtol: float = float("nan")
+    n_calls: int = 0
+    n_probes: int = 0
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.values, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i):
+        return self.values[i]
+
+    @property
+    def shape(self) -> tuple:
+        return self.values.shape
+
+    def to_dict(self) -> dict:
+        """Plain types (lists, floats), for JSON."""
+        out = {}
+        for k in self.__dataclass_fields__:
+            v = getattr(self, k)
+            out[k] = v.tolist() if isinstance(v, np.ndarray) else (
+                list(v) if isinstance(v, tuple) else v)
+        return out
+
+
+def _check_amplitudes(amplitudes):
+    if amplitudes is None:
+        return None
+    if isinstance(amplitudes, str):
+        if amplitudes != "default":
+            raise InvalidParameterError(
+                f"amplitudes must be 'default', None or positive numbers, got {amplitudes!r}")
+        amplitudes = DEFAULT_AMPLITUDES
+    A = V.as_float_array(amplitudes, "amplitudes").reshape(-1)
+    if A.size == 0 or np.any(A <= 0):
+        raise InvalidParameterError(f"amplitudes must be positive numbers, got {A.tolist()}")
+    return np.unique(A)
+
+
+def _probe_set(X, amps):
+    """Probe vectors P (m, d), their direction index (m,) and |P|_inf (m,)."""
+    n = X.shape[0]
+    if amps is None:
+        return X, np.arange(n), np.max(np.abs(X), axis=1)
+    unit = X / np.max(np.abs(X), axis=1, keepdims=True)
+    P = (amps[:, None, None] * unit[None]).reshape(-1, X.shape[1])
+    return P, np.tile(np.arange(n), amps.size), np.max(np.abs(P), axis=1)
+
+
+def _probe_inputs(P, variant, n_s, rows_len, W, dt):
+    """Inputs for probes P: (m, W + n_s, d), or (m n_s, W + rows_len, d) for reversed."""
+    m, d = P.shape
+    if variant == "reversed":
+        L = rows_len
+        j = np.arange(n_s)  # number of trailing x samples
+        on = np.arange(L)[None, :] >= (L - j)[:, None]  # (n_s, L)
+        out = np.zeros((m, n_s, W + L, d))
+        out[:, :, W:] = on[None, :, :, None] * P[:, None, None, :]
+        return out.reshape(m * n_s, W + L, d)
+    out = np.zeros((m, W + n_s, d))
+    if variant == "heaviside":
+        out[:, W + 1:] = P[:, None, :]
+    else:
+        out[:, W + 1] = P / dt
+    return out
+
+
+def _derivatives(Y, Y0, variant, derivative, dt, n_s, n_grid):
+    """D (m, n_grid, p) from the probe outputs after the warm-up (undivided by |x|)."""
+    if variant == "reversed":
+        S = Y[:, -1].reshape(-1, n_s, Y.shape[-1])  # (m, n_s, p)
+        return _stencil(S, dt, derivative, n_grid)
+    if Y0 is not None:
+        Y = Y - Y0[None]
+    if variant == "heaviside":
+        return _stencil(Y, dt, derivative, n_grid)
+    I = Y  # impulse response, I_j ~ (S_j - S_{j-1}) / dt
+    if derivative == "forward":
+        return I[:, 1:n_grid + 1]
+    D = np.empty((I.shape[0], n_grid, I.shape[2]))
+    D[:, 0] = (3.0 * I[:, 1] - I[:, 2]) / 2.0
+    D[:, 1:] = (I[:, 1:n_grid] + I[:, 2:n_grid + 1]) / 2.0
+    return D
+
+
+def _reduce_outputs(D, output_reduce):
+    """(m, n_grid, q): |D| per output, its max over outputs, or its Euclidean norm."""
+    if output_reduce == "norm":
+        return np.linalg.norm(D, axis=2, keepdims=True)
+    V_ = np.abs(D)
+    return V_.max(axis=2, keepdims=True) if output_reduce == "max" else V_
+
+
+def _sup(V_, floor):
+    """Arg-sup over probes (axis 0) among resolved entries (V > floor), else over all."""
+    ok = V_ > floor[:, None, None]
+    masked = np.where(ok, V_, -np.inf)
+    best = np.argmax(masked, axis=0)  # (n_grid, q)
+    resolved = np.take_along_axis(ok, best[None], 0)[0]
+    best = np.where(resolved, best, np.argmax(V_, axis=0))
+    return best, resolved
+
+
+def _refinement(best, resolved, dir_idx, amp, amps, unit):
+    """New probes at the geometric midpoints next to each resolved arg-sup amplitude."""
+    pairs = set()
+    for k in np.unique(best[resolved]):
+        i = int(np.searchsorted(amps, amp[k]))
+        i = min(max(i, 0), amps.size - 1)
+        for a, b in ((i - 1, i), (i, i + 1)):
+            if 0 <= a and b < amps.size:
+                pairs.add((int(dir_idx[k]), float(np.sqrt(amps[a] * amps[b]))))
+    if not pairs:
+        return None
+    pairs = sorted(pairs)
+    idx = np.array([p[0] for p in pairs])
+    a_new = np.array([p[1] for p in pairs])
+    return a_new[:, None] * unit[idx], idx
+
+
+class _Counter:
+    def __init__(self, system, batched):
+        self.system, self.batched, self.calls, self.rows = system, batched, 0, 0
+
+    def __call__(self, X):
+        self.calls += 1
+        self.rows += X.shape[0]
+        return _call(self.system, X, self.batched)
+
+
+def _validate_options(variant, derivative, output_reduce, system):
+    if variant not in VARIANTS:
+        raise InvalidParameterError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if derivative not in DERIVATIVES:
+        raise InvalidParameterError(
+            f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
+    if output_reduce not in OUTPUT_REDUCTIONS:
+        raise InvalidParameterError(
+            f"output_reduce must be one of {OUTPUT_REDUCTIONS}, got {output_reduce!r}")
+    if not callable(system):
+        raise InvalidParameterError(f"system must be callable, got {type(system).__name__}")
+
+
+def _rows_len(variant, horizon, n_s, t_max):
+    if variant != "reversed":
+        return n_s
+    L = n_s - 1 if horizon is None else horizon
+    if not isinstance(L, (int, np.integer)) or isinstance(L, bool) or L < n_s - 1:
+        raise InvalidParameterError(
+            f"horizon must be an integer >= {n_s - 1} to cover t up to {t_max}, got {L!r}")
+    return int(L)
+
+
+def _warmup(warmup, call, d, n_s, max_warmup, rtol):
+    if isinstance(warmup, str):
+        if warmup != "auto":
+            raise InvalidParameterError(f"warmup must be 'auto' or an integer >= 0, got "
+                                        f"{warmup!r}")
+        return C.find_warmup(call, d, n_s, max_warmup, rtol)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise InvalidParameterError(f"warmup must be 'auto' or an integer >= 0, got {warmup!r}")
+    return int(warmup), float("nan")
+
+
+def _estimate(system, t, *, dt, input_dim, variant, directions, n_directions, derivative,
+              rng, batched, output_reduce, baseline, horizon, amplitudes, refine, warmup,
+              max_warmup, check, check_rtol, dtype, measure_drift) -> MemoryEstimate:
+    t = V.times(t, "t")
+    dt = V.positive_step(dt, "dt")
+    _validate_options(variant, derivative, output_reduce, system)
+    enabled = C.enabled_checks(check)
+    amps = _check_amplitudes(amplitudes)
+    X = probe_directions(input_dim, directions, n_directions, rng)  # (n, d)
+    d = X.shape[1]
+    t_max = float(t.max()) if t.size else 0.0
+    n_grid = int(math.ceil(t_max / dt)) + 1  # grid t_j = j dt, j = 0..n_grid-1
+    n_s = max(n_grid + 1, 3)  # S_0..S_{n_s-1}
+    rows_len = _rows_len(variant, horizon, n_s, t_max)
+    call = _Counter(system, batched)
+    rtol_round = tolerance(dtype, n_ops=rows_len).rtol
+    if check_rtol is None:
+        check_rtol = tolerance(dtype, n_ops=rows_len, cond=C.CHECK_COND).rtol
+    W, resid = _warmup(warmup, call, d, n_s, max_warmup, tolerance(dtype, cond=10.0).rtol)
+    P, dir_idx, amp = _probe_set(X, amps)
+    parts = [_probe_inputs(P, variant, n_s, rows_len, W, dt)]
+    want_base = baseline or measure_drift
+    if want_base:
+        parts.append(np.zeros((1, W + rows_len, d)))
+    if enabled:
+        a_chk = float(np.median(amps)) if amps is not None else float(np.median(amp))
+        rows, k1, k2, s = C.check_rows(rows_len, d, a_chk, _generator(12345))
+        parts.append(np.concatenate([np.zeros((5, W, d)), rows], axis=1))
+    Y = call(np.concatenate(parts, axis=0))[:, W:]  # (rows, rows_len, p)
+    n_p = parts[0].shape[0]
+    Y0 = Y[n_p] if want_base else None
+    violations = {name: None for name in C.CHECKS}
+    if enabled:
+        violations.update(C.measure_checks(Y[-5:], k1, k2, s))
+        C.enforce(violations, enabled, check_rtol)
+    drift = float(np.max(np.abs(np.diff(Y0, axis=0)))) / dt if Y0 is not None else float("nan")
+    y_scale = float(np.max(np.abs(Y[:n_p + int(want_base)])))
+    if not baseline and Y0 is not None and drift > rtol_round * y_scale / dt:
+        warnings.warn(BaselineDriftWarning(
+            f"the zero-input response drifts (max |dH_t(0)/dt| = {drift:.3g} over the probe "
+            f"window) and, without baseline=True, the drift is counted as memory (divided by "
+            f"the amplitude)"), stacklevel=3)
+    D = _derivatives(Y[:n_p], Y0 if baseline else None, variant, derivative, dt, n_s, n_grid)
+    V_ = _reduce_outputs(D / amp[:, None, None], output_reduce)
+    multi = amps is not None and amps.size > 1
+    floor = (rtol_round * y_scale / (amp * dt)) if multi else np.full(amp.shape, -np.inf)
+    best, resolved = _sup(V_, floor)
+    if multi and refine:
+        unit = X / np.max(np.abs(X), axis=1, keepdims=True)
+        new = _refinement(best, resolved, dir_idx, amp, amps, unit)
+        if new is not None:
+            P2, idx2 = new
+            Y2 = call(_probe_inputs(P2, variant, n_s, rows_len, W, dt))[:, W:]
+            amp2 = np.max(np.abs(P2), axis=1)
+            D2 = _derivatives(Y2, Y0 if baseline else None, variant, derivative, dt, n_s,
+                              n_grid)
+            V_ = np.concatenate([V_, _reduce_outputs(D2 / amp2[:, None, None],
+                                                     output_reduce)])
+            P, dir_idx = np.concatenate([P, P2]), np.concatenate([dir_idx, idx2])
+            amp = np.concatenate([amp, amp2])
+            floor = np.concatenate([floor, rtol_round * y_scale / (amp2 * dt)])
+            best, resolved = _sup(V_, floor)
+    grid_M = np.take_along_axis(V_, best[None], 0)[0]  # (n_grid, q)
+    grid = dt * np.arange(n_grid)
+    M = np.stack([np.interp(t, grid, grid_M[:, o]) for o in range(grid_M.shape[1])], axis=1)
+    near = np.clip(np.rint(t / dt).astype(int), 0, n_grid - 1)
+    b = best[near]  # (L, q)
+    direction = P[b] / amp[b][..., None]  # (L, q, d)
+    A, R = amp[b], resolved[near]
+    if M.shape[1] == 1:
+        M, A, R, direction = M[:, 0], A[:, 0], R[:, 0], direction[:, 0]
+    return MemoryEstimate(
+        t=t, values=M, amplitude=A, direction=direction, resolved=R, dt=dt, variant=variant,
+        derivative=derivative, amplitudes=np.unique(amp), baseline=bool(baseline),
+        drift=drift, warmup_steps=W, warmup_residual=resid, checks=violations,
+        checks_skipped=tuple(c for c in C.CHECKS if c not in enabled),
+        check_rtol=float(check_rtol) if enabled else float("nan"), n_calls=call.calls,
+        n_probes=call.rows)
+
+
 def memory_function(system: Callable, t, *, dt: float, input_dim: int,
                     variant: str = "heaviside", directions=None,
                     n_directions: int | None = None, derivative: str = "forward", rng=None,
                     batched: bool = True, output_reduce: str | None = None,
-                    baseline: bool = False, horizon: int | None = None) -> np.ndarray:
+                    baseline: bool = False, horizon: int | None = None, amplitudes=None,
+                    refine: bool = True, warmup=0, max_warmup: int = 4096, check=False,
+                    check_rtol: float | None = None, dtype="float64",
+                    full_output: bool = False):
     """Estimate the memory function (Wang, Li & Li, ICLR 2024, Def. 3.1) of ``system``.
 
     .. math::
@@ -200,7 +503,10 @@ def memory_function(system: Callable, t, *, dt: float, input_dim: int,
         \\hat M(t_j) = \\max_{x \\in X} \\frac{|D_j(x)|}{|x|_\\infty}, \\qquad
         D_j(x) \\approx \\frac{d}{dt} H_{t}(x \\mathbf 1_{[0, \\infty)})\\Big|_{t = j\\Delta t}
 
-    (see the module docstring for the probes, stencils and variants).
+    (see the module docstring for the probes, stencils and variants). This is the literal
+    estimator: the probe directions as given (sign vectors, amplitude 1), no warm-up, no
+    checks, no baseline, unless asked. :func:`estimate_memory` has the checked defaults
+    (amplitude search, baseline, warm-up, causality and time-invariance checks).
 
     Parameters
     ----------
@@ -227,74 +533,78 @@ def memory_function(system: Callable, t, *, dt: float, input_dim: int,
     baseline : bool
         Subtract the response to the zero input (one extra probe) before differencing, so
         that a drift caused by a bias or an initial transient is not counted as memory.
-        Off by default (Def. 3.1 literally). Has no effect on ``"reversed"``.
+        Off by default here (Def. 3.1 literally). Has no effect on ``"reversed"``.
     horizon : int, optional
         For ``"reversed"``: the probe length :math:`L` (default: the smallest that covers
         ``max(t)``); must be at least that.
+    amplitudes : None, "default" or positive numbers
+        None: the directions as given. Otherwise the sup is also taken over these
+        amplitudes :math:`|x|_\\infty` (module docstring, "Amplitudes").
+    refine : bool
+        With several amplitudes: one more call at the geometric midpoints next to each
+        arg-sup amplitude.
+    warmup : int or "auto"
+        Zero samples before every probe ("auto": until the zero-input output settles).
+    max_warmup : int
+        Upper bound of the automatic warm-up.
+    check : bool or names from :data:`CHECKS`
+        Run these structural checks (module docstring, "Checks"); a failure raises
+        :class:`rnnmem.errors.NonCausalError` or :class:`rnnmem.errors.TimeVaryingError`.
+    check_rtol : float, optional
+        Tolerance of the checks (default from :func:`rnnmem.numerics.tolerance` for
+        ``dtype``, ``n_ops`` the probe length and ``cond`` = 100).
+    dtype : dtype or name
+        The precision the system computes in (for the rounding floors and check tolerances).
+    full_output : bool
+        Return the :class:`MemoryEstimate` instead of its values.
 
     Returns
     -------
-    (L,) array, or (L, p) when p > 1 and ``output_reduce`` is None.
+    (L,) array, or (L, p) when p > 1 and ``output_reduce`` is None; or a
+    :class:`MemoryEstimate`.
     """
-    t = V.times(t, "t")
-    dt = V.positive_step(dt, "dt")
-    if variant not in VARIANTS:
-        raise InvalidParameterError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if derivative not in DERIVATIVES:
-        raise InvalidParameterError(
-            f"derivative must be one of {DERIVATIVES}, got {derivative!r}")
-    if output_reduce not in OUTPUT_REDUCTIONS:
-        raise InvalidParameterError(
-            f"output_reduce must be one of {OUTPUT_REDUCTIONS}, got {output_reduce!r}")
-    if not callable(system):
-        raise InvalidParameterError(f"system must be callable, got {type(system).__name__}")
-    X = probe_directions(input_dim, directions, n_directions, rng)  # (n, d)
-    n, d = X.shape
-    scale = np.max(np.abs(X), axis=1)  # (n,)
+    est = _estimate(system, t, dt=dt, input_dim=input_dim, variant=variant,
+                    directions=directions, n_directions=n_directions, derivative=derivative,
+                    rng=rng, batched=batched, output_reduce=output_reduce, baseline=baseline,
+                    horizon=horizon, amplitudes=amplitudes, refine=refine, warmup=warmup,
+                    max_warmup=max_warmup, check=check, check_rtol=check_rtol, dtype=dtype,
+                    measure_drift=False)
+    return est if full_output else est.values
 
-    t_max = float(t.max()) if t.size else 0.0
-    n_grid = int(math.ceil(t_max / dt)) + 1  # grid t_j = j dt, j = 0..n_grid-1
-    n_s = max(n_grid + 1, 3)  # S_0..S_{n_s-1}
 
-    if variant == "reversed":
-        L = n_s - 1 if horizon is None else horizon
-        if not isinstance(L, (int, np.integer)) or isinstance(L, bool) or L < n_s - 1:
-            raise InvalidParameterError(
-                f"horizon must be an integer >= {n_s - 1} to cover t up to {t_max}, got {L!r}")
-        L = int(L)
-        j = np.arange(n_s)  # number of trailing x samples
-        on = np.arange(L)[None, :] >= (L - j)[:, None]  # (n_s, L)
-        probes = on[None, :, :, None] * X[:, None, None, :]  # (n, n_s, L, d)
-        Y = _call(system, probes.reshape(n * n_s, L, d), batched)  # (n n_s, L, p)
-        S = Y[:, -1].reshape(n, n_s, -1)  # (n, n_s, p)
-        D = _stencil(S, dt, derivative, n_grid)
-    else:
-        probes = np.zeros((n + int(baseline), n_s, d))
-        if variant == "heaviside":
-            probes[:n, 1:] = X[:, None, :]
-        else:
-            probes[:n, 1] = X / dt
-        Y = _call(system, probes, batched)  # (n [+1], n_s, p)
-        if baseline:
-            Y = Y[:n] - Y[n:]
-        if variant == "heaviside":
-            D = _stencil(Y, dt, derivative, n_grid)
-        else:
-            I = Y  # impulse response, I_j ~ (S_j - S_{j-1}) / dt
-            if derivative == "forward":
-                D = I[:, 1:n_grid + 1]
-            else:
-                D = np.empty((n, n_grid, I.shape[2]))
-                D[:, 0] = (3.0 * I[:, 1] - I[:, 2]) / 2.0
-                D[:, 1:] = (I[:, 1:n_grid] + I[:, 2:n_grid + 1]) / 2.0
-    D = D / scale[:, None, None]  # (n, n_grid, p)
-    p = D.shape[2]
-    if output_reduce == "norm":
-        grid_M = np.linalg.norm(D, axis=2).max(axis=0)[:, None]  # (n_grid, 1)
-    else:
-        grid_M = np.abs(D).max(axis=0)  # (n_grid, p)
-        if output_reduce == "max":
-            grid_M = grid_M.max(axis=1, keepdims=True)
-    grid = dt * np.arange(n_grid)
-    M = np.stack([np.interp(t, grid, grid_M[:, o]) for o in range(grid_M.shape[1])], axis=1)
-    return M[:, 0] if (p == 1 or output_reduce is not None) else M
+def estimate_memory(system: Callable, t, *, dt: float, input_dim: int,
+                    amplitudes="default", refine: bool = True, baseline: bool = True,
+                    warmup="auto", max_warmup: int = 4096, check=True,
+                    check_rtol: float | None = None, dtype="float64",
+                    variant: str = "heaviside", directions=None,
+                    n_directions: int | None = None, derivative: str = "forward", rng=None,
+                    batched: bool = True, output_reduce: str | None = None,
+                    horizon: int | None = None) -> MemoryEstimate:
+    """Def. 3.1 of Wang, Li & Li (ICLR 2024) for a black-box map, checked and searched.
+
+    .. math::
+
+        \\mathcal M(H)(t) = \\sup_{x \\ne 0}
+            \\frac{|\\frac{d}{dt} H_t(x\\mathbf 1_{[0,\\infty)}) - \\frac{d}{dt}H_t(0)|}
+                 {|x|_\\infty},
+
+    the supremum taken over the probe directions *and* the ``amplitudes`` (default
+    :data:`DEFAULT_AMPLITUDES`, refined), from the zero-input steady state (``warmup``),
+    with the zero-input response subtracted (``baseline``), after the causality,
+    time-invariance and batch-independence checks (``check``). The arguments are those of
+    :func:`memory_function`, with these defaults. The drift of the zero-input response is
+    measured and reported (``drift``); with ``baseline=False`` a drift above rounding
+    raises a :class:`rnnmem.errors.BaselineDriftWarning`.
+
+    Returns
+    -------
+    MemoryEstimate
+        Values, the arg-sup amplitude and direction per t, the checks' measured
+        violations, the warm-up length and the drift.
+    """
+    return _estimate(system, t, dt=dt, input_dim=input_dim, variant=variant,
+                     directions=directions, n_directions=n_directions, derivative=derivative,
+                     rng=rng, batched=batched, output_reduce=output_reduce, baseline=baseline,
+                     horizon=horizon, amplitudes=amplitudes, refine=refine, warmup=warmup,
+                     max_warmup=max_warmup, check=check, check_rtol=check_rtol, dtype=dtype,
+                     measure_drift=True)
