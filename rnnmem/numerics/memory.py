@@ -195,9 +195,11 @@ def _stencil(S: np.ndarray, dt: float, derivative: str, n_grid: int) -> np.ndarr
     return D
 
 
-#: Default amplitude grid :math:`|x|_\infty` of :func:`estimate_memory`: half-decades from
-#: 1e-2 to 10 (7 values), refined locally around each arg-sup (see the module docstring).
-DEFAULT_AMPLITUDES = tuple(float(a) for a in 10.0 ** np.arange(-2.0, 1.01, 0.5))
+#: Default amplitude grid :math:`|x|_\infty` of :func:`estimate_memory`: quarter-decades
+#: from 1e-2 to 10 (13 values), refined around each arg-sup (see the module docstring).
+DEFAULT_AMPLITUDES = tuple(float(a) for a in 10.0 ** np.arange(-2.0, 1.01, 0.25))
+#: Bisection rounds of the amplitude refinement (each halves the log-spacing: one call).
+DEFAULT_REFINE_ROUNDS = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -347,21 +349,77 @@ def _sup(V_, floor):
     return best, resolved
 
 
-def _refinement(best, resolved, dir_idx, amp, amps, unit):
-    """New probes at the geometric midpoints next to each resolved arg-sup amplitude."""
+def _refinement(best, resolved, dir_idx, amp, unit):
+    """One bisection round: new probes at the geometric midpoints between each resolved
+    arg-sup amplitude and its neighbours among the amplitudes already probed in that
+    direction. Returns (P_new (k, d), direction index (k,)) or None."""
     pairs = set()
     for k in np.unique(best[resolved]):
-        i = int(np.searchsorted(amps, amp[k]))
-        i = min(max(i, 0), amps.size - 1)
-        for a, b in ((i - 1, i), (i, i + 1)):
-            if 0 <= a and b < amps.size:
-                pairs.add((int(dir_idx[k]), float(np.sqrt(amps[a] * amps[b]))))
+        i = int(dir_idx[k])
+        probed = np.unique(amp[dir_idx == i])
+        pos = int(np.argmin(np.abs(np.log(probed) - np.log(amp[k]))))
+        for nb in (pos - 1, pos + 1):
+            if 0 <= nb < probed.size:
+                mid = float(np.sqrt(probed[pos] * probed[nb]))
+                if not np.any(np.isclose(probed, mid, rtol=1e-12, atol=0.0)):
+                    pairs.add((i, mid))
     if not pairs:
         return None
     pairs = sorted(pairs)
     idx = np.array([p[0] for p in pairs])
     a_new = np.array([p[1] for p in pairs])
     return a_new[:, None] * unit[idx], idx
+
+
+def _refine_rounds(refine) -> int:
+    if refine is True:
+        return DEFAULT_REFINE_ROUNDS
+    if refine is False or refine is None:
+        return 0
+    if isinstance(refine, (int, np.integer)) and refine >= 0:
+        return int(refine)
+    raise InvalidParameterError(f"refine must be a bool or an integer >= 0, got {refine!r}")
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """Everything needed to send new probes and read their reduced derivatives."""
+
+    call: Callable
+    variant: str
+    derivative: str
+    n_s: int
+    n_grid: int
+    rows_len: int
+    W: int
+    dt: float
+    Y0: np.ndarray | None
+    output_reduce: str | None
+
+    def __call__(self, P):
+        Y = self.call(_probe_inputs(P, self.variant, self.n_s, self.rows_len, self.W,
+                                    self.dt))[:, self.W:]
+        amp = np.max(np.abs(P), axis=1)
+        D = _derivatives(Y, self.Y0, self.variant, self.derivative, self.dt, self.n_s,
+                         self.n_grid)
+        return amp, _reduce_outputs(D / amp[:, None, None], self.output_reduce)
+
+
+def _refine(probe, X, P, dir_idx, amp, V_, floor, best, resolved, rounds, noise):
+    """``rounds`` bisection rounds of the amplitude search (one call each)."""
+    unit = X / np.max(np.abs(X), axis=1, keepdims=True)
+    for _ in range(rounds):
+        new = _refinement(best, resolved, dir_idx, amp, unit)
+        if new is None:
+            break
+        P2, idx2 = new
+        amp2, V2 = probe(P2)
+        V_ = np.concatenate([V_, V2])
+        P, dir_idx = np.concatenate([P, P2]), np.concatenate([dir_idx, idx2])
+        amp = np.concatenate([amp, amp2])
+        floor = np.concatenate([floor, noise / (amp2 * probe.dt)])
+        best, resolved = _sup(V_, floor)
+    return P, dir_idx, amp, V_, floor, best, resolved
 
 
 class _Counter:
@@ -455,21 +513,12 @@ def _estimate(system, t, *, dt, input_dim, variant, directions, n_directions, de
     multi = amps is not None and amps.size > 1
     floor = (rtol_round * y_scale / (amp * dt)) if multi else np.full(amp.shape, -np.inf)
     best, resolved = _sup(V_, floor)
-    if multi and refine:
-        unit = X / np.max(np.abs(X), axis=1, keepdims=True)
-        new = _refinement(best, resolved, dir_idx, amp, amps, unit)
-        if new is not None:
-            P2, idx2 = new
-            Y2 = call(_probe_inputs(P2, variant, n_s, rows_len, W, dt))[:, W:]
-            amp2 = np.max(np.abs(P2), axis=1)
-            D2 = _derivatives(Y2, Y0 if baseline else None, variant, derivative, dt, n_s,
-                              n_grid)
-            V_ = np.concatenate([V_, _reduce_outputs(D2 / amp2[:, None, None],
-                                                     output_reduce)])
-            P, dir_idx = np.concatenate([P, P2]), np.concatenate([dir_idx, idx2])
-            amp = np.concatenate([amp, amp2])
-            floor = np.concatenate([floor, rtol_round * y_scale / (amp2 * dt)])
-            best, resolved = _sup(V_, floor)
+    if multi:
+        probe = _Probe(call, variant, derivative, n_s, n_grid, rows_len, W, dt,
+                       Y0 if baseline else None, output_reduce)
+        P, dir_idx, amp, V_, floor, best, resolved = _refine(
+            probe, X, P, dir_idx, amp, V_, floor, best, resolved, _refine_rounds(refine),
+            rtol_round * y_scale)
     grid_M = np.take_along_axis(V_, best[None], 0)[0]  # (n_grid, q)
     grid = dt * np.arange(n_grid)
     M = np.stack([np.interp(t, grid, grid_M[:, o]) for o in range(grid_M.shape[1])], axis=1)
