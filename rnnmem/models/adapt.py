@@ -438,3 +438,25 @@ def _jacobian_system(model, dt, input_dim, layout, readout):
             raise InvalidParameterError(f"dt: {type(model).__name__} has no dt attribute; "
                                         f"pass the sampling step dt=")
     return adapt(model, input_dim=input_dim, layout=layout, readout=readout), dt
+
+
+class AdaptedModule(nn.Module):
+    """``model`` with ``layout`` and ``readout`` applied, as a module ``(B, T, d) -> (B, T,
+    p)`` (for code that calls modules, e.g. :func:`rnnmem.train.perturb.perturbation_curve`).
+
+    The user's module is the submodule ``inner`` (its parameter names gain the prefix
+    ``inner.``); a readout module is ``readout``.
+    """
+
+    def __init__(self, model: nn.Module, *, layout: str | None = None, readout=None,
+                 input_dim: int | None = None):
+        super().__init__()
+        self.inner = model
+        if isinstance(readout, nn.Module):
+            self.readout = readout
+        self._system = TorchSystem(model, input_dim=input_dim, layout=layout,
+                                   readout=readout)
+        self.input_dim = self._system.input_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._system.forward_torch(x)
