@@ -405,14 +405,18 @@ def target_memory_kernels(names=None) -> st.SearchStrategy:
 
 
 def conditioning(W) -> float:
-    """Eigenvector condition number :math:`\\kappa(V)` of ``W`` (``inf`` if defective).
+    """Eigenvector condition number :math:`\\kappa(V)` of ``W``; ``inf`` if ``W`` is
+    (numerically) defective, i.e. :math:`\\kappa(V) > \\varepsilon^{-1/2}`: the computed
+    eigenvectors of a Jordan block are parallel up to :math:`O(\\sqrt\\varepsilon)` and
+    the finite number then returned measures rounding, not the problem.
 
     The ``cond`` to pass to :func:`rnnmem.numerics.tolerance` for results computed through
-    an eigendecomposition of ``W``.
+    an eigendecomposition of ``W`` (which refuses ``inf``: bound such a case another way).
     """
     from ..numerics.linear import eigenvector_condition
 
-    return eigenvector_condition(W)
+    k = eigenvector_condition(W)
+    return k if k <= np.finfo(float).eps ** -0.5 else float("inf")
 
 
 # --------------------------------------------------------------------------------------
