@@ -69,6 +69,46 @@ larger :math:`d` (or when ``n_directions`` is given) random sign vectors and ran
 directions scaled to :math:`|x|_\\infty = 1`, half each; ``directions`` overrides both. All
 probes go through ``system`` in one batched call (split into chunks only beyond
 :data:`MAX_BATCH_ELEMENTS` numbers).
+
+The checked estimator: :func:`estimate_memory`
+----------------------------------------------
+:func:`memory_function` is the literal estimator above. :func:`estimate_memory` (and
+``rnnmem.memory_function``, which adapts torch modules to it) adds what Def. 3.1 assumes
+and what a nonlinear model needs:
+
+Amplitudes
+    For a nonlinear system the quotient :math:`|D_j(x)|/|x|_\\infty` depends on the
+    amplitude of :math:`x`, not only its direction (a saturating tanh RNN has a different
+    decay at amplitude 1 and 0.1), so the supremum is taken over ``amplitudes`` times the
+    unit directions: by default :data:`DEFAULT_AMPLITUDES` (quarter-decades from
+    :math:`10^{-2}` to 10), then :data:`DEFAULT_REFINE_ROUNDS` bisection rounds in
+    :math:`\\log|x|` around the arg-sup of every grid time (each round halves the spacing
+    next to the current arg-sup: one more call, few probes). The result records the
+    arg-sup amplitude and direction per time. Probes whose derivative is below their
+    rounding floor, :math:`\\mathrm{rtol}\\,\\max|y| / (|x|_\\infty \\Delta t)` with
+    ``rtol`` from :func:`rnnmem.numerics.tolerance` for the system's ``dtype``, do not
+    take part in the supremum (small amplitudes would otherwise promote rounding noise in
+    the tail); a time where no probe is resolved is flagged (``resolved``). For a linear
+    system every amplitude gives the same value.
+Baseline and drift
+    The response to the zero input (one more probe) is subtracted, so that a drift from a
+    bias or an initial state, which grows like :math:`1/|x|` in the quotient, is not
+    counted as memory; its largest derivative over the window is reported (``drift``).
+Warm-up
+    A system with a bias or a non-zero initial state is not at rest under zero input; it
+    is probed from its zero-input steady state: every probe is prefixed by the zero input
+    until the zero-input output stays within the rounding level of its final value (found
+    by doubling a window, up to ``max_warmup``; a
+    :class:`rnnmem.errors.WarmupWarning` otherwise). The estimate is then Def. 3.1 of the
+    time-homogeneous functional the model realises, not of its start-up transient.
+Checks
+    In the same batched call, on random inputs: prefix causality, time invariance (a
+    delayed input gives the delayed output) and batch independence (the same row first
+    and last gives the same output); each measured violation (relative to the output
+    size) is compared with ``check_rtol`` and a failure raises
+    :class:`rnnmem.errors.NonCausalError` or :class:`rnnmem.errors.TimeVaryingError`
+    carrying ``violation`` and ``threshold``. ``check=False`` (or a subset of
+    :data:`CHECKS`) opts out; skipped checks are recorded in the result.
 """
 
 from __future__ import annotations
