@@ -137,7 +137,7 @@ def compute_user(spec, opts: dict, *, weights=None, model_args=(), layout=None,
     """``rnnmem perturb --model SPEC --task NAME``: the curve of your own module."""
     from ..models.adapt import AdaptedModule
     from ..numerics.perturbation import crossing_point
-    from ..train.perturb import EvalSet, perturbation_curve
+    from ..train.perturb import EvalSet, perturbation_curve, perturbed_parameters
     from ..train.tasks import build_task
     from ._user_model import build_user_model, parse_readout
 
@@ -150,6 +150,7 @@ def compute_user(spec, opts: dict, *, weights=None, model_args=(), layout=None,
     if layout is not None or readout is not None:
         model = AdaptedModule(model, layout=layout, readout=parse_readout(readout, model))
         patterns = None if patterns is None else [f"inner.{q}" for q in patterns]
+    perturbed_parameters(model, opts.get("scope", "recurrent"), patterns)  # fail early
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     t = build_task(task, **dict(task_kwargs or {}))
     t.configure(device=device, dtype=dtype, seed=0)
