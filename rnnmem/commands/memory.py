@@ -228,7 +228,7 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
            "target": None}
     if M.ndim == 2:
         out["memory_max_over_outputs"] = M1
-    _add_target(out, t, M1, target, cfg)
+    _add_target(out, t, M1, target, cfg, dt)
     return out
 
 
@@ -244,7 +244,7 @@ def decay_dict(fit, envelope: bool) -> dict:
             "n_points": fit.n_points, "envelope": envelope}
 
 
-def _add_target(out: dict, t, M1, target, cfg) -> None:
+def _add_target(out: dict, t, M1, target, cfg, dt: float = 1.0) -> None:
     tinfo = None
     if target is not None:
         from ..theory.targets import get_target
@@ -312,7 +312,7 @@ def compute_user(spec, *, weights=None, model_args=(), layout=None, readout=None
                                  "checks", "checks_skipped", "check_rtol", "baseline")}}
     if M.ndim == 2:
         out["memory_max_over_outputs"] = M1
-    _add_target(out, t, M1, target, None)
+    _add_target(out, t, M1, target, None, dt)
     return out
 
 
