@@ -29,6 +29,7 @@ on the grid; for input-dependent (gated, selective) models it depends on the inp
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -166,17 +167,22 @@ class TorchSystem:
             out = out.real
         return out
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        xt = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+    @contextlib.contextmanager
+    def eval_mode(self):
+        """The module in eval mode (no dropout), its training flag restored after."""
         was = getattr(self.model, "training", None)
         if was is not None:
             self.model.eval()
         try:
-            with torch.no_grad():
-                y = self.forward_torch(xt)
+            yield
         finally:
             if was:
                 self.model.train(True)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xt = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+        with self.eval_mode(), torch.no_grad():
+            y = self.forward_torch(xt)
         y = y.detach().to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(y)):
             raise NonFiniteError(f"{self.name} returned NaN or inf for a probe input of "
@@ -405,7 +411,7 @@ def jacobian_memory(model, t, *, dt: float | None = None, x=None, warmup: int = 
     t, dt, xs, n_grid = _jacobian_inputs(system, t, dt, x, warmup)
     T, d = xs.shape
     xb = xs[None].expand(T, T, d).clone().requires_grad_(True)  # (T rows, T, d)
-    with torch.enable_grad():
+    with torch.enable_grad(), system.eval_mode():
         y = system.forward_torch(xb)  # (T, T, p)
         idx = torch.arange(T, device=y.device)
         diag = y[idx, idx]  # (T, p): row b keeps its own output b
@@ -424,7 +430,7 @@ def jacobian_memory_reference(model, t, *, dt: float | None = None, x=None, warm
     :func:`torch.autograd.functional.jacobian` (same signature, same result)."""
     system, dt = _jacobian_system(model, dt, input_dim, layout, readout)
     t, dt, xs, n_grid = _jacobian_inputs(system, t, dt, x, warmup)
-    with torch.enable_grad():
+    with torch.enable_grad(), system.eval_mode():
         J = torch.autograd.functional.jacobian(
             lambda z: system.forward_torch(z[None])[0], xs)  # (T, p, T, d)
     J = J.detach().to("cpu", torch.float64).numpy().transpose(0, 2, 1, 3)  # (T, T, p, d)

@@ -267,3 +267,20 @@ def test_jacobian_and_heaviside_memories_agree_for_lti_models_only():
     small = rnnmem.memory_function(gru, t, dt=1.0, amplitudes=[1e-6], warmup=60)
     j0 = jacobian_memory(gru, t, dt=1.0, x=np.zeros((60 + 15, 2)), warmup=60)
     assert np.max(np.abs(small.values - j0.values)) <= 1e-4 * j0.values.max()
+
+
+def test_dropout_modules_are_probed_in_eval_mode_and_restored():
+    class Dropped(Headed):
+        def __init__(self):
+            super().__init__("GRU")
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.head(self.drop(self.rnn(x)[0]))
+
+    m = Dropped().train()
+    est = rnnmem.memory_function(m, T_LAGS[:6], dt=1.0)  # random dropout would fail checks
+    assert all(v <= est.check_rtol for v in est.checks.values()) and m.training
+    a = jacobian_memory(m, T_LAGS[:6], dt=1.0)
+    b = jacobian_memory(m, T_LAGS[:6], dt=1.0)
+    assert np.array_equal(a.values, b.values) and m.training
