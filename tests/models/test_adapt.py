@@ -284,3 +284,21 @@ def test_dropout_modules_are_probed_in_eval_mode_and_restored():
     a = jacobian_memory(m, T_LAGS[:6], dt=1.0)
     b = jacobian_memory(m, T_LAGS[:6], dt=1.0)
     assert np.array_equal(a.values, b.values) and m.training
+
+
+from hypothesis import given, settings  # noqa: E402
+
+from rnnmem.testing import strategies as rst  # noqa: E402
+
+
+@settings(max_examples=10, deadline=None)
+@given(rst.torch_rnns(max_hidden=3, max_input_dim=2),
+       rst.input_sequences(length=12, input_dim=2, max_abs=2.0))
+def test_jacobian_memory_matches_its_reference_on_drawn_rnns(model, x):
+    d = model.rnn.input_size
+    x = x[:, :d]
+    fast = jacobian_memory(model, 0.5 * T_LAGS[:8], dt=0.5, x=x, warmup=2)
+    ref = jacobian_memory_reference(model, 0.5 * T_LAGS[:8], dt=0.5, x=x, warmup=2)
+    tol = tolerance("float64", n_ops=30, cond=10.0, scale=float(np.max(ref.values)) + 1e-300)
+    assert tol.allclose(fast.values, ref.values), tol.max_violation(fast.values, ref.values)
+    assert np.isnan(fast.by_position[0, 1:]).all()  # lags before the window are undefined

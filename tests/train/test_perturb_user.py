@@ -71,3 +71,21 @@ def test_curve_on_a_user_module_only_moves_the_selected_parameters(evaluate):
     for n, p in m.named_parameters():  # restored exactly
         assert torch.equal(p, before[n])
     assert all(p.grad is None for p in m.parameters())  # evaluated under no_grad
+
+
+def test_an_adapted_time_major_module_with_a_readout():
+    from rnnmem.models.adapt import AdaptedModule
+
+    torch.manual_seed(3)
+    gru, head = nn.GRU(1, 4), nn.Linear(4, 1)  # time-major, readout outside the module
+    m = AdaptedModule(gru, readout=head)
+    x, y = _data()
+    out = m(x)
+    assert out.shape == (6, 10, 1)
+    with torch.no_grad():
+        direct = head(gru(x.transpose(0, 1))[0]).transpose(0, 1)
+    assert torch.equal(out, direct)
+    curve = perturbation_curve(m, EvalSet.from_arrays(x, y), [1e-2], repeats=2,
+                               method="loop", parameters="inner.weight_hh*")
+    assert curve.meta["parameters"] == ["inner.weight_hh_l0"]
+    assert {n for n, _ in m.named_parameters()} >= {"inner.weight_hh_l0", "readout.weight"}
