@@ -120,6 +120,8 @@ def test_bad_user_model_input_is_one_line(files, capsys, tmp_path):
     _err(capsys, ["memory", "--model", f"{f}:Net", "--input-dim", "3"], "input_dim=3")
     _err(capsys, ["memory", "--model", f"{f}:Net", "--readout", "tail"], "--readout")
     _err(capsys, ["memory", "--model", f"{f}:Net", "--amplitudes", "0,1"], "--amplitudes")
+    _err(capsys, ["memory", "--model", f"{f}:Net", "--layout", "BDT"], "layout")
+    _err(capsys, ["memory", "--model", f"{f}:Net", "--layout", "TBD"], "batch_first=True")
     _err(capsys, ["memory", "--weights", w], "CKPT or --model")
     _err(capsys, ["memory", str(w), "--model", f"{f}:Net"], "exactly one")
 

@@ -28,7 +28,7 @@ def add_user_model_arguments(p) -> None:
                         ".safetensors)")
     g.add_argument("--model-arg", dest="model_arg", action="append", default=[],
                    metavar="K=V", help="argument of the factory, repeatable")
-    g.add_argument("--layout", choices=("BTD", "TBD"),
+    g.add_argument("--layout", metavar="{BTD,TBD}",
                    help="input layout of --model (default: batch_first of nn.RNN/GRU/LSTM, "
                         "else BTD)")
     g.add_argument("--readout", metavar="INDEX|ATTR",

@@ -202,13 +202,16 @@ class TorchSystem:
         return int(y.shape[-1])
 
     def hint(self) -> str:
-        """A layout hint for check failures: an inner time-major torch RNN."""
+        """A layout hint for check failures: an inner torch RNN whose ``batch_first``
+        contradicts the layout used."""
         if isinstance(self.model, nn.Module):
             for sub in self.model.modules():
-                if isinstance(sub, nn.RNNBase) and not sub.batch_first \
-                        and sub is not self.model and self.layout == "BTD":
+                if isinstance(sub, nn.RNNBase) and sub is not self.model \
+                        and sub.batch_first != (self.layout == "BTD"):
+                    other = "BTD" if sub.batch_first else "TBD"
                     return (f"; note: {self.name} contains a {type(sub).__name__} with "
-                            f"batch_first=False (layout='TBD'?)")
+                            f"batch_first={sub.batch_first}, read with layout="
+                            f"{self.layout!r} (layout={other!r}?)")
         return ""
 
     @property

@@ -110,8 +110,8 @@ def enforce(violations: dict, enabled: tuple, rtol: float) -> None:
     hints = {
         "batch_independence": (NonCausalError,
                                "the same input in the first and the last batch row gives "
-                               "different outputs: the batch rows interact (a time-major "
-                               "module fed (B, T, d)? pass layout='TBD')"),
+                               "different outputs: the batch rows interact (the wrong "
+                               "layout, batch and time axes swapped?)"),
         "causality": (NonCausalError,
                       "outputs before step k change when only inputs after k change: the "
                       "map is not causal (bidirectional? wrong layout?)"),
