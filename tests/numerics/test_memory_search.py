@@ -152,3 +152,34 @@ def test_bad_options():
                      (dict(max_warmup=-5), "max_warmup")):
         with pytest.raises(InvalidParameterError, match=word):
             estimate_memory(f, [0.0, 1.0], dt=1.0, input_dim=1, **kw)
+
+
+from hypothesis import given, settings  # noqa: E402
+
+from rnnmem.testing import strategies as rst  # noqa: E402
+
+
+@settings(max_examples=15, deadline=None)
+@given(rst.linear_systems(max_n=3, max_input_dim=2, kind="normal", time="discrete"))
+def test_search_equals_the_closed_form_of_drawn_discrete_systems(system):
+    """h_k = A h_{k-1} + B x_k, y_k = c h_k: the Heaviside forward difference is
+    c A^j B x exactly, so every amplitude and the whole search give ||c^T A^j B||_1."""
+    A, B, c = system
+
+    def f(x):
+        h = np.zeros((x.shape[0], A.shape[0]))
+        out = np.empty(x.shape[:2] + (1,))
+        for k in range(x.shape[1]):
+            h = h @ A.T + x[:, k] @ B.T
+            out[:, k, 0] = h @ c
+        return out
+
+    k = np.arange(12)
+    exact = linear_memory_discrete(A, B, c, k)
+    est = estimate_memory(f, k.astype(float), dt=1.0, input_dim=B.shape[1])
+    scale = float(np.abs(c).sum() * np.abs(B).sum())
+    # rounding of outputs of size ~scale, divided by the smallest amplitude
+    tol = tolerance("float64", n_ops=k.size * A.shape[0], cond=1.0 / min(DEFAULT_AMPLITUDES),
+                    scale=scale)
+    assert tol.allclose(est.values, exact), tol.max_violation(est.values, exact)
+    assert est.warmup_steps == 0 and est.drift == 0.0
