@@ -66,15 +66,14 @@ def _independent_def31(f, d, n_lags, amplitudes, warm, dt, vectors=None):
     if vectors is None:
         vectors = [a * np.array(signs) for a, signs in itertools.product(
             amplitudes, itertools.product((-1.0, 1.0), repeat=d))]
-    best = np.zeros(n_lags)
+    V = torch.as_tensor(np.asarray(vectors, dtype=float))  # (n, d)
     with torch.no_grad():
-        zero = torch.zeros(1, warm + n_lags + 1, d)
-        y0 = f(zero)[0, warm:, 0].numpy()
-        for v in vectors:
-            x = zero.clone()
-            x[0, warm + 1:] = torch.as_tensor(v)
-            s = f(x)[0, warm:, 0].numpy() - y0
-            best = np.maximum(best, np.abs(np.diff(s)[:n_lags]) / dt / np.abs(v).max())
+        x = torch.zeros(V.shape[0] + 1, warm + n_lags + 1, d)  # the last row stays zero
+        x[:-1, warm + 1:] = V[:, None, :]
+        y = f(x)[:, warm:, 0].numpy()
+    s = y[:-1] - y[-1:]  # the zero-input response subtracted
+    D = np.abs(np.diff(s, axis=1)[:, :n_lags]) / dt / V.abs().max(dim=1).values.numpy()[:, None]
+    best = D.max(axis=0)
     return best
 
 
