@@ -28,6 +28,12 @@ __all__ = [
     "NotApplicableError",
     "TaskLengthError",
     "StackCapacityError",
+    "SystemCheckError",
+    "NonCausalError",
+    "TimeVaryingError",
+    "RnnmemWarning",
+    "BaselineDriftWarning",
+    "WarmupWarning",
 ]
 
 
@@ -137,3 +143,36 @@ class TaskLengthError(InvalidParameterError):
 
 class StackCapacityError(InvalidParameterError):
     """A test length needs more stack cells than a fixed stack depth holds."""
+
+
+class SystemCheckError(RnnmemError, ValueError):
+    """A sequence map fails a structural check that an estimator relies on.
+
+    ``check`` names the check, ``violation`` is the measured relative violation and
+    ``threshold`` the tolerance it was compared with (both floats).
+    """
+
+    def __init__(self, message: str, *, check: str = "", violation: float = float("nan"),
+                 threshold: float = float("nan")):
+        self.check, self.violation, self.threshold = check, float(violation), float(threshold)
+        super().__init__(message)
+
+
+class NonCausalError(SystemCheckError):
+    """Outputs at step k change when only inputs after k change (or batch rows interact)."""
+
+
+class TimeVaryingError(SystemCheckError):
+    """A delayed input does not give the delayed output (the map is not time-invariant)."""
+
+
+class RnnmemWarning(UserWarning):
+    """Base class of the warnings rnnmem issues about a result's reliability."""
+
+
+class BaselineDriftWarning(RnnmemWarning):
+    """The zero-input response of a system drifts, and the drift is counted as memory."""
+
+
+class WarmupWarning(RnnmemWarning):
+    """The zero-input response did not settle within the allowed warm-up."""

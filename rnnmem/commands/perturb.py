@@ -27,8 +27,11 @@ FACTORS = (2.0, 10.0)
 
 
 def add_arguments(p):
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
-                   help="checkpoint(s); three or more widths also give a stability verdict")
+    from ._user_model import add_user_model_arguments
+
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="checkpoint(s); three or more widths also give a stability verdict "
+                        "(or --model)")
     p.add_argument("--betas", default="1e-3:1e0:21", metavar="LO:HI:N",
                    help="radii: N log-spaced from LO to HI, or a comma list "
                         "(default 1e-3:1e0:21)")
@@ -53,6 +56,10 @@ def add_arguments(p):
     p.add_argument("--level", metavar="E",
                    help="absolute error level for the verdict across widths (default: 10 x "
                         "the largest E(0))")
+    add_user_model_arguments(p)
+    p.add_argument("--params", action="append", default=[], metavar="GLOB",
+                   help="perturb the parameters whose names match (repeatable, e.g. "
+                        "'rnn.weight_hh*'); overrides --scope")
     add_output_arguments(p, plot_help="write a log-log plot of E(beta)",
                          device_help="device for the models (default cpu)")
 
@@ -120,6 +127,46 @@ def compute(paths, opts: dict, *, task=None, task_kwargs=None, split=None, max_s
     return {"curves": entries, "verdict": verdict, "verdict_note": note}
 
 
+def compute_user(spec, opts: dict, *, weights=None, model_args=(), layout=None,
+                 readout=None, params=(), task=None, task_kwargs=None, split=None,
+                 max_samples=None, device="cpu", progress=None) -> dict:
+    """``rnnmem perturb --model SPEC --task NAME``: the curve of your own module."""
+    from ..models.adapt import AdaptedModule
+    from ..numerics.perturbation import crossing_point
+    from ..train.perturb import EvalSet, perturbation_curve, perturbed_parameters
+    from ..train.tasks import build_task
+    from ._user_model import build_user_model, parse_readout
+
+    if task is None:
+        raise InvalidParameterError("--model needs --task NAME (the data to evaluate the "
+                                    "loss on; see `rnnmem list tasks`)")
+    model, kwargs = build_user_model(spec, weights=weights, model_args=model_args,
+                                     device=device)
+    patterns = list(params) or None
+    if layout is not None or readout is not None:
+        model = AdaptedModule(model, layout=layout, readout=parse_readout(readout, model))
+        patterns = None if patterns is None else [f"inner.{q}" for q in patterns]
+    perturbed_parameters(model, opts.get("scope", "recurrent"), patterns)  # fail early
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    t = build_task(task, **dict(task_kwargs or {}))
+    t.configure(device=device, dtype=dtype, seed=0)
+    es = EvalSet.from_task(t, split, max_samples=max_samples)
+    if progress:
+        progress(f"{spec}: {task} ({es.n_samples} samples), {len(opts['betas'])} radii x "
+                 f"{opts['repeats']} repeats")
+    curve = perturbation_curve(model, es, parameters=patterns, **opts)
+    crossings = {}
+    for f in FACTORS:
+        c = crossing_point(curve, f) if curve.e0 > 0 else None
+        crossings[f"{f:g}x"] = None if c is None else {
+            "beta": c.beta, "level": c.level, "censored": c.censored}
+    info = {"task": task, "task_kwargs": dict(task_kwargs or {}),
+            "split": split or t.eval_splits[0], "from": "option", "n_samples": es.n_samples}
+    entry = {"checkpoint": str(spec), "model": type(model).__name__, "width": _width(kwargs),
+             "task": info, "curve": curve, "crossings": crossings, "weights": weights}
+    return {"curves": [entry], "verdict": None, "verdict_note": None}
+
+
 def summary(res: dict) -> str:
     lines = []
     for e in res["curves"]:
@@ -185,9 +232,24 @@ def plot(res: dict, path) -> None:
 def run(args) -> int:
     opts, task_kwargs, max_samples, level = _check_options(args)
     quiet_stdout = args.json == "-"
-    res = compute(args.checkpoints, opts, task=args.task, task_kwargs=task_kwargs,
-                  split=args.split, max_samples=max_samples, level=level, device=args.device,
-                  progress=lambda s: print(s, file=sys.stderr, flush=True))
+    progress = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if bool(args.checkpoints) == bool(args.user_model):
+        raise InvalidParameterError("give checkpoint(s) CKPT or --model SPEC (not both)")
+    if args.user_model:
+        res = compute_user(args.user_model, opts, weights=args.weights,
+                           model_args=args.model_arg, layout=args.layout,
+                           readout=args.readout, params=args.params, task=args.task,
+                           task_kwargs=task_kwargs, split=args.split,
+                           max_samples=max_samples, device=args.device, progress=progress)
+    else:
+        stray = [f for f, v in (("--weights", args.weights), ("--model-arg", args.model_arg),
+                                ("--layout", args.layout), ("--readout", args.readout),
+                                ("--params", args.params)) if v]
+        if stray:
+            raise InvalidParameterError(f"{stray[0]} needs --model")
+        res = compute(args.checkpoints, opts, task=args.task, task_kwargs=task_kwargs,
+                      split=args.split, max_samples=max_samples, level=level,
+                      device=args.device, progress=progress)
     if args.plot:
         plot(res, args.plot)
     if args.json:

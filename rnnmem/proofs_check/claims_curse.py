@@ -908,17 +908,17 @@ def _check_inverse(ctx: Context) -> Evidence:
             tail = classify_decay(t, M, tail=0.5, envelope=True)
             inwin = classify_decay(t[t <= T_win], M[t <= T_win], tail=0.5, envelope=True)
             rec = {"row": row, "target": target, "width": m, "status": "ok", "memory": how,
-                   "tail_kind": tail.kind, "tail_rate": tail.rate,
+                   "tail_kind": tail.kind, "tail_rate": tail.parameter,
                    "tail_r2_exp": tail.r2_exp, "tail_r2_pol": tail.r2_pol,
-                   "window_kind": inwin.kind, "window_rate": inwin.rate,
+                   "window_kind": inwin.kind, "window_rate": inwin.parameter,
                    "slowest_rate": r_slow, "grid_steps": n_steps, "valid_loss": run.loss}
             records.append(rec)
             if r_slow > 0:
                 rates[target].setdefault(m, []).append(r_slow)
             rows_md.append(f"| {row} | {target} | {m} | {_fmt(run.loss)} | {_fmt(r_slow)} | "
                            f"{n_steps} | {how} | "
-                           f"{inwin.kind} ({_fmt(inwin.rate)}) | {tail.kind} "
-                           f"({_fmt(tail.rate)}; R2 exp {_fmt(tail.r2_exp)}, pol "
+                           f"{inwin.kind} ({_fmt(inwin.parameter)}) | {tail.kind} "
+                           f"({_fmt(tail.parameter)}; R2 exp {_fmt(tail.r2_exp)}, pol "
                            f"{_fmt(tail.r2_pol)}) |")
             curves_for_plot.setdefault((row, target), []).append((m, t, M))
     # the classifier must see the targets' own classes on the same grid
@@ -927,7 +927,7 @@ def _check_inverse(ctx: Context) -> Evidence:
     for target in TARGET_NAMES:
         tgt = get_target(target)
         fit = classify_decay(t_ref, tgt.memory(t_ref), tail=0.5, envelope=True)
-        target_cls[target] = {"kind": fit.kind, "rate": fit.rate, "derived": tgt.decay_class}
+        target_cls[target] = {"kind": fit.kind, "rate": fit.parameter, "derived": tgt.decay_class}
     discriminates = (target_cls["exponential"]["kind"] == "exponential"
                      and target_cls["polynomial"]["kind"] == "polynomial")
     ok_recs = [r for r in records if r["status"] == "ok"]

@@ -758,7 +758,7 @@ def _check_stack_memory(ctx: Context) -> Evidence:
             for s in ss:
                 m = mem[s]
                 fit = classify_decay(np.arange(m.size, dtype=float), m)
-                fits.append({"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
+                fits.append({"kind": fit.kind, "rate": fit.parameter, "r2_exp": fit.r2_exp,
                              "r2_pol": fit.r2_pol, "M0": float(m[0]), "M_end": float(m[-1])})
             half = curves.shape[1] // 2
             tail = [float(np.mean(c[half:]) / c[0]) if c[0] > 0 else None for c in curves]
