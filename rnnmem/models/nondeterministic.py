@@ -176,22 +176,29 @@ class _TapeWrite(torch.autograd.Function):
 
 class _PopTerm(torch.autograd.Function):
     r"""The pop term :math:`P[i][q,x,c \to r,y] = \sum_{k,t} \tilde\gamma[i \to k][q,x,c \to
-    t,y]\, \gamma'[k][t,y \to r]` read from the tape: one matrix product per contiguous
-    run of column slots (at most two), batched over ``(B, y)``."""
+    t,y]\, \gamma'[k][t,y \to r]` read from the tape, as strided matrix products batched
+    over ``(B, y)``.
+
+    ``tiles``: ``(r0, r1, slot, p, off)``, each the product of tape rows ``rows[0] + r0 ..
+    rows[0] + r1`` and ``p`` column slots from ``slot`` with ``gprime[:, :, off:off + p]``,
+    added into output rows ``r0 .. r1``. Entry :math:`(i, k)` of the block vanishes for
+    :math:`i \ge k`, so a row chunk needs only the columns from its own start on (about
+    half the block is skipped); a window's columns may wrap around the slots (two pieces).
+    """
 
     @staticmethod
-    def forward(ctx, gprime, token, tape, rows, pieces):
+    def forward(ctx, gprime, token, tape, rows, tiles):
         values = tape[0]
         B, S, _, N, C, _, Q = values.shape
-        n = rows[1] - rows[0]
-        out = None
-        for slot, p, off in pieces:
-            blk = values[:, :, rows[0]:rows[1], :, :, slot:slot + p, :].reshape(
-                B, S, n * N * C, p * Q)  # a view: strides allow the merge
-            gp = gprime[:, :, off:off + p].reshape(B, S, p * Q, Q)
-            out = blk @ gp if out is None else out.add_(blk @ gp)
+        n, NC = rows[1] - rows[0], N * C
+        out = gprime.new_zeros(B * S, n * NC, Q)
+        for r0, r1, slot, p, off in tiles:
+            blk = values[:, :, rows[0] + r0:rows[0] + r1, :, :, slot:slot + p, :].view(
+                B * S, (r1 - r0) * NC, p * Q)  # a view: the strides allow the merges
+            gp = gprime[:, :, off:off + p].reshape(B * S, p * Q, Q)
+            out[:, r0 * NC:r1 * NC].add_(torch.bmm(blk, gp))
         ctx.save_for_backward(gprime)
-        ctx.tape, ctx.rows, ctx.pieces = tape, rows, pieces
+        ctx.tape, ctx.rows, ctx.tiles = tape, rows, tiles
         return out.view(B, S, n, N, C, Q)
 
     @staticmethod
@@ -199,17 +206,38 @@ class _PopTerm(torch.autograd.Function):
         (gprime,) = ctx.saved_tensors
         values, grads = ctx.tape
         B, S, _, N, C, _, Q = values.shape
-        r0, r1 = ctx.rows
-        n = r1 - r0
-        g2 = gout.reshape(B * S, n * N * C, Q)
-        g_gprime = torch.empty_like(gprime)
-        for slot, p, off in ctx.pieces:
-            blk = values[:, :, r0:r1, :, :, slot:slot + p, :].reshape(B * S, n * N * C, p * Q)
+        n, NC, base = ctx.rows[1] - ctx.rows[0], N * C, ctx.rows[0]
+        g2 = gout.reshape(B * S, n * NC, Q)
+        g_gprime = torch.zeros_like(gprime)
+        for r0, r1, slot, p, off in ctx.tiles:
+            blk = values[:, :, base + r0:base + r1, :, :, slot:slot + p, :].view(
+                B * S, (r1 - r0) * NC, p * Q)
             gp = gprime[:, :, off:off + p].reshape(B * S, p * Q, Q)
-            g_gprime[:, :, off:off + p] = (blk.transpose(1, 2) @ g2).view(B, S, p, Q, Q)
-            gblk = grads[:, :, r0:r1, :, :, slot:slot + p, :]
-            gblk.add_((g2 @ gp.transpose(1, 2)).view(B, S, n, N, C, p, Q))
+            g_rows = g2[:, r0 * NC:r1 * NC]
+            g_gprime[:, :, off:off + p] += (blk.transpose(1, 2) @ g_rows).view(B, S, p, Q, Q)
+            # accumulate in place (a strided GEMM output: no temporary of the block's size)
+            gblk = grads[:, :, base + r0:base + r1, :, :, slot:slot + p, :].view(
+                B * S, (r1 - r0) * NC, p * Q)
+            gblk.baddbmm_(g_rows, gp.transpose(1, 2))
         return g_gprime, None, None, None, None
+
+
+#: rows per chunk of the pop block (smaller: more, smaller products and less of the zero
+#: triangle read; tests lower it to exercise the chunking at small sizes)
+TILE_ROWS = 24
+
+
+def _pop_tiles(nk: int, first: int, K: int) -> tuple:
+    """Tiles of the pop block (see :class:`_PopTerm`): ``nk`` rows and columns, the columns
+    in slots ``first, first + 1, ...`` modulo ``K``. Without wrap-around, row chunks of about
+    :data:`TILE_ROWS` rows each (at most 8 chunks) take only the columns from their own
+    start on."""
+    if first + nk <= K:
+        m = max(1, min(8, nk // TILE_ROWS))
+        cuts = [round(a * nk / m) for a in range(m + 1)]
+        return tuple((a0, a1, first + a0, nk - a0, a0) for a0, a1 in zip(cuts, cuts[1:]))
+    head = K - first
+    return ((0, nk, first, head, 0), (0, nk, 0, nk - head, head))
 
 
 class NondeterministicStack(nn.Module):
@@ -390,12 +418,9 @@ class NondeterministicStack(nn.Module):
             # gamma'[k][t,y -> r] = sum_{s,z} gamma[k -> j-1][t,y -> s,z] delta[s,z -> r,eps]
             g = prev[:, :, 1:, :, 0].reshape(B, S, nk, Q, S, Q)  # [b, z, k, t, y, s]
             gprime = torch.einsum("bzktys,bszr->byktr", g, pop).contiguous()
-            first = (lo + 1) % K       # slots of columns k = lo+1 .. j-2
-            pieces = [(first, min(nk, K - first), 0)]
-            if nk > K - first:
-                pieces.append((0, nk - (K - first), K - first))
+            tiles = _pop_tiles(nk, (lo + 1) % K, K)  # columns k = lo+1 .. j-2
             pop_term = _PopTerm.apply(gprime, state.token, (values, grads),
-                                      (lo + 1, j - 2 + 1), tuple(pieces))
+                                      (lo + 1, j - 2 + 1), tiles)
             zhat = torch.cat([rep[:, :, :nk] + pop_term, rep[:, :, nk:], push_row], dim=2)
         else:
             zhat = torch.cat([rep, push_row], dim=2)  # (B, S, L, N, C, Q)
