@@ -42,13 +42,14 @@ from torch import nn
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
 from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
+from .nondeterministic import NondeterministicStack
 from .registry import register_model
 from .stacks import StratificationStack, SuperpositionStack
 
 __all__ = ["StackRNN", "StackRNNState", "Controller", "CONTROLLERS", "STACK_KINDS", "MODES"]
 
 CONTROLLERS = ("srnn", "lstm", "gru")
-STACK_KINDS = ("superposition", "stratification", "none")
+STACK_KINDS = ("superposition", "stratification", "none", "nondeterministic")
 MODES = ("recognition", "next_symbol", "lm")
 POOLS = ("last", "mean")
 
@@ -135,7 +136,11 @@ class StackRNN(RecurrentModel):
         :class:`~rnnmem.models.stacks.SuperpositionStack` (Joulin & Mikolov 2015) or
         :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015);
         ``"none"`` (or ``None``, which is what ``--model-arg stack=none`` parses to on the
-        command line) is the memory-less controller.
+        command line) is the memory-less controller. ``"nondeterministic"``:
+        :class:`~rnnmem.models.nondeterministic.NondeterministicStack` (DuSell & Chiang
+        2021/2022: RNS-RNN, VRNS-RNN with ``vector_width``, limited with ``window``); its
+        reading is the distribution over (state, top symbol), fed back like the others;
+        ``stack_width``, ``stack_depth``, ``n_stacks`` and ``read_depth`` do not apply.
     hidden_size : int
     stack_width : int
         Width :math:`W` of a stack element.
@@ -147,6 +152,14 @@ class StackRNN(RecurrentModel):
         Independent stacks driven by the controller.
     read_depth : int
         Top cells read (superposition only; stratification reads one vector).
+    num_states, stack_symbols : int
+        :math:`Q` and :math:`S` of the nondeterministic stack (default 2 and 3).
+    window : int, optional
+        Window :math:`D` of the limited nondeterministic stack (linear time); ``None``: all
+        spans.
+    vector_width : int, optional
+        Width :math:`m` of the vectors of the vector nondeterministic stack (VRNS-RNN);
+        ``None``: the RNS-RNN.
     mode : {"recognition", "next_symbol", "lm"}
         All modes return per-step logits from :meth:`forward`. ``"recognition"`` models are
         meant to be read through :meth:`classify` (one label per sequence); ``"lm"`` is
@@ -177,7 +190,9 @@ class StackRNN(RecurrentModel):
                  embedding_dim: int | None = None, pool: str = "last", compile: bool = False,
                  dtype: Any = "float32", device: Any = "auto", seed: int | None = None,
                  input_dim: int | None = None, output_dim: int | None = None,
-                 dt: float = 1.0, time: str = "discrete"):
+                 dt: float = 1.0, time: str = "discrete", num_states: int = 2,
+                 stack_symbols: int = 3, window: int | None = None,
+                 vector_width: int | None = None):
         _check_positive("vocab_size", vocab_size)
         if mode not in MODES:
             raise UnknownNameError("mode", mode, MODES)
@@ -216,15 +231,18 @@ class StackRNN(RecurrentModel):
             raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}")
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
+        ns = _nondeterministic_options(stack, num_states, stack_symbols, window, vector_width,
+                                       stack_depth, n_stacks, read_depth, compile)
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
                    stack=stack, hidden_size=hidden_size, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
                    mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile),
-                   seed=seed)
+                   seed=seed, **ns)
         super().__init__(input_dim=vocab_size, output_dim=output_size, dt=dt, time="discrete",
                          dtype=dtype, device=device, config=cfg)
         self.vocab_size, self.output_size, self.mode, self.pool = vocab_size, output_size, mode, pool
         self.stack_kind, self.stack_depth = stack, stack_depth
+        self._ns_options = ns
         if seed is None:
             self._build(controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
                         read_depth, embedding_dim)
@@ -246,6 +264,8 @@ class StackRNN(RecurrentModel):
         elif stack == "stratification":
             self.memory = StratificationStack(stack_width, stack_depth, n_stacks=n_stacks,
                                               hidden_size=hidden_size, **fk)
+        elif stack == "nondeterministic":
+            self.memory = NondeterministicStack(**self._ns_options, hidden_size=hidden_size, **fk)
         else:
             self.memory = nn.Module()  # no parameters: the baseline
         self.read_size = 0 if stack == "none" else self.memory.read_size
@@ -276,6 +296,9 @@ class StackRNN(RecurrentModel):
         _check_positive("capacity", depth)
         if self.stack_kind == "superposition":
             stack = self.memory.initial_state(batch_size, depth=depth, **fk)
+        elif self.stack_kind == "nondeterministic":  # depth: the number of steps it can take
+            stack = self.memory.initial_state(batch_size, capacity=depth, **fk)
+            return StackRNNState(ctrl, stack, self.memory.read(stack))
         else:
             stack = self.memory.initial_state(batch_size, max_depth=depth, **fk)
         return StackRNNState(ctrl, stack, torch.zeros(batch_size, self.read_size, **fk))
@@ -415,7 +438,7 @@ class StackRNN(RecurrentModel):
         depth = None
         if state is None:
             state = self.initial_state(B, capacity=T)
-            if self.has_stack and not self.use_compile:
+            if self.has_stack and not self.use_compile and self.stack_kind != "nondeterministic":
                 depth = self._stack_depth(state.stack)
                 start = getattr(self.memory, "read_depth", 1)
                 state = state._replace(stack=_tree_map(lambda v: v[:, :, :start].contiguous(),
@@ -449,7 +472,11 @@ class StackRNN(RecurrentModel):
             return {}
         stacks, controls, reads = zip(*rec)
         tr = {"reads": torch.stack(reads, 1)}
-        if self.stack_kind == "superposition":
+        if self.stack_kind == "nondeterministic":
+            for name in ("push", "repl", "pop"):
+                tr[name] = torch.stack([getattr(c, name) for c in controls], 1)
+            tr["log_total"] = torch.stack([s.log_total for s in stacks], 1)
+        elif self.stack_kind == "superposition":
             tr["stack"] = torch.stack(stacks, 1)
             tr["actions"] = torch.stack([c.actions for c in controls], 1)
             tr["values"] = torch.stack([c.values for c in controls], 1)
@@ -485,6 +512,30 @@ class StackRNN(RecurrentModel):
             return logits[torch.arange(B, device=logits.device), lengths - 1]
         mask = (torch.arange(T, device=logits.device) < lengths[:, None]).to(logits.dtype)
         return (logits * mask[..., None]).sum(1) / lengths[:, None].to(logits.dtype)
+
+
+def _nondeterministic_options(stack, num_states, stack_symbols, window, vector_width,
+                              stack_depth, n_stacks, read_depth, compile) -> dict:
+    """The nondeterministic stack's options (an empty dict for the other stacks, so that
+    their configs are unchanged), validated."""
+    if stack != "nondeterministic":
+        return {}
+    for nm, v in (("num_states", num_states), ("stack_symbols", stack_symbols)):
+        _check_positive(nm, v)
+    for nm, v in (("window", window), ("vector_width", vector_width)):
+        if v is not None:
+            _check_positive(nm, v)
+    if stack_depth is not None:
+        raise InvalidParameterError("stack_depth does not apply to the nondeterministic stack "
+                                    "(it has no depth limit; window=D limits the spans)")
+    if n_stacks != 1 or read_depth != 1:
+        raise InvalidParameterError("the nondeterministic stack takes n_stacks=1 and "
+                                    f"read_depth=1, got {n_stacks} and {read_depth}")
+    if compile:
+        raise InvalidParameterError("compile=True is not supported with the nondeterministic "
+                                    "stack (its tape is written in place)")
+    return dict(num_states=num_states, stack_symbols=stack_symbols, window=window,
+                vector_width=vector_width)
 
 
 def _baseline(name: str, controller: str):
