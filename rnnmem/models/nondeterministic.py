@@ -106,8 +106,10 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError, ShapeError
+from ._nondeterministic_tape import _PopTerm, _TapeWrite, _pop_tiles
 
-__all__ = ["NondeterministicStack", "NondeterministicControls", "NondeterministicState"]
+__all__ = ["NondeterministicStack", "NondeterministicControls", "NondeterministicState",
+           "stack_rnn_options"]
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:
@@ -117,7 +119,9 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 class NondeterministicControls(NamedTuple):
-    r"""Transition weights of one step (non-negative, any common scale).
+    r"""Transition weights of one step (non-negative, any common scale; the runs they allow
+    must keep a positive total weight, as strictly positive weights always do: a step that
+    leaves no run makes :math:`\sum\alpha[j] = 0` and the reading undefined).
 
     push   : (B, QS, QS)  :math:`\delta[q,x \to r,xy]`, rows ``q*S + x``, columns ``r*S + y``
     repl   : (B, QS, QS)  :math:`\delta[q,x \to r,y]`
@@ -153,91 +157,6 @@ class NondeterministicState(NamedTuple):
     values: torch.Tensor
     grads: torch.Tensor
     step: torch.Tensor
-
-
-class _TapeWrite(torch.autograd.Function):
-    """Copy a column into the tape; backward returns what the tape's readers accumulated
-    for it (and clears it, so that the graph can be run backward again)."""
-
-    @staticmethod
-    def forward(ctx, column, token, tape, rows, slot):
-        values, grads = tape
-        values[:, :, rows[0]:rows[1], :, :, slot, :] = column
-        ctx.tape_grads, ctx.rows, ctx.slot = grads, rows, slot
-        return token.new_zeros(())
-
-    @staticmethod
-    def backward(ctx, g_token):
-        view = ctx.tape_grads[:, :, ctx.rows[0]:ctx.rows[1], :, :, ctx.slot, :]
-        g = view.clone()
-        view.zero_()
-        return g, torch.zeros_like(g_token), None, None, None
-
-
-class _PopTerm(torch.autograd.Function):
-    r"""The pop term :math:`P[i][q,x,c \to r,y] = \sum_{k,t} \tilde\gamma[i \to k][q,x,c \to
-    t,y]\, \gamma'[k][t,y \to r]` read from the tape, as strided matrix products batched
-    over ``(B, y)``.
-
-    ``tiles``: ``(r0, r1, slot, p, off)``, each the product of tape rows ``rows[0] + r0 ..
-    rows[0] + r1`` and ``p`` column slots from ``slot`` with ``gprime[:, :, off:off + p]``,
-    added into output rows ``r0 .. r1``. Entry :math:`(i, k)` of the block vanishes for
-    :math:`i \ge k`, so a row chunk needs only the columns from its own start on (about
-    half the block is skipped); a window's columns may wrap around the slots (two pieces).
-    """
-
-    @staticmethod
-    def forward(ctx, gprime, token, tape, rows, tiles):
-        values = tape[0]
-        B, S, _, N, C, _, Q = values.shape
-        n, NC = rows[1] - rows[0], N * C
-        out = gprime.new_zeros(B * S, n * NC, Q)
-        for r0, r1, slot, p, off in tiles:
-            blk = values[:, :, rows[0] + r0:rows[0] + r1, :, :, slot:slot + p, :].view(
-                B * S, (r1 - r0) * NC, p * Q)  # a view: the strides allow the merges
-            gp = gprime[:, :, off:off + p].reshape(B * S, p * Q, Q)
-            out[:, r0 * NC:r1 * NC].add_(torch.bmm(blk, gp))
-        ctx.save_for_backward(gprime)
-        ctx.tape, ctx.rows, ctx.tiles = tape, rows, tiles
-        return out.view(B, S, n, N, C, Q)
-
-    @staticmethod
-    def backward(ctx, gout):
-        (gprime,) = ctx.saved_tensors
-        values, grads = ctx.tape
-        B, S, _, N, C, _, Q = values.shape
-        n, NC, base = ctx.rows[1] - ctx.rows[0], N * C, ctx.rows[0]
-        g2 = gout.reshape(B * S, n * NC, Q)
-        g_gprime = torch.zeros_like(gprime)
-        for r0, r1, slot, p, off in ctx.tiles:
-            blk = values[:, :, base + r0:base + r1, :, :, slot:slot + p, :].view(
-                B * S, (r1 - r0) * NC, p * Q)
-            gp = gprime[:, :, off:off + p].reshape(B * S, p * Q, Q)
-            g_rows = g2[:, r0 * NC:r1 * NC]
-            g_gprime[:, :, off:off + p] += (blk.transpose(1, 2) @ g_rows).view(B, S, p, Q, Q)
-            # accumulate in place (a strided GEMM output: no temporary of the block's size)
-            gblk = grads[:, :, base + r0:base + r1, :, :, slot:slot + p, :].view(
-                B * S, (r1 - r0) * NC, p * Q)
-            gblk.baddbmm_(g_rows, gp.transpose(1, 2))
-        return g_gprime, None, None, None, None
-
-
-#: rows per chunk of the pop block (smaller: more, smaller products and less of the zero
-#: triangle read; tests lower it to exercise the chunking at small sizes)
-TILE_ROWS = 24
-
-
-def _pop_tiles(nk: int, first: int, K: int) -> tuple:
-    """Tiles of the pop block (see :class:`_PopTerm`): ``nk`` rows and columns, the columns
-    in slots ``first, first + 1, ...`` modulo ``K``. Without wrap-around, row chunks of about
-    :data:`TILE_ROWS` rows each (at most 8 chunks) take only the columns from their own
-    start on."""
-    if first + nk <= K:
-        m = max(1, min(8, nk // TILE_ROWS))
-        cuts = [round(a * nk / m) for a in range(m + 1)]
-        return tuple((a0, a1, first + a0, nk - a0, a0) for a0, a1 in zip(cuts, cuts[1:]))
-    head = K - first
-    return ((0, nk, first, head, 0), (0, nk, 0, nk - head, head))
 
 
 class NondeterministicStack(nn.Module):
@@ -532,3 +451,25 @@ class NondeterministicStack(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_states={self.num_states}, stack_symbols={self.stack_symbols}, "
                 f"vector_width={self.vector_width}, window={self.window}")
+
+
+def stack_rnn_options(num_states, stack_symbols, window, vector_width, *, stack_depth,
+                      n_stacks, read_depth, compile) -> dict:
+    """The options a :class:`~rnnmem.models.stack_rnn.StackRNN` passes to this stack,
+    validated against the stack-RNN options that do not apply to it."""
+    for nm, v in (("num_states", num_states), ("stack_symbols", stack_symbols)):
+        _positive_int(nm, v)
+    for nm, v in (("window", window), ("vector_width", vector_width)):
+        if v is not None:
+            _positive_int(nm, v)
+    if stack_depth is not None:
+        raise InvalidParameterError("stack_depth does not apply to the nondeterministic stack "
+                                    "(it has no depth limit; window=D limits the spans)")
+    if n_stacks != 1 or read_depth != 1:
+        raise InvalidParameterError("the nondeterministic stack takes n_stacks=1 and "
+                                    f"read_depth=1, got {n_stacks} and {read_depth}")
+    if compile:
+        raise InvalidParameterError("compile=True is not supported with the nondeterministic "
+                                    "stack (its tape is written in place)")
+    return dict(num_states=num_states, stack_symbols=stack_symbols, window=window,
+                vector_width=vector_width)

@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
 from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
-from .nondeterministic import NondeterministicStack
+from .nondeterministic import NondeterministicStack, stack_rnn_options
 from .registry import register_model
 from .stacks import StratificationStack, SuperpositionStack
 
@@ -231,8 +231,9 @@ class StackRNN(RecurrentModel):
             raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}")
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
-        ns = _nondeterministic_options(stack, num_states, stack_symbols, window, vector_width,
-                                       stack_depth, n_stacks, read_depth, compile)
+        ns = {} if stack != "nondeterministic" else stack_rnn_options(  # other configs unchanged
+            num_states, stack_symbols, window, vector_width, stack_depth=stack_depth,
+            n_stacks=n_stacks, read_depth=read_depth, compile=compile)
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
                    stack=stack, hidden_size=hidden_size, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
@@ -422,7 +423,10 @@ class StackRNN(RecurrentModel):
             superposition ``{"stack": (B, T, K, D, W), "actions": (B, T, K, 3), "values":
             (B, T, K, W), "reads": (B, T, R)}``; stratification ``{"values": (B, T, K, M, W),
             "strengths": (B, T, K, M), "push": (B, T, K), "pop": (B, T, K), "pushed":
-            (B, T, K, W), "reads": (B, T, R)}``; an empty dict without stack.
+            (B, T, K, W), "reads": (B, T, R)}``; nondeterministic ``{"push": (B, T, QS, QS),
+            "repl": (B, T, QS, QS), "pop": (B, T, QS, Q), "vector": (B, T, m)`` (vector
+            variant) ``, "log_total": (B, T), "reads": (B, T, R)}``; an empty dict without
+            stack.
 
         Returns
         -------
@@ -473,8 +477,9 @@ class StackRNN(RecurrentModel):
         stacks, controls, reads = zip(*rec)
         tr = {"reads": torch.stack(reads, 1)}
         if self.stack_kind == "nondeterministic":
-            for name in ("push", "repl", "pop"):
-                tr[name] = torch.stack([getattr(c, name) for c in controls], 1)
+            for name in ("push", "repl", "pop", "vector"):
+                if getattr(controls[0], name) is not None:
+                    tr[name] = torch.stack([getattr(c, name) for c in controls], 1)
             tr["log_total"] = torch.stack([s.log_total for s in stacks], 1)
         elif self.stack_kind == "superposition":
             tr["stack"] = torch.stack(stacks, 1)
@@ -512,30 +517,6 @@ class StackRNN(RecurrentModel):
             return logits[torch.arange(B, device=logits.device), lengths - 1]
         mask = (torch.arange(T, device=logits.device) < lengths[:, None]).to(logits.dtype)
         return (logits * mask[..., None]).sum(1) / lengths[:, None].to(logits.dtype)
-
-
-def _nondeterministic_options(stack, num_states, stack_symbols, window, vector_width,
-                              stack_depth, n_stacks, read_depth, compile) -> dict:
-    """The nondeterministic stack's options (an empty dict for the other stacks, so that
-    their configs are unchanged), validated."""
-    if stack != "nondeterministic":
-        return {}
-    for nm, v in (("num_states", num_states), ("stack_symbols", stack_symbols)):
-        _check_positive(nm, v)
-    for nm, v in (("window", window), ("vector_width", vector_width)):
-        if v is not None:
-            _check_positive(nm, v)
-    if stack_depth is not None:
-        raise InvalidParameterError("stack_depth does not apply to the nondeterministic stack "
-                                    "(it has no depth limit; window=D limits the spans)")
-    if n_stacks != 1 or read_depth != 1:
-        raise InvalidParameterError("the nondeterministic stack takes n_stacks=1 and "
-                                    f"read_depth=1, got {n_stacks} and {read_depth}")
-    if compile:
-        raise InvalidParameterError("compile=True is not supported with the nondeterministic "
-                                    "stack (its tape is written in place)")
-    return dict(num_states=num_states, stack_symbols=stack_symbols, window=window,
-                vector_width=vector_width)
 
 
 def _baseline(name: str, controller: str):
