@@ -147,6 +147,8 @@ class NondeterministicState(NamedTuple):
     values   : (B, S, R, QS, C, K, Q) the tape (no gradient), rows ``i + 1``, slots ``k``
     grads    : same shape, the gradient tape
     step     : () int64 on the CPU, ``j``
+    written  : () int64 on the CPU, shared by all states on this tape: the last column
+               written (a state whose ``step`` is behind it was already advanced)
     """
 
     token: torch.Tensor
@@ -157,6 +159,7 @@ class NondeterministicState(NamedTuple):
     values: torch.Tensor
     grads: torch.Tensor
     step: torch.Tensor
+    written: torch.Tensor
 
 
 class NondeterministicStack(nn.Module):
@@ -293,6 +296,7 @@ class NondeterministicStack(nn.Module):
         token = _TapeWrite.apply(col, token, (values, grads), (0, 1), 0)
         return NondeterministicState(token, col, (alpha, alpha), eta,
                                      torch.zeros(B, **fk), values, grads,
+                                     torch.zeros((), dtype=torch.long),
                                      torch.zeros((), dtype=torch.long))
 
     def read(self, state: NondeterministicState) -> torch.Tensor:
@@ -314,6 +318,9 @@ class NondeterministicStack(nn.Module):
         B, S, R, N, C, K, Q = values.shape
         self._check_controls(controls, B)
         j = int(state.step) + 1
+        if int(state.written) != j - 1:
+            raise InvalidParameterError(f"this state (step {j - 1}) was already advanced: its "
+                                        "tape holds later steps; advance each state once")
         if j > R - 1:
             raise InvalidParameterError(f"the nondeterministic stack was created for {R - 1} "
                                         "steps: pass a larger capacity to initial_state")
@@ -351,12 +358,13 @@ class NondeterministicStack(nn.Module):
         eta = ahat[..., 1:] / c[:, None, None] if self.vector_width is not None else None
         column = zhat / c[:, None, None, None, None, None]
         token = _TapeWrite.apply(column, state.token, (values, grads), (lo + 1, j + 1), j % K)
+        state.written.fill_(j)
         keep = D + 1  # alpha[i] for i >= j + 1 - D are needed by the next column
         alphas = state.alphas[-keep + 1:] + (alpha,) if len(state.alphas) >= keep else \
             state.alphas + (alpha,)
         return NondeterministicState(token, column, alphas, eta,
                                      state.log_total + torch.log(c), values, grads,
-                                     torch.tensor(j))
+                                     torch.tensor(j), state.written)
 
     def forward(self, h: torch.Tensor, state: NondeterministicState):
         """``(read, new_state)`` after one step driven by the controller state ``h``."""

@@ -302,6 +302,10 @@ def test_bad_input():
     state = stack.step(stack.step(state, cs[0]), cs[1])
     with pytest.raises(InvalidParameterError, match="capacity"):
         stack.step(state, cs[2])
+    first = stack.initial_state(1, capacity=3, dtype=DT)
+    stack.step(first, cs[0])
+    with pytest.raises(InvalidParameterError, match="already advanced"):
+        stack.step(first, cs[1])  # the tape already holds step 1 of another branch
     with pytest.raises(ShapeError, match="push"):
         stack.step(stack.initial_state(2, capacity=2, dtype=DT), cs[0])
     with pytest.raises(ShapeError, match="vector"):
@@ -410,3 +414,20 @@ def test_trains_from_the_command_line(tmp_path):
                  "window=5", "--task-arg", "lengths=2:8", "--steps", "2", "--batch-size",
                  "4", "--out", str(out), "-q"]) == 0
     assert load(out / "last.pt").config["stack"] == "nondeterministic"
+
+
+def test_state_carried_across_chunks_within_its_capacity():
+    """A state created for the whole length can be carried (and detached) across chunks:
+    the chunks' logits are the full forward's; past its capacity it refuses to step."""
+    m = model(window=3)
+    x = torch.randint(0, 4, (2, 9), generator=torch.Generator().manual_seed(4))
+    full = m(x)
+    state = m.initial_state(2, capacity=9)
+    parts = []
+    for chunk in (x[:, :4], x[:, 4:]):
+        y, state = m(chunk, state, return_state=True)
+        state = m.detach_state(state)
+        parts.append(y)
+    assert_close(torch.cat(parts, 1), full, tolerance(DT, n_ops=9 ** 3))
+    with pytest.raises(InvalidParameterError, match="capacity"):
+        m(x[:, :1], state)
