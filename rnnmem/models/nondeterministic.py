@@ -5,9 +5,10 @@ A differentiable simulation of a weighted pushdown automaton with :math:`Q` stat
 
 * B. DuSell and D. Chiang (2021), "Learning Context-Free Languages with Nondeterministic
   Stack RNNs", CoNLL (the NS-RNN), and (2022), "Learning Hierarchical Structures with
-  Differentiable Nondeterministic Stacks", ICLR (the renormalising RNS-RNN, its limited
-  window, and the vector variant VRNS-RNN: "The Surprising Computational Power of
-  Nondeterministic Stack RNNs", ICLR 2023, states it with vectors on the stack).
+  Differentiable Nondeterministic Stacks", ICLR (the renormalising RNS-RNN, its
+  memory-limited version and the vector variant VRNS-RNN); the recurrences below are as
+  stated there, the facts checked against the peer code bdusell/nondeterministic-stack-rnn
+  (never copied).
 
 The controller emits, at step :math:`j`, non-negative weights for every transition of the
 automaton, read from source configuration :math:`(q, x)` (state :math:`q`, top symbol
@@ -16,7 +17,7 @@ automaton, read from source configuration :math:`(q, x)` (state :math:`q`, top s
 controller state). The stack is the table of *inner weights* :math:`\gamma[i \to j][q,x \to
 r,y]`: the total weight of the runs that start at step :math:`i` in state :math:`q` with
 :math:`x` on top, end at step :math:`j` in state :math:`r` with :math:`y` on top, and never
-pop the :math:`x` below :math:`y`. Written out (DuSell & Chiang 2022, eq. 3--5), for
+pop the :math:`x` below :math:`y`. Written out (DuSell & Chiang 2021, 2022), for
 :math:`-1 \le i < j`:
 
 .. math::
@@ -56,7 +57,7 @@ place of :math:`\gamma[i \to k]` (the vector under the popped one); :math:`\zeta
 The bottom-vector convention differs from the peer code, which sets :math:`\zeta[-1 \to 0]`
 to :math:`v_\bot` for every pair of configurations, including those of zero weight.
 
-**Limited window** (DuSell & Chiang 2022, Sec. 3.3): with window :math:`D`, only spans with
+**Limited window** (the memory-limited RNS-RNN of DuSell & Chiang 2022): with window :math:`D`, only spans with
 :math:`j - i \le D` are kept, in :math:`\gamma` and in the sum defining :math:`\alpha`; the
 work per step is then :math:`O(D^2)` instead of :math:`O(j^2)` and a sequence costs time
 linear in :math:`T`. A window :math:`D \ge T` is the full stack.
@@ -89,8 +90,8 @@ element and top symbol :math:`y`). The tape is read by :class:`_PopTerm` and wri
 :class:`_TapeWrite`, two small :class:`torch.autograd.Function` s whose backward passes
 accumulate into a gradient tape; a scalar *token* threads every read to the previous
 write, so that autograd runs the backward of the write of column :math:`k` only after
-every read of it. Memory is :math:`O(T^2 Q^2 S^2 (1+m))` for the full stack (the peer
-saves an :math:`O(T^3)` history for backward) and :math:`O(T D Q^2 S^2 (1+m))` with a
+every read of it. Memory is :math:`O(T^2 Q^2 S^2 (1+m))` for the full stack (the issue
+quotes 2.6 GB for the peer at T = 200, batch 32) and :math:`O(T D Q^2 S^2 (1+m))` with a
 window (columns live in :math:`2D` circular slots).
 
 The state is functional in form (a :class:`NondeterministicState` of tensors, returned
