@@ -25,6 +25,8 @@ __all__ = [
     "CorruptCheckpointError",
     "DirectoryLockedError",
     "RunDirectoryConflictError",
+    "ResourceLimitError",
+    "exception_text",
 ]
 
 
@@ -119,3 +121,16 @@ class DirectoryLockedError(RnnmemError):
 
 class RunDirectoryConflictError(RnnmemError):
     """An output directory already holds another run (a different configuration)."""
+
+
+class ResourceLimitError(RnnmemError, ValueError):
+    """A run would need more memory (or elements) than is available or than a documented
+    cap allows; the message gives the estimate and the limit."""
+
+
+def exception_text(exc: BaseException) -> str:
+    """The whole message of ``exc`` on one line (runs of whitespace, newlines included,
+    become one space), or its type name when it has no message. Never cut: a reason at the
+    end of a long message (torch's pickled-code refusal, a shape mismatch) is kept."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -114,13 +114,10 @@ def run(args) -> int:
     as_json = args.json or (args.out is not None and str(args.out).lower().endswith(".json"))
     print(report.to_json() if args.json else report.table())
     if args.out:
+        from ..files import atomic_write
+
         out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(report.to_json() + "\n" if as_json else report.to_csv())
-        except OSError as exc:
-            raise InvalidParameterError(f"--out: cannot write {str(out)!r}: "
-                                        f"{exc.strerror}") from None
+        atomic_write(out, report.to_json() + "\n" if as_json else report.to_csv())
         print(f"written: {out}", file=sys.stderr)
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, exception_text
 
 NAME = "memory"
 HELP = "memory function of a trained model (exact or black-box), its decay and its target"
@@ -85,43 +85,31 @@ def train_info(path):
 
 
 def jsonable(obj):
-    """numpy -> lists/floats; NaN -> None; +-inf -> "inf"/"-inf"."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        if math.isnan(v):
-            return None
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    """Plain JSON values (the one rule of :func:`rnnmem.files.to_jsonable`: non-finite
+    floats are ``null``)."""
+    from ..files import to_jsonable
+
+    return to_jsonable(obj)
 
 
 def emit_json(obj, dest: str) -> None:
-    text = json.dumps(jsonable(obj), indent=1)
+    """Print ``obj`` as JSON (``dest == "-"``) or write it to ``dest`` atomically; a path
+    that cannot be written is a named :class:`rnnmem.errors.StorageError`."""
+    from ..files import atomic_write
+
+    text = json.dumps(jsonable(obj), indent=1, allow_nan=False)
     if dest == "-":
         print(text)
         return
-    try:
-        Path(dest).write_text(text + "\n")
-    except OSError as exc:
-        raise InvalidParameterError(f"--json: cannot write {dest!r}: {exc.strerror}") from None
+    atomic_write(dest, text + "\n")
 
 
 def save_plot(fig, path) -> None:
-    """Write the figure of ``--plot``; an unwritable ``path`` is a one-line error."""
+    """Write the figure of ``--plot`` atomically; an unwritable ``path`` or a format
+    matplotlib cannot write is a one-line named error."""
     from ..proofs_check._plot import save
 
-    try:
-        save(fig, path)
-    except OSError as exc:
-        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
-            from None
+    save(fig, path)
 
 
 def _task_target(cfg):
@@ -165,7 +153,7 @@ def _memory(model, t, black_box: bool):
     except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
         raise InvalidParameterError(
             f"cannot compute the memory function of {type(model).__name__}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            f"{type(exc).__name__}: {exception_text(exc)}") from None
     return np.asarray(M, dtype=float), ("exact" if exact else "black-box")
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import exception_text
 from ..errors import (
     InvalidParameterError,
     NonFiniteError,
@@ -457,7 +458,7 @@ class CompiledStep:
             return self.compiled(*args)
         except Exception as exc:  # compiler missing, unsupported op, ...
             self.failed = True
-            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            msg = exception_text(exc)
             warnings.warn(f"torch.compile failed for the {self.owner} step "
                           f"({type(exc).__name__}: {msg}); running eagerly", RuntimeWarning,
                           stacklevel=3)

@@ -431,7 +431,7 @@ class StabilityVerdict:
 
 def _finite_or_str(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")  # NaN: null
     if isinstance(obj, dict):
         return {k: _finite_or_str(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -50,7 +50,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidParameterError, ShapeError
+from ..files import to_jsonable
+from ..errors import InvalidParameterError, ShapeError, exception_text
 from ..tasks import languages as L
 
 __all__ = ["LengthReport", "SeedAggregate", "StackDrift", "evaluate_lengths",
@@ -128,7 +129,7 @@ class LengthReport:
                     {kk: _nan_to_none(vv) for kk, vv in v.items()}) for k, v in d.items()}
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(to_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LengthReport":
@@ -423,7 +424,7 @@ def evaluate_lengths(model: torch.nn.Module, language, *, mode: str = "next_symb
         except (RuntimeError, NotImplementedError) as exc:
             if run_dtype not in (torch.float16, torch.bfloat16):
                 raise
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            msg = exception_text(exc)
             raise InvalidParameterError(
                 f"dtype {str(run_dtype).replace('torch.', '')} does not run on "
                 f"{device.type} for {type(model).__name__}: {msg}") from None
@@ -505,7 +506,7 @@ class SeedAggregate:
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(to_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
 
 def aggregate_seeds(reports: Sequence[LengthReport]) -> SeedAggregate:
@@ -638,7 +639,7 @@ def stack_drift(model: torch.nn.Module, inputs, dtypes=("float16", "bfloat16", "
         try:
             got = record(nm)
         except (RuntimeError, NotImplementedError) as exc:
-            unsupported[nm] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            unsupported[nm] = exception_text(exc)
             continue
         out["stack_max"][nm] = per_step_max(got[0], ref[0])
         out["stack_rms"][nm] = (got[0] - ref[0]).square().mean(dim=(0, 2)).sqrt().numpy()

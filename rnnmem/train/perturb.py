@@ -76,6 +76,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import exception_text
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
                       UnknownNameError)
 from ..numerics.perturbation import PerturbationCurve, check_betas
@@ -427,8 +428,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
             if method == "batched":
                 raise InvalidParameterError(
                     f"batched evaluation failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); use method='loop'") from None
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    f"{exception_text(exc)}); use method='loop'") from None
+            why = f"{type(exc).__name__}: {exception_text(exc)}"
         if values is not None and len(values) < len(samples_idx):
             # auto: time the loop on the next chunk, finish with the faster method
             second = samples_idx[P:2 * P]
