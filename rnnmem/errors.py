@@ -26,6 +26,7 @@ __all__ = [
     "DirectoryLockedError",
     "RunDirectoryConflictError",
     "ResourceLimitError",
+    "UsageError",
     "exception_text",
 ]
 
@@ -134,3 +135,12 @@ def exception_text(exc: BaseException) -> str:
     end of a long message (torch's pickled-code refusal, a shape mismatch) is kept."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+class UsageError(RnnmemError, ValueError):
+    """A command line that does not parse (unknown option, missing argument, bad choice).
+    ``prog`` is the command it belongs to (``"rnnmem train"``)."""
+
+    def __init__(self, message: str, *, prog: str = "rnnmem"):
+        super().__init__(message)
+        self.prog = prog

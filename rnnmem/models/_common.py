@@ -47,9 +47,17 @@ def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise UnknownNameError("activation", name, list(ACTIVATIONS)) from None
 
 
-def check_positive_int(name: str, v) -> int:
+def check_positive_int(name: str, v, *, dense: bool = False) -> int:
+    """A size option: a positive integer whose allocation fits in memory (estimated before
+    anything is allocated, :func:`rnnmem.limits.check_memory`): ~64 bytes per unit (a few
+    float64 vectors), plus ``32 v**2`` bytes for a ``dense`` (v, v) weight with its gradient
+    and optimizer moments."""
+    from ..limits import check_count, check_memory
+
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+    check_count(v, name)
+    check_memory(64 * v + (32 * v * v if dense else 0), f"{name}={v}")
     return v
 
 

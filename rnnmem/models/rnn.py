@@ -117,7 +117,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                  substeps: int = 1, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None, compile: bool = False):
-        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("hidden_dim", hidden_dim, dense=True)
         sigma = get_activation(activation)
         if recurrence in RECURRENCE_KINDS:
             p = None
