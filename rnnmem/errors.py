@@ -14,6 +14,7 @@ __all__ = [
     "NonFiniteError",
     "InvalidParameterError",
     "UnknownNameError",
+    "NameRegistry",
     "UnstableSystemError",
     "CheckpointError",
     "DatasetError",
@@ -47,8 +48,10 @@ class InvalidParameterError(RnnmemError, ValueError):
     """A scalar option is out of its admissible range (dt <= 0, a negative width, ...)."""
 
 
-class UnknownNameError(RnnmemError, LookupError):
-    """A name (parameterisation, target, model, claim, language) is not registered."""
+class UnknownNameError(RnnmemError, KeyError):
+    """A name (parameterisation, target, model, claim, language) is not registered.
+    (A ``KeyError``, so ``registry[name]`` of a :class:`NameRegistry` keeps the dict
+    contract.)"""
 
     def __init__(self, kind: str, name: object, known: "list[str] | tuple[str, ...]" = ()):
         self.kind, self.name, self.known = kind, name, tuple(known)
@@ -59,6 +62,21 @@ class UnknownNameError(RnnmemError, LookupError):
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message
         return self.args[0]
+
+
+class NameRegistry(dict):
+    """A dict of registered names whose missing key is an :class:`UnknownNameError`
+    listing the known names (``PARAMETERISATIONS["nosuch"]``), not a bare ``KeyError``."""
+
+    def __init__(self, kind: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def __missing__(self, key):
+        raise UnknownNameError(self.kind, key, list(self))
+
+    def __reduce__(self):
+        return (type(self), (self.kind, dict(self)))
 
 
 class UnstableSystemError(RnnmemError, ValueError):

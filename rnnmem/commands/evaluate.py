@@ -44,13 +44,9 @@ def add_arguments(p) -> None:
 
 
 def _int(flag: str, text: str, minimum: int) -> int:
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{flag}: expected an integer, got {text!r}") from None
-    if v < minimum:
-        raise InvalidParameterError(f"{flag}: must be >= {minimum}, got {v}")
-    return v
+    from ..limits import parse_count
+
+    return parse_count(text, flag, minimum=minimum)
 
 
 def choose_bins(lengths: str | None, bins: str | None):
@@ -97,8 +93,10 @@ def run(args) -> int:
     from ..train.evaluate import evaluate_lengths
     from ..tasks.languages import DEFAULT_TRAIN_LENGTHS
 
+    from ..limits import parse_seed
+
     per_bin = _int("--per-bin", args.per_bin, 1)
-    seed = _int("--seed", args.seed, 0)
+    seed = parse_seed(args.seed, "--seed")
     batch = _int("--batch-size", args.batch_size, 1)
     lpb = None if args.lengths_per_bin is None else _int("--lengths-per-bin",
                                                           args.lengths_per_bin, 1)

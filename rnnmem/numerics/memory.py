@@ -158,7 +158,11 @@ def _one_call(system: Callable, X: np.ndarray, batched: bool) -> np.ndarray:
     Y = system(X)
     if hasattr(Y, "detach"):  # a torch tensor, without importing torch
         Y = Y.detach().cpu().numpy()
-    Y = np.asarray(Y)
+    try:
+        Y = np.asarray(Y)
+    except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot stack
+        raise ShapeError(f"system returned something that is not an array "
+                         f"({type(Y).__name__}: {' '.join(str(exc).split())})") from None
     lead = X.shape[:-1]  # (B, T) or (T,)
     if Y.shape == lead:
         Y = Y[..., None]

@@ -21,7 +21,10 @@ magnitude ``scale`` (scipy ``test_ivp`` style: error measured relative to
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+from ..errors import InvalidParameterError
 
 __all__ = ["unit_roundoff", "Tolerance", "tolerance", "dtype_name"]
 
@@ -79,6 +82,21 @@ class Tolerance:
         return float(np.max(np.abs(a - e) / (self.atol + self.rtol * np.abs(e)), initial=0.0))
 
 
+def _check_tolerance_args(n_ops, cond, scale, solver_rtol) -> None:
+    """Refuse arguments that would make a NaN or negative tolerance: NaN anywhere, negative
+    values, infinite ``n_ops``/``scale``/``solver_rtol``. (``cond = +inf``, a singular
+    problem, is left to :func:`tolerance`'s own handling.)"""
+    for name, v in (("n_ops", n_ops), ("cond", cond), ("scale", scale),
+                    ("solver_rtol", solver_rtol)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise InvalidParameterError(f"tolerance: {name} must be a real number, got {v!r}")
+        if not math.isfinite(v) and not (name == "cond" and v > 0):
+            raise InvalidParameterError(f"tolerance: {name} must be finite, got {v!r} (a "
+                                        "non-finite argument gives no usable tolerance)")
+        if v < 0:
+            raise InvalidParameterError(f"tolerance: {name} must be >= 0, got {v!r}")
+
+
 def tolerance(dtype="float64", *, n_ops: int = 1, cond: float = 1.0, scale: float = 1.0,
               solver_rtol: float = 0.0, worst_case: bool = False) -> Tolerance:
     """The tolerance for a result computed in ``dtype``.
@@ -97,6 +115,7 @@ def tolerance(dtype="float64", *, n_ops: int = 1, cond: float = 1.0, scale: floa
     worst_case : bool
         Use :math:`n` instead of :math:`\\sqrt n` for the accumulation.
     """
+    _check_tolerance_args(n_ops, cond, scale, solver_rtol)
     u = unit_roundoff(dtype)
     n = max(int(n_ops), 1)
     growth = float(n) if worst_case else math.sqrt(n)

@@ -22,7 +22,7 @@ def summary_table(results: list[Result]) -> str:
     lines = [f"{'claim':<{w_id}}  {'verdict':<12}  {'time':>7}  summary",
              f"{'-' * w_id}  {'-' * 12}  {'-' * 7}  {'-' * 40}"]
     for r in results:
-        mark = " (!)" if r.failed_must_hold else ""
+        mark = " (!)" if r.failed_must_hold and not r.errored else ""
         lines.append(f"{r.id:<{w_id}}  {r.verdict + mark:<12}  {r.seconds:>6.1f}s  {r.summary}")
     return "\n".join(lines)
 
@@ -38,7 +38,7 @@ def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[
           f"on {platform.machine()}.", "",
           "## Summary", "", "| claim | verdict | time (s) | summary |", "|---|---|---:|---|"]
     for r in results:
-        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if r.failed_must_hold else ''}"
+        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if r.failed_must_hold and not r.errored else ''}"
                   f" | {r.seconds:.1f} | {r.summary.replace('|', '/')} |")
     for r in results:
         md += ["", f"## `{r.id}`: {r.title}", "", f"*Source:* {r.source}", "",

@@ -79,6 +79,13 @@ def _slack(margin: float) -> float:
 
 def bounded_floats(lo: float = -1.0, hi: float = 1.0) -> st.SearchStrategy[float]:
     """Finite floats in [lo, hi], never subnormal; magnitudes below 2**-20 become 0."""
+    for name, v in (("lo", lo), ("hi", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v):
+            raise InvalidParameterError(f"bounded_floats: {name} must be a finite number, "
+                                        f"got {v!r}")
+    if not lo <= hi:
+        raise InvalidParameterError(f"bounded_floats: need lo <= hi, got lo={lo!r}, hi={hi!r}")
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False,
                      allow_subnormal=False).map(lambda v: 0.0 if abs(v) < _SNAP else v + 0.0)
 

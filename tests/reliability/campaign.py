@@ -289,7 +289,7 @@ def api_cases() -> list[tuple[str, Callable[[], object], str]]:
          lambda: linear_memory(np.array([[float("nan")]]), np.ones((1, 1)), np.ones((1, 1)),
                                t=[0.0]), "error"),
         ("memory_function-ragged",
-         lambda: rnnmem.memory_function(lambda x: [[1.0], [1.0, 2.0]], t=[0.0, 1.0],
+         lambda: rnnmem.memory_function(lambda x: [[1.0], [1.0, 2.0]], t=[0.0, 1.0], dt=1.0,
                                         input_dim=1), "error"),
         ("rnnmem.train-module", ok_train_is_module, "ok"),
         ("load-empty", lambda: rnnmem.load(_empty_file()), "error"),
