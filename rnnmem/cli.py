@@ -100,15 +100,24 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         return _fail(prog, "out of memory: the run needs more memory than is available; "
                            "use smaller sizes")
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or type(exc).__name__ == "OutOfMemoryError":
+            return _fail(prog, f"out of memory ({exception_text(exc)}); use smaller sizes")
+        return _internal(prog, exc)
     except KeyboardInterrupt:  # pragma: no cover
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if os.environ.get("RNNMEM_DEBUG"):
-            raise
-        return _fail(prog, f"internal error (a bug in rnnmem, please report it): "
-                           f"{type(exc).__name__}: {exception_text(exc)} (RNNMEM_DEBUG=1 shows "
-                           "the traceback)", EXIT_INTERNAL)
+        return _internal(prog, exc)
+
+
+def _internal(prog: str, exc: Exception) -> int:
+    """An exception that is not an RnnmemError: a bug, said on one line (status 70)."""
+    if os.environ.get("RNNMEM_DEBUG"):
+        raise exc
+    return _fail(prog, f"internal error (a bug in rnnmem, please report it): "
+                       f"{type(exc).__name__}: {exception_text(exc)} (RNNMEM_DEBUG=1 shows "
+                       "the traceback)", EXIT_INTERNAL)
 
 
 if __name__ == "__main__":  # pragma: no cover

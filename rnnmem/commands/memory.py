@@ -180,6 +180,14 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
                 spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
                 length = spec.options.get("length") if spec is not None else None
         t_max = dt * (int(length) if isinstance(length, int) and length > 1 else 100)
+    from ..limits import check_count, check_memory
+
+    n_points = check_count(n_points, "n_points", minimum=2)
+    width = max(int(v) for v in (getattr(model, "state_dim", 0), getattr(model, "width", 0), 1)
+                if isinstance(v, int))
+    # times, the (L, N) complex modes and the (L, p, d) response (estimated first)
+    check_memory(8.0 * n_points * (4 + 2 * width), f"n_points={n_points} (width {width})",
+                 "use fewer points")
     t = np.linspace(0.0, float(t_max), int(n_points))
     if model.time == "discrete":
         t = dt * np.unique(np.round(t / dt))

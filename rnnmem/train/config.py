@@ -20,7 +20,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import InvalidParameterError
-from ..limits import SEED_MAX
+from ..errors import ResourceLimitError
+from ..limits import MAX_COUNT, SEED_MAX
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "DTYPE_NAMES", "FREEZE_MODES",
            "DEFAULT_STEPS"]
@@ -54,6 +55,8 @@ def _check_int(name, v, *, minimum, optional=False):
     if not _is_int(v) or v < minimum:
         raise _bad(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, "
                          f"got {v!r}")
+    if v > MAX_COUNT:  # rnnmem.limits: every count is bounded
+        raise ResourceLimitError(f"TrainConfig.{name}: {v} is above the limit {MAX_COUNT}")
 
 
 def _check_real(name, v, *, positive=False, nonneg=False, optional=False, below=None):

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from ..files import to_jsonable
+from ..limits import check_memory
 from ..errors import InvalidParameterError, ShapeError, exception_text
 from ..tasks import languages as L
 
@@ -398,6 +399,12 @@ def evaluate_lengths(model: torch.nn.Module, language, *, mode: str = "next_symb
         raise ShapeError(f"model reads {width} input symbols but {lang.name!r} has "
                          f"{len(lang.alphabet)} ({''.join(lang.alphabet)})")
     requested = L.length_bins(bins)
+    longest = max(b.hi for b in requested)
+    # a floor for the allocation: one batch of the longest strings, one-hot inputs, targets
+    # and outputs in float64 (before any string is generated)
+    check_memory(8.0 * min(per_bin, batch_size) * longest * (len(lang.alphabet) + 1) * 4,
+                 f"{min(per_bin, batch_size)} strings of length {longest}",
+                 "use shorter length bins or a smaller per_bin/batch_size")
     per = L.bin_lengths(lang, requested)  # bins with members only
     if not per:
         raise InvalidParameterError(

@@ -47,9 +47,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import (CheckpointError, CorruptFileError, InvalidParameterError, RnnmemError,
-                      RunDirectoryConflictError, StorageError, TrainingDivergedError,
-                      exception_text)
+from ..errors import (CheckpointError, CorruptFileError, InvalidParameterError,
+                      ResourceLimitError, RnnmemError, RunDirectoryConflictError, StorageError,
+                      TrainingDivergedError, exception_text)
 from ..files import (MANIFEST, DirLock, atomic_write, read_json, remove_stale_temporaries,
                      storage_error, to_jsonable, write_json, write_manifest)
 from ..models._device import resolve_device, resolve_dtype
@@ -254,6 +254,14 @@ def _stored_config(out: Path) -> "TrainConfig | None":
             raise CorruptFileError(f"{cj}: not a training configuration ({exception_text(exc)})",
                                    path=str(cj)) from None
     return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed (numpy's MemoryError, torch's allocator or CUDA OOM)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def _describe(cfg: TrainConfig) -> str:
@@ -495,12 +503,18 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
         if out is not None:
             remove_stale_temporaries(out)
             _claim_run_dir(out, config, resume, force)
-        if config.threads is None:
-            return _train(config, model, task, resume, progress, callback)
         old_threads = torch.get_num_threads()
-        torch.set_num_threads(config.threads)
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
         try:
             return _train(config, model, task, resume, progress, callback)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise ResourceLimitError(
+                f"training {config.model} on {config.task} needs more memory than is "
+                f"available ({exception_text(exc)}); use a smaller batch_size, sequence length "
+                "or model width") from None
         finally:
             torch.set_num_threads(old_threads)
     finally:

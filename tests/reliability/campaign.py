@@ -144,8 +144,9 @@ def _flip_in_tensor(raw: bytes, tensors: dict) -> bytes:
 def cli_cases(fx: dict) -> list[tuple[str, list[str], str]]:
     """(id, argv, expect) with expect in {"error", "ok", "any"}."""
     c, lang, tmp = fx["ckpt"], fx["lang"], fx["root"]
-    T = ["train", "--model", "diagonal_ssm", "--task", "lf:exponential", "-q",
-         "--steps", "2", "--task-arg", "n_samples=16", "--task-arg", "length=8"]
+    B = ["train", "--model", "diagonal_ssm", "--task", "lf:exponential", "-q", "--steps", "2"]
+    S = ["--model-arg", "state_dim=3"]
+    T = [*B, *S, "--task-arg", "n_samples=16", "--task-arg", "length=8"]
     cases = [
         # argparse
         ("no-command-arg", ["memory"], "error"),
@@ -165,23 +166,32 @@ def cli_cases(fx: dict) -> list[tuple[str, list[str], str]]:
         ("memory-missing", ["memory", f"{tmp}/missing.pt"], "error"),
         ("resume-flip-rng", [*T, "--out", tmp + "/resume_rng", "--resume"], "any"),
         # sizes and seeds
-        ("state-dim-1e11", [*T, "--out", tmp + "/o1", "--model-arg", "state_dim=1e11"],
+        ("state-dim-1e11", [*B, "--out", tmp + "/o1", "--model-arg", "state_dim=1e11"],
          "error"),
-        ("state-dim-10**11", [*T, "--out", tmp + "/o2", "--model-arg",
+        ("state-dim-10**11", [*B, "--out", tmp + "/o2", "--model-arg",
                               "state_dim=100000000000"], "error"),
+        ("state-dim-10**8", [*B, "--out", tmp + "/o2b", "--model-arg",
+                             "state_dim=100000000"], "error"),
         ("rnn-hidden-10**6", ["train", "--model", "rnn", "--task", "lf:exponential", "-q",
                               "--out", tmp + "/o3", "--model-arg", "hidden_dim=1000000"],
          "error"),
-        ("task-length-1e9", [*T, "--out", tmp + "/o4", "--task-arg", "length=1e9"], "error"),
-        ("task-length-10**9", [*T[:-2], "--out", tmp + "/o5", "--task-arg",
+        ("task-length-1e9", [*B, *S, "--out", tmp + "/o4", "--task-arg", "length=1e9"],
+         "error"),
+        ("task-length-10**9", [*B, *S, "--out", tmp + "/o5", "--task-arg",
                                "length=1000000000"], "error"),
-        ("task-n-samples-10**10", [*T[:-4], "--out", tmp + "/o6", "--task-arg",
+        ("task-n-samples-10**10", [*B, *S, "--out", tmp + "/o6", "--task-arg",
                                    "n_samples=10000000000"], "error"),
         ("batch-size-10**12", [*T, "--out", tmp + "/o7", "--batch-size", "1000000000000"],
          "error"),
+        # larger than the data set: the whole set is one batch (a valid run)
+        ("batch-size-10**8", [*T, "--out", tmp + "/o7b", "--batch-size", "100000000"],
+         "ok"),
+        ("lang-lengths-10**9", ["train", "--model", "rnn", "--task", "lang:parity", "-q",
+                                "--steps", "1", "--out", tmp + "/o7c", "--task-arg",
+                                "lengths=[1,1000000000]"], "error"),
         ("seed-2**70", [*T, "--out", tmp + "/o8", "--seed", str(2**70)], "error"),
         ("seed--1", [*T, "--out", tmp + "/o9", "--seed", "-1"], "error"),
-        ("steps-10**30", [*T[:-6], "--out", tmp + "/o10", "--steps", str(10**30)], "error"),
+        ("steps-10**30", [*T, "--out", tmp + "/o10", "--steps", str(10**30)], "error"),
         ("n-points-1e10", ["memory", c, "--n-points", "1e10"], "error"),
         ("n-points-10**10", ["memory", c, "--n-points", "10000000000"], "error"),
         ("t-max-1e300", ["memory", c, "--t-max", "1e300", "--n-points", "5"], "any"),
