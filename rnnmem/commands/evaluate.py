@@ -53,10 +53,16 @@ def choose_bins(lengths: str | None, bins: str | None):
     """The test bins from ``--lengths`` and ``--bins`` (see the module docstring)."""
     from ..tasks.languages import DEFAULT_TEST_BINS, LengthBin, length_bins
 
-    chosen = length_bins(bins) if bins is not None else DEFAULT_TEST_BINS
+    def parse(text, flag):  # the message names the option
+        try:
+            return length_bins(text)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"{flag}: {exc}") from None
+
+    chosen = parse(bins, "--bins") if bins is not None else DEFAULT_TEST_BINS
     if lengths is None:
         return tuple(chosen)
-    rng = length_bins(lengths)
+    rng = parse(lengths, "--lengths")
     if len(rng) != 1:
         raise InvalidParameterError(f"--lengths must be one range LO:HI, got {lengths!r}")
     lo, hi = rng[0]

@@ -28,7 +28,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..errors import InvalidParameterError
+    from ..errors import InvalidParameterError, UnknownNameError
     from ..limits import parse_seed
     from ..proofs_check.registry import get_claim, run_claims
     from ..proofs_check.report import summary_table, write_report
@@ -39,7 +39,10 @@ def run(args) -> int:
     only = list(dict.fromkeys(args.only)) if args.only else None  # each claim once
     if only:
         for cid in only:  # fail fast, before any work, on a bad id
-            get_claim(cid)
+            try:
+                get_claim(cid)
+            except UnknownNameError as exc:
+                raise InvalidParameterError(f"--only: {exc}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         from ..errors import StorageError

@@ -50,6 +50,7 @@ import torch
 from ..errors import (CheckpointError, CorruptFileError, InvalidParameterError,
                       ResourceLimitError, RnnmemError, RunDirectoryConflictError, StorageError,
                       TrainingDivergedError, exception_text)
+from ..limits import check_memory
 from ..files import (MANIFEST, DirLock, atomic_write, read_json, remove_stale_temporaries,
                      storage_error, to_jsonable, write_json, write_manifest)
 from ..models._device import resolve_device, resolve_dtype
@@ -264,6 +265,30 @@ def _out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
+#: model options read as the width of the recurrent state, for the memory estimate
+_WIDTH_KEYS = ("state_dim", "hidden_dim", "hidden_size", "width", "d_model", "embedding_dim",
+               "stack_width")
+
+
+def _check_run_memory(config: TrainConfig, task: TrainTask) -> None:
+    """Estimate, before the model is built, what one training step allocates: the states of
+    a batch, ``batch x length x width`` values, kept for backpropagation with their
+    gradients (x 8 bytes x 8 copies); refused (:func:`rnnmem.limits.check_memory`) when it
+    exceeds the available memory or ``RNNMEM_MAX_BYTES``. The batch shape comes from one
+    probe batch drawn with its own generator (the run's random streams are untouched)."""
+    widths = [v for k, v in dict(config.model_kwargs).items()
+              if k in _WIDTH_KEYS and isinstance(v, int) and not isinstance(v, bool)]
+    if not widths:
+        return
+    x = task.batch("train", 0, torch.Generator().manual_seed(0))[0]
+    b = int(x.shape[0]) if x.dim() >= 1 else 1
+    length = int(x.shape[1]) if x.dim() >= 2 else 1
+    width = max(widths)
+    check_memory(8.0 * 8 * b * length * width,
+                 f"a training step with batch_size={b} x length={length} x width={width}",
+                 "use a smaller batch_size, sequence length or model width")
+
+
 def _describe(cfg: TrainConfig) -> str:
     kw = ", ".join(f"{k}={v!r}" for k, v in dict(cfg.model_kwargs).items())
     return f"{cfg.model}{f'({kw})' if kw else ''} on {cfg.task}, seed {cfg.seed}"
@@ -281,11 +306,12 @@ def _claim_run_dir(out: Path, config: TrainConfig, resume: bool, force: bool) ->
             if p.is_dir() and not p.is_symlink():
                 raise StorageError(f"cannot replace {p}: it is a directory; remove it yourself",
                                    path=str(p))
-            with contextlib.suppress(FileNotFoundError):
-                try:
-                    p.unlink()
-                except OSError as exc:
-                    raise storage_error(exc, p, "remove") from None
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise storage_error(exc, p, "remove") from None
         return
     last = out / "last.pt"
     if last.exists() and not last.is_file():
@@ -543,6 +569,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                    seed=config.seed, temporal_weighting=config.temporal_weighting)
     total = config.total_steps(task.steps_per_epoch)
     if model is None:
+        _check_run_memory(config, task)
         model = _build_model(config, task, device, param_dtype)
     else:
         model = model.to(device)
