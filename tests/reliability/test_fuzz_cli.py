@@ -132,7 +132,7 @@ def test_fuzz_verify_derive_list(small_memory_cap, tmp_path, data):
                                        "verify --budget", "derive", "list"]), label="what")
     value = data.draw(VALUES, label="value")
     if which == "derive":
-        argv, flag = ["derive", value], "parameterisation"
+        argv, flag = ["derive", value], "name"
     elif which == "list":
         argv, flag = ["list", value], "what"
     else:
