@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-#: per-case wall-clock limit (seconds): a case still running is a "hang" (a traceback-class
+#: per-case wall-clock limit (seconds, generous for a busy machine): a case still running is a "hang" (a traceback-class
 #: failure: an unbounded size was accepted)
-CASE_TIMEOUT = 60
+CASE_TIMEOUT = 300
 
 
 @dataclass

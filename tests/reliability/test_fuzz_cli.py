@@ -37,7 +37,7 @@ FUZZ = settings(max_examples=int(os.environ.get("RNNMEM_FUZZ_EXAMPLES", "12")), 
 
 
 def _check(argv, flag, value):
-    rc, out, err, escaped = run_cli(argv, timeout=60)
+    rc, out, err, escaped = run_cli(argv, timeout=300)
     assert not escaped, f"{argv}: escaped {escaped}"
     assert rc in (0, 2), f"{argv}: exit {rc}: {err}"
     assert "Traceback" not in err and "internal error" not in err, f"{argv}: {err}"
@@ -149,7 +149,7 @@ def test_fuzz_verify_derive_list(small_memory_cap, tmp_path, data):
 @given(argv=st.lists(VALUES, max_size=4))
 def test_fuzz_raw_argv(argv):
     """Arbitrary words as the whole command line: 0 or 2, one line, never a traceback."""
-    rc, out, err, escaped = run_cli(argv, timeout=60)
+    rc, out, err, escaped = run_cli(argv, timeout=300)
     assert not escaped and rc in (0, 2) and "Traceback" not in err, (argv, rc, err, escaped)
     if rc == 2 and err.strip():
         assert len(err.strip().splitlines()) == 1, (argv, err)
