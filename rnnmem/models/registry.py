@@ -140,8 +140,9 @@ def _refuse_unreadable(path: Path) -> None:
     except OSError as exc:
         raise storage_error(exc, path, "read") from None
     if not head:
-        raise CorruptCheckpointError(f"cannot read checkpoint {str(path)!r}: it is empty (0 bytes): the write "
-                                     "did not finish or the file was truncated; not used",
+        raise CorruptCheckpointError(f"cannot read checkpoint {str(path)!r}: it is empty "
+                                     "(0 bytes): the write did not finish or the file was "
+                                     "truncated; not used",
                                      path=str(path))
     if head != _ZIP_MAGIC:
         raise CorruptCheckpointError(f"cannot read checkpoint {str(path)!r}: not an rnnmem "

@@ -38,7 +38,8 @@ def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[
           f"on {platform.machine()}.", "",
           "## Summary", "", "| claim | verdict | time (s) | summary |", "|---|---|---:|---|"]
     for r in results:
-        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if r.failed_must_hold and not r.errored else ''}"
+        refuted = r.failed_must_hold and not r.errored
+        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if refuted else ''}"
                   f" | {r.seconds:.1f} | {r.summary.replace('|', '/')} |")
     for r in results:
         md += ["", f"## `{r.id}`: {r.title}", "", f"*Source:* {r.source}", "",

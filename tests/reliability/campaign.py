@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-#: per-case wall-clock limit (seconds, generous for a busy machine): a case still running is a "hang" (a traceback-class
-#: failure: an unbounded size was accepted)
+#: per-case wall-clock limit (seconds, generous for a busy machine): a case still running
+#: is a "hang" (a traceback-class failure: an unbounded size was accepted)
 CASE_TIMEOUT = 300
 
 
@@ -117,6 +117,12 @@ def make_fixtures(root: Path) -> dict:
     fx["flip_tensor"] = write("flip_tensor.pt", _flip_in_tensor(raw, obj["state_dict"]))
     fx["flip_rng"] = write("flip_rng.pt",
                            _flip_in_tensor(raw, {"rng": obj["extra"]["train"]["rng"]["torch"]}))
+    # a run directory whose last.pt has one flipped bit in its stored torch RNG state
+    import shutil
+
+    shutil.copytree(root / "run", root / "run_flip_rng")
+    (root / "run_flip_rng" / "last.pt").write_bytes(Path(fx["flip_rng"]).read_bytes())
+    fx["run_flip_rng"] = str(root / "run_flip_rng")
     (root / "dir.pt").mkdir(exist_ok=True)
     fx["dir"] = str(root / "dir.pt")
     fx["file"] = write("a_file", b"x")
@@ -164,7 +170,10 @@ def cli_cases(fx: dict) -> list[tuple[str, list[str], str]]:
                                                           "1e-3:1:3"]),
                              ("evaluate", []))],
         ("memory-missing", ["memory", f"{tmp}/missing.pt"], "error"),
-        ("resume-flip-rng", [*T, "--out", tmp + "/resume_rng", "--resume"], "any"),
+        ("resume-flip-rng", ["train", "--out", fx["run_flip_rng"], "--resume", "-q"], "error"),
+        ("resume-flip-rng-with-config", ["train", "--model", "diagonal_ssm", "--task",
+                                         "lf:exponential", "--out", fx["run_flip_rng"],
+                                         "--resume", "-q"], "error"),
         # sizes and seeds
         ("state-dim-1e11", [*B, "--out", tmp + "/o1", "--model-arg", "state_dim=1e11"],
          "error"),

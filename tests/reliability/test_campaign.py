@@ -6,7 +6,8 @@ import pytest
 from campaign import api_cases, classify_api, classify_cli, cli_cases, run_api, run_cli
 
 _DUMMY = {k: f"<{k}>" for k in ("root", "ckpt", "lang", "empty", "text", "truncated",
-                                "flip_tensor", "flip_rng", "dir", "file", "lastdir")}
+                                "flip_tensor", "flip_rng", "dir", "file", "lastdir",
+                                "run_flip_rng")}
 CLI_IDS = [c[0] for c in cli_cases(_DUMMY)]
 API_IDS = [c[0] for c in api_cases()]
 
