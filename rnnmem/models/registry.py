@@ -21,6 +21,7 @@ stays checkable on its own. (zip CRCs are not checked by torch's reader.)
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,7 +64,7 @@ def build_model(name: str, **config) -> torch.nn.Module:
     _ensure_models_loaded()
     try:
         cls = MODELS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name
         raise UnknownNameError("model", name, list(MODELS)) from None
     return cls(**config)
 
@@ -172,7 +173,9 @@ def load_checkpoint(path, map_location="cpu", *, allow_unverified: bool = False)
         (nothing of it is used). ``allow_unverified=True`` accepts a version-1 checkpoint,
         written before digests were stored (it cannot be checked).
     """
-    path = Path(path)
+    if not isinstance(path, (str, bytes, os.PathLike)) or not os.fspath(path):
+        raise CheckpointError(f"checkpoint path must be a non-empty file name, got {path!r}")
+    path = Path(os.fsdecode(path))
     _refuse_unreadable(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)

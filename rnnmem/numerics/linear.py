@@ -99,7 +99,7 @@ def _eig_method(W, method: str, cond_max: float, check_stable, name: str):
     """``(lam, vecs, method)``: the eigendecomposition of W, checked with ``check_stable``
     (None: not checked), and ``method`` with ``"auto"`` resolved to ``"eig"`` when
     :math:`\\kappa(V) \\le` ``cond_max``, else ``"propagate"``."""
-    if method not in ("auto", "eig", "propagate"):
+    if not isinstance(method, str) or method not in ("auto", "eig", "propagate"):
         raise InvalidParameterError(
             f"method must be 'auto', 'eig' or 'propagate', got {method!r}")
     lam, vecs = np.linalg.eig(W)

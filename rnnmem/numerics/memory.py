@@ -79,6 +79,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidParameterError, NonFiniteError, ShapeError
+from ..errors import ResourceLimitError
+from ..limits import MAX_COUNT, check_count, check_memory
 from . import _validate as V
 
 __all__ = ["memory_function", "probe_directions", "VARIANTS", "MAX_BATCH_ELEMENTS"]
@@ -116,7 +118,7 @@ def probe_directions(input_dim: int, directions=None, n_directions: int | None =
     if not isinstance(input_dim, (int, np.integer)) or isinstance(input_dim, bool) \
             or input_dim < 1:
         raise InvalidParameterError(f"input_dim must be a positive integer, got {input_dim!r}")
-    d = int(input_dim)
+    d = check_count(int(input_dim), "input_dim", maximum=2**20)
     if directions is not None:
         X = V.as_float_array(directions, "directions")
         if X.ndim == 1 and d == X.shape[0]:
@@ -257,8 +259,18 @@ def memory_function(system: Callable, t, *, dt: float, input_dim: int,
     scale = np.max(np.abs(X), axis=1)  # (n,)
 
     t_max = float(t.max()) if t.size else 0.0
-    n_grid = int(math.ceil(t_max / dt)) + 1  # grid t_j = j dt, j = 0..n_grid-1
+    steps = t_max / dt
+    if not steps < MAX_COUNT:
+        raise ResourceLimitError(f"t up to {t_max:g} with dt = {dt:g} needs {steps:.3g} "
+                                 f"steps, above the limit {MAX_COUNT}")
+    n_grid = int(math.ceil(steps)) + 1  # grid t_j = j dt, j = 0..n_grid-1
     n_s = max(n_grid + 1, 3)  # S_0..S_{n_s-1}
+    # the probes and the responses (x the reversed variant's horizon), before allocating
+    horizon_len = n_s if variant != "reversed" or horizon is None else max(int(horizon), n_s) \
+        if isinstance(horizon, (int, np.integer)) and not isinstance(horizon, bool) else n_s
+    check_memory(8.0 * (n + 1) * n_s * d * (horizon_len if variant == "reversed" else 1) * 4,
+                 f"t up to {t_max:g} / dt = {dt:g} ({n_s} steps) x {n} directions",
+                 "use a shorter time range or a larger dt")
 
     if variant == "reversed":
         L = n_s - 1 if horizon is None else horizon

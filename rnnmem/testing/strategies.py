@@ -39,6 +39,8 @@ the spectral radius :math:`\\le 1 - \\mu`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -81,7 +83,7 @@ def bounded_floats(lo: float = -1.0, hi: float = 1.0) -> st.SearchStrategy[float
     """Finite floats in [lo, hi], never subnormal; magnitudes below 2**-20 become 0."""
     for name, v in (("lo", lo), ("hi", hi)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(v):
+                or not math.isfinite(float(v)) or abs(float(v)) > 1.7e308:
             raise InvalidParameterError(f"bounded_floats: {name} must be a finite number, "
                                         f"got {v!r}")
     if not lo <= hi:
