@@ -276,7 +276,7 @@ class ExactMemoryMixin:
                 f"{type(self).__name__}; use exact=False (black-box estimator)")
         if form is None:
             form = "continuous" if self.time == "continuous" else "sampled"
-        if form not in ("continuous", "sampled"):
+        if not isinstance(form, str) or form not in ("continuous", "sampled"):
             raise UnknownNameError("memory form", form, ["continuous", "sampled"])
         if form == "continuous" and self.time != "continuous":
             raise InvalidParameterError("form='continuous' needs a continuous-time model")

@@ -72,7 +72,7 @@ class RecurrentModel(nn.Module):
         check_seed((config or {}).get("seed"), "seed", optional=True)
         if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise InvalidParameterError(f"dt must be a positive finite number, got {dt!r}")
-        if time not in ("continuous", "discrete"):
+        if not isinstance(time, str) or time not in ("continuous", "discrete"):
             raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
         self.input_dim, self.output_dim = input_dim, output_dim
         self.dt, self.time = float(dt), time

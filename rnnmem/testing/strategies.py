@@ -295,7 +295,7 @@ def linear_systems(n: int | None = None, max_n: int = 4, input_dim: int | None =
 
     ``U`` and ``c`` have entries in [-1, 1] and are never identically zero.
     """
-    if time not in ("continuous", "discrete"):
+    if not isinstance(time, str) or time not in ("continuous", "discrete"):
         raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     if time == "continuous":
         mats = hurwitz_matrices(n=n, max_n=max_n, margin=margin, kind=kind)
@@ -327,7 +327,7 @@ def diagonal_ssms(n: int | None = None, max_n: int = 4, input_dim: int | None = 
     else float64. ``U`` (N, d) and ``c`` (N,) are real with entries in [-1, 1], not
     identically zero.
     """
-    if time not in ("continuous", "discrete"):
+    if not isinstance(time, str) or time not in ("continuous", "discrete"):
         raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     margin = _check_margin(margin, discrete=time == "discrete")
     if time == "continuous" and not max_rate > margin:

@@ -64,7 +64,42 @@ def _calls():
         "load": (rnnmem.load, dict(path="/nonexistent.pt")),
         "bounded_floats": (bounded_floats, dict(lo=-1.0, hi=1.0)),
         "hurwitz_matrices": (hurwitz_matrices, dict(n=2, margin=0.1)),
+        "linear_recurrence": (lambda a, x, **kw: rnnmem.linear_recurrence(_t(a), _t(x), **kw),
+                              dict(a=[[0.5]], x=[[[1.0]]])),
+        "best_parameterisation": (rnnmem.best_parameterisation, dict(time="continuous")),
+        "parse_betas": (_parse_betas, dict(spec="1e-3:1:3")),
+        "length_bins": (_length_bins, dict(spec="1:5,6:9")),
+        "StackRNN": (rnnmem.StackRNN, dict(vocab_size=3, hidden_size=4, seed=0, device="cpu")),
+        "get_language": (_get_language, dict(name="parity")),
     }
+
+
+def _t(v):
+    """A tensor when ``v`` converts to one (the fuzzed value otherwise, as given)."""
+    import torch
+
+    try:
+        return torch.as_tensor(v, dtype=torch.float64)
+    except Exception:  # noqa: BLE001 - pass the odd value through
+        return v
+
+
+def _parse_betas(spec):
+    from rnnmem.numerics.perturbation import parse_betas
+
+    return parse_betas(spec)
+
+
+def _length_bins(spec):
+    from rnnmem.tasks.languages import length_bins
+
+    return length_bins(spec)
+
+
+def _get_language(name):
+    from rnnmem.tasks.languages import get_language
+
+    return get_language(name)
 
 
 CALLS = sorted(_calls())
