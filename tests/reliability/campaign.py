@@ -366,9 +366,91 @@ def campaign(root: Path, verbose: bool = True) -> dict:
     return {"counts": counts, "outcomes": outcomes}
 
 
+def random_phase(fx, n_cli: int, n_api: int, seed: int = 0, verbose: bool = True) -> dict:
+    """Random cases drawn from the fuzz suite's option and value pools (no hypothesis): one
+    option of a valid command line (or one argument of a valid API call) replaced by a
+    random value. Classes: clean (0, or 2 with one line naming the option or quoting the
+    value), traceback, unnamed (one line that names neither)."""
+    import random
+
+    import test_fuzz_api as FA
+    import test_fuzz_cli as FC
+
+    rng = random.Random(seed)
+    pool = FC.NASTY + [str(v) for v in range(-5, 6)] + [str(10**k) for k in (9, 12, 30)] \
+        + [repr(rng.uniform(-1e6, 1e6)) for _ in range(10)]
+    counts: dict = {"tried": 0}
+    tmp = Path(fx["root"]) / "random"
+    for i in range(n_cli):
+        what = rng.choice(["memory", "perturb", "evaluate", "train", "verify"])
+        value = rng.choice(pool)
+        if what == "train":
+            flag = rng.choice(FC.TRAIN_OPTIONS)
+            if flag == "--steps" and value.isdigit() and 10 < int(value) < 10**9:
+                value = "3"
+            argv = FC._with(FC._train(fx, str(tmp / f"t{i}"), flag), flag, value)
+        elif what == "verify":
+            flag = rng.choice(["--seed", "--out", "--only", "--budget"])
+            base = {"--only": "best-parameterisation", "--out": str(tmp / f"v{i}"),
+                    "--seed": "0", "--budget": "smoke"}
+            base[flag] = value
+            argv = ["verify", "-q"] + [x for k, v in base.items() for x in (k, v)]
+        else:
+            build, options = FC.COMMAND_OPTIONS[what]
+            flag = rng.choice(options)
+            v = str(tmp / f"o{i}{value}") if flag in ("--json", "--plot") and value.strip() \
+                and "/" not in value else value
+            argv = FC._with(build(fx), flag, v)
+        rc, _, err, escaped = run_cli(argv)
+        kind = classify_cli(argv, "any", rc, err, escaped)
+        if kind == "clean" and rc == 2 and "training diverged" not in err:
+            names = {flag, flag.lstrip("-"), flag.lstrip("-").replace("-", "_"),
+                     flag.split(" ")[-1].split("=")[0]}
+            if not any(nm and nm in err for nm in names) and not (value.strip()
+                                                                 and value.strip()[:30] in err):
+                kind = "unnamed"
+        counts["tried"] += 1
+        counts["cli:" + kind] = counts.get("cli:" + kind, 0) + 1
+        if verbose and kind != "clean":
+            print(f"{kind:10s} {argv}: rc={rc} {(escaped or err).strip()[:300]}")
+    calls = FA._calls()
+    import numpy as np
+
+    api_pool = [None, True, -1, 0, 3, 2**40, -2**40, float("nan"), float("inf"), -0.5, 1e300,
+                "", "nosuch", "cpu", [1.0, 2.0], [[1.0], [1.0, 2.0]], {"a": 1}, object(),
+                np.zeros((2, 3)), np.array([np.nan]), np.zeros(0), 1 + 2j]
+    for _ in range(n_api):
+        name = rng.choice(sorted(calls))
+        fn, kwargs = calls[name]
+        arg = rng.choice(sorted(kwargs))
+        value = rng.choice(api_pool)
+        outcome, text = run_api(lambda: fn(**{**kwargs, arg: value}))
+        kind = "traceback" if outcome == "raised-other" else "clean"
+        counts["tried"] += 1
+        counts["api:" + kind] = counts.get("api:" + kind, 0) + 1
+        if verbose and kind != "clean":
+            print(f"{kind:10s} {name}({arg}={value!r}): {text[:300]}")
+    return counts
+
+
 if __name__ == "__main__":  # pragma: no cover
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--random-cli", type=int, default=0, help="random CLI cases too")
+    ap.add_argument("--random-api", type=int, default=0, help="random API cases too")
+    ns = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as d:
         res = campaign(Path(d), verbose=True)
-    print(res["counts"])
-    sys.exit(0 if set(res["counts"]) <= {"tried", "clean"} else 1)
+        print("named cases:", res["counts"])
+        ok = set(res["counts"]) <= {"tried", "clean"}
+        if ns.random_cli or ns.random_api:
+            # random values: keep every accepted size small (the documented cap)
+            os.environ.setdefault("RNNMEM_MAX_BYTES", str(256 * 2**20))
+            fx = make_fixtures(Path(d) / "r")
+            rc = random_phase(fx, ns.random_cli, ns.random_api)
+            print("random cases:", rc)
+            ok = ok and all(k == "tried" or k.endswith(":clean") for k in rc)
+    sys.exit(0 if ok else 1)
