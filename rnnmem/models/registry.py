@@ -209,9 +209,12 @@ def load_checkpoint(path, map_location="cpu", *, allow_unverified: bool = False)
     return obj
 
 
-def load(path, device="cpu") -> torch.nn.Module:
-    """Rebuild the model stored at ``path`` (see :func:`save_checkpoint`)."""
-    obj = load_checkpoint(path)
+def load(path, device="cpu", *, allow_unverified: bool = False) -> torch.nn.Module:
+    """Rebuild the model stored at ``path`` (see :func:`save_checkpoint`; its SHA-256 is
+    checked first). ``allow_unverified=True`` also reads a trusted version-1 checkpoint,
+    written before digests were stored; ``save_checkpoint`` of the result re-saves it with
+    one."""
+    obj = load_checkpoint(path, allow_unverified=allow_unverified)
     _ensure_models_loaded()
     name = obj["model"]
     if name not in MODELS:
