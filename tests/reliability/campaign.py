@@ -443,6 +443,7 @@ if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(Path(__file__).parent))
     with tempfile.TemporaryDirectory() as d:
+        os.chdir(d)  # relative output paths drawn by the cases land here, not in the checkout
         res = campaign(Path(d), verbose=True)
         print("named cases:", res["counts"])
         ok = set(res["counts"]) <= {"tried", "clean"}
