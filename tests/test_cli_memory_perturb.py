@@ -111,6 +111,9 @@ def test_unknown_model_in_checkpoint(runs, capsys):
 
     obj = torch.load(runs["bare2"], weights_only=True)
     obj["model"] = "no_such_model"
+    from rnnmem.models.registry import content_digest
+
+    obj["sha256"] = content_digest(obj)  # a well-formed checkpoint of an unknown model
     path = runs["root"] / "unknown_model.pt"
     torch.save(obj, path)
     _error(capsys, ["memory", str(path)], "unknown model")

@@ -71,13 +71,14 @@ def _width(model):
 
 
 def _check_options(args):
+    from ..limits import parse_count, parse_seed
     from ..numerics.perturbation import parse_betas
     from ..train.perturb import DISTRIBUTIONS, METHODS, NORMS, SCOPES, _check_choice
     from .train import parse_assignments
 
     opts = {"betas": parse_betas(args.betas),
-            "repeats": parse_positive(args.repeats, "--repeats", integer=True, minimum=1),
-            "seed": parse_positive(args.seed, "--seed", integer=True, minimum=0),
+            "repeats": parse_count(args.repeats, "--repeats"),
+            "seed": parse_seed(args.seed, "--seed"),
             "scope": _check_choice(args.scope, SCOPES, "perturbation scope"),
             "norm": _check_choice(args.norm, NORMS, "perturbation norm"),
             "distribution": _check_choice(args.distribution, DISTRIBUTIONS, "distribution"),

@@ -79,6 +79,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InvalidParameterError, ShapeError
+from ..limits import check_count, check_memory
 from . import _validate as V
 
 __all__ = [
@@ -132,6 +133,8 @@ def parse_betas(spec: str) -> np.ndarray:
             raise bad from None
         if n < 1:
             raise InvalidParameterError(f"betas {spec!r}: the count must be >= 1")
+        check_count(n, f"betas {spec!r}: the count")
+        check_memory(8.0 * n, f"betas {spec!r}", "use fewer radii")
         if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
             raise InvalidParameterError(f"betas {spec!r}: radii must be positive and finite")
         if n > 1 and not hi > lo:
@@ -431,7 +434,7 @@ class StabilityVerdict:
 
 def _finite_or_str(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")  # NaN: null
     if isinstance(obj, dict):
         return {k: _finite_or_str(v) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import exception_text
 from ._threads import one_thread
 from .registry import Context, Evidence, claim
 
@@ -263,7 +264,7 @@ def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
     out: dict[str, Any] = {
         "row": row, "target": target,
         "train": {str(m): {"status": r.status, "valid_loss": r.loss,
-                           "seconds": round(r.seconds, 3), "error": r.error[:200]}
+                           "seconds": round(r.seconds, 3), "error": r.error}
                   for m, r in runs.items()}}
     # the mechanism: distance of the slowest mode from the stability boundary, by width
     rates = {m: _slowest_rate(r) for m, r in runs.items() if r.status == "ok"}
@@ -1094,7 +1095,7 @@ def _lr_run(p: str, lr: float, s: _Sizes, m: int, seed: int) -> dict:
         except TrainingDivergedError as exc:
             final = float("nan")
             out["status"] = "nan"
-            out["error"] = str(exc)[:200]
+            out["error"] = exception_text(exc)
         out["seconds"] = time.perf_counter() - t0
     out["final_loss"] = final
     out["max_train_loss"] = seen["max_loss"]

@@ -20,6 +20,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import InvalidParameterError
+from ..errors import ResourceLimitError
+from ..limits import MAX_COUNT, SEED_MAX
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "DTYPE_NAMES", "FREEZE_MODES",
            "DEFAULT_STEPS"]
@@ -53,6 +55,8 @@ def _check_int(name, v, *, minimum, optional=False):
     if not _is_int(v) or v < minimum:
         raise _bad(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, "
                          f"got {v!r}")
+    if v > MAX_COUNT:  # rnnmem.limits: every count is bounded
+        raise ResourceLimitError(f"TrainConfig.{name}: {v} is above the limit {MAX_COUNT}")
 
 
 def _check_real(name, v, *, positive=False, nonneg=False, optional=False, below=None):
@@ -261,7 +265,8 @@ class TrainConfig:
             raise _bad("device", f"must be a device string such as 'auto' or 'cpu', "
                                  f"got {self.device!r}")
         _check_int("threads", self.threads, minimum=1, optional=True)
-        _check_int("seed", self.seed, minimum=0)
+        if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
+            raise _bad("seed", f"must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         _check_real("temporal_weighting", self.temporal_weighting, nonneg=True)
         _check_int("eval_every", self.eval_every, minimum=0)
         _check_int("checkpoint_every", self.checkpoint_every, minimum=0)

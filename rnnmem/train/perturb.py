@@ -76,6 +76,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import exception_text
+from ..limits import check_count, check_memory, check_seed
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
                       UnknownNameError)
 from ..models.base import model_outputs
@@ -431,7 +433,11 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
     _check_choice(norm, NORMS, "perturbation norm")
     _check_choice(method, METHODS, "evaluation method")
     _check_choice(distribution, DISTRIBUTIONS, "distribution")
-    seed = _check_int(seed, "seed", 0)
+    seed = check_seed(seed, "seed")
+    check_count(K, "repeats")
+    # the (n_beta, repeats) loss table and one parameter copy per draw in flight
+    check_memory(8.0 * b.size * K, f"{b.size} radii x repeats={K}",
+                 "use fewer radii or repeats")
     _check_int(max_chunk_elements, "max_chunk_elements", 1)
     if chunk_size is not None:
         _check_int(chunk_size, "chunk_size", 1)
@@ -470,8 +476,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
             if method == "batched":
                 raise InvalidParameterError(
                     f"batched evaluation failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); use method='loop'") from None
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    f"{exception_text(exc)}); use method='loop'") from None
+            why = f"{type(exc).__name__}: {exception_text(exc)}"
         if values is not None and len(values) < len(samples_idx):
             # auto: time the loop on the next chunk, finish with the faster method
             second = samples_idx[P:2 * P]
