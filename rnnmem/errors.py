@@ -20,6 +20,7 @@ __all__ = [
     "TrainingDivergedError",
     "AlphabetError",
     "DerivationError",
+    "ConflictingOptionsError",
 ]
 
 
@@ -75,3 +76,13 @@ class AlphabetError(RnnmemError, ValueError):
 
 class DerivationError(RnnmemError):
     """A symbolic derivation could not be completed."""
+
+
+class ConflictingOptionsError(InvalidParameterError):
+    """Two options that are valid alone contradict each other (a stopping rule without
+    validation data, a deterministic direction with several repeats, ...); the message
+    names both."""
+
+    def __init__(self, first: str, second: str, why: str):
+        self.options = (first, second)
+        super().__init__(f"{first} contradicts {second}: {why}")
