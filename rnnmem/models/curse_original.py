@@ -139,6 +139,12 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
         The evaluation form of the relu map: :math:`r = w` (no relu).
     dt : float
         Step of the residual (Euler) update; the original LF runs use 1.
+    recurrent_activation : bool, optional
+        ``com_ssm`` only: also apply :math:`\\sigma` inside the recurrence (``main``'s
+        ``SimpleSSM``); default ``False`` there (the branches' ``SSM``), ``True`` for the
+        others (where it is the only place of :math:`\\sigma`).
+    time : "discrete"
+        Accepted for the common interface.
     dtype, device, seed :
         As every rnnmem model; ``device="auto"`` picks CUDA when present.
     """
@@ -150,8 +156,12 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
     def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1, *,
                  decay_map: str = "relu", activation: str = "linear", direct: bool = False,
                  dt: float = 1.0, recurrent_activation: bool | None = None,
-                 dtype="float32", device="auto", seed: int | None = None):
+                 time: str = "discrete", dtype="float32", device="auto",
+                 seed: int | None = None):
         check_positive_int("width", width)
+        if time != "discrete":
+            raise InvalidParameterError(f"time: the original models are discrete-time "
+                                        f"(residual steps of size dt), got {time!r}")
         sigma = get_activation(activation)
         if self._lru:
             if decay_map != "lru":
