@@ -330,6 +330,10 @@ class ArrayRegressionTask(TrainTask):
     test_inputs, test_targets : arrays, optional
     valid_fraction : float in [0, 1)
         ``0`` evaluates on the training set.
+    test_fraction : float in [0, 1)
+        Without ``test_inputs``, hold out this fraction of the samples as the ``test``
+        split (taken from the same permutation, after the validation samples; the
+        original curse-of-memory data are split 128000/12800/12800).
     shuffle : bool
         Reshuffle the training set every epoch. The permutation of epoch ``e`` is drawn from
         ``numpy.random.default_rng([seed, e])`` so the batch at any step is a function of
@@ -349,7 +353,7 @@ class ArrayRegressionTask(TrainTask):
     def __init__(self, inputs, targets, *, valid_inputs=None, valid_targets=None,
                  test_inputs=None, test_targets=None, valid_fraction: float = 0.2,
                  shuffle: bool = True, split_seed: int = 0, name: str = "array",
-                 model_defaults: dict | None = None):
+                 model_defaults: dict | None = None, test_fraction: float = 0.0):
         super().__init__()
         self.name = name
         self._model_defaults = dict(model_defaults or {})
@@ -362,6 +366,22 @@ class ArrayRegressionTask(TrainTask):
             raise InvalidParameterError("give both valid_inputs and valid_targets, or neither")
         if (test_inputs is None) != (test_targets is None):
             raise InvalidParameterError("give both test_inputs and test_targets, or neither")
+        if not (isinstance(test_fraction, (int, float)) and 0 <= test_fraction < 1):
+            raise InvalidParameterError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+        if test_fraction > 0 and test_inputs is not None:
+            from ..errors import ConflictingOptionsError
+
+            raise ConflictingOptionsError("test_fraction", "test_inputs",
+                                          "the test split is either given or held out")
+        if test_fraction > 0:
+            n_test = int(round(test_fraction * X.shape[0]))
+            if n_test < 1 or n_test >= X.shape[0]:
+                raise InvalidParameterError(
+                    f"test_fraction={test_fraction} leaves an empty split of {X.shape[0]} "
+                    "samples")
+            perm = np.random.default_rng([split_seed, 1]).permutation(X.shape[0])
+            test_inputs, test_targets = X[perm[:n_test]], Y[perm[:n_test]]
+            X, Y = X[perm[n_test:]], Y[perm[n_test:]]
         splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if valid_inputs is not None:
             splits[VALID] = (_as_array(valid_inputs, "valid_inputs"),
@@ -529,7 +549,7 @@ def _npz_task(path: str | None = None, **options) -> ArrayRegressionTask:
 
 
 # ============================================================================ lf:<target>
-_ARRAY_OPTIONS = ("valid_fraction", "shuffle", "split_seed")
+_ARRAY_OPTIONS = ("valid_fraction", "shuffle", "split_seed", "test_fraction")
 
 
 def _functional_names() -> list[str]:
@@ -542,7 +562,7 @@ def _functional_names() -> list[str]:
 def _functional_task(target: str, **options) -> ArrayRegressionTask:
     """``"lf:<name>"``: a data set of :data:`rnnmem.tasks.functional.FUNCTIONAL_TASKS`.
 
-    Options ``valid_fraction``/``shuffle``/``split_seed`` go to
+    Options ``valid_fraction``/``test_fraction``/``shuffle``/``split_seed`` go to
     :class:`ArrayRegressionTask` (``split_seed`` defaults to the data ``seed``); every
     other option (``n_samples``, ``length``, ``dt``, ``seed``, the target's parameters,
     ...) to :func:`rnnmem.tasks.functional.get_task`. The model's ``dt`` defaults to the
