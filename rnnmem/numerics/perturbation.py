@@ -790,19 +790,7 @@ def blowup_verdict(curves_by_m, *, level_factor: float = 1.0,
     dof = len(widths) - 2
     q = float(stats.t.ppf(1 - alpha / 2, dof)) if dof > 0 else float("inf")
     reg_ci = (b - q * se, b + q * se) if math.isfinite(se) else (float("-inf"), float("inf"))
-    boot_ci = (float("nan"), float("nan"))
-    if len(widths) >= 2 and all(c.repeats >= 2 for _, c in items):
-        rng = np.random.default_rng(seed)
-        slopes = np.empty(n_boot)
-        for r in range(n_boot):
-            sups = []
-            for _, c in items:
-                cols = rng.integers(0, c.repeats, c.repeats)
-                sups.append(c.samples[:, cols].max(axis=1))
-            bb, _ = _radii(items, lv, sups)
-            slopes[r] = _slope(x, np.log(bb))[0]
-        boot_ci = (float(np.quantile(slopes, alpha / 2)),
-                   float(np.quantile(slopes, 1 - alpha / 2)))
+    boot_ci = _bootstrap_ci(items, x, lv, alpha, n_boot, seed)
     use_boot = math.isfinite(boot_ci[0])
     ci = boot_ci if use_boot else reg_ci
     inter = tuple(curve_intersections(dict(items))) if len(items) >= 2 else ()
@@ -815,6 +803,29 @@ def blowup_verdict(curves_by_m, *, level_factor: float = 1.0,
                   regression_ci=reg_ci, bootstrap_ci=boot_ci, intersections=inter,
                   intersections_move_left=left,
                   training={m: status.get(m, "ok") for m in sorted(set(widths) | set(status))})
+    return _judge(common, status, min_widths)
+
+
+def _bootstrap_ci(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
+    """Percentile interval of the blow-up slope over resamples of each width's repeats
+    (nan with fewer than two widths or a curve with one repeat)."""
+    if len(items) < 2 or any(c.repeats < 2 for _, c in items):
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    slopes = np.empty(n_boot)
+    for r in range(n_boot):
+        sups = [c.samples[:, rng.integers(0, c.repeats, c.repeats)].max(axis=1)
+                for _, c in items]
+        bb, _ = _radii(items, level, sups)
+        slopes[r] = _slope(x, np.log(bb))[0]
+    return (float(np.quantile(slopes, alpha / 2)), float(np.quantile(slopes, 1 - alpha / 2)))
+
+
+def _judge(common: dict, status: Mapping[int, str], min_widths: int) -> BlowupVerdict:
+    """The verdict from the measured radii and their interval (see :func:`blowup_verdict`)."""
+    widths, beta0, cens, e0 = (common[k] for k in ("widths", "beta0", "censored", "e0"))
+    lv, b, ci, slope_tol = (common[k] for k in ("level", "slope", "slope_ci", "slope_tol"))
+    use_boot = common["ci_method"] == "bootstrap"
     failed = {m: v for m, v in status.items() if v != "ok"}
     if failed:
         return BlowupVerdict("training_failed", "the training rule failed for width(s) "
