@@ -365,8 +365,9 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
 
 @register_model("com_diagonal_rnn")
 class ComDiagonalRNN(CurseModel):
-    """The original's residual diagonal RNN (``SimpleDiagonalRNN``); see
-    :class:`CurseModel` and the module docstring."""
+    """The original's residual diagonal RNN (``SimpleDiagonalRNN``), relu or softplus map.
+
+    See :class:`CurseModel` and the module docstring."""
 
 
 @register_model("com_rnn")

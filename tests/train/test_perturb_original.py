@@ -124,3 +124,14 @@ def test_evaluation_form_curve_of_the_relu_model():
     c = perturbation_curve(m, es, original_betas(5), repeats=2, scope="all", norm="inf",
                            shared_directions=True, method="loop")
     assert c.samples.shape == (5, 2) and c.meta["target_scale"] == es.target_scale()
+
+
+@pytest.mark.parametrize("name", ["com_diagonal_rnn", "com_rnn", "com_ssm", "com_lru"])
+def test_batched_equals_loop_for_the_original_models(name):
+    m = build_model(name, width=3, seed=1, dtype="float64", device="cpu", activation="tanh")
+    es = _evalset(T=8, n=6)
+    kw = dict(repeats=2, scope="all", norm="inf", seed=2, evaluation_form=True)
+    a = perturbation_curve(m, es, np.array([1e-3, 1e-1]), method="loop", **kw)
+    b = perturbation_curve(m, es, np.array([1e-3, 1e-1]), method="batched", **kw)
+    assert b.meta["method"] == "batched"
+    assert np.allclose(a.samples, b.samples, rtol=1e-10, atol=1e-14)
