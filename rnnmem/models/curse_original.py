@@ -379,8 +379,9 @@ class ComRNN(CurseModel):
 
 @register_model("com_ssm")
 class ComSSM(CurseModel):
-    """The original's SSM with perceptrons :math:`g, f` and their biases (``SSM``,
-    ``SoftplusSSM``); ``recurrent_activation=True`` is ``main``'s ``SimpleSSM``."""
+    """The original's SSM (``SSM``, ``SoftplusSSM``): perceptrons g, f with output bias.
+
+    ``recurrent_activation=True`` is ``main``'s ``SimpleSSM``."""
 
     _rotation = True
     _mlp = True
