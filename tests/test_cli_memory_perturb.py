@@ -151,8 +151,10 @@ def test_perturb_text_summary(runs, capsys):
 def test_perturb_verdict_across_widths(runs, capsys):
     argv = ["perturb", *(str(runs[f"bare{m}"]) for m in (2, 3, 4)), "--task",
             "lf:exponential", "--task-arg", "n_samples=10", "--task-arg", "length=6",
-            "--betas", "1e-2:1:3", "--repeats", "2", "--json"]
+            "--betas", "1e-2:1:3", "--repeats", "2", "--json", "--plot",
+            str(runs["root"] / "verdict.png")]
     d = _json(capsys, argv)
+    assert (runs["root"] / "verdict.png").read_bytes()[:8] == PNG
     assert [c["width"] for c in d["curves"]] == [2, 3, 4]
     assert all(c["task"]["from"] == "option" for c in d["curves"])
     v = d["verdict"]
@@ -220,3 +222,21 @@ def test_subprocess_error_is_one_line(runs):
                        timeout=600)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+
+
+def test_perturb_plot_marks_blowups_and_intersections(tmp_path):
+    from rnnmem.commands import perturb as P
+    from rnnmem.numerics.perturbation import (PerturbationCurve, blowup_radius,
+                                              blowup_verdict, original_betas)
+
+    b = original_betas()
+    curves = {m: PerturbationCurve.from_samples(b, (1 / m + m * b**2)[:, None], 1 / m,
+                                                {"target_scale": 1.0}) for m in (2, 4, 8)}
+    v = blowup_verdict(curves, n_boot=100)
+    assert {i.kind for i in v.intersections} == {"crossing"}
+    res = {"curves": [{"model": "m", "width": m, "curve": c, "blowup": {
+        "beta": blowup_radius(c, 1.0).beta, "level": 1.0, "censored": "none"}}
+        for m, c in curves.items()], "verdict": v}
+    P.plot(res, tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes()[:8] == PNG
+    assert "intersections of consecutive curves" in P.summary({**res, "curves": []})
