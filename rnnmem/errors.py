@@ -21,6 +21,12 @@ __all__ = [
     "AlphabetError",
     "DerivationError",
     "ConflictingOptionsError",
+    "StorageError",
+    "CorruptFileError",
+    "CorruptCheckpointError",
+    "DirectoryLockedError",
+    "RunDirectoryConflictError",
+    "NotApplicableError",
 ]
 
 
@@ -86,3 +92,46 @@ class ConflictingOptionsError(InvalidParameterError):
     def __init__(self, first: str, second: str, why: str):
         self.options = (first, second)
         super().__init__(f"{first} contradicts {second}: {why}")
+class StorageError(RnnmemError, OSError):
+    """A file or directory cannot be written or read (no space, read-only file system,
+    permission denied, a directory where a file is expected, ...). ``path`` and ``errno``
+    name what and why."""
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.path, self.errno_code = path, errno
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class CorruptFileError(RnnmemError, ValueError):
+    """A file does not match the SHA-256 or size recorded when it was written, or cannot be
+    parsed; nothing of it is used. ``path`` names the file."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class CorruptCheckpointError(CorruptFileError, CheckpointError):
+    """A checkpoint file is corrupt (its SHA-256 does not match its manifest, or it is
+    truncated or not a checkpoint at all)."""
+
+
+class DirectoryLockedError(RnnmemError):
+    """Another process is writing the directory (a run directory, a store entry)."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class RunDirectoryConflictError(RnnmemError):
+    """An output directory already holds another run (a different configuration)."""
+
+
+class NotApplicableError(RnnmemError):
+    """A part of the model contract has no meaning for this model (e.g. the spectrum of a
+    stack RNN, whose recurrence is not a fixed linear map); the message names the model,
+    the method and what to use instead."""

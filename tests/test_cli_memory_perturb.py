@@ -24,8 +24,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     out = {}
     for key, model, task, mk in (
-            ("diag", "diagonal_ssm", "lf:polynomial", {"state_dim": 4}),
-            ("rnn", "rnn", "lf:exponential", {"hidden_dim": 4, "activation": "tanh"})):
+            ("diag", "diagonal_ssm", "lf:polynomial", {"width": 4}),
+            ("rnn", "rnn", "lf:exponential", {"width": 4, "activation": "tanh"})):
         cfg = TrainConfig(model=model, task=task, task_kwargs={"n_samples": 30, "length": 12},
                           model_kwargs=mk, steps=2, eval_every=2, checkpoint_every=2,
                           batch_size=8, dtype="float64", device="cpu",
@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
         out[key] = root / key / "last.pt"
     for m in (2, 3, 4):  # untrained, without training state: need --task
         out[f"bare{m}"] = save_checkpoint(root / f"bare{m}.pt", build_model(
-            "diagonal_ssm", state_dim=m, dtype="float64", device="cpu", seed=m))
+            "diagonal_ssm", width=m, dtype="float64", device="cpu", seed=m))
     (root / "corrupt.pt").write_bytes(b"not a checkpoint")
     out["corrupt"] = root / "corrupt.pt"
     out["root"] = root
@@ -168,7 +168,7 @@ def test_perturb_original_protocol_options(runs, capsys, tmp_path):
     """The original's protocol: relu model in its evaluation form, every parameter,
     inf-norm, shared Gaussian directions, the original grid; and the Sept.-2023 -beta rule."""
     cfg = TrainConfig(model="com_diagonal_rnn", task="lf:polynomial",
-                      task_kwargs={"n_samples": 30, "length": 10, "test_fraction": 0.2},
+                      task_kwargs={"n_samples": 30, "length": 10},
                       model_kwargs={"width": 3}, steps=2, eval_every=1, batch_size=8,
                       dtype="float64", device="cpu", out_dir=str(tmp_path / "com"),
                       stop_below=1e-12)  # a rule that cannot hold in 2 steps

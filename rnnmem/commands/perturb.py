@@ -6,7 +6,7 @@ split once, and estimate :math:`E_m(\\beta)` on a log grid of radii with
 print E(0), the blow-up radius (the first radius where the envelope reaches
 ``--level-factor`` times the target's scale :math:`\\|y\\|^2`, the loss of the zero output)
 and a table of the envelope. With three or more checkpoints of different widths
-(``width``/``state_dim``/``hidden_dim``/... in the model config), also the verdict of
+(the models' ``width``), also the verdict of
 :func:`rnnmem.numerics.perturbation.blowup_verdict` (Def. 3.5, the rule the
 curse-of-memory claims use), the intersections of consecutive widths' curves (the
 original's reading), and whether each checkpoint's training rule (``stop_below``) held: a
@@ -26,8 +26,6 @@ NAME = "perturb"
 HELP = "perturbation error E(beta) of trained models (stable-approximation test)"
 ORDER = 31
 
-#: config keys read as the width m of a model, in this order
-WIDTH_KEYS = ("state_dim", "hidden_dim", "hidden_size", "hidden", "width", "d_model")
 
 
 def add_arguments(p):
@@ -78,12 +76,10 @@ def add_arguments(p):
                          device_help="device for the models (default cpu)")
 
 
-def _width(config: dict):
-    for k in WIDTH_KEYS:
-        v = config.get(k)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
+def _width(model):
+    """The model's ``width`` (the model contract), ``None`` for a model without one."""
+    v = getattr(model, "width", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _check_options(args):
@@ -156,7 +152,7 @@ def compute(paths, opts: dict, *, task=None, task_kwargs=None, split=None, max_s
         b = blowup_radius(curve, lv) if lv > 0 else None
         entries.append({"checkpoint": str(path),
                         "model": getattr(model, "model_name", type(model).__name__),
-                        "width": _width(model.config), "task": info, "curve": curve,
+                        "width": _width(model), "task": info, "curve": curve,
                         "training": _training_status(path),
                         "blowup": None if b is None else {
                             "beta": b.beta, "level": b.level, "censored": b.censored}})
@@ -164,7 +160,7 @@ def compute(paths, opts: dict, *, task=None, task_kwargs=None, split=None, max_s
     widths = [e["width"] for e in entries]
     if len(entries) >= 3:
         if None in widths or len(set(widths)) != len(widths):
-            note = "no verdict: the checkpoints need distinct widths (width, state_dim, ...)"
+            note = "no verdict: the checkpoints need distinct widths (model option width)"
         else:
             verdict = blowup_verdict({e["width"]: e["curve"] for e in entries},
                                      training={e["width"]: e["training"] for e in entries},

@@ -315,34 +315,27 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
         return new
 
     # ---- the model contract -------------------------------------------------------------
-    def spectrum(self) -> np.ndarray:
-        """Eigenvalues of the per-step linearised transition :math:`A`, complex (m,)."""
-        with torch.no_grad():
-            A, _ = self.transition()
-            A = A.detach().double().cpu()
-            ev = torch.linalg.eigvals(A) if A.dim() == 2 else A.to(torch.complex128)
-        return ev.numpy()
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """Eigenvalues of the per-step linearised transition :math:`A` (the contract's
+        ``spectrum()``): real for the diagonal forms, those of the symmetric
+        :math:`I - \\Delta t P^\\top \\operatorname{diag}(r) P` for the rotated ones."""
+        A, _ = self.transition()
+        return torch.linalg.eigvals(A) if A.dim() == 2 else A
 
-    def slowest_decay_rate(self) -> float:
-        """:math:`-\\log\\max_i|\\mu_i| / \\Delta t` over the eigenvalues :math:`\\mu` of
-        :math:`A`: 0 for an exact integrator, negative when a mode grows."""
-        mod = float(np.abs(self.spectrum()).max())
-        return float("inf") if mod == 0 else 0.0 - math.log(mod) / self.dt
-
-    def memory_function(self, t, *, method: str | None = None, **kwargs) -> np.ndarray:
-        """Memory function (Wang, Li & Li, Def. 3.1) at times ``t``; ``method``:
-        ``"exact"`` (closed form, linear activation only), ``"estimate"`` (black-box
-        estimator, ``kwargs`` passed on) or ``None`` (exact when linear). ``exact=`` as in
-        :class:`~rnnmem.models._common.ExactMemoryMixin` is also accepted."""
-        if method is not None:
-            if method not in ("exact", "estimate"):
-                raise UnknownNameError("memory method", method, ["exact", "estimate"])
-            if "exact" in kwargs:
-                raise InvalidParameterError("give method= or exact=, not both")
-            kwargs["exact"] = method == "exact"
-            if not kwargs["exact"]:
-                kwargs.setdefault("baseline", True)
-        return super().memory_function(memory_times(t), **kwargs)
+    def memory_function(self, t, method: str | None = None, *, exact: bool | None = None,
+                        require_stable: bool = False, **kwargs) -> np.ndarray:
+        """Memory function (Wang, Li & Li, Def. 3.1) at times ``t``, ``method`` as the
+        contract (``"auto"``, ``"closed_form"``, ``"estimator"``). Two defaults differ from
+        the other models: the estimator subtracts the response to the zero input
+        (``baseline=True``: these models have biases before and after the recurrence), and
+        the closed form does not insist on decay (``require_stable=False``): the relu map
+        gives exact integrators, whose memory is finite but constant."""
+        est = method == "estimator" or exact is False or (
+            method in (None, "auto") and exact is None and not self.is_linear)
+        if est:
+            kwargs.setdefault("baseline", True)
+        return super().memory_function(memory_times(t), method, exact=exact,
+                                       require_stable=require_stable, **kwargs)
 
     # hooks of ExactMemoryMixin
     def impulse_response(self, length: int) -> torch.Tensor:

@@ -80,7 +80,7 @@ def test_contract_width_spectrum_and_recurrent_parameters(name):
     m = _model(name, 5)
     assert m.width == 5 and m.config["width"] == 5
     assert m.input_dim == 1 and m.output_dim == 1
-    ev = m.spectrum()
+    ev = m.spectrum().eigenvalues
     assert ev.shape == (5,)
     A, _ = m.transition()
     A = A.detach()
@@ -99,7 +99,7 @@ def test_relu_map_dead_modes_are_integrators_and_the_evaluation_form():
     assert (w < 0).any() and (w > 0).any()  # randn init: both signs
     r = m.decay_rates().detach()
     assert torch.equal(r, torch.clamp(w, min=0))
-    ev = m.spectrum().real
+    ev = m.spectrum().eigenvalues.real
     assert np.sum(ev == 1.0) == int((w <= 0).sum())  # exact integrators
     dead = (w <= 0).numpy()
     e = m.evaluation_form()
@@ -110,11 +110,11 @@ def test_relu_map_dead_modes_are_integrators_and_the_evaluation_form():
     with torch.no_grad():  # a perturbation by -beta now makes the dead modes grow ...
         e.w.sub_(1e-2)
         m.w.sub_(1e-2)
-    assert np.allclose(e.spectrum().real[dead], 1 + 1e-2)
-    assert np.all(m.spectrum().real[dead] == 1.0)  # ... which relu clamps in training form
+    assert np.allclose(e.spectrum().eigenvalues.real[dead], 1 + 1e-2)
+    assert np.all(m.spectrum().eigenvalues.real[dead] == 1.0)  # ... which relu clamps in training form
     # with dt = 1 the residual form is stable only for 0 <= r < 2 (|1 - r| < 1)
     big = (m.w.detach() > 2).numpy()
-    assert np.all(np.abs(m.spectrum()[big]) > 1)
+    assert np.all(np.abs(m.spectrum().eigenvalues[big]) > 1)
 
 
 def test_softplus_and_lru_keep_their_map_at_evaluation():
@@ -129,11 +129,8 @@ def test_exact_memory_equals_the_black_box_estimate(name):
     kw = {"decay_map": "softplus"} if name in ("com_rnn", "com_ssm") else {}
     m = _model(name, 3, seed=5, **kw)
     t = np.arange(12.0)
-    try:
-        exact = m.memory_function(t, method="exact")
-    except UnstableSystemError:
-        exact = m.memory_function(t, method="exact", require_stable=False)
-    est = m.memory_function(t, method="estimate")  # the biases are removed by a baseline
+    exact = m.memory_function(t, method="closed_form")  # integrators allowed
+    est = m.memory_function(t, method="estimator")  # the biases are removed by a baseline
     assert exact.shape == est.shape == (12,)
     tol = tolerance(np.float64, n_ops=50, scale=float(np.abs(exact).max()) + 1)
     assert tol.allclose(est, exact)
@@ -148,7 +145,7 @@ def test_exact_memory_is_the_kernel_of_the_written_out_model(seed, width):
     x[0, 0, 0] = 1.0
     base = _original_forward(m, torch.zeros(1, T, 1))
     rho = (_original_forward(m, x) - base)[0, :, 0].detach().numpy()  # kernel rho_k
-    M = m.memory_function(np.arange(T, dtype=float), method="exact", require_stable=False)
+    M = m.memory_function(np.arange(T, dtype=float), method="closed_form")
     tol = tolerance(np.float64, n_ops=T * width * width, scale=float(np.abs(rho).max()) + 1)
     assert tol.allclose(M, np.abs(rho) / m.dt)
 
@@ -188,5 +185,13 @@ def test_bad_options():
         _model("com_lru", 3, decay_map="relu")
     with pytest.raises(InvalidParameterError, match="recurrent_activation"):
         _model("com_rnn", 3, recurrent_activation=False)
-    with pytest.raises(UnknownNameError, match="memory method"):
+    with pytest.raises(InvalidParameterError, match="method"):
         _model("com_rnn", 3, decay_map="softplus").memory_function([0.0], method="ode")
+
+
+def test_closed_form_can_insist_on_decay():
+    m = _model("com_diagonal_rnn", 6, seed=3)  # dead relu modes: exact integrators
+    M = m.memory_function(np.arange(5.0), method="closed_form")
+    assert np.all(np.isfinite(M))
+    with pytest.raises(UnstableSystemError):
+        m.memory_function(np.arange(5.0), method="closed_form", require_stable=True)

@@ -100,19 +100,6 @@ def test_eval_callback_can_stop():
     assert res.stopped == "callback" and res.steps == 6
 
 
-def test_lf_task_test_split():
-    t = build_task(TASK, **TASK_KW, valid_fraction=0.25, test_fraction=0.25)
-    n = {s: t.n(s) for s in ("train", "valid", "test")}
-    assert n == {"train": 54, "valid": 18, "test": 24}
-    X = {s: t._np[s][0] for s in n}
-    flat = np.concatenate([X[s].reshape(X[s].shape[0], -1) for s in n])
-    assert np.unique(flat, axis=0).shape[0] == 96  # disjoint, nothing lost
-    old = build_task(TASK, **TASK_KW)
-    assert old.splits == ("train", "valid")  # unchanged without test_fraction
-    with pytest.raises(InvalidParameterError, match="test_fraction"):
-        build_task(TASK, **TASK_KW, test_fraction=1.0)
-
-
 def test_train_until_below_records_the_rule_per_width():
     cfgs = {m: _cfg(model_kwargs={"width": m}, steps=15, lr=3e-2) for m in (2, 4, 3)}
     res = train_until_below(cfgs, factor=0.5, max_steps=15)
