@@ -195,3 +195,20 @@ def test_closed_form_can_insist_on_decay():
     assert np.all(np.isfinite(M))
     with pytest.raises(UnstableSystemError):
         m.memory_function(np.arange(5.0), method="closed_form", require_stable=True)
+
+
+@given(seed=st.integers(0, 2**16), width=st.integers(1, 5),
+       name=st.sampled_from(["com_diagonal_rnn", "com_lru"]),
+       decay_map=st.sampled_from(["relu", "softplus"]), dt=st.floats(0.1, 1.0))
+def test_fast_forward_equals_the_step_loop(seed, width, name, decay_map, dt):
+    """The scan path (linear_recurrence, diagonal linear forms) against _forward_loop."""
+    kw = {} if name == "com_lru" else {"decay_map": decay_map}
+    m = _model(name, width, seed=seed, dt=dt, **kw)
+    x = torch.randn(2, 9, 1, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        fast, ref = m(x), m._forward_loop(x)
+        A, _ = m.transition()
+    growth = float(max(1.0, A.abs().max())) ** 9  # |A| > 1 modes amplify rounding
+    tol = tolerance(torch.float64, n_ops=9 * width, scale=float(ref.abs().max()) + 1,
+                    cond=growth)
+    assert tol.allclose(fast.numpy(), ref.numpy())
