@@ -153,7 +153,7 @@ def test_exact_memory_is_the_kernel_of_the_written_out_model(seed, width):
 def test_stability_margin_is_the_originals():
     m = _model("com_diagonal_rnn", 6, seed=3)
     w = m.w.detach()
-    assert float(m.stability_margin()) == float(w[w > 0].min())
+    assert float(m.stability_margin().detach()) == float(w[w > 0].min())
     assert float(m.evaluation_form().stability_margin()) == 0.0  # min(relu(w)) with dead modes
     s = _model("com_rnn", 4, decay_map="softplus")
     assert math.isclose(float(s.stability_margin()), math.log1p(math.exp(float(s.w.min()))))
