@@ -21,6 +21,7 @@ __all__ = [
     "TrainingDivergedError",
     "AlphabetError",
     "DerivationError",
+    "ConflictingOptionsError",
     "StorageError",
     "CorruptFileError",
     "CorruptCheckpointError",
@@ -112,6 +113,14 @@ class DerivationError(RnnmemError):
     """A symbolic derivation could not be completed."""
 
 
+class ConflictingOptionsError(InvalidParameterError):
+    """Two options that are valid alone contradict each other (a stopping rule without
+    validation data, a deterministic direction with several repeats, ...); the message
+    names both."""
+
+    def __init__(self, first: str, second: str, why: str):
+        self.options = (first, second)
+        super().__init__(f"{first} contradicts {second}: {why}")
 class StorageError(RnnmemError, OSError):
     """A file or directory cannot be written or read (no space, read-only file system,
     permission denied, a directory where a file is expected, ...). ``path`` and ``errno``

@@ -30,6 +30,8 @@ _FLAGS = {
     "seed": int,
     "temporal_weighting": float, "eval_every": int, "checkpoint_every": int,
     "freeze": str, "freeze_after": int, "bptt": int,
+    "margin_penalty": float, "margin_target": float, "stop_below": float,
+    "stop_below_after": int,
 }
 
 

@@ -5,6 +5,8 @@ Importing this package imports torch. Models register themselves by name in
 """
 
 from .base import RecurrentModel as RecurrentModel
+from .curse_original import ComDiagonalRNN as ComDiagonalRNN, ComLRU as ComLRU
+from .curse_original import ComRNN as ComRNN, ComSSM as ComSSM, CurseModel as CurseModel
 from .diagonal import DiagonalSSM as DiagonalSSM
 from .diagonal import diagonal_memory_function as diagonal_memory_function
 from .freezing import apply_freeze as apply_freeze, trainable_parameters as trainable_parameters

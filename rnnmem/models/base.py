@@ -289,6 +289,12 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
         return {n: p for n, p in self.named_parameters()
                 if any(n == r or n.startswith(r + ".") for r in names)}
 
+    def evaluation_form(self) -> "RecurrentModel":
+        """The model as it is evaluated and perturbed after training: ``self`` unless a
+        model's training and evaluation forms differ (the relu-parameterised models of
+        :mod:`rnnmem.models.curse_original` use their eigenvalues directly at evaluation)."""
+        return self
+
     # ---- a numpy view of the model, for the black-box estimators --------------------
     def as_system(self):
         """A numpy callable ``x (B, T, input_dim) -> y (B, T, output_dim)`` (no grad)."""

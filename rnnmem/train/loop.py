@@ -66,7 +66,8 @@ CHECKPOINT_KEY = "train"
 TRAIN_STATE_VERSION = 1
 #: config fields that may differ between a checkpoint and the run resuming it
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "out_dir", "eval_every", "checkpoint_every",
-                              "log_every", "target_loss", "device", "threads"})
+                              "log_every", "target_loss", "device", "threads",
+                              "stop_below", "stop_below_after", "restore_best"})
 _AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -74,9 +75,12 @@ _AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 class TrainResult:
     """What :func:`train` returns.
 
-    ``stopped`` is ``"completed"``, ``"target_loss"`` (early stop), ``"interrupted"``
-    (signal) or ``"callback"``. ``final_metrics`` is the last evaluation (keys
-    ``step``, ``train_loss``, ``<split>_<metric>``); ``history`` every evaluation row.
+    ``stopped`` is ``"completed"``, ``"target_loss"`` (early stop), ``"stop_below"``
+    (the validation loss fell below ``config.stop_below``), ``"interrupted"`` (signal) or
+    ``"callback"``. ``final_metrics`` is the last evaluation (keys ``step``,
+    ``train_loss``, ``<split>_<metric>``); ``history`` every evaluation row;
+    ``best_metrics`` the row of the best validation loss and ``restored_best`` whether
+    the model holds its weights (``config.restore_best``).
     """
 
     config: TrainConfig
@@ -91,6 +95,8 @@ class TrainResult:
     best_loss: float | None = None
     elapsed_s: float = 0.0
     out_dir: Path | None = None
+    best_metrics: dict[str, float] | None = None
+    restored_best: bool = False
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -436,7 +442,8 @@ def load_train_state(path) -> tuple[TrainConfig, dict]:
 def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
           task: TrainTask | None = None, resume: bool = False, progress: bool = True,
           callback: Callable[[int, float], bool] | None = None,
-          force: bool = False) -> TrainResult:
+          force: bool = False,
+          eval_callback: Callable[[int, dict], bool] | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.task`` (or the given ``model``/``task``).
 
     Parameters
@@ -458,6 +465,9 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     callback : callable ``(step, loss) -> bool``, optional
         Called after every step; returning ``True`` stops the run like an interruption
         (``last.pt`` written, ``stopped="callback"``).
+    eval_callback : callable ``(step, metrics) -> bool``, optional
+        Called after every evaluation with its row (``train_loss``, ``valid_loss``, ...);
+        returning ``True`` stops the run the same way.
 
     Returns
     -------
@@ -508,7 +518,7 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         try:
-            return _train(config, model, task, resume, progress, callback)
+            return _train(config, model, task, resume, progress, callback, eval_callback)
         except (MemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise
@@ -523,7 +533,33 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
             lock.release()
 
 
-def _train(config, model, task, resume, progress, callback) -> TrainResult:
+def _check_rules(config: TrainConfig, task, model) -> None:
+    """Options that contradict the task or the model, refused before the first step."""
+    from ..errors import ConflictingOptionsError
+    from .tasks import VALID
+
+    for name, on in (("stop_below", config.stop_below is not None),
+                     ("restore_best", config.restore_best)):
+        if on and VALID not in tuple(task.eval_splits):
+            raise ConflictingOptionsError(
+                name, f"task {getattr(task, 'name', config.task)!r}",
+                f"the task has no validation split (it evaluates "
+                f"{', '.join(task.eval_splits)}); give it one (e.g. valid_fraction > 0)")
+    if config.margin_penalty > 0 and not callable(getattr(model, "stability_margin", None)):
+        raise ConflictingOptionsError(
+            "margin_penalty", f"model {config.model!r}",
+            "the model has no stability_margin() for the penalty to act on")
+
+
+def _penalty(config: TrainConfig, model) -> torch.Tensor | float:
+    """:math:`c\\,\\mathrm{relu}(\\mu^* - \\mu(\\theta))` (0 when ``margin_penalty`` is 0)."""
+    if not config.margin_penalty:
+        return 0.0
+    return config.margin_penalty * torch.relu(config.margin_target - model.stability_margin())
+
+
+def _train(config, model, task, resume, progress, callback, eval_callback=None
+           ) -> TrainResult:
     out = Path(config.out_dir) if config.out_dir else None
     last_path = out / "last.pt" if out else None
     best_path = out / "best.pt" if out else None
@@ -556,6 +592,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                             or not hasattr(model, "config")):
         raise InvalidParameterError(f"model: {type(model).__name__} is not a registered rnnmem "
                                     "model, so it cannot be checkpointed (set out_dir=None)")
+    _check_rules(config, task, model)
     model.train()
     optimizer = _make_optimizer(config, model)
     schedule = LRSchedule(config, total)
@@ -565,6 +602,8 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
 
     step, history, elapsed0 = 0, [], 0.0
     best_loss: float | None = None
+    best_state: dict | None = None  # in-memory best weights (restore_best)
+    best_row: dict | None = None
     acc_sum, acc_n, last_lr, last_gnorm = 0.0, 0, config.lr, float("nan")
     # stateful tasks (truncated BPTT): the recurrent state carried from batch to batch
     stateful = bool(getattr(task, "stateful", False))
@@ -669,14 +708,16 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         return row
 
     def log_eval(row) -> None:
-        nonlocal best_loss, acc_sum, acc_n
+        nonlocal best_loss, acc_sum, acc_n, best_state, best_row
         history.append(row)
         log.append(history)
         acc_sum, acc_n = 0.0, 0
         key = f"{task.eval_splits[0]}_loss"
         v = row.get(key, float("nan"))
         if math.isfinite(v) and (best_loss is None or v < best_loss):
-            best_loss = v
+            best_loss, best_row = v, dict(row)
+            if config.restore_best:
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
             if best_path is not None:
                 save(best_path)
 
@@ -709,11 +750,12 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                     else:
                         outputs = model_outputs(model, x)
                     loss = task.loss(outputs, y, mask)
+                    objective = loss + _penalty(config, model)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise _diverged(step, loss_value)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(objective).backward()
                 grads = [p.grad for p in params if p.grad is not None]
                 if scaler.is_enabled():
                     scaler.unscale_(optimizer)
@@ -740,7 +782,15 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                 if config.eval_every and step % config.eval_every == 0:
                     row = evaluate()
                     log_eval(row)
-                    schedule.observe(row.get(f"{task.eval_splits[0]}_loss", float("nan")))
+                    v_loss = row.get(f"{task.eval_splits[0]}_loss", float("nan"))
+                    schedule.observe(v_loss)
+                    if config.stop_below is not None and step >= config.stop_below_after \
+                            and v_loss < config.stop_below:
+                        stopped = "stop_below"
+                        break
+                    if eval_callback is not None and eval_callback(step, dict(row)):
+                        stopped = "callback"
+                        break
                 if out is not None and config.checkpoint_every \
                         and step % config.checkpoint_every == 0:
                     save(last_path)
@@ -751,7 +801,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         bar.close()
 
     # ---- the end: final evaluation and checkpoint ------------------------------------------
-    if stopped in ("completed", "target_loss"):
+    if stopped in ("completed", "target_loss", "stop_below"):
         if not history or history[-1]["step"] != step:
             log_eval(evaluate())
         final = dict(history[-1])
@@ -759,8 +809,18 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         final = evaluate()
     if out is not None:
         save(last_path)
+    restored = False
+    if config.restore_best and best_state is None and best_path is not None \
+            and best_path.is_file() and best_loss is not None:  # a resumed run
+        from ..models.registry import load_checkpoint
+
+        best_state = load_checkpoint(best_path)["state_dict"]
+    if config.restore_best and best_state is not None:
+        model.load_state_dict(best_state)  # after last.pt, which must match the optimizer
+        restored = True
     return TrainResult(config=config, model=model, steps=step, total_steps=total,
                        stopped=stopped, final_metrics=final, history=history,
                        last_checkpoint=last_path,
                        best_checkpoint=best_path if best_path and best_path.is_file() else None,
-                       best_loss=best_loss, elapsed_s=elapsed(), out_dir=out)
+                       best_loss=best_loss, elapsed_s=elapsed(), out_dir=out,
+                       best_metrics=best_row, restored_best=restored)

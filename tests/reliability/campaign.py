@@ -92,13 +92,13 @@ def make_fixtures(root: Path) -> dict:
 
     root = Path(root)
     fx = {"root": str(root)}
-    cfg = TrainConfig(model="diagonal_ssm", task="lf:exponential", model_kwargs={"state_dim": 3},
+    cfg = TrainConfig(model="diagonal_ssm", task="lf:exponential", model_kwargs={"width": 3},
                       task_kwargs={"n_samples": 24, "length": 10}, steps=4, eval_every=2,
                       checkpoint_every=2, batch_size=8, dtype="float64", device="cpu",
                       out_dir=str(root / "run"))
     train(cfg, progress=False)
     fx["ckpt"] = str(root / "run" / "last.pt")
-    lcfg = TrainConfig(model="rnn", task="lang:parity", model_kwargs={"hidden_dim": 4},
+    lcfg = TrainConfig(model="rnn", task="lang:parity", model_kwargs={"width": 4},
                        task_kwargs={"lengths": [1, 6]}, steps=2, eval_every=2, batch_size=4,
                        dtype="float64", device="cpu", out_dir=str(root / "lang"))
     train(lcfg, progress=False)
@@ -151,7 +151,7 @@ def cli_cases(fx: dict) -> list[tuple[str, list[str], str]]:
     """(id, argv, expect) with expect in {"error", "ok", "any"}."""
     c, lang, tmp = fx["ckpt"], fx["lang"], fx["root"]
     B = ["train", "--model", "diagonal_ssm", "--task", "lf:exponential", "-q", "--steps", "2"]
-    S = ["--model-arg", "state_dim=3"]
+    S = ["--model-arg", "width=3"]
     T = [*B, *S, "--task-arg", "n_samples=16", "--task-arg", "length=8"]
     cases = [
         # argparse
@@ -175,14 +175,14 @@ def cli_cases(fx: dict) -> list[tuple[str, list[str], str]]:
                                          "lf:exponential", "--out", fx["run_flip_rng"],
                                          "--resume", "-q"], "error"),
         # sizes and seeds
-        ("state-dim-1e11", [*B, "--out", tmp + "/o1", "--model-arg", "state_dim=1e11"],
+        ("state-dim-1e11", [*B, "--out", tmp + "/o1", "--model-arg", "width=1e11"],
          "error"),
         ("state-dim-10**11", [*B, "--out", tmp + "/o2", "--model-arg",
-                              "state_dim=100000000000"], "error"),
+                              "width=100000000000"], "error"),
         ("state-dim-10**8", [*B, "--out", tmp + "/o2b", "--model-arg",
-                             "state_dim=100000000"], "error"),
+                             "width=100000000"], "error"),
         ("rnn-hidden-10**6", ["train", "--model", "rnn", "--task", "lf:exponential", "-q",
-                              "--out", tmp + "/o3", "--model-arg", "hidden_dim=1000000"],
+                              "--out", tmp + "/o3", "--model-arg", "width=1000000"],
          "error"),
         ("task-length-1e9", [*B, *S, "--out", tmp + "/o4", "--task-arg", "length=1e9"],
          "error"),
@@ -283,11 +283,11 @@ def api_cases() -> list[tuple[str, Callable[[], object], str]]:
     from rnnmem.testing.strategies import bounded_floats
 
     cases = [
-        ("DiagonalSSM-seed--1", lambda: rnnmem.DiagonalSSM(state_dim=2, seed=-1), "error"),
-        ("DiagonalSSM-seed-2**70", lambda: rnnmem.DiagonalSSM(state_dim=2, seed=2**70),
+        ("DiagonalSSM-seed--1", lambda: rnnmem.DiagonalSSM(width=2, seed=-1), "error"),
+        ("DiagonalSSM-seed-2**70", lambda: rnnmem.DiagonalSSM(width=2, seed=2**70),
          "error"),
-        ("DiagonalSSM-state-1e11", lambda: rnnmem.DiagonalSSM(state_dim=10**11), "error"),
-        ("DiagonalSSM-state-float", lambda: rnnmem.DiagonalSSM(state_dim=4.0), "error"),
+        ("DiagonalSSM-state-1e11", lambda: rnnmem.DiagonalSSM(width=10**11), "error"),
+        ("DiagonalSSM-state-float", lambda: rnnmem.DiagonalSSM(width=4.0), "error"),
         ("bounded_floats-1--1", lambda: bounded_floats(1, -1), "error"),
         ("PARAMETERISATIONS-nosuch", lambda: rnnmem.PARAMETERISATIONS["nosuch"], "error"),
         ("get_parameterisation-nosuch", lambda: rnnmem.get_parameterisation("nosuch"),

@@ -29,7 +29,7 @@ from campaign import run_cli
 
 
 def _cfg(out, **kw):
-    base = dict(model="diagonal_ssm", task="lf:exponential", model_kwargs={"state_dim": 3},
+    base = dict(model="diagonal_ssm", task="lf:exponential", model_kwargs={"width": 3},
                 task_kwargs={"n_samples": 16, "length": 8}, steps=6, eval_every=3,
                 checkpoint_every=2, batch_size=8, dtype="float64", device="cpu",
                 out_dir=None if out is None else str(out))
@@ -99,7 +99,7 @@ def test_flipped_rng_state_refused_on_resume_and_nothing_trained(tmp_path):
 
 
 def test_digest_is_of_the_content_and_resigned_checkpoints_load(tmp_path):
-    m = build_model("diagonal_ssm", state_dim=2, dtype="float64", device="cpu", seed=1)
+    m = build_model("diagonal_ssm", width=2, dtype="float64", device="cpu", seed=1)
     p = save_checkpoint(tmp_path / "a.pt", m)
     obj = load_checkpoint(p)
     assert "sha256" not in obj  # the digest is checked and removed
@@ -116,7 +116,7 @@ def test_digest_is_of_the_content_and_resigned_checkpoints_load(tmp_path):
 
 
 def test_unverifiable_and_odd_files(tmp_path):
-    m = build_model("diagonal_ssm", state_dim=2, dtype="float64", device="cpu")
+    m = build_model("diagonal_ssm", width=2, dtype="float64", device="cpu")
     p = save_checkpoint(tmp_path / "a.pt", m)
     obj = torch.load(p, weights_only=True)
     obj.pop("sha256")
@@ -180,7 +180,7 @@ def test_second_writer_is_refused_while_the_first_holds_the_directory(tmp_path):
         with pytest.raises(DirectoryLockedError, match=f"pid {p.pid}"):
             train(_cfg(out), progress=False)
         rc, _, err, _ = run_cli(["train", "--model", "diagonal_ssm", "--task", "lf:exponential",
-                                 "-q", "--model-arg", "state_dim=2", "--out", str(out)])
+                                 "-q", "--model-arg", "width=2", "--out", str(out)])
         assert rc == 2 and "being written by pid" in err and err.count("\n") == 1
         assert not (out / "config.json").exists()
     finally:
@@ -196,9 +196,9 @@ def test_two_real_runs_on_one_directory_never_mix(tmp_path):
     common = [sys.executable, "-m", "rnnmem", "train", "--task", "lf:exponential", "-q",
               "--task-arg", "n_samples=16", "--task-arg", "length=8", "--steps", "40",
               "--checkpoint-every", "5", "--out", str(out)]
-    a = subprocess.Popen(common + ["--model", "diagonal_ssm", "--model-arg", "state_dim=3"],
+    a = subprocess.Popen(common + ["--model", "diagonal_ssm", "--model-arg", "width=3"],
                          stderr=subprocess.PIPE, text=True, env=_env())
-    b = subprocess.Popen(common + ["--model", "rnn", "--model-arg", "hidden_dim=3"],
+    b = subprocess.Popen(common + ["--model", "rnn", "--model-arg", "width=3"],
                          stderr=subprocess.PIPE, text=True, env=_env())
     ea, eb = a.communicate(timeout=600)[1], b.communicate(timeout=600)[1]
     codes = sorted([a.returncode, b.returncode])
@@ -215,17 +215,17 @@ def test_reused_directory_is_refused_resumed_or_forced(tmp_path):
     out = tmp_path / "run"
     train(_cfg(out), progress=False)
     with pytest.raises(RunDirectoryConflictError, match="holds another run .*diagonal_ssm"):
-        train(_cfg(out, model="rnn", model_kwargs={"hidden_dim": 2}), progress=False)
+        train(_cfg(out, model="rnn", model_kwargs={"width": 2}), progress=False)
     with pytest.raises(RunDirectoryConflictError, match="--resume continues it"):
         train(_cfg(out), progress=False)
     assert train(_cfg(out, steps=8), progress=False, resume=True).steps == 8
-    r = train(_cfg(out, model="rnn", model_kwargs={"hidden_dim": 2}), progress=False,
+    r = train(_cfg(out, model="rnn", model_kwargs={"width": 2}), progress=False,
               force=True)
     assert r.steps == 6 and load_checkpoint(out / "last.pt")["model"] == "rnn"
     (out / "last.pt").unlink()
     (out / "last.pt").mkdir()
     with pytest.raises(CheckpointError, match="is a directory"):
-        train(_cfg(out, model="rnn", model_kwargs={"hidden_dim": 2}), progress=False,
+        train(_cfg(out, model="rnn", model_kwargs={"width": 2}), progress=False,
               resume=True)
 
 
@@ -248,7 +248,7 @@ def _tmpfs(path: Path, options: str):
 def test_disk_full_on_a_small_tmpfs(tmp_path):
     with _tmpfs(tmp_path / "small", "size=64k") as d:
         rc, _, err, escaped = run_cli(["train", "--model", "diagonal_ssm", "--task",
-                                       "lf:exponential", "-q", "--model-arg", "state_dim=64",
+                                       "lf:exponential", "-q", "--model-arg", "width=64",
                                        "--task-arg", "n_samples=16", "--steps", "4",
                                        "--out", str(d / "run")])
         assert not escaped and rc == 2 and err.count("\n") == 1, err
@@ -274,7 +274,7 @@ def test_disk_full_injected(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full)
     rc, _, err, escaped = run_cli(["train", "--model", "diagonal_ssm", "--task",
-                                   "lf:exponential", "-q", "--model-arg", "state_dim=2",
+                                   "lf:exponential", "-q", "--model-arg", "width=2",
                                    "--steps", "2", "--out", str(tmp_path / "run")])
     assert not escaped and rc == 2 and "no space left" in err and err.count("\n") == 1, err
     assert not [q for q in (tmp_path / "run").iterdir() if q.name.endswith(".tmp")]
@@ -284,7 +284,7 @@ def test_disk_full_injected(tmp_path, monkeypatch):
 def test_read_only_directory(tmp_path):
     with _tmpfs(tmp_path / "ro", "size=64k,ro") as d:
         for argv in (["train", "--model", "diagonal_ssm", "--task", "lf:exponential", "-q",
-                      "--model-arg", "state_dim=2", "--steps", "2", "--out", str(d / "run")],
+                      "--model-arg", "width=2", "--steps", "2", "--out", str(d / "run")],
                      ["verify", "--only", "best-parameterisation", "--budget", "smoke", "-q",
                       "--out", str(d / "rep")]):
             rc, _, err, escaped = run_cli(argv)

@@ -55,10 +55,10 @@ def _calls():
         "memory_function": (memory_function, dict(system=system, t=[0.0, 1.0], dt=1.0,
                                                   input_dim=1)),
         "get_parameterisation": (rnnmem.get_parameterisation, dict(name="exp")),
-        "DiagonalSSM": (rnnmem.DiagonalSSM, dict(state_dim=2, seed=0, dtype="float64",
+        "DiagonalSSM": (rnnmem.DiagonalSSM, dict(width=2, seed=0, dtype="float64",
                                                  device="cpu")),
         "build_model": (lambda name, **kw: rnnmem.models.build_model(name, **kw),
-                        dict(name="rnn", hidden_dim=2, seed=0, device="cpu")),
+                        dict(name="rnn", width=2, seed=0, device="cpu")),
         "TrainConfig": (rnnmem.TrainConfig, dict(model="rnn", task="lf:exponential", steps=2,
                                                  seed=0, lr=0.01, batch_size=4)),
         "load": (rnnmem.load, dict(path="/nonexistent.pt")),
@@ -69,7 +69,7 @@ def _calls():
         "best_parameterisation": (rnnmem.best_parameterisation, dict(time="continuous")),
         "parse_betas": (_parse_betas, dict(spec="1e-3:1:3")),
         "length_bins": (_length_bins, dict(spec="1:5,6:9")),
-        "StackRNN": (rnnmem.StackRNN, dict(vocab_size=3, hidden_size=4, seed=0, device="cpu")),
+        "StackRNN": (rnnmem.StackRNN, dict(vocab_size=3, width=4, seed=0, device="cpu")),
         "get_language": (_get_language, dict(name="parity")),
     }
 

@@ -70,7 +70,7 @@ def _evaluate(fx):
 
 def _train(fx, out, fuzzed=""):
     """A tiny valid run; the key=value option being fuzzed is left out of the base."""
-    kv = [("--model-arg", "state_dim=2"), ("--task-arg", "n_samples=8"),
+    kv = [("--model-arg", "width=2"), ("--task-arg", "n_samples=8"),
           ("--task-arg", "length=6")]
     args = [x for opt, v in kv if not fuzzed.endswith(v.split("=")[0] + "=") for x in (opt, v)]
     return ["train", "--model", "diagonal_ssm", "--task", "lf:exponential", "-q",
@@ -88,12 +88,12 @@ COMMAND_OPTIONS = {
 TRAIN_OPTIONS = ["--seed", "--lr", "--steps", "--batch-size", "--optimizer", "--schedule",
                  "--dtype", "--precision", "--grad-clip", "--weight-decay", "--threads",
                  "--warmup", "--eval-every", "--checkpoint-every", "--device", "--model",
-                 "--task", "--model-arg state_dim=", "--task-arg length=",
+                 "--task", "--model-arg width=", "--task-arg length=",
                  "--task-arg n_samples=", "--model-arg seed="]
 
 
 def _with(base, flag, value):
-    if " " in flag:  # "--model-arg state_dim=" -> ["--model-arg", "state_dim=VALUE"]
+    if " " in flag:  # "--model-arg width=" -> ["--model-arg", "width=VALUE"]
         opt, kv = flag.split(" ", 1)
         return [*base, opt, kv + value]
     return [*base, flag, value]
