@@ -8,7 +8,8 @@ default to ``benchmarks/results/latest.json`` (git-ignored).
 Sections: (a) linear recurrence (rows of :mod:`benchmarks.bench_recurrence`), (b) memory
 function closed form vs black box, (c) one training step per model family, (d)
 perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
-(minutes; skipped by ``--quick``).
+(minutes; skipped by ``--quick``), (g) speed round two (issue 14: CLI start-up, dense
+closed-form memory, fused stack update, recurrence buffers).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
-           "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify"}
+           "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify",
+           "g": "bench_round2"}
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
