@@ -160,7 +160,7 @@ def test_list_cached_equals_uncached(tmp_path, monkeypatch, capsys):
 
 
 def test_cache_survives_an_unwritable_directory(tmp_path, monkeypatch):
-    from rnnmem.theory._diskcache import cached_text
+    from rnnmem._diskcache import cached_text
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -172,7 +172,7 @@ def test_cache_survives_an_unwritable_directory(tmp_path, monkeypatch):
 
 
 def test_source_digest_changes_when_code_changes(tmp_path):
-    from rnnmem.theory._diskcache import source_digest
+    from rnnmem._diskcache import source_digest
 
     f = tmp_path / "m.py"
     f.write_text("x = 1\n")

@@ -19,7 +19,7 @@ def run(args) -> int:
     import sympy as sp
 
     from ..theory import get_parameterisation
-    from ..theory._diskcache import cached_text, source_digest
+    from .._diskcache import cached_text, source_digest
 
     p = get_parameterisation(args.name)
     # the derivation is a pure function of the expression, the sympy version and the

@@ -56,7 +56,7 @@ def _cached_rows(what):
     import sys
     from pathlib import Path
 
-    from ..theory._diskcache import cached_text, package_version, source_digest
+    from .._diskcache import cached_text, package_version, source_digest
 
     key = {"what": what, "code": source_digest(Path(__file__).resolve().parents[1]),
            "python": sys.version, **{lib: package_version(lib) for lib in ("sympy", "torch", "numpy", "scipy")}}

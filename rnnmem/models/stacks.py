@@ -164,7 +164,9 @@ def _dot_cells(x, y):
     B, K = x.shape[:2]
     if x.shape[2] == 0:
         return x.new_zeros(B, K)
-    return torch.linalg.vecdot(x.reshape(B, K, -1), y.reshape(B, K, -1))
+    # einsum contracts by a batched product without a (B, K, n, W) temporary (measured
+    # 5x faster than vecdot / mul-sum at B=32, depth 250, width 8, one thread)
+    return torch.einsum("bknw,bknw->bk", x, y)
 
 
 class _SuperpositionUpdate(torch.autograd.Function):
@@ -219,7 +221,7 @@ class _SuperpositionUpdate(torch.autograd.Function):
                 gs[:, :, 1:].addcmul_(g[:, :, :d - 1], ao)
         if ctx.needs_input_grad[1]:
             ga = torch.stack([
-                torch.linalg.vecdot(g[:, :, 0], values) + _dot_cells(g[:, :, 1:nd],
+                (g[:, :, 0] * values).sum(-1) + _dot_cells(g[:, :, 1:nd],
                                                                      state[:, :, :nd - 1]),
                 _dot_cells(g[:, :, :d - 1], state[:, :, 1:]),
                 _dot_cells(g[:, :, :d], state)], dim=-1)  # (B, K, 3), order of PUSH/POP/NOOP

@@ -1,4 +1,5 @@
-"""A small on-disk cache of derived *text* (standard library only, no sympy import).
+"""A small on-disk cache of derived *text* (standard library only: importing it loads
+neither sympy nor torch, nor any rnnmem sub-package).
 
 Symbolic derivations (``rnnmem derive``) and the registry listing (``rnnmem list``) are pure
 functions of their inputs -- the sympy expression, the sympy version, the code that
