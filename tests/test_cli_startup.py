@@ -159,6 +159,17 @@ def test_list_cached_equals_uncached(tmp_path, monkeypatch, capsys):
     assert len(list((tmp_path / "list").glob("*.json"))) == 1
 
 
+def test_warm_list_imports_neither_torch_nor_sympy(tmp_path):
+    """A cache hit of `rnnmem list` reads text: the registries (torch, sympy) stay unloaded."""
+    env = {"RNNMEM_CACHE_DIR": str(tmp_path)}
+    code = ("from rnnmem.cli import main\n"
+            "import contextlib, io\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['list', 'parameterisations'])")
+    assert "sympy" in _loaded_after(code, env)  # the miss derives
+    assert not _loaded_after(code, env) & set(HEAVY)  # the hit does not
+
+
 def test_cache_survives_an_unwritable_directory(tmp_path, monkeypatch):
     from rnnmem._diskcache import cached_text
 
