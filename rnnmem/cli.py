@@ -125,11 +125,17 @@ def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser
         description="Memory in recurrent models: derive, estimate, train, verify.")
     parser.add_argument("--version", action="version", version=f"rnnmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    specs = _command_specs()
     chosen = None if argv is None else _chosen_command(argv)
+    # a top-level option unknown here (maybe taking a value that looks like a command)
+    # before an unknown word: build every subcommand, as without argv
+    lead = [] if argv is None or chosen is None else argv[:argv.index(chosen)]
+    full = argv is None or (chosen not in {s["NAME"] for s in specs} and any(
+        w not in ("-h", "--help", "--version") for w in lead))
     runners = {}
-    for spec in _command_specs():
+    for spec in specs:
         p = sub.add_parser(spec["NAME"], help=spec["HELP"], description=spec["HELP"])
-        if argv is None or spec["NAME"] == chosen:
+        if full or spec["NAME"] == chosen:
             for leaf in _LEAF_IMPORTS.get(spec["NAME"], ()):
                 _load_leaf(leaf)
             mod = importlib.import_module(spec["module"])
