@@ -52,9 +52,10 @@ def _command_names():
 @pytest.mark.parametrize("cmd", ["train", "derive", "list", "verify", "memory", "perturb",
                                  "evaluate"])
 def test_command_help_imports_no_torch(cmd):
+    """`rnnmem CMD --help` loads neither torch nor sympy, nor numpy."""
     if cmd not in _command_names():
         pytest.skip(f"no {cmd} command")
-    assert "torch" not in _loaded_after(_help([cmd, "--help"]))
+    assert not _loaded_after(_help([cmd, "--help"]))
 
 
 def test_command_specs_match_the_modules():

@@ -22,8 +22,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InvalidParameterError
 
 NAME = "memory"
@@ -86,6 +84,8 @@ def train_info(path):
 
 def jsonable(obj):
     """numpy -> lists/floats; NaN -> None; +-inf -> "inf"/"-inf"."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -150,6 +150,8 @@ def _task_target(cfg):
 
 def _memory(model, t, black_box: bool):
     """(M (L,) or (L, p), method)."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     params = inspect.signature(model.memory_function).parameters
     has_exact = "exact" in params
     linear = bool(getattr(model, "is_linear", False))
@@ -172,6 +174,8 @@ def _memory(model, t, black_box: bool):
 def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
             device="cpu") -> dict:
     """Everything ``rnnmem memory`` reports, as a dict (see the module docstring)."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     from ..models.registry import load
     from ..numerics import classify_decay
 
@@ -237,6 +241,8 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
 
 
 def summary(res: dict) -> str:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     t, M1 = np.asarray(res["t"]), np.asarray(res.get("memory_max_over_outputs", res["memory"]))
     d = res["decay"]
     lines = [f"{res['model']} ({res['checkpoint']}): memory function, {res['method']}, "
@@ -266,6 +272,8 @@ def summary(res: dict) -> str:
 
 
 def plot(res: dict, path) -> None:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     from ..proofs_check._plot import pyplot
 
     plt = pyplot()
