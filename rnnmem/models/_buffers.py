@@ -11,11 +11,11 @@ that frees the previous step's output before the next forward reuses the same me
 results are bit-for-bit those of a fresh ``torch.empty_like`` (every element is written
 by the kernels before it is read).
 
-Where the kernel allows it (Linux, ``madvise`` mode of transparent huge pages), a new pool
-buffer is advised ``MADV_HUGEPAGE`` before its first touch: 2 MiB pages, so the strided
-per-step views of a ``(B, T, N)`` tensor (``B`` rows, ``T*N`` elements apart) need 512x
-fewer TLB entries. This is the in-process, per-buffer form of PyTorch's global
-``THP_MEM_ALLOC_ENABLE=1``: no environment or system setting is changed.
+Huge pages were tried and dropped: advising a new pool buffer ``MADV_HUGEPAGE`` (the
+per-buffer form of PyTorch's ``THP_MEM_ALLOC_ENABLE=1``) gave the same steady-state time
+here and made the first call 5-7x slower (2.7-2.9 s instead of 0.4-0.6 s, B=128, T=1024,
+N=256, forward + backward: the kernel compacts memory synchronously to find 2 MiB pages on
+a busy machine).
 
 Limits: only CPU tensors of at least :data:`MIN_BYTES`, only plain dense tensors (no
 tensor subclasses -- fake tensors under ``torch.compile`` -- and nothing while compiling),
@@ -26,8 +26,6 @@ the (private) storage reference count of this torch version the pool is off and
 
 from __future__ import annotations
 
-import ctypes
-import sys
 import threading
 
 import torch
@@ -38,21 +36,10 @@ __all__ = ["empty_like", "clear", "held_bytes", "MIN_BYTES", "MAX_BYTES"]
 MIN_BYTES = 8 << 20
 #: most bytes the pool keeps in all (a new buffer beyond it is not pooled)
 MAX_BYTES = 2 << 30
-_HUGE = 2 << 20  # bytes of a transparent huge page on x86-64 / arm64
-_MADV_HUGEPAGE = 14
 
 _lock = threading.Lock()
 _pool: dict[tuple, list[torch.Tensor]] = {}
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
-_madvise = None
-if sys.platform.startswith("linux"):
-    try:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _madvise = _libc.madvise
-        _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        _madvise.restype = ctypes.c_int
-    except (OSError, AttributeError):  # pragma: no cover - no libc symbol
-        _madvise = None
 
 
 def _poolable(x: torch.Tensor) -> bool:
@@ -68,17 +55,6 @@ def _free(buf: torch.Tensor) -> bool:
     """Whether only the pool references ``buf``'s storage (the temporary Python storage
     object made here counts one)."""
     return _use_count(buf.untyped_storage()._cdata) <= 2
-
-
-def _advise_huge(buf: torch.Tensor) -> None:
-    if _madvise is None:
-        return
-    start = buf.data_ptr()
-    end = start + buf.numel() * buf.element_size()
-    lo = -(-start // _HUGE) * _HUGE
-    hi = end // _HUGE * _HUGE
-    if hi > lo:
-        _madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), _MADV_HUGEPAGE)
 
 
 def _alias(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -101,7 +77,6 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
         if held_bytes() + nbytes > MAX_BYTES:
             return torch.empty_like(x, memory_format=torch.contiguous_format)
         buf = torch.empty(x.numel(), dtype=x.dtype)
-        _advise_huge(buf)
         _pool.setdefault(key, []).append(buf)
         return _alias(buf, x)
 
