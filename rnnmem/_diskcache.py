@@ -25,7 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["cache_dir", "cached_text", "package_version", "source_digest"]
+__all__ = ["cache_dir", "cached_text", "lookup", "store", "enabled", "package_version",
+           "source_digest"]
 
 
 def cache_dir() -> Path:
@@ -80,20 +81,42 @@ def cached_text(kind: str, key: dict, compute: Callable[[], str]) -> str:
     compute : callable
         Returns the text; called on a miss (and when the cache is off or unusable).
     """
-    if os.environ.get("RNNMEM_NO_CACHE", "") not in ("", "0"):
-        return compute()
-    path = cache_dir() / kind / f"{_key_hash(kind, key)}.json"
+    text = lookup(kind, key)
+    if text is None:
+        text = compute()
+        store(kind, key, text)
+    return text
+
+
+def enabled() -> bool:
+    """Whether the cache is on (``RNNMEM_NO_CACHE`` unset or ``0``)."""
+    return os.environ.get("RNNMEM_NO_CACHE", "") in ("", "0")
+
+
+def _path(kind: str, key: dict) -> Path:
+    return cache_dir() / kind / f"{_key_hash(kind, key)}.json"
+
+
+def lookup(kind: str, key: dict) -> str | None:
+    """The stored text for ``kind``/``key``, or None (missing, corrupt, cache off)."""
+    if not enabled():
+        return None
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = json.loads(_path(kind, key).read_text(encoding="utf-8"))
         text = entry["text"]
         if hashlib.sha256(text.encode()).hexdigest() == entry["sha256"]:
             return text
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    text = compute()
-    _write(path, {"kind": kind, "key": key, "text": text,
-                  "sha256": hashlib.sha256(text.encode()).hexdigest()})
-    return text
+    return None
+
+
+def store(kind: str, key: dict, text: str) -> None:
+    """Write ``text`` under ``kind``/``key`` (atomically; silently nothing if the cache is
+    off or its directory cannot be written)."""
+    if enabled():
+        _write(_path(kind, key), {"kind": kind, "key": key, "text": text,
+                                  "sha256": hashlib.sha256(text.encode()).hexdigest()})
 
 
 def _write(path: Path, entry: dict) -> None:

@@ -110,7 +110,9 @@ def test_derive_is_cached_and_keyed_by_expression_and_sympy_version(tmp_path, mo
     entries = sorted((tmp_path / "derive").glob("*.json"))
     assert len(entries) == 1
     entry = json.loads(entries[0].read_text())
-    assert entry["key"]["sympy"] == sp.__version__
+    from rnnmem import _diskcache
+
+    assert entry["key"]["sympy"] == _diskcache.package_version("sympy") == sp.__version__
     assert entry["key"]["expr"] == sp.srepr(sp.sympify("-log(1 + exp(w))",
                                                        locals={"w": sp.Symbol("w",
                                                                               real=True)}))
@@ -128,10 +130,28 @@ def test_derive_is_cached_and_keyed_by_expression_and_sympy_version(tmp_path, mo
     assert main(["derive", "softplus"]) == 0
     assert capsys.readouterr().out == uncached
     # another sympy version is another key: a new entry, the right text
-    monkeypatch.setattr(sp, "__version__", sp.__version__ + ".other")
+    real = _diskcache.package_version
+    monkeypatch.setattr(_diskcache, "package_version",
+                        lambda name: real(name) + (".other" if name == "sympy" else ""))
     assert main(["derive", "softplus"]) == 0
     assert capsys.readouterr().out == uncached
     assert len(list((tmp_path / "derive").glob("*.json"))) == 2
+
+
+def test_warm_derive_imports_no_sympy(tmp_path):
+    env = {"RNNMEM_CACHE_DIR": str(tmp_path)}
+    code = ("from rnnmem.cli import main\n"
+            "import contextlib, io\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    main(['derive', 'best'])\n"
+            "assert 'dsolve' in out.getvalue()")
+    assert "sympy" in _loaded_after(code, env)  # the miss derives
+    assert not _loaded_after(code, env) & set(HEAVY)  # the hit reads the text
+    # a stale index (its full key no longer stored) falls back to deriving
+    for f in (tmp_path / "derive").glob("*.json"):
+        f.unlink()
+    assert "sympy" in _loaded_after(code, env)
 
 
 def test_derive_cache_separates_parameterisations_and_latex(tmp_path, monkeypatch, capsys):

@@ -16,20 +16,35 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import json
+
+    from .._diskcache import cached_text, lookup, package_version, source_digest, store
+
+    # The derivation is a pure function of the expression, the sympy version and the
+    # deriving code (rnnmem/theory), and is cached on disk under exactly that key. The
+    # expression itself is a function of that code: an index keyed by (name, code, sympy
+    # version) remembers the full key, so a warm call imports no sympy at all.
+    theory_dir = Path(__file__).resolve().parents[1] / "theory"
+    code, sympy_version = source_digest(theory_dir), package_version("sympy")
+    index_key = {"name": args.name, "latex": bool(args.latex), "code": code,
+                 "sympy": sympy_version}
+    known = lookup("derive-index", index_key)
+    if known is not None:
+        text = lookup("derive", json.loads(known))
+        if text is not None:
+            print(text)
+            return 0
     import sympy as sp
 
     from ..theory import get_parameterisation
-    from .._diskcache import cached_text, source_digest
 
     p = get_parameterisation(args.name)
-    # the derivation is a pure function of the expression, the sympy version and the
-    # deriving code (rnnmem/theory): cached on disk under exactly that key
-    theory_dir = Path(__file__).resolve().parents[1] / "theory"
     key = {"name": p.name, "latex": bool(args.latex), "time": p.time,
            "expr": sp.srepr(p.expr), "params": sorted((str(k), str(v))
                                                        for k, v in p.params.items()),
-           "sympy": sp.__version__, "code": source_digest(theory_dir)}
+           "sympy": sympy_version, "code": code}
     print(cached_text("derive", key, lambda: _derivation_text(p, args.latex)))
+    store("derive-index", index_key, json.dumps(key))
     return 0
 
 
