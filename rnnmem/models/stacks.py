@@ -191,8 +191,26 @@ class _SuperpositionUpdate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, actions, values, new_depth):
         ctx.save_for_backward(state, actions, values)
+        ctx.save_for_forward(state, actions, values)
         ctx.new_depth = new_depth
         return _superposition_forward(state, actions, values, new_depth)
+
+    @staticmethod
+    def jvp(ctx, t_state, t_actions, t_values, _):
+        """Forward mode: the update F(s, a, v) is bilinear in a and (s, v), so its tangent
+        is F(ds, a, dv) + F(s, da, v)."""
+        state, actions, values = ctx.saved_tensors
+        nd = ctx.new_depth
+        out = None
+        if t_state is not None or t_values is not None:
+            out = _superposition_forward(
+                torch.zeros_like(state) if t_state is None else t_state, actions,
+                torch.zeros_like(values) if t_values is None else t_values, nd)
+        if t_actions is not None:
+            da = _superposition_forward(state, t_actions, values, nd)
+            out = da if out is None else out + da
+        return torch.zeros(state.shape[:2] + (nd,) + state.shape[3:], dtype=state.dtype,
+                           device=state.device) if out is None else out
 
     @staticmethod
     def backward(ctx, g):

@@ -84,3 +84,18 @@ def test_no_grad_forward_equals_plain():
         fused = S._superposition_update(state, actions, values, 6)
     torch.testing.assert_close(fused, S._superposition_composed(state, actions, values, 6),
                                rtol=1e-15, atol=1e-15)
+
+
+def test_forward_mode_equals_plain():
+    """Dual tensors (forward-mode AD) through the fused Function: the tangent is that of
+    the plain form."""
+    import torch.autograd.forward_ad as fwAD
+
+    state, actions, values = _inputs(4, 2, 2, 4, 3)
+    tans = _inputs(5, 2, 2, 4, 3)
+    outs = []
+    for fn in (S._SuperpositionUpdate.apply, S._superposition_composed):
+        with fwAD.dual_level():
+            duals = [fwAD.make_dual(p, t) for p, t in zip((state, actions, values), tans)]
+            outs.append(fwAD.unpack_dual(fn(*duals, 5)).tangent)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-13, atol=1e-13)
