@@ -145,14 +145,14 @@ def _modal(W, C, U, method: str, cond_max: float, check_stable, name: str):
     return lam, C @ vecs, np.linalg.solve(vecs, U.astype(vecs.dtype)), method
 
 
-def _uniform_step(x: np.ndarray) -> float | None:
-    """The step of a sorted, unique, uniform grid (floats up to rounding, integers
-    exactly), else None."""
+def _uniform_step(x: np.ndarray) -> float | int | None:
+    """The step of a sorted, unique, uniform grid (floats up to rounding; integers exactly,
+    returned as an int so that powers keep integer exponents), else None."""
     if x.size < 3:
         return None
     if x.dtype.kind in "iu":
         d = np.diff(x)
-        return float(d[0]) if np.all(d == d[0]) else None
+        return int(d[0]) if np.all(d == d[0]) else None
     return _arithmetic_step(x)
 
 

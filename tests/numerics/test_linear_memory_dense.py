@@ -162,3 +162,18 @@ def test_sampled_bad_input():
         linear_memory_sampled(W, np.ones((2, 1)), np.ones(2), [0.5], 0.1)
     with pytest.raises(UnstableSystemError):
         linear_memory_sampled(np.eye(2), np.ones((2, 1)), np.ones(2), [0, 1], 0.1)
+
+
+def test_discrete_symmetric_negative_eigenvalues_on_a_strided_grid():
+    """eigh path (real, negative eigenvalues) with the blocked evaluation on k = 0, 3, 6, ...:
+    integer exponents throughout (no NaN from a float power of a negative base)."""
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    A = (q * np.array([-0.9, -0.5, 0.3, 0.7, -0.2, 0.95])) @ q.T
+    assert LIN._is_symmetric(A)
+    B, c = rng.standard_normal((6, 2)), rng.standard_normal(6)
+    k = np.arange(0, 300, 3)
+    got = linear_memory_discrete(A, B, c, k)
+    ref = linear_memory_discrete_reference(A, B, c, k)
+    tol = tolerance("float64", n_ops=300 * 6, scale=np.linalg.norm(c) * np.linalg.norm(B))
+    assert np.all(np.isfinite(got)) and tol.allclose(got, ref), tol.max_violation(got, ref)
