@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: verify test bench clean
+.PHONY: verify test bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks
+
+# CUDA vs CPU: the gpu-marked tests and the same work on both devices, compared with the
+# tolerance helper's bound (JSON in benchmarks/results/gpu_check.json); without CUDA: one
+# line, exit 0
+gpu-check: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) report

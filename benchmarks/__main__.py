@@ -7,9 +7,10 @@ default to ``benchmarks/results/latest.json`` (git-ignored).
 
 Sections: (a) linear recurrence (rows of :mod:`benchmarks.bench_recurrence`), (b) memory
 function closed form vs black box, (c) one training step per model family, (d)
-perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``,
-(g) your own model: the amplitude search of Def. 3.1 vs one amplitude
-(minutes; skipped by ``--quick``).
+perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
+(minutes; skipped by ``--quick``), (g) your own model: the amplitude search of Def. 3.1 vs
+one amplitude, (h) speed round two (issue 14: CLI start-up, dense closed-form memory, fused
+stack update, recurrence buffers).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
            "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify",
-           "g": "bench_amplitude"}
+           "g": "bench_amplitude", "h": "bench_round2"}
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "e": "stack RNNs",
     "f": "rnnmem verify --budget quick",
     "g": "your own model: amplitude search vs one amplitude",
+    "h": "speed round two: start-up, dense memory, stack update, recurrence buffers",
 }
 
 #: the keys every row carries (see :func:`row`)
@@ -232,7 +233,8 @@ def matmul_throughput(m: int, k: int, n: int, dtype=None, repeats: int = 5) -> d
     reps = max(1, int(2e8 // max(1, 2 * m * k * n)))  # ~0.2 GFLOP per timed call
     t = measure(lambda: [torch.mm(a, b, out=out) for _ in range(reps)], repeats=repeats)
     return {"shape": [m, k, n], "seconds": t.seconds / reps,
-            "gflop_per_s": 2 * m * k * n * reps / t.seconds / 1e9}
+            "gflop_per_s": 2 * m * k * n * reps / t.seconds / 1e9,
+            "cpu_per_wall": t.cpu_seconds / t.seconds}
 
 
 # ------------------------------------------------------------------------- printing

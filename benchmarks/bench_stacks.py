@@ -19,8 +19,9 @@ Rows
   run once in a subprocess and the ratio is to that measured time instead.
 * ``training step``: one Adam step, batch 128, hidden 256, length 40, superposition
   stack-LSTM, eager (no :func:`torch.compile`, hence nothing recompiled per length; the
-  row checks that lengths 40 and 41 run without any compilation). Target 40 ms. Its floor
-  is the LSTM's matrix products: FLOPs over the GEMM rate measured in the same run. The
+  row checks that lengths 40 and 41 run without any compilation). Target (issue 14): within
+  1.3x of its floor, the LSTM's matrix products: FLOPs over the GEMM rate measured in the
+  same run (the earlier 40 ms goal is reported in ``values``). The
   next row runs the same step with ``compile=True`` (ratio compiled / eager; the first
   call, compilation included, in ``values``).
 * the nondeterministic stack RNN (RNS-RNN vs the peer's quoted times, the limited
@@ -242,14 +243,19 @@ def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: in
     flops = _lstm_flops(B, T, I, H, V)
     gemm = matmul_throughput(B, I + H, 4 * H)
     floor = flops / (gemm["gflop_per_s"] * 1e9)
+    # issue 14: within 1.3x of the GEMM floor measured here (the issue "Speed" goal of
+    # 40 ms is kept in values)
     rows = [row(SECTION, "superposition stack-LSTM training step",
                 config=dict(batch=B, hidden=H, length=T, width=W, vocab=V, compile=False),
                 timing=t, ratio=t.seconds / floor, ratio_label="x GEMM floor",
-                target="<= 40 ms, no recompilation" if judge else None,
-                met=(t.seconds <= 0.040 and compiled == 0) if judge else None,
+                target="<= 1.3x GEMM floor, no recompilation" if judge else None,
+                met=(t.seconds <= 1.3 * floor and compiled == 0) if judge else None,
                 values=dict(gemm_floor_s=floor, gemm_gflop_per_s=gemm["gflop_per_s"],
+                            gemm_floor_cpu_s=floor * gemm.get("cpu_per_wall", 1.0),
+                            cpu_ratio=t.cpu_seconds / (floor * gemm.get("cpu_per_wall",
+                                                                         1.0)),
                             lstm_gflop=flops / 1e9, length_plus_one_s=t2.seconds,
-                            compilations=compiled))]
+                            meets_40ms=t.seconds <= 0.040, compilations=compiled))]
     if judge:  # the same step with compile=True (full-depth stack, no growth), same run
 
         def make(compile_):

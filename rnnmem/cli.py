@@ -46,18 +46,102 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
-def _command_modules():
+def _literal_constants(path: str) -> dict:
+    """The module-level ``NAME``/``HELP``/``ORDER`` literals of a command's source (ast: the
+    module is not imported, so ``rnnmem --help`` loads no command and none of its imports)."""
+    import ast
+
+    out = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return out
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id in ("NAME", "HELP", "ORDER"):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def _command_specs() -> list[dict]:
+    """``{"module", "NAME", "HELP", "ORDER"}`` of every subcommand, in menu order; a module
+    whose constants are not plain literals is imported to read them."""
     from . import commands
 
-    mods = []
+    specs = []
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        mods.append(importlib.import_module(f"{commands.__name__}.{info.name}"))
-    return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
+        modname = f"{commands.__name__}.{info.name}"
+        spec = _literal_constants(os.path.join(commands.__path__[0], info.name + ".py"))
+        if "NAME" not in spec or "HELP" not in spec:
+            mod = importlib.import_module(modname)
+            spec = {"NAME": mod.NAME, "HELP": mod.HELP, "ORDER": getattr(mod, "ORDER", 50)}
+        spec.setdefault("ORDER", 50)
+        spec["module"] = modname
+        specs.append(spec)
+    return sorted(specs, key=lambda s: s["ORDER"])
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+def _command_modules():
+    return [importlib.import_module(s["module"]) for s in _command_specs()]
+
+
+#: torch-free modules that a command's ``add_arguments`` reads, inside packages whose
+#: ``__init__`` imports torch (``rnnmem.train``): loaded on their own (:func:`_load_leaf`)
+#: so that ``rnnmem CMD --help`` stays fast
+_LEAF_IMPORTS = {"train": ("rnnmem.train.config",)}
+
+
+def _load_leaf(modname: str) -> None:
+    """Import ``modname`` (a stdlib-only module) without running its package's
+    ``__init__``. The module is registered in ``sys.modules`` under its own name, so a later
+    ``import`` of the package reuses this very module (same classes, same constants)."""
+    import importlib.util
+
+    package = modname.rpartition(".")[0]
+    if modname in sys.modules or package in sys.modules:
+        return
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        *modname.split(".")[1:]) + ".py"
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - a broken install
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[modname]
+        raise
+
+
+def _lazy_runner(modname: str):
+    def run(args):
+        return importlib.import_module(modname).run(args)
+    return run
+
+
+def _chosen_command(argv) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option: the top-level
+    parser has only flags), or None."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict]:
+    """The parser and ``{command: run}``. With ``argv``, only the chosen subcommand's
+    module is imported and its options added (start-up time: the other subcommands'
+    imports -- torch, sympy -- are never loaded); without, every subcommand is complete."""
     from . import __version__
 
     parser = _Parser(
@@ -65,11 +149,24 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
         description="Memory in recurrent models: derive, estimate, train, verify.")
     parser.add_argument("--version", action="version", version=f"rnnmem {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    specs = _command_specs()
+    chosen = None if argv is None else _chosen_command(argv)
+    # a top-level option unknown here (maybe taking a value that looks like a command)
+    # before an unknown word: build every subcommand, as without argv
+    lead = [] if argv is None or chosen is None else argv[:argv.index(chosen)]
+    full = argv is None or (chosen not in {s["NAME"] for s in specs} and any(
+        w not in ("-h", "--help", "--version") for w in lead))
     runners = {}
-    for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
-        mod.add_arguments(p)
-        runners[mod.NAME] = mod.run
+    for spec in specs:
+        p = sub.add_parser(spec["NAME"], help=spec["HELP"], description=spec["HELP"])
+        if full or spec["NAME"] == chosen:
+            for leaf in _LEAF_IMPORTS.get(spec["NAME"], ()):
+                _load_leaf(leaf)
+            mod = importlib.import_module(spec["module"])
+            mod.add_arguments(p)
+            runners[spec["NAME"]] = mod.run
+        else:
+            runners[spec["NAME"]] = _lazy_runner(spec["module"])
     return parser, runners
 
 
@@ -79,7 +176,9 @@ def _fail(prog: str, message: str, status: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, runners = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser, runners = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

@@ -48,10 +48,25 @@ def _rows(what):
     return []
 
 
+def _cached_rows(what):
+    """:func:`_rows`, cached on disk: the registries are a pure function of the package's
+    code and the installed sympy/torch/numpy (all in the key), and listing them imports
+    torch and derives every parameterisation's stability with sympy (seconds)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from .._diskcache import cached_text, package_version, source_digest
+
+    key = {"what": what, "code": source_digest(Path(__file__).resolve().parents[1]),
+           "python": sys.version, **{lib: package_version(lib) for lib in ("sympy", "torch", "numpy", "scipy")}}
+    return json.loads(cached_text("list", key, lambda: json.dumps(_rows(what))))
+
+
 def run(args) -> int:
     whats = _WHAT if args.what == "all" else (args.what,)
     for what in whats:
-        rows = _rows(what)
+        rows = _cached_rows(what)
         print(f"{what}:")
         width = max([len(r[0]) for r in rows] + [4])
         for name, desc in rows:

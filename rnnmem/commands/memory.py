@@ -27,8 +27,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InvalidParameterError, exception_text
 
 NAME = "memory"
@@ -159,6 +157,7 @@ def _memory(model, t, black_box: bool):
     """(M (L,) or (L, p), method): the closed form of a linear model, else (or with
     ``--black-box``) the Def. 3.1 estimator, through the model contract's
     ``memory_function(t, method=...)``."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
     exact = bool(model.is_linear) and not black_box
     try:
         M = model.memory_function(t, method="closed_form" if exact else "estimator")
@@ -172,6 +171,9 @@ def _memory(model, t, black_box: bool):
 def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
             device="cpu") -> dict:
     """Everything ``rnnmem memory`` reports, as a dict (see the module docstring)."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     from ..models.registry import load
     from ..numerics import classify_decay
 
@@ -234,6 +236,7 @@ def decay_dict(fit, envelope: bool) -> dict:
 
 
 def _add_target(out: dict, t, M1, target, cfg, dt: float = 1.0) -> None:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
     tinfo = None
     if target is not None:
         from ..theory.targets import get_target
@@ -271,6 +274,7 @@ def compute_user(spec, *, weights=None, model_args=(), layout=None, readout=None
                  t_max=None, n_points=200, dt=None, input_dim=None, amplitudes="default",
                  check=True, target=None, device="cpu") -> dict:
     """``rnnmem memory --model SPEC``: the checked Def. 3.1 estimate of your own module."""
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
     from ..models.adapt import memory_function as user_memory
     from ..numerics import classify_decay
     from ._user_model import build_user_model, parse_readout
@@ -306,6 +310,9 @@ def compute_user(spec, *, weights=None, model_args=(), layout=None, readout=None
 
 
 def summary(res: dict) -> str:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     t, M1 = np.asarray(res["t"]), np.asarray(res.get("memory_max_over_outputs", res["memory"]))
     d = res["decay"]
     lines = [f"{res['model']} ({res['checkpoint']}): memory function, {res['method']}, "
@@ -345,6 +352,9 @@ def summary(res: dict) -> str:
 
 
 def plot(res: dict, path) -> None:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     from ..proofs_check._plot import pyplot
 
     plt = pyplot()

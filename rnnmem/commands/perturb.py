@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
 from ..errors import InvalidParameterError
 from .memory import add_output_arguments, emit_json, parse_positive, save_plot
 
@@ -306,6 +304,8 @@ def to_json(res: dict) -> dict:
 
 
 def plot(res: dict, path) -> None:
+    import numpy as np  # here, not at import: `rnnmem CMD --help` stays light
+
     from ..proofs_check._plot import pyplot
 
     plt = pyplot()

@@ -53,6 +53,8 @@ import math
 
 import torch
 
+from . import _buffers
+
 __all__ = [
     "chunked_forward", "chunked_reverse", "scan_forward", "scan_reverse", "fft_forward",
     "fft_reverse", "default_chunks", "reverse_coefficients", "grad_coefficient",
@@ -107,7 +109,7 @@ def _chunked(c: torch.Tensor, x: torch.Tensor, h0, K: int, reverse: bool) -> tor
     """
     B, T, N = x.shape
     tv = c.dim() == 3
-    out = torch.empty_like(x)  # (B, T, N)
+    out = _buffers.empty_like(x)  # (B, T, N), reused memory where possible
     K = max(1, min(int(K), T // 2)) if T >= 2 else 1
     if K == 1:
         order = range(T - 1, -1, -1) if reverse else range(T)
@@ -201,7 +203,7 @@ def adjoint_sequential(a, g, h, h0, need_a: bool):
     """
     B, T, N = g.shape
     tv = a.dim() == 3
-    gx = torch.empty_like(g)  # (B, T, N)
+    gx = _buffers.empty_like(g)  # (B, T, N), reused memory where possible
     gs, os = g.unbind(1), gx.unbind(1)
     if tv:
         ac = a.conj().unbind(1)
@@ -211,7 +213,7 @@ def adjoint_sequential(a, g, h, h0, need_a: bool):
     if need_a:
         hs = h.conj().unbind(1)
         if tv:
-            da = torch.empty_like(g)
+            da = _buffers.empty_like(g)
             das = da.unbind(1)
         else:
             acc = torch.zeros(B, N, dtype=g.dtype, device=g.device)  # (B, N)
@@ -240,7 +242,7 @@ def grad_coefficient(gx: torch.Tensor, h: torch.Tensor, h0, time_varying: bool):
     """:math:`\\partial L/\\partial a_t = \\bar g_t \\odot \\overline{h_{t-1}}` (summed over
     batch and time when ``a`` is time-invariant), with :math:`h_{-1} = h_0`."""
     if time_varying:
-        da = torch.empty_like(gx)
+        da = _buffers.empty_like(gx)
         torch.mul(gx[:, 1:], h[:, :-1].conj(), out=da[:, 1:])
         if h0 is None:
             da[:, 0].zero_()

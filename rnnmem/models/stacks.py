@@ -150,25 +150,143 @@ def _superposition_composed(state: torch.Tensor, actions: torch.Tensor, values: 
     return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
 
 
+def _superposition_forward(state, actions, values, new_depth):
+    """The update of :func:`_superposition_composed` written into one fresh tensor: the
+    push term, then the pop and no-op terms added in place (same order of the sums);
+    three passes over the state and no intermediate (B, K, d, W) tensors."""
+    B, K, d, W = state.shape
+    nd = new_depth
+    a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+    ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]  # (B, K, 1, 1)
+    out = state.new_empty(B, K, nd, W)
+    torch.mul(values.unsqueeze(2), ap, out=out[:, :, :1])  # push: v on top
+    if nd > 1:
+        torch.mul(state[:, :, :nd - 1], ap, out=out[:, :, 1:])  # push: s shifted down
+    if d > 1:
+        out[:, :, :d - 1].addcmul_(state[:, :, 1:], ao)  # pop: s shifted up
+    out[:, :, :d].addcmul_(state, an)  # no-op (a grown bottom cell gets nothing)
+    return out
+
+
+def _dot_cells(x, y):
+    """Per (b, k) dot product of two (B, K, n, W) tensors over (n, W) -> (B, K)."""
+    B, K = x.shape[:2]
+    if x.shape[2] == 0:
+        return x.new_zeros(B, K)
+    # einsum contracts by a batched product without a (B, K, n, W) temporary (measured
+    # 5x faster than vecdot / mul-sum at B=32, depth 250, width 8, one thread)
+    return torch.einsum("bknw,bknw->bk", x, y)
+
+
+class _SuperpositionUpdate(torch.autograd.Function):
+    r"""The superposition update with a hand-written backward that keeps only the previous
+    state (which the previous step produced anyway), not the three shifted copies and
+    products that plain operations save. With :math:`g = \partial L/\partial s_t`:
+
+    .. math::
+
+        \partial_{s_{t-1}[j]} L &= a^{\mathrm{noop}} g[j] + a^{\mathrm{push}} g[j+1]
+            + a^{\mathrm{pop}} g[j-1], \qquad
+        \partial_v L = a^{\mathrm{push}} g[0], \\
+        \partial_{a^{\mathrm{push}}} L &= \langle g[0], v\rangle
+            + \langle g[1{:}], s_{t-1}[{:}D'-1]\rangle, \quad
+        \partial_{a^{\mathrm{pop}}} L = \langle g[{:}d-1], s_{t-1}[1{:}]\rangle, \quad
+        \partial_{a^{\mathrm{noop}}} L = \langle g[{:}d], s_{t-1}\rangle .
+
+    Under ``create_graph=True`` the backward is recomputed through
+    :func:`_superposition_composed` (so double backward works as before).
+    """
+
+    @staticmethod
+    def forward(ctx, state, actions, values, new_depth):
+        ctx.save_for_backward(state, actions, values)
+        ctx.save_for_forward(state, actions, values)
+        ctx.new_depth = new_depth
+        return _superposition_forward(state, actions, values, new_depth)
+
+    @staticmethod
+    def jvp(ctx, t_state, t_actions, t_values, _):
+        """Forward mode: the update F(s, a, v) is bilinear in a and (s, v), so its tangent
+        is F(ds, a, dv) + F(s, da, v)."""
+        state, actions, values = ctx.saved_tensors
+        nd = ctx.new_depth
+        out = None
+        if t_state is not None or t_values is not None:
+            out = _superposition_forward(
+                torch.zeros_like(state) if t_state is None else t_state, actions,
+                torch.zeros_like(values) if t_values is None else t_values, nd)
+        if t_actions is not None:
+            da = _superposition_forward(state, t_actions, values, nd)
+            out = da if out is None else out + da
+        return torch.zeros(state.shape[:2] + (nd,) + state.shape[3:], dtype=state.dtype,
+                           device=state.device) if out is None else out
+
+    @staticmethod
+    def backward(ctx, g):
+        state, actions, values = ctx.saved_tensors
+        nd = ctx.new_depth
+        if torch.is_grad_enabled():  # double backward: differentiate the plain form
+            ins = (state, actions, values)
+            want = [i for i, t in enumerate(ins) if ctx.needs_input_grad[i] and t.requires_grad]
+            out = _superposition_composed(state, actions, values, nd)
+            got = torch.autograd.grad(out, [ins[i] for i in want], g, create_graph=True,
+                                      allow_unused=True) if want else ()
+            grads = [None, None, None]
+            for i, gi in zip(want, got):
+                grads[i] = gi
+            return (*grads, None)
+        B, K, d, W = state.shape
+        g = g.contiguous()
+        a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+        ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
+        gs = ga = gv = None
+        if ctx.needs_input_grad[0]:
+            gs = torch.mul(g[:, :, :d], an)  # (B, K, d, W)
+            if nd > 1:
+                gs[:, :, :nd - 1].addcmul_(g[:, :, 1:nd], ap)
+            if d > 1:
+                gs[:, :, 1:].addcmul_(g[:, :, :d - 1], ao)
+        if ctx.needs_input_grad[1]:
+            ga = torch.stack([
+                (g[:, :, 0] * values).sum(-1) + _dot_cells(g[:, :, 1:nd],
+                                                                     state[:, :, :nd - 1]),
+                _dot_cells(g[:, :, :d - 1], state[:, :, 1:]),
+                _dot_cells(g[:, :, :d], state)], dim=-1)  # (B, K, 3), order of PUSH/POP/NOOP
+        if ctx.needs_input_grad[2]:
+            gv = g[:, :, 0] * ap[:, :, 0]  # (B, K, W)
+        return gs, ga, gv, None
+
+
+def _plain_autograd(*ts) -> bool:
+    """Whether the fused Function may run: no :mod:`torch.func` wrappers (vmap, grad) and
+    no tensor subclasses, which its in-place backward does not support."""
+    return all(type(t) is torch.Tensor
+               and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in ts)
+
+
 def _superposition_update(state, actions, values, new_depth):
     """The superposition update (see :func:`_superposition_composed`).
 
-    A fused :class:`torch.autograd.Function` with a hand-written backward was measured
-    (``benchmarks/bench_stacks.py``) and dropped: at the sizes of the stack-RNN
-    experiments (batch 32, width 8, depth <= 500, on CPU) the Python cost of a custom
-    backward outweighed the memory passes it saved; plain operations also keep ``vmap``
-    and double backward working.
+    Plain tensors go through :class:`_SuperpositionUpdate` (one fresh output, three
+    in-place passes forward, previous state only saved for backward); under ``torch.func``
+    transforms, for tensor subclasses and while ``torch.compile`` traces, the plain
+    operations of :func:`_superposition_composed` are used (they have ``vmap`` rules and
+    trace). Both are tested against ``_reference_step``.
 
-    Measured again for 500 chained growing steps, forward + backward, batch 32, width 8, one
-    thread (per step): this form 0.99-1.1 ms; a fused Function with in-place ``addcmul_``
-    and ``bmm`` reductions 1.04 ms (0.28 ms of it the Function's own Python overhead); one
-    ``cat`` and three shifted slices 0.95 ms; one grouped ``conv2d`` 0.77-0.83 ms at depth
-    250 but slower at small depth; :func:`torch.compile` (``dynamic=True``) 0.85 ms after
-    18 s of compilation. At a fixed depth of 2 the step still costs 0.48 ms: the time is
-    per-operation dispatch of ~20 forward and ~25 backward operations, not memory traffic
-    (a fused kernel's floor, 5 passes over a depth-250 state, is ~0.07 ms).
+    History (measured on the project CPU, ``benchmarks/bench_stacks.py``): an earlier
+    fused Function (addcmul_/bmm, more Python per step) was measured at par with the plain
+    form (~1.0 ms per growing step at batch 32, width 8, depth <= 500, one thread) and
+    dropped. The form here saves no per-step copies for backward: at T = 500 the plain
+    form keeps three shifted (B, K, d, W) copies and three products per step alive until
+    backward (O(T^2) fresh memory, page-faulted), this one none.
     """
-    return _superposition_composed(state, actions, values, new_depth)
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if (compiling is not None and compiling()) or not _plain_autograd(state, actions, values):
+        return _superposition_composed(state, actions, values, new_depth)
+    if torch.is_grad_enabled() and (state.requires_grad or actions.requires_grad
+                                    or values.requires_grad):
+        return _SuperpositionUpdate.apply(state, actions, values, new_depth)
+    return _superposition_forward(state, actions, values, new_depth)
 
 
 class SuperpositionStack(_InterfacedStack):

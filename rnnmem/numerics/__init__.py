@@ -16,6 +16,8 @@ from .linear import (
     linear_memory_discrete as linear_memory_discrete,
     linear_memory_discrete_reference as linear_memory_discrete_reference,
     linear_memory_reference as linear_memory_reference,
+    linear_memory_sampled as linear_memory_sampled,
+    linear_memory_sampled_reference as linear_memory_sampled_reference,
     solve_linear as solve_linear,
     solve_linear_reference as solve_linear_reference,
 )
