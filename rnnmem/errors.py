@@ -25,6 +25,7 @@ __all__ = [
     "CorruptCheckpointError",
     "DirectoryLockedError",
     "RunDirectoryConflictError",
+    "ExecutorError",
 ]
 
 
@@ -119,3 +120,8 @@ class DirectoryLockedError(RnnmemError):
 
 class RunDirectoryConflictError(RnnmemError):
     """An output directory already holds another run (a different configuration)."""
+
+
+class ExecutorError(RnnmemError):
+    """An executor cannot run a sweep: Ray missing or unreachable, resources (GPUs, CPUs)
+    that the machine or cluster does not have."""
