@@ -317,10 +317,15 @@ def get_executor(spec="local", *, jobs: int = 1):
                                 f"got {spec!r}")
 
 
-def _validate_models(runs: Iterable[Run]) -> None:
-    """Every distinct model configuration is built once (on the CPU, in float64) before
-    anything runs, so that a mistyped option fails at once and by name."""
+def validate_runs(runs: Iterable[Run]) -> None:
+    """Every distinct model configuration is built once (on the CPU) and every task name
+    looked up before anything runs, so that a mistyped option fails at once and by name
+    (``exc.option`` holds the rejected option's name when the model says which)."""
+    import re
+
+    from ..errors import UnknownNameError
     from ..models.registry import build_model
+    from ..train.tasks import task_names
 
     seen = set()
     for run in runs:
@@ -331,19 +336,24 @@ def _validate_models(runs: Iterable[Run]) -> None:
         try:
             build_model(run.model, **dict(run.model_options), device="cpu")
         except TypeError as exc:
-            err = InvalidParameterError(f"model: {run.model!r} rejects its options: {exc}")
-            err.field = "model"
+            m = re.search(r"keyword argument '(\w+)'", str(exc))
+            opt = m.group(1) if m else None
+            err = InvalidParameterError(
+                f"model.{opt}: {run.model!r} has no option {opt!r}" if opt else
+                f"model: {run.model!r} rejects its options: {exc}")
+            err.field, err.option, err.value = (f"model.{opt}" if opt else "model"), opt, None
             raise err from None
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(f"model ({run.model}): {exc}") from None
-    from ..train.tasks import task_names
-
+        except InvalidParameterError as exc:  # the model's own check names the option
+            opt = next((k for k in run.model_options if str(exc).startswith(k)), None)
+            err = InvalidParameterError(f"model.{opt}: {exc}" if opt
+                                        else f"model ({run.model}): {exc}")
+            err.field = f"model.{opt}" if opt else "model"
+            err.option, err.value = opt, run.model_options.get(opt) if opt else None
+            raise err from None
     names = set(task_names())
+    prefixes = {n.split(":", 1)[0] for n in names if ":" in n}
     for run in runs:
-        if run.task not in names and not any(run.task.startswith(n.split(":", 1)[0] + ":")
-                                             for n in names if ":" in n):
-            from ..errors import UnknownNameError
-
+        if run.task not in names and run.task.split(":", 1)[0] not in prefixes:
             raise UnknownNameError("task", run.task, sorted(names))
 
 
@@ -379,7 +389,7 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
     before = {r.hash: store.attempts(r) for r in todo}
     if todo:
         store.ensure_writable()
-        _validate_models(todo)
+        validate_runs(todo)
         ex = get_executor(executor, jobs=jobs)
         ex.check(todo)
         bar = Progress(len(runs), enabled=progress, stream=stream,

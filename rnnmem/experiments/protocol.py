@@ -282,6 +282,16 @@ class Protocol:
         p = self.at(budget) if budget is not None else self
         return execute(p, store=store, executor=executor, jobs=jobs, progress=progress)
 
+    def check(self) -> None:
+        """Build every distinct model configuration of every budget (on the CPU) so that a
+        bad model option fails now, named (``exc.option``), not when its run starts."""
+        from .executors import validate_runs
+
+        for budget in [None] + list(self.budgets):
+            p = self if budget is None else self.at(budget) if self.budget is None else None
+            if p is not None:
+                validate_runs(p.runs())
+
     def analyse(self, results):
         """The registered analysis applied to ``results``."""
         from .analyses import get_analysis
@@ -344,8 +354,11 @@ class Protocol:
                    default_budget=d.get("default_budget"), source=source)
 
     @classmethod
-    def from_toml(cls, text: str, *, source: str = "<protocol>") -> "Protocol":
-        """Read a protocol from TOML text; errors carry ``source:LINE``."""
+    def from_toml(cls, text: str, *, source: str = "<protocol>",
+                  check_models: bool = True) -> "Protocol":
+        """Read a protocol from TOML text; errors carry ``source:LINE``. With
+        ``check_models`` every distinct model configuration of every budget is built once
+        (:meth:`check`), so that a mistyped model option is found with its line too."""
         from .run import _tomllib
 
         tomllib = _tomllib()
@@ -355,10 +368,15 @@ class Protocol:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidParameterError(f"{source}: not valid TOML: {exc}") from None
         try:
-            return cls.from_dict(d, source=source)
+            p = cls.from_dict(d, source=source)
+            if check_models:
+                p.check()
+            return p
         except InvalidParameterError as exc:
             fld = getattr(exc, "field", None)
             line = locate(text, fld) if fld else None
+            if getattr(exc, "option", None):
+                line = _option_line(text, exc.option, getattr(exc, "value", None)) or line
             if line is None and getattr(exc, "run_field", None):
                 line = locate(text, f"run.{exc.run_field}")
             where = f"{source}:{line}" if line else source
@@ -441,6 +459,21 @@ def locate(text: str, path: str) -> int | None:
             if n == len(want):
                 return no
     return best
+
+
+def _option_line(text: str, option: str, value=None) -> int | None:
+    """The line that sets model option ``option`` (a key, also in an inline table or a
+    grid axis ``"model.<option>"``); with ``value``, preferably the line that holds it."""
+    pat = re.compile(r"(^|[{,.\s\"'])" + re.escape(option) + r"[\"']?\s*=")
+    found = [no for no, line in enumerate(text.splitlines(), 1)
+             if pat.search(line.split("#", 1)[0])]
+    if value is not None:
+        lines = text.splitlines()
+        tok = re.compile(r"(?<![\w.])" + re.escape(str(value)) + r"(?![\w.])")
+        for no in found:
+            if tok.search(lines[no - 1].split("=", 1)[-1]):
+                return no
+    return found[0] if found else None
 
 
 def load_protocol(path: str | Path) -> Protocol:
