@@ -26,6 +26,7 @@ __all__ = [
     "DirectoryLockedError",
     "RunDirectoryConflictError",
     "ExecutorError",
+    "NotApplicableError",
 ]
 
 
@@ -125,3 +126,9 @@ class RunDirectoryConflictError(RnnmemError):
 class ExecutorError(RnnmemError):
     """An executor cannot run a sweep: Ray missing or unreachable, resources (GPUs, CPUs)
     that the machine or cluster does not have."""
+
+
+class NotApplicableError(RnnmemError):
+    """A part of the model contract has no meaning for this model (e.g. the spectrum of a
+    stack RNN, whose recurrence is not a fixed linear map); the message names the model,
+    the method and what to use instead."""

@@ -16,7 +16,6 @@ memory lives on that grid).
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
@@ -133,7 +132,8 @@ def _task_target(cfg):
 
     if name not in TARGETS:
         return None  # e.g. teacher tasks: no closed-form target family
-    from ..tasks.functional import FUNCTIONAL_TASKS, LinearFunctionalTask
+    from ..tasks.datasets import FUNCTIONAL_TASKS
+    from ..tasks.functional import LinearFunctionalTask
 
     kw = dict(cfg.task_kwargs)
     tgt = TARGETS[name]
@@ -149,20 +149,13 @@ def _task_target(cfg):
 
 
 def _memory(model, t, black_box: bool):
-    """(M (L,) or (L, p), method)."""
-    params = inspect.signature(model.memory_function).parameters
-    has_exact = "exact" in params
-    linear = bool(getattr(model, "is_linear", False))
-    exact = has_exact and linear and not black_box
-    arg = t
+    """(M (L,) or (L, p), method): the closed form of a linear model, else (or with
+    ``--black-box``) the Def. 3.1 estimator, through the model contract's
+    ``memory_function(t, method=...)``."""
+    exact = bool(model.is_linear) and not black_box
     try:
-        if exact:
-            M = model.memory_function(arg, exact=True)
-        elif has_exact:
-            M = model.memory_function(arg, exact=False)
-        else:
-            M = model.memory_function(arg)
-    except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        M = model.memory_function(t, method="closed_form" if exact else "estimator")
+    except (RuntimeError, NotImplementedError) as exc:
         raise InvalidParameterError(
             f"cannot compute the memory function of {type(model).__name__}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
@@ -187,7 +180,7 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
         if cfg is not None:
             length = dict(cfg.task_kwargs).get("length")
             if length is None and isinstance(cfg.task, str) and cfg.task.startswith("lf:"):
-                from ..tasks.functional import FUNCTIONAL_TASKS
+                from ..tasks.datasets import FUNCTIONAL_TASKS
 
                 spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
                 length = spec.options.get("length") if spec is not None else None

@@ -4,8 +4,8 @@ For each checkpoint: rebuild the task it was trained on (or ``--task``), fix its
 split once, and estimate :math:`E_m(\\beta)` on a log grid of radii with
 :func:`rnnmem.train.perturb.perturbation_curve` (Wang, Li & Li, ICLR 2024, Def. 3.4);
 print E(0), the crossing points at 2x and 10x E(0) and a table of the envelope. With three
-or more checkpoints of different widths (``state_dim``/``hidden_dim``/... in the model
-config), also the operational stable-approximation verdict of
+or more checkpoints of different widths (the models' ``width``), also the operational
+stable-approximation verdict of
 :func:`rnnmem.numerics.perturbation.stability_verdict` (Def. 3.5).
 """
 
@@ -22,8 +22,6 @@ NAME = "perturb"
 HELP = "perturbation error E(beta) of trained models (stable-approximation test)"
 ORDER = 31
 
-#: config keys read as the width m of a model, in this order
-WIDTH_KEYS = ("state_dim", "hidden_dim", "hidden_size", "hidden", "width", "d_model")
 #: relative levels (multiples of E(0)) at which crossing points are reported
 FACTORS = (2.0, 10.0)
 
@@ -59,12 +57,10 @@ def add_arguments(p):
                          device_help="device for the models (default cpu)")
 
 
-def _width(config: dict):
-    for k in WIDTH_KEYS:
-        v = config.get(k)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
+def _width(model):
+    """The model's ``width`` (the model contract), ``None`` for a model without one."""
+    v = getattr(model, "width", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _check_options(args):
@@ -111,13 +107,13 @@ def compute(paths, opts: dict, *, task=None, task_kwargs=None, split=None, max_s
                 "beta": c.beta, "level": c.level, "censored": c.censored}
         entries.append({"checkpoint": str(path),
                         "model": getattr(model, "model_name", type(model).__name__),
-                        "width": _width(model.config), "task": info, "curve": curve,
+                        "width": _width(model), "task": info, "curve": curve,
                         "crossings": crossings})
     verdict, note = None, None
     widths = [e["width"] for e in entries]
     if len(entries) >= 3:
         if None in widths or len(set(widths)) != len(widths):
-            note = "no verdict: the checkpoints need distinct widths (state_dim, hidden_dim, ...)"
+            note = "no verdict: the checkpoints need distinct widths (model option width)"
         else:
             verdict = stability_verdict({e["width"]: e["curve"] for e in entries},
                                         level=level)

@@ -136,7 +136,9 @@ class StackRNN(RecurrentModel):
         :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015);
         ``"none"`` (or ``None``, which is what ``--model-arg stack=none`` parses to on the
         command line) is the memory-less controller.
-    hidden_size : int
+    width : int
+        Hidden size of the controller (formerly ``hidden_size``, still accepted,
+        deprecated).
     stack_width : int
         Width :math:`W` of a stack element.
     stack_depth : int, optional
@@ -170,8 +172,13 @@ class StackRNN(RecurrentModel):
 
     recurrent_parameter_names = ("controller", "memory")
 
+    # The model contract (rnnmem.models.base): spectrum() and slowest_decay_rate() raise
+    # NotApplicableError (gated controller and a stack: no fixed linear recurrence);
+    # memory_function(t) is the black-box estimator on soft input codes (B, T, vocab_size),
+    # one column per logit.
+
     def __init__(self, vocab_size: int, output_size: int | None = None, *,
-                 controller: str = "lstm", stack: str = "superposition", hidden_size: int = 32,
+                 controller: str = "lstm", stack: str = "superposition", width: int = 32,
                  stack_width: int = 8, stack_depth: int | None = None, n_stacks: int = 1,
                  read_depth: int = 1, mode: str = "next_symbol",
                  embedding_dim: int | None = None, pool: str = "last", compile: bool = False,
@@ -191,7 +198,8 @@ class StackRNN(RecurrentModel):
             raise UnknownNameError("pool", pool, POOLS)
         if output_size is None:
             output_size = 2 if mode == "recognition" else vocab_size
-        for nm, v in (("output_size", output_size), ("hidden_size", hidden_size),
+        hidden_size = width
+        for nm, v in (("output_size", output_size), ("width", width),
                       ("stack_width", stack_width), ("n_stacks", n_stacks),
                       ("read_depth", read_depth)):
             _check_positive(nm, v)
@@ -217,13 +225,14 @@ class StackRNN(RecurrentModel):
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
-                   stack=stack, hidden_size=hidden_size, stack_width=stack_width,
+                   stack=stack, width=width, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
                    mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile),
                    seed=seed)
         super().__init__(input_dim=vocab_size, output_dim=output_size, dt=dt, time="discrete",
                          dtype=dtype, device=device, config=cfg)
         self.vocab_size, self.output_size, self.mode, self.pool = vocab_size, output_size, mode, pool
+        self.width = width
         self.stack_kind, self.stack_depth = stack, stack_depth
         if seed is None:
             self._build(controller, stack, hidden_size, stack_width, stack_depth, n_stacks,

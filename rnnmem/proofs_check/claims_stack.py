@@ -145,7 +145,7 @@ class RunSpec:
         stack, freeze = VARIANTS[self.variant]
         return TrainConfig(
             model="stack_rnn", task=f"lang:{self.language}",
-            model_kwargs={"controller": "lstm", "stack": stack, "hidden_size": self.hidden_size,
+            model_kwargs={"controller": "lstm", "stack": stack, "width": self.hidden_size,
                           "stack_width": self.stack_width},
             task_kwargs={"mode": "next_symbol", "valid_size": 32},
             steps=self.steps, batch_size=self.batch_size, lr=self.lr, grad_clip=1.0,

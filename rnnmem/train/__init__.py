@@ -1,4 +1,7 @@
-"""The one training loop: configuration, tasks, checkpoints, resume, progress, logs.
+"""The one training loop: configuration, checkpoints, resume, progress, logs.
+
+The task names (``TrainTask``, ``build_task``, ``register_task``, ...) are re-exported from
+:mod:`rnnmem.tasks`, where the task interface and registry live.
 
 ``train(TrainConfig(model="diagonal_ssm", task="lf:exponential", steps=500, out_dir="run"))``
 trains a registered model on a registered task; ``train(config, resume=True)`` continues

@@ -78,6 +78,7 @@ import torch
 
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
                       UnknownNameError)
+from ..models.base import model_outputs
 from ..numerics.perturbation import PerturbationCurve, check_betas
 
 __all__ = ["EvalSet", "perturbation_curve", "perturbation_directions", "perturbed_parameters",
@@ -91,9 +92,6 @@ DISTRIBUTIONS = ("gaussian", "rademacher")
 MAX_CHUNK_ELEMENTS = 2**25
 
 
-def _forward(model, x):
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _mse(outputs, targets, mask=None):
@@ -115,7 +113,7 @@ class EvalSet:
     """A fixed evaluation set: batches ``(inputs, targets, mask or None)`` and a loss.
 
     The loss of a model is the batch-size-weighted mean of ``loss(model(x), y, mask)``
-    over the batches (the convention of :meth:`rnnmem.train.tasks.TrainTask.evaluate`).
+    over the batches (the convention of :meth:`rnnmem.tasks.interface.Task.evaluate`).
     Calling the set on a model (``evalset(model)``) evaluates it in eval mode without
     gradients: the reference evaluation.
     """
@@ -175,7 +173,7 @@ class EvalSet:
     def from_task(cls, task, split: str | None = None, *, max_samples: int | None = None
                   ) -> "EvalSet":
         """The held-out ``split`` (default: the task's first evaluation split) of a
-        configured :class:`rnnmem.train.tasks.TrainTask`, materialised once, with the
+        configured :class:`rnnmem.tasks.interface.Task`, materialised once, with the
         task's loss. ``max_samples`` keeps only the first that many samples."""
         split = split or task.eval_splits[0]
         batches, n = [], 0
@@ -199,7 +197,7 @@ class EvalSet:
         try:
             total = 0.0
             for x, y, mask in self.batches:
-                total += float(self.loss(_forward(model, x), y, mask)) * x.shape[0]
+                total += float(self.loss(model_outputs(model, x), y, mask)) * x.shape[0]
         finally:
             model.train(was)
         return total / self.n_samples
@@ -224,7 +222,7 @@ def eval_set_from_checkpoint(path, model=None, *, task: str | None = None,
     "from": "checkpoint" | "option"}``.
     """
     from .loop import load_train_state
-    from .tasks import build_task
+    from ..tasks.registry import build_task
 
     cfg = None
     try:
