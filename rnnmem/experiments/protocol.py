@@ -42,6 +42,11 @@ From a TOML file (:func:`load_protocol`)::
     [budgets.full.grid]         # axes replaced (or added) at this budget
     seed = [0, 1, 2]
 
+A *joint axis* names several fields joined by ``+`` and takes their values together, one
+list per grid point: ``"model.stack+train.freeze" = [["superposition", "none"],
+["superposition", "memory"], ["none", "none"]]`` (variants that are not a product of
+fields; a whole ``model`` or ``task`` table may be one of the fields).
+
 A mistyped or unknown field is reported with its line (``widths.toml:12: run.train.lrr:
 unknown field; ...``) before any run starts.
 """
@@ -90,6 +95,13 @@ def _axes(grid, where: str) -> tuple[tuple[str, tuple], ...]:
             raise _bad(f"{where}.{path}", f"a grid axis needs a list of values, got {values!r}")
         if not values:
             raise _bad(f"{where}.{path}", "a grid axis needs at least one value")
+        if "+" in path:  # a joint axis: each value sets every field it names
+            k = len(path.split("+"))
+            for v in values:
+                if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) \
+                        or len(v) != k:
+                    raise _bad(f"{where}.{path}", f"a joint axis of {k} fields needs "
+                                                  f"lists of {k} values, got {v!r}")
         out.append((path, tuple(_plain(v) for v in values)))
     paths = [p for p, _ in out]
     dup = sorted({p for p in paths if paths.count(p) > 1})
@@ -252,10 +264,12 @@ class Protocol:
 
         d = copy.deepcopy(base)
         for path, v in values.items():
-            if path in ("model", "task") and isinstance(v, Mapping):
-                d[path] = _plain(v)  # a whole variant (name and options) replaces the table
-            else:
-                set_path(d, path, v)
+            parts = list(zip(path.split("+"), v)) if "+" in path else [(path, v)]
+            for part, x in parts:
+                if part in ("model", "task") and isinstance(x, Mapping):
+                    d[part] = _plain(x)  # a whole variant (name and options) replaces it
+                else:
+                    set_path(d, part, x)
         try:
             return Run.from_dict(d)
         except InvalidParameterError as exc:

@@ -132,3 +132,24 @@ def test_builtins_are_listed_and_load():
     assert Protocol.from_toml(p.to_toml()).name == "smoke-sweep"
     with pytest.raises(UnknownNameError):
         get_protocol("no-such-protocol")
+
+
+def test_joint_axis_sets_its_fields_together_and_round_trips():
+    """A joint axis ("a+b") is one axis: its values are taken together, not crossed."""
+    from rnnmem.experiments import Protocol, Run
+
+    base = Run.make({"name": "rnn", "width": 4, "activation": "linear",
+                     "recurrence": "diagonal"}, {"name": "lf:exponential", "length": 10},
+                    train={"steps": 2})
+    pairs = [[{"name": "rnn", "activation": "tanh", "recurrence": "diagonal"}, "lf:polynomial"],
+             [{"name": "diagonal_ssm", "parameterisation": "softplus"}, "lf:exponential"]]
+    p = Protocol("joint", base, grid=[("model+task.name", pairs), ("model.width", [2, 4])])
+    runs = p.runs()
+    assert [(r.model, r.task, r.model_options["width"]) for r in runs] == [
+        ("rnn", "lf:polynomial", 2), ("rnn", "lf:polynomial", 4),
+        ("diagonal_ssm", "lf:exponential", 2), ("diagonal_ssm", "lf:exponential", 4)]
+    assert runs[0].model_options["activation"] == "tanh"
+    q = Protocol.from_toml(p.to_toml())
+    assert [r.hash for r in q.runs()] == [r.hash for r in runs]
+    with pytest.raises(InvalidParameterError, match="joint axis of 2 fields"):
+        Protocol("bad", base, grid={"model.width+seed": [[2, 0], [4]]})
