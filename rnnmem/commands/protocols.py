@@ -16,6 +16,9 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..experiments import get_protocol, protocol_names
+    from ..proofs_check.registry import load_claims
+
+    load_claims()  # the claims register their protocols
 
     if args.name:
         p = get_protocol(args.name)

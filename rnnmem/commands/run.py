@@ -32,6 +32,9 @@ def add_arguments(p):
 def run(args) -> int:
     from ..experiments import RunStore, get_protocol
     from ..experiments.executors import execute, get_executor
+    from ..proofs_check.registry import load_claims
+
+    load_claims()  # the claims register their protocols
 
     protocol = get_protocol(args.protocol)
     if args.budget is not None:

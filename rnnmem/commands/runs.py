@@ -30,6 +30,9 @@ def add_arguments(p):
 def run(args) -> int:
     from ..errors import InvalidParameterError
     from ..experiments import RunStore, export_frame, get_protocol
+    from ..proofs_check.registry import load_claims
+
+    load_claims()  # the claims register their protocols
 
     store = RunStore(args.store)
     protocol = get_protocol(args.protocol) if args.protocol else None
