@@ -138,6 +138,17 @@ def _precision_axis(sz: Sizes) -> list:
             + [[d, "pure", 1e-4 if d == "float16" else 1e-8] for d in sz.pure_dtypes])
 
 
+_PRECISION = "task.name+train.dtype+train.precision+train.adam_eps"
+
+
+def _precision_cells(sz: Sizes) -> list:
+    """The joint ``language + precision`` axis: mixed precisions on every language, pure
+    ones on ``pure_languages``."""
+    return ([[f"lang:{x}", d, "mixed", 1e-8] for x in sz.languages for d in sz.train_dtypes]
+            + [[f"lang:{x}", d, "pure", 1e-4 if d == "float16" else 1e-8]
+               for x in sz.pure_languages for d in sz.pure_dtypes])
+
+
 def _base_run():
     from ..experiments import Run
 
@@ -188,9 +199,7 @@ def precision_protocol():
     from ..experiments import Protocol
 
     def grid(sz):
-        return {"task.name": [f"lang:{x}" for x in sz.pure_languages],
-                "train.dtype+train.precision+train.adam_eps": _precision_axis(sz),
-                "seed": list(sz.seeds)}
+        return {_PRECISION: _precision_cells(sz), "seed": list(sz.seeds)}
 
     quick = sizes(Context("quick", Path(".")))
     budgets = {}

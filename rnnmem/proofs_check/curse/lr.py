@@ -97,19 +97,33 @@ def _protocols(ctx: Context) -> list:
     return [p]
 
 
-def _lr_evalset(run, s: Sizes):
+def lr_evalset(task_name: str, task_options: dict, batch_size: int, seed: int, n_eval: int):
     """The task of a run (configured as training configures it) and its validation set of
-    ``s.n_eval`` sequences."""
+    ``n_eval`` sequences."""
     import torch
 
     from ...train import build_task
     from ...train.perturb import EvalSet
 
-    cfg = run.config
-    task = build_task(cfg.task, **dict(cfg.task_kwargs))
-    task.configure(device="cpu", dtype=torch.float64, batch_size=cfg.batch_size,
-                   seed=cfg.seed)
-    return task, EvalSet.from_task(task, max_samples=s.n_eval)
+    task = build_task(task_name, **dict(task_options))
+    task.configure(device="cpu", dtype=torch.float64, batch_size=batch_size, seed=seed)
+    return task, EvalSet.from_task(task, max_samples=n_eval)
+
+
+def initial_gradients(p: str, m: int, seed: int, dt: float, evalset) -> dict:
+    r"""The model training starts from (width ``m``, parameterisation ``p``, seeded with
+    the run's seed): its validation loss, :math:`|\partial L/\partial w|`, the gradient
+    scale :math:`G_f(w)` and the mode weights."""
+    from ...models import build_model
+    from ...theory import PARAMETERISATIONS
+
+    G = PARAMETERISATIONS[p].gradient_scale_numpy
+    m0 = build_model("diagonal_ssm", width=m, parameterisation=p, dt=dt, dtype="float64",
+                     device="cpu", seed=seed)
+    w0 = m0.w.detach().double().numpy()
+    return {"initial_loss": evalset(m0), "init_grad": _grad_w(m0, evalset).tolist(),
+            "init_G": np.asarray(G(w0), dtype=float).tolist(),
+            "init_cb": _mode_weight(m0).tolist()}
 
 
 def lr_record(result, s: Sizes) -> dict:
@@ -117,25 +131,20 @@ def lr_record(result, s: Sizes) -> dict:
     gradients with respect to the recurrent weights against G_f(w) at initialisation and
     at the end of training.
 
-    The initial model is rebuilt from the run's seed (the same parameters training started
-    from); the final gradient is that of the validation loss at the trained parameters."""
-    from ...models import build_model
+    The initial model is rebuilt from the run's seed (:func:`initial_gradients`: the
+    parameters training started from); the final gradient is that of the validation loss
+    at the trained parameters."""
     from ...theory import PARAMETERISATIONS
 
     run = result.run
     p, lr, seed = run.model_options["parameterisation"], run.config.lr, run.seed
     m = int(run.model_options["width"])
-    task, evalset = _lr_evalset(run, s)
+    task, evalset = lr_evalset(run.task, dict(run.task_options), run.config.batch_size, seed,
+                               s.n_eval)
     dt = float(task.model_defaults()["dt"])
     G = PARAMETERISATIONS[p].gradient_scale_numpy
     out: dict[str, Any] = {"parameterisation": p, "lr": lr, "seed": seed}
-    m0 = build_model("diagonal_ssm", width=m, parameterisation=p, dt=dt, dtype="float64",
-                     device="cpu", seed=seed)
-    out["initial_loss"] = evalset(m0)
-    w0 = m0.w.detach().double().numpy()
-    out["init_grad"] = _grad_w(m0, evalset).tolist()
-    out["init_G"] = np.asarray(G(w0), dtype=float).tolist()
-    out["init_cb"] = _mode_weight(m0).tolist()
+    out.update(initial_gradients(p, m, seed, dt, evalset))
     losses = [x for x in result.curve().get("loss", []) if x is not None]
     out["seconds"] = float(result.metrics.get("elapsed_s", 0.0))
     if result.ok:
