@@ -1,0 +1,56 @@
+"""``rnnmem verify`` through a run store: a second invocation trains nothing, the claims'
+protocols are listed and runnable alone, a bad executor is one line and exit 2."""
+
+import json
+
+import pytest
+
+from rnnmem.cli import main
+from rnnmem.experiments import RunStore
+
+
+def _verify(store, out, *extra):
+    return main(["verify", "--budget", "smoke", "--only", "activations-no-relief",
+                 "--store", str(store), "--out", str(out), "-q", *extra])
+
+
+def test_second_verify_on_the_same_store_trains_nothing(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert _verify(store, tmp_path / "a") == 0
+    first = json.loads((tmp_path / "a" / "results.json").read_text())[0]
+    n = len(RunStore(store).hashes())
+    assert first["runs"] == {"total": n, "trained": n} and n > 0
+    assert _verify(store, tmp_path / "b", "--jobs", "2") == 0
+    second = json.loads((tmp_path / "b" / "results.json").read_text())[0]
+    assert second["runs"] == {"total": n, "trained": 0}
+    assert len(RunStore(store).hashes()) == n
+    assert second["summary"] == first["summary"]
+    assert second["metrics"]["cells"] == first["metrics"]["cells"]
+
+
+def test_claim_protocols_are_listed_and_run_alone(tmp_path, capsys):
+    assert main(["protocols"]) == 0
+    listed = capsys.readouterr().out
+    for name in ("curse-of-memory-table", "activations-no-relief", "inverse-approximation",
+                 "approximation-rate", "stable-reparam-lr-robustness",
+                 "frozen-memory-length-generalisation", "precision-dependence",
+                 "frozen-memory-ptb"):
+        assert name in listed
+    store = tmp_path / "store"
+    args = ["run", "activations-no-relief", "--budget", "smoke", "--store", str(store), "-q"]
+    assert main(args) == 0
+    assert "6 runs: 6 trained" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 trained, 6 already in the store" in capsys.readouterr().out
+    # verify reads exactly those runs: nothing left to train
+    assert _verify(store, tmp_path / "out") == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())[0]
+    assert res["runs"] == {"total": 6, "trained": 0}
+
+
+@pytest.mark.parametrize("bad", [["--executor", "slurm"], ["--jobs", "0"]])
+def test_bad_executor_is_one_line_exit_2(tmp_path, capsys, bad):
+    assert _verify(tmp_path / "store", tmp_path / "out", *bad) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists()
