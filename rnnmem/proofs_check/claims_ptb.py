@@ -181,7 +181,7 @@ def ptb_protocol(source: str | None = None):
                     resources={"num_cpus": 1})
     budgets = {b: budget(b) for b in ("smoke", "quick", "full")}
     return Protocol("frozen-memory-ptb", base, grid=list(budgets["quick"]["grid"].items()),
-                    budgets=budgets, default_budget="quick",
+                    budgets=budgets, default_budget="quick", analysis="frozen-memory-ptb",
                     description="stack-augmented LSTM on the PTB: full, frozen memory, frozen "
                                 "controller, LSTM x seeds (Das & Mali 2024)")
 

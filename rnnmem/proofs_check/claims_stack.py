@@ -185,6 +185,7 @@ def lengths_protocol():
     return Protocol("frozen-memory-length-generalisation", _base_run(),
                     grid=list(grid(sizes(Context("quick", Path(".")))).items()),
                     budgets=budgets, default_budget="quick",
+                    analysis="frozen-memory-length-generalisation",
                     description="stack RNNs on formal languages: languages x variants (full, "
                                 "frozen memory, ..., memory-less) x seeds (Das & Mali 2024)")
 
@@ -208,7 +209,7 @@ def precision_protocol():
         g = grid(sz) if sz.pure_dtypes else {**grid(quick), "seed": list(sz.seeds)}
         budgets[b] = {"set": _sets(sz), "grid": g}
     return Protocol("precision-dependence", _base_run(), grid=list(grid(quick).items()),
-                    budgets=budgets, default_budget="quick",
+                    budgets=budgets, default_budget="quick", analysis="precision-dependence",
                     description="stack RNNs trained in low precision (pure bfloat16/float16, "
                                 "mixed at full): languages x precisions x seeds")
 

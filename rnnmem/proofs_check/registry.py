@@ -215,15 +215,45 @@ _LOADED = False
 def claim(id: str, *, title: str, statement: str, source: str, must_hold: bool = False,
           group: str = "", protocols: Callable[[Context], list] | None = None):
     """Decorator registering ``check(ctx) -> Evidence`` as a claim; ``protocols(ctx)``
-    lists the protocols (at ``ctx.budget``) whose runs the check reads."""
+    lists the protocols (at ``ctx.budget``) whose runs the check reads. A claim with
+    protocols is also an analysis named after it (:func:`claim_analysis`), which the
+    claim's protocol names."""
 
     def deco(fn: Callable[[Context], Evidence]):
         if id in _REGISTRY:
             raise ValueError(f"claim {id!r} registered twice")
         _REGISTRY[id] = Claim(id, title, statement, source, fn, must_hold, group, protocols)
+        if protocols is not None:
+            from ..experiments import register_analysis
+
+            register_analysis(id)(claim_analysis(id))
         return fn
 
     return deco
+
+
+def claim_analysis(claim_id: str) -> Callable:
+    """The analysis ``f(results) -> dict`` of a claim: the check run at the budget of the
+    results' protocol, on the results' store (figures in a new temporary directory).
+    Returns ``{"verdict", "summary", "metrics", "details", "figures"}``."""
+
+    def analyse(results) -> dict:
+        import tempfile
+
+        p = getattr(results, "protocol", None)
+        budget = (p.budget or p.default_budget) if p is not None else "quick"
+        if budget not in BUDGETS:
+            raise InvalidParameterError(f"budget: the claim {claim_id!r} is analysed at "
+                                        f"{', '.join(BUDGETS)}, not {budget!r}")
+        out = Path(tempfile.mkdtemp(prefix=f"rnnmem-{claim_id}-"))
+        ctx = Context(budget=budget, out_dir=out, store=results.store)
+        ev = get_claim(claim_id).check(ctx)
+        return {"verdict": ev.verdict, "summary": ev.summary, "metrics": ev.metrics,
+                "details": ev.details, "figures": [str(out / f) for f in ev.figures]}
+
+    analyse.__name__ = f"analyse_{claim_id.replace('-', '_')}"
+    analyse.__doc__ = f"The claim {claim_id!r} as an analysis of its protocol's results."
+    return analyse
 
 
 def _load() -> None:

@@ -2,6 +2,7 @@
 protocols are listed and runnable alone, a bad executor is one line and exit 2."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,21 @@ def test_bad_executor_is_one_line_exit_2(tmp_path, capsys, bad):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists()
+
+
+def test_a_claim_is_its_protocols_analysis(tmp_path):
+    """``protocol.execute(...).analyse()`` is the claim's check on the same runs."""
+    from rnnmem.experiments import get_protocol
+    from rnnmem.proofs_check.registry import load_claims, run_claims
+
+    load_claims()
+    p = get_protocol("activations-no-relief")
+    assert p.analysis == "activations-no-relief"
+    results = p.execute(budget="smoke", store=tmp_path / "store", progress=False)
+    out = results.analyse()
+    assert results.report["trained"] == len(results) == 6
+    (claimed,) = run_claims(["activations-no-relief"], "smoke", tmp_path / "out",
+                            store=tmp_path / "store")
+    assert claimed.runs == {"total": 6, "trained": 0}
+    assert out["verdict"] == claimed.verdict and out["summary"] == claimed.summary
+    assert out["figures"] and all(Path(f).is_file() for f in out["figures"])

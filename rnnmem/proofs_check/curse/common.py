@@ -205,7 +205,8 @@ def curse_protocol(name: str, pairs_by_budget: dict, description: str):
     return Protocol(name, base_run(),
                     grid=[("model+task.name", cells_axis(pairs_by_budget["quick"])),
                           ("model.width", list(SIZES["quick"].widths))],
-                    budgets=budgets, default_budget="quick", description=description)
+                    budgets=budgets, default_budget="quick", description=description,
+                    analysis=name)
 
 
 def at(protocol, ctx: Context):

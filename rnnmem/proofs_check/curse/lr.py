@@ -85,7 +85,7 @@ def lr_protocol():
                                             "train.lr": list(LRS[b])}}
                for b in ("smoke", "quick", "full")}
     return Protocol("stable-reparam-lr-robustness", base, grid=grid, budgets=budgets,
-                    default_budget="quick",
+                    default_budget="quick", analysis="stable-reparam-lr-robustness",
                     description="diagonal SSM: parameterisations x learning rates x seeds "
                                 "on lf:polynomial (StableSSM, Table 2)")
 
