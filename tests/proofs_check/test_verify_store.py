@@ -73,3 +73,17 @@ def test_a_claim_is_its_protocols_analysis(tmp_path):
     assert claimed.runs == {"total": 6, "trained": 0}
     assert out["verdict"] == claimed.verdict and out["summary"] == claimed.summary
     assert out["figures"] and all(Path(f).is_file() for f in out["figures"])
+
+
+def test_claim_protocols_round_trip_through_toml():
+    """``rnnmem protocols NAME`` prints a file that gives the same runs at every budget."""
+    from rnnmem.experiments import Protocol, get_protocol, protocol_names
+    from rnnmem.proofs_check.registry import load_claims
+
+    load_claims()
+    for name in protocol_names():
+        p = get_protocol(name)
+        q = Protocol.from_toml(p.to_toml(), check_models=False)
+        for b in p.budget_names():
+            assert [r.hash for r in q.at(b).runs()] == [r.hash for r in p.at(b).runs()], \
+                (name, b)
