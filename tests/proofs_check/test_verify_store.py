@@ -26,7 +26,7 @@ def test_second_verify_on_the_same_store_trains_nothing(tmp_path, capsys):
     assert second["runs"] == {"total": n, "trained": 0}
     assert len(RunStore(store).hashes()) == n
     assert second["summary"] == first["summary"]
-    assert second["metrics"]["cells"] == first["metrics"]["cells"]
+    assert second["metrics"]["cells"] == first["metrics"]["cells"]  # the same stored runs
 
 
 def test_claim_protocols_are_listed_and_run_alone(tmp_path, capsys):
@@ -87,3 +87,25 @@ def test_claim_protocols_round_trip_through_toml():
         for b in p.budget_names():
             assert [r.hash for r in q.at(b).runs()] == [r.hash for r in p.at(b).runs()], \
                 (name, b)
+
+
+@pytest.mark.slow
+def test_verify_on_ray_gives_the_local_results(tmp_path):
+    """``--executor ray`` trains the runs in Ray tasks (a local instance) into the store;
+    the claims' numbers are those of the local executor."""
+    pytest.importorskip("ray")
+    assert _verify(tmp_path / "ray", tmp_path / "a", "--executor", "ray", "--jobs", "2") == 0
+    assert _verify(tmp_path / "local", tmp_path / "b") == 0
+    a = json.loads((tmp_path / "a" / "results.json").read_text())[0]
+    b = json.loads((tmp_path / "b" / "results.json").read_text())[0]
+    assert a["runs"]["trained"] == b["runs"]["trained"] == a["runs"]["total"]
+    assert a["summary"] == b["summary"]
+
+    def cells(r):  # the measurements, not the timings
+        return {k: (c["verdict"], c["reason"], c["stability"],
+                    {m: t["valid_loss"] for m, t in c["train"].items()})
+                for k, c in r["metrics"]["cells"].items()}
+
+    assert cells(a) == cells(b)
+    assert sorted(RunStore(tmp_path / "ray").hashes()) == sorted(
+        RunStore(tmp_path / "local").hashes())
