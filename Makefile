@@ -19,7 +19,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 verify: $(VENV)/.installed
-	$(BIN)/rnnmem verify --budget quick --out report
+	$(BIN)/rnnmem verify --budget quick --out report --jobs 2
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

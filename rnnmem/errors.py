@@ -27,6 +27,7 @@ __all__ = [
     "CorruptCheckpointError",
     "DirectoryLockedError",
     "RunDirectoryConflictError",
+    "ExecutorError",
     "NotApplicableError",
     "TaskLengthError",
     "StackCapacityError",
@@ -158,6 +159,11 @@ class DirectoryLockedError(RnnmemError):
 
 class RunDirectoryConflictError(RnnmemError):
     """An output directory already holds another run (a different configuration)."""
+
+
+class ExecutorError(RnnmemError):
+    """An executor cannot run a sweep: Ray missing or unreachable, resources (GPUs, CPUs)
+    that the machine or cluster does not have."""
 
 
 class NotApplicableError(RnnmemError):

@@ -24,11 +24,21 @@ def add_arguments(p):
                    help="run only these claim ids (each once, in the order given)")
     p.add_argument("--out", default="report", help="output directory (default: report)")
     p.add_argument("--seed", default="0", metavar="INT", help="seed, in [0, 2**63 - 1]")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="run store the claims train into and read from (default: "
+                        "$RNNMEM_STORE or ~/.cache/rnnmem/runs); runs already there are "
+                        "not trained again")
+    p.add_argument("--executor", default="local", metavar="local|ray[:ADDRESS]",
+                   help="where the runs are trained: local (default), ray (a local Ray "
+                        "instance), ray:ADDRESS or ray:auto (join a running cluster)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once (local: processes; ray: CPUs of the local instance)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
 def run(args) -> int:
     from ..errors import InvalidParameterError, UnknownNameError
+    from ..experiments import RunStore, get_executor
     from ..limits import parse_seed
     from ..proofs_check.registry import get_claim, run_claims
     from ..proofs_check.report import summary_table, write_report
@@ -48,7 +58,12 @@ def run(args) -> int:
         from ..errors import StorageError
 
         raise StorageError(f"--out: {str(out)!r} exists and is not a directory", path=str(out))
+    get_executor(args.executor, jobs=args.jobs)  # a bad executor or --jobs, before any work
+    store = RunStore(args.store)
     progress = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    if progress:
+        progress(f"[verify] run store: {store.root} (executor {args.executor}, "
+                 f"jobs {args.jobs})")
     done: list = []
 
     def keep(results) -> None:  # after every claim: the report so far, atomically
@@ -57,6 +72,7 @@ def run(args) -> int:
 
     try:
         results = run_claims(only, args.budget, out, seed=seed, progress=progress,
+                             store=store, executor=args.executor, jobs=args.jobs,
                              on_result=keep)
     except KeyboardInterrupt:
         print(f"rnnmem verify: interrupted; {len(done)} finished claim(s) kept in "

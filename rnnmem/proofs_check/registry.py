@@ -1,8 +1,13 @@
 """The claim registry: every theorem and paper claim as an executable check.
 
 A :class:`Claim` has an id, a title, a statement, its source, and a ``check`` function that
-takes a :class:`Context` (budget, output directory, seed) and returns :class:`Evidence`
-(verdict, metrics, figures). Claims register themselves with the :func:`claim` decorator in
+takes a :class:`Context` (budget, output directory, seed, run store, executor) and returns
+:class:`Evidence` (verdict, metrics, figures). A claim that trains models declares the
+:class:`~rnnmem.experiments.Protocol` s it reads (``protocols=``, a function of the
+context); :func:`run_claims` makes every run of every selected claim complete in the run
+store first (one sweep, on the chosen executor), then each check reads its runs with
+:meth:`Context.results`. The store is the cache: a run shared by two claims, or by two
+invocations, is trained once. Claims register themselves with the :func:`claim` decorator in
 the modules listed in :data:`CLAIM_MODULES`, which are imported only when claims are listed
 or run (they may import torch).
 
@@ -19,9 +24,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
-from ..errors import InvalidParameterError, UnknownNameError, exception_text
+from ..errors import InvalidParameterError, RnnmemError, UnknownNameError, exception_text
 
 __all__ = [
     "BUDGETS",
@@ -35,6 +40,7 @@ __all__ = [
     "get_claim",
     "run_claims",
     "CLAIM_MODULES",
+    "load_claims",
 ]
 
 Budget = Literal["smoke", "quick", "full"]
@@ -46,7 +52,7 @@ ERROR_VERDICT = "error"
 #: Modules whose import registers claims, in report order.
 CLAIM_MODULES: list[str] = [
     "rnnmem.proofs_check.claims_linear",
-    "rnnmem.proofs_check.claims_curse",
+    "rnnmem.proofs_check.curse",
     "rnnmem.proofs_check.claims_stack",
     "rnnmem.proofs_check.claims_ptb",
 ]
@@ -83,12 +89,29 @@ class Evidence:
 
 @dataclass
 class Context:
-    """What a check gets: the budget, where to write figures, a seed."""
+    """What a check gets: the budget, where to write figures, a seed, and where runs live.
+
+    Attributes
+    ----------
+    store : rnnmem.experiments.RunStore, optional
+        The run store (default: :func:`rnnmem.experiments.default_store_root`).
+    executor : str or executor object
+        ``"local"``, ``"ray"``, ``"ray:ADDRESS"`` (see :func:`rnnmem.experiments.execute`).
+    jobs : int
+        Processes of the local executor (CPUs of a local Ray instance).
+    progress : bool
+        Show sweep progress on stderr.
+    """
 
     budget: str
     out_dir: Path
     seed: int = 0
     figures_dir: Path | None = None
+    store: Any = None
+    executor: Any = "local"
+    jobs: int = 1
+    progress: bool = False
+    used: dict = field(default_factory=dict)  # hash -> trained in this invocation
 
     def figure_path(self, claim_id: str, name: str) -> tuple[Path, str]:
         """(absolute path to write, path relative to ``out_dir`` for the report)."""
@@ -101,6 +124,38 @@ class Context:
         """Choose a size by budget: ``ctx.pick(smoke=2, quick=8, full=64)``."""
         return {"smoke": smoke, "quick": quick, "full": full}[self.budget]
 
+    def run_store(self):
+        from ..experiments import RunStore
+
+        if self.store is None or isinstance(self.store, (str, Path)):
+            self.store = RunStore(self.store)
+        return self.store
+
+    def results(self, *protocols):
+        """The finished runs of ``protocols`` (Protocols or lists of Runs), made complete
+        in the store first (those already there are read, not trained again). A run that
+        failed is an error naming it; a run whose training diverged is a result."""
+        from ..errors import RnnmemError
+        from ..experiments import execute
+
+        runs, seen = [], set()
+        for p in protocols:
+            for r in (p.runs() if hasattr(p, "runs") else p):
+                if r.hash not in seen:
+                    seen.add(r.hash)
+                    runs.append(r)
+        store = self.run_store()
+        fresh = {r.hash for r in runs if not store.has(r)}
+        res = execute(runs, store=store, executor=self.executor, jobs=self.jobs,
+                      progress=self.progress)
+        for r in runs:
+            self.used[r.hash] = self.used.get(r.hash, False) or r.hash in fresh
+        if res.failed or res.missing:
+            msgs = list(res.failed.values())[:3]
+            raise RnnmemError(f"{len(res.failed) or len(res.missing)} of {len(runs)} runs "
+                              f"did not finish: {'; '.join(msgs) or 'missing in the store'}")
+        return res
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -111,6 +166,8 @@ class Claim:
     check: Callable[[Context], Evidence]
     must_hold: bool = False
     group: str = ""
+    #: ``ctx -> [Protocol, ...]``: the runs the check reads (``None``: it trains nothing)
+    protocols: Callable[[Context], list] | None = None
 
 
 @dataclass
@@ -128,6 +185,8 @@ class Result:
     budget: str
     must_hold: bool
     error: str | None = None
+    #: the check's runs: ``{"total", "trained"}`` (trained in this invocation)
+    runs: dict | None = None
 
     def to_json(self) -> dict:
         return {
@@ -143,6 +202,7 @@ class Result:
             "budget": self.budget,
             "must_hold": self.must_hold,
             "error": self.error,
+            "runs": self.runs,
         }
 
     @property
@@ -162,16 +222,47 @@ _LOADED = False
 
 
 def claim(id: str, *, title: str, statement: str, source: str, must_hold: bool = False,
-          group: str = ""):
-    """Decorator registering ``check(ctx) -> Evidence`` as a claim."""
+          group: str = "", protocols: Callable[[Context], list] | None = None):
+    """Decorator registering ``check(ctx) -> Evidence`` as a claim; ``protocols(ctx)``
+    lists the protocols (at ``ctx.budget``) whose runs the check reads. A claim with
+    protocols is also an analysis named after it (:func:`claim_analysis`), which the
+    claim's protocol names."""
 
     def deco(fn: Callable[[Context], Evidence]):
         if id in _REGISTRY:
             raise ValueError(f"claim {id!r} registered twice")
-        _REGISTRY[id] = Claim(id, title, statement, source, fn, must_hold, group)
+        _REGISTRY[id] = Claim(id, title, statement, source, fn, must_hold, group, protocols)
+        if protocols is not None:
+            from ..experiments import register_analysis
+
+            register_analysis(id)(claim_analysis(id))
         return fn
 
     return deco
+
+
+def claim_analysis(claim_id: str) -> Callable:
+    """The analysis ``f(results) -> dict`` of a claim: the check run at the budget of the
+    results' protocol, on the results' store (figures in a new temporary directory).
+    Returns ``{"verdict", "summary", "metrics", "details", "figures"}``."""
+
+    def analyse(results) -> dict:
+        import tempfile
+
+        p = getattr(results, "protocol", None)
+        budget = (p.budget or p.default_budget) if p is not None else "quick"
+        if budget not in BUDGETS:
+            raise InvalidParameterError(f"budget: the claim {claim_id!r} is analysed at "
+                                        f"{', '.join(BUDGETS)}, not {budget!r}")
+        out = Path(tempfile.mkdtemp(prefix=f"rnnmem-{claim_id}-"))
+        ctx = Context(budget=budget, out_dir=out, store=results.store)
+        ev = get_claim(claim_id).check(ctx)
+        return {"verdict": ev.verdict, "summary": ev.summary, "metrics": ev.metrics,
+                "details": ev.details, "figures": [str(out / f) for f in ev.figures]}
+
+    analyse.__name__ = f"analyse_{claim_id.replace('-', '_')}"
+    analyse.__doc__ = f"The claim {claim_id!r} as an analysis of its protocol's results."
+    return analyse
 
 
 def _load() -> None:
@@ -185,6 +276,11 @@ def _load() -> None:
             if exc.name != mod:  # a real import error inside an existing module
                 raise
     _LOADED = True
+
+
+def load_claims() -> None:
+    """Import the claim modules (registering the claims and their protocols)."""
+    _load()
 
 
 def all_claims() -> list[Claim]:
@@ -201,13 +297,19 @@ def get_claim(id: str) -> Claim:
 
 
 def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int = 0,
-               progress: Callable[[str], None] | None = None,
+               progress: Callable[[str], None] | None = None, store=None,
+               executor="local", jobs: int = 1,
                on_result: Callable[[list[Result]], None] | None = None) -> list[Result]:
     """Run the claims ``ids`` (all when None; a repeated id runs once) at ``budget``.
 
-    A check that raises becomes a result with verdict ``"error"`` and the traceback in
-    ``error`` (an error of the run, not a refuted claim). ``on_result(results so far)`` is
-    called after every claim (``rnnmem verify`` rewrites its report there)."""
+    First every run of every selected claim's protocols is made complete in ``store``
+    (a :class:`~rnnmem.experiments.RunStore` or a directory; default the store default),
+    in one sweep on ``executor`` with ``jobs``; then the checks run one after the other
+    and read their runs from the store. A check that raises becomes a result with verdict
+    ``"error"`` and the traceback in ``error`` (an error of the run, not a refuted claim).
+    ``on_result(results so far)`` is called after every claim (``rnnmem verify`` rewrites
+    its report there)."""
+    from ..experiments import RunStore, get_executor
     from ..limits import check_seed
 
     if budget not in BUDGETS:
@@ -221,11 +323,37 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
         from ..files import storage_error
 
         raise storage_error(exc, out_dir, "create") from None
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    get_executor(executor, jobs=jobs)  # a bad executor fails before any work
+    shared = dict(store=store, executor=executor, jobs=jobs, progress=progress is not None)
+    # one sweep over every run the claims read (so that ray distributes all of them)
+    protocols, fresh = [], set()
+    for c in claims:
+        if c.protocols is not None:
+            protocols += c.protocols(Context(budget=budget, out_dir=out_dir, seed=seed,
+                                             **shared))
+    if protocols:
+        sweep = Context(budget=budget, out_dir=out_dir, seed=seed, **shared)
+        if progress:
+            n = len({r.hash for p in protocols for r in p.runs()})
+            progress(f"[runs] {n} runs for {len(protocols)} protocol(s) in {store.root} ...")
+        try:
+            res = sweep.results(*protocols)
+            if progress:
+                rep = res.report
+                progress(f"[runs] {rep['trained']} trained, {rep['cached']} from the store "
+                         f"in {rep['seconds']:.1f}s")
+        except Exception as exc:  # noqa: BLE001 - the claims report what is missing
+            if not isinstance(exc, RnnmemError) or "did not finish" not in str(exc):
+                raise
+            if progress:
+                progress(f"[runs] {exc}")
+        fresh = {h for h, t in sweep.used.items() if t}
     results = []
     for c in claims:
         if progress:
             progress(f"[{c.id}] running ({budget}) ...")
-        ctx = Context(budget=budget, out_dir=out_dir, seed=seed)
+        ctx = Context(budget=budget, out_dir=out_dir, seed=seed, **shared)
         t0 = time.perf_counter()
         try:
             ev = c.check(ctx)
@@ -235,9 +363,13 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
                                                   f"{exception_text(exc)}")
             err = traceback.format_exc()
         dt = time.perf_counter() - t0
+        runs = None
+        if ctx.used:
+            runs = {"total": len(ctx.used),
+                    "trained": sum(1 for h, t in ctx.used.items() if t or h in fresh)}
         res = Result(c.id, c.title, c.source, c.statement,
                      ERROR_VERDICT if err is not None else ev.verdict, ev.summary, ev.metrics,
-                     ev.figures, ev.details, dt, budget, c.must_hold, err)
+                     ev.figures, ev.details, dt, budget, c.must_hold, err, runs)
         results.append(res)
         if progress:
             progress(f"[{c.id}] {res.verdict} in {dt:.1f}s: {res.summary}")

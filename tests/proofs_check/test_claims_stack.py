@@ -1,10 +1,12 @@
 """Claims of Das & Mali on stack RNNs: verdict rules on constructed numbers, the temporal
-Jacobian against autograd's full Jacobian, parallel = serial training, smoke runs."""
+Jacobian against autograd's full Jacobian, the protocols' runs (frozen parameters stay,
+pure precision trains in that dtype), smoke runs through a run store."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 from rnnmem.models.stack_rnn import StackRNN
 from rnnmem.numerics import tolerance
 from rnnmem.proofs_check import claims_stack as C
-from rnnmem.proofs_check.registry import VERDICTS, get_claim, run_claims
+from rnnmem.proofs_check.registry import VERDICTS, Context, get_claim, run_claims
 from rnnmem.proofs_check.report import to_jsonable
 
 IDS = ("frozen-memory-length-generalisation", "precision-dependence", "stack-memory-function")
@@ -117,28 +119,33 @@ def test_temporal_jacobian_matches_autograd(controller, stack):
     assert got[0] > 0
 
 
-def test_parallel_training_equals_serial():
-    specs = [C.RunSpec("dyck1", v, 0, 2, 4, 3, 2, 0.01) for v in ("full", "memoryless")]
-    for s in specs:
-        C._CACHE.pop(s, None)
-    par = {s: m for s, (m, _) in C.trained(specs, workers=2).items()}
-    for s in specs:
-        C._CACHE.pop(s, None)
-    ser = {s: m for s, (m, _) in C.trained(specs, workers=1).items()}
-    for s in specs:
-        a, b = par[s].state_dict(), ser[s].state_dict()
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # frozen parameters did not move
-    C.trained([C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)])
-    frozen = C._CACHE[C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)][0]
+def _tiny(run, **fields):
+    """A run of the stack protocols at toy sizes."""
+    return run.replace(**{"train.steps": 2, "train.batch_size": 4, "model.width": 3,
+                          "model.stack_width": 2, **fields})
+
+
+def test_variants_are_the_joint_axis_and_frozen_memory_stays(tmp_path):
+    """The variants axis sets the stack and the freezing together; a frozen-memory run's
+    stack interface is its initialisation after training (read back from the store)."""
+    from rnnmem.experiments import RunStore, execute
+
+    p = C.lengths_protocol().at("smoke")
+    specs = [C.spec_of(r) for r in p.runs()]
+    assert [s.variant for s in specs] == list(C.sizes(Context("smoke", Path("."))).variants)
+    frozen = next(r for r in p.runs() if C.spec_of(r).variant == "frozen_memory")
+    assert frozen.config.freeze == "memory" and frozen.model_options["stack"] == "superposition"
+    run = _tiny(frozen)
+    res = execute([run], store=RunStore(tmp_path), progress=False)
+    model = C.trained(res)[C.spec_of(run)][0]
     init = StackRNN(2, 3, controller="lstm", stack="superposition", width=3,
                     stack_width=2, seed=0, dtype="float32", device="cpu")
-    for (n, p), q in zip(frozen.memory.named_parameters(), init.memory.parameters()):
-        assert torch.equal(p, q), n
+    for (n, q), q0 in zip(model.memory.named_parameters(), init.memory.parameters()):
+        assert torch.equal(q, q0), n
 
 
 def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
-    results = run_claims(list(IDS), "smoke", tmp_path)
+    results = run_claims(list(IDS), "smoke", tmp_path, store=tmp_path / "store")
     for r in results:
         assert r.error is None, r.error
         assert r.verdict in VERDICTS and r.verdict == "inconclusive"  # smoke: too small
@@ -154,13 +161,18 @@ def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
     mf = results[2].metrics["per_language"]["dyck1"]
     assert {"full", "frozen_memory", "memoryless"} <= set(mf)
     assert mf["full"]["memory_function"][0]["kind"] in ("exponential", "polynomial", "none")
+    # the three claims read the same three models: trained once, in the first sweep
+    assert [r.runs for r in results] == [{"total": 3, "trained": 3},
+                                         {"total": 1, "trained": 1},
+                                         {"total": 3, "trained": 3}]
+    again = run_claims(["stack-memory-function"], "smoke", tmp_path / "again",
+                       store=tmp_path / "store")
+    assert again[0].runs == {"total": 3, "trained": 0}
+    assert json.dumps(to_jsonable(again[0].metrics["per_language"]["dyck1"])) == \
+        json.dumps(to_jsonable(mf))
 
 
 def test_budgets_scale_up():
-    from pathlib import Path
-
-    from rnnmem.proofs_check.registry import Context
-
     s = {b: C.sizes(Context(b, Path("."))) for b in ("smoke", "quick", "full")}
     for key in ("steps", "per_bin", "hidden_size", "drift_length", "jacobian_length"):
         assert s["smoke"].__dict__[key] < s["quick"].__dict__[key] < s["full"].__dict__[key]
@@ -171,19 +183,27 @@ def test_budgets_scale_up():
     assert set(s["quick"].pure_languages) <= set(s["quick"].languages)
 
 
-def test_pure_precision_runs_really_train_in_that_dtype():
-    """A pure-precision spec trains with low-precision parameters (not autocast), and a
+def test_pure_precision_runs_really_train_in_that_dtype(tmp_path):
+    """A pure-precision run trains with low-precision parameters (not autocast), and a
     float16 AdamW run gets an epsilon that does not underflow (TrainConfig refuses 1e-8)."""
+    from rnnmem.experiments import RunStore, execute
+
+    store = RunStore(tmp_path)
+    base = C.precision_protocol().at("quick").runs()[0]
     for dt in ("bfloat16", "float16"):
-        spec = C.RunSpec("dyck1", "full", 0, 2, 4, 3, 2, 0.01, dt, "pure")
-        cfg = spec.config()
+        run = _tiny(base, **{"train.dtype": dt, "train.precision": "pure",
+                             "train.adam_eps": 1e-4 if dt == "float16" else 1e-8})
+        cfg = run.config
         assert cfg.precision == "pure" and cfg.dtype == dt
-        assert cfg.adam_eps >= 2.0**-14 or dt == "bfloat16"
-        model, info = C.trained([spec])[spec]
+        model, info = C.trained(execute([run], store=store, progress=False))[C.spec_of(run)]
         assert {p.dtype for p in model.parameters()} == {getattr(torch, dt)}
         assert math.isfinite(info["train_loss"])
-    mixed = C.RunSpec("dyck1", "full", 0, 2, 4, 3, 2, 0.01, "bfloat16")
-    assert {p.dtype for p in C.trained([mixed])[mixed][0].parameters()} == {torch.float32}
+    mixed = _tiny(base, **{"train.dtype": "bfloat16", "train.precision": "mixed"})
+    model = C.trained(execute([mixed], store=store, progress=False))[C.spec_of(mixed)][0]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    # the full budget's precision axis: mixed bfloat16/float16/float64, pure with eps
+    axis = C._precision_axis(C.sizes(Context("full", Path("."))))
+    assert ["float16", "pure", 1e-4] in axis and ["float64", "mixed", 1e-8] in axis
 
 
 def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
@@ -191,7 +211,7 @@ def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
     tiny sizes (the real full budget takes hours)."""
     tiny = C.Sizes(languages=("dyck1", "copy"), variants=tuple(C.VARIANTS), seeds=(0, 1),
                    steps=2, batch_size=4, hidden_size=3, stack_width=2, lr=0.01,
-                   bins="41:50,51:60", per_bin=4, lengths_per_bin=2, workers=1,
+                   bins="41:50,51:60", per_bin=4, lengths_per_bin=2,
                    drift_length=12, jacobian_length=10, jacobian_strings=2,
                    memory_horizon=8, train_dtypes=("bfloat16", "float64"),
                    pure_dtypes=("bfloat16", "float16"), pure_languages=("dyck1",))

@@ -1,0 +1,261 @@
+"""One run, start to finish, in whichever process a scheduler chose: :func:`run_one`.
+
+``run_one(run_json, store_root)`` is a pure function of its arguments (Ray's unit of work):
+it returns at once if the run is complete in the store, else takes the run's lock, trains
+(:func:`rnnmem.train.train`, in memory), evaluates what the run asks for, and writes
+every file into a temporary directory that the store renames into place
+(:meth:`RunStore.writing`). A run whose training diverges is a result too (status
+``"diverged"``, the error kept), so it is not started again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import TrainingDivergedError
+from ..files import to_jsonable, write_json
+from .run import Run
+from .store import RunStore
+
+__all__ = ["run_one", "provenance", "LOCKED", "DONE", "CACHED"]
+
+DONE, CACHED, LOCKED = "trained", "cached", "locked"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict:
+    import numpy
+    import scipy
+    import sympy
+    import torch
+
+    from .. import __version__
+
+    return {"rnnmem": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "sympy": sympy.__version__}
+
+
+def provenance(run: Run, *, device: str, threads: int, started: str, executor: str,
+               attempt: int) -> dict:
+    """Where, when and with what the run was made."""
+    return {"versions": _versions(), "git_commit": _git_commit(), "device": device,
+            "threads": threads, "seed": run.seed, "command": list(sys.argv),
+            "host": socket.gethostname(), "platform": platform.platform(),
+            "pid": os.getpid(), "started": started, "ended": _now(), "executor": executor,
+            "attempt": attempt, "hash": run.hash}
+
+
+def run_one(run_json: str, store_root: str, *, wait: bool = True,
+            executor: str = "local") -> str:
+    """Make ``run`` complete in the store; return ``"trained"``, ``"cached"`` (it was
+    already there, or another process finished it while this one waited) or ``"locked"``
+    (another process is training it and ``wait`` is false)."""
+    from ..errors import DirectoryLockedError
+
+    run = Run.from_json(run_json)
+    store = RunStore(store_root)
+    if store.has(run):
+        return CACHED
+    store.ensure_writable()
+    lock = store.lock(run)
+    try:
+        lock.acquire(blocking=wait)
+    except DirectoryLockedError:
+        return LOCKED
+    try:
+        if store.has(run):
+            return CACHED
+        attempt = store._count_attempt(run.hash)
+        marker = run.resources.test_exit_once
+        if marker and not os.path.exists(marker):
+            Path(marker).write_text(f"{os.getpid()}\n")
+            os._exit(17)  # test only: a worker killed on its first attempt
+        _train_and_write(run, store, executor=executor, attempt=attempt)
+        return DONE
+    finally:
+        lock.release()
+
+
+def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) -> None:
+    import torch
+
+    from ..models._device import resolve_device
+    from ..train import train
+    from ..train.tasks import build_task
+
+    started, t0 = _now(), time.perf_counter()
+    cfg = run.config
+    threads = cfg.threads or max(1, int(run.resources.num_cpus))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        extra = {"bptt": cfg.bptt} if cfg.bptt is not None else {}
+        task = build_task(cfg.task, **dict(cfg.task_kwargs), **extra)
+        steps, losses = [], []
+
+        def watch(step, loss):
+            steps.append(step)
+            losses.append(loss)
+            return False
+
+        status, error, res = "ok", None, None
+        try:
+            res = train(cfg.replace(threads=threads), task=task, progress=False,
+                        callback=watch)
+        except TrainingDivergedError as exc:
+            status, error = "diverged", str(exc)
+        with store.writing(run) as d:
+            write_json(d / "run.json", {"hash": run.hash, "run": run.to_dict()})
+            history = res.history if res is not None else []
+            write_json(d / "curve.json", {"history": history, "step": steps, "loss": losses})
+            evaluation, scalars = {}, {}
+            if res is not None:
+                from ..models.registry import save_checkpoint
+
+                save_checkpoint(d / "model.pt", res.model)
+                evaluation, scalars = _evaluate(run, res.model, task)
+                write_json(d / "evaluations.json", evaluation)
+            metrics = {"status": status, "final": res.final_metrics if res else {},
+                       "evaluation": scalars, "steps": res.steps if res else
+                       (steps[-1] if steps else 0), "stopped": res.stopped if res else status,
+                       "elapsed_s": time.perf_counter() - t0}
+            if error:
+                metrics["error"] = error
+            write_json(d / "metrics.json", metrics)
+            _tensorboard(d / "tensorboard", run, history, steps, losses)
+            write_json(d / "provenance.json",
+                       provenance(run, device=str(resolve_device(cfg.device)), threads=threads,
+                                  started=started, executor=executor, attempt=attempt))
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _evaluate(run: Run, model, task) -> tuple[dict, dict]:
+    """The evaluations the run asks for: full results and their scalar summaries.
+
+    An evaluation that is undefined for the trained model (e.g. the memory function of a
+    model whose recurrence left the stable region: :class:`UnstableSystemError`) is a
+    result too: ``{"error": message}`` in both, the other evaluations go on."""
+    from ..errors import RnnmemError
+
+    ev = run.evaluate
+    out, scalars = {}, {}
+    model.eval()
+    for name, fn in (("memory_function", _eval_memory), ("perturbation", _eval_perturbation),
+                     ("lengths", _eval_lengths), ("splits", _eval_splits)):
+        if not getattr(ev, name):
+            continue
+        try:
+            out[name], scalars[name] = fn(run, model, task)
+        except RnnmemError as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            out[name], scalars[name] = {"error": msg}, {"error": msg}
+    return to_jsonable(out), to_jsonable(scalars)
+
+
+def _eval_memory(run, model, task):
+    import numpy as np
+
+    mf = run.evaluate.memory_function
+    t = np.linspace(0.0, mf["t_max"], mf["n"])
+    values = np.asarray(model.memory_function(t, **dict(mf["options"])), dtype=float)
+    return ({"t": t, "values": values},
+            {"max": float(np.max(np.abs(values))), "at_t_max": float(values[-1])})
+
+
+def _eval_perturbation(run, model, task):
+    import numpy as np
+
+    from ..train.perturb import EvalSet, perturbation_curve
+
+    ev = run.evaluate
+    pt = ev.perturbation
+    es = EvalSet.from_task(task, max_samples=pt["n_eval"])
+    curve = perturbation_curve(model, es, np.array(ev.betas()), repeats=pt["repeats"],
+                               scope=pt["scope"], norm=pt["norm"], seed=run.seed,
+                               method=pt["method"], shared_directions=pt["shared_directions"],
+                               distribution=pt["distribution"])
+    meta = {k: v for k, v in dict(curve.meta).items() if k not in ("timing", "seconds")}
+    return ({"betas": curve.betas, "samples": curve.samples, "sup": curve.sup,
+             "envelope": curve.envelope, "e0": curve.e0, "meta": meta},
+            {"e0": float(curve.e0), "envelope_max": float(np.max(curve.envelope))})
+
+
+def _eval_lengths(run, model, task):
+    from ..errors import InvalidParameterError
+    from ..train.evaluate import evaluate_lengths
+
+    ln = run.evaluate.lengths
+    language = ln["language"] or (run.task.split(":", 1)[1] if run.task.startswith("lang:")
+                                  else None)
+    if language is None:
+        raise InvalidParameterError("evaluate.lengths.language: needed for a task that is "
+                                    f"not lang:<language> ({run.task!r})")
+    d = evaluate_lengths(model, language, **dict(ln["options"])).to_dict()
+    return d, {k: v for k, v in d.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _eval_splits(run, model, task):
+    import torch
+
+    full, flat = {}, {}
+    with torch.no_grad():
+        for split in run.evaluate.splits:
+            m = {k: float(v) for k, v in task.evaluate(model, split).items()}
+            full[split] = m
+            flat.update({f"{split}_{k}": v for k, v in m.items()})
+    return full, flat
+
+
+def _tensorboard(logdir: Path, run: Run, history, steps, losses) -> None:
+    """The training curve as TensorBoard events (skipped if tensorboard is missing)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra
+        return
+    w = SummaryWriter(log_dir=str(logdir), flush_secs=3600)
+    try:
+        w.add_text("run", "```\n" + json.dumps(run.to_dict(resources=False), indent=1,
+                                               sort_keys=True) + "\n```", 0)
+        for s, v in zip(steps, losses):
+            w.add_scalar("train/loss_step", v, s)
+        for row in history:
+            step = int(row.get("step", 0))
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and v == v:
+                    w.add_scalar(f"eval/{k}", v, step)
+    finally:
+        w.close()
