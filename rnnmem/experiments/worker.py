@@ -185,6 +185,9 @@ def _evaluate(run: Run, model, task) -> tuple[dict, dict]:
     return to_jsonable(out), to_jsonable(scalars)
 
 
+_TIMING_KEYS = ("time_s", "timing", "seconds")
+
+
 def _eval_memory(run, model, task):
     import numpy as np
 
@@ -207,7 +210,9 @@ def _eval_perturbation(run, model, task):
                                scope=pt["scope"], norm=pt["norm"], seed=run.seed,
                                method=pt["method"], shared_directions=pt["shared_directions"],
                                distribution=pt["distribution"])
-    meta = {k: v for k, v in dict(curve.meta).items() if k not in ("timing", "seconds")}
+    # wall times are left out (metrics.json has the run's), so that evaluations.json is
+    # the same bits on every machine
+    meta = {k: v for k, v in dict(curve.meta).items() if k not in _TIMING_KEYS}
     return ({"betas": curve.betas, "samples": curve.samples, "sup": curve.sup,
              "envelope": curve.envelope, "e0": curve.e0, "meta": meta},
             {"e0": float(curve.e0), "envelope_max": float(np.max(curve.envelope))})
