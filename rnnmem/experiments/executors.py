@@ -126,7 +126,7 @@ class LocalExecutor:
             for run in pending:  # first pass: never wait for another process's run
                 on_event("start", run, "")
                 try:
-                    status = run_one(run.to_json(), root, wait=False, executor=self.name)
+                    status = run_one(run, store, wait=False, executor=self.name)
                 except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
                     on_event("failed", run, f"{type(exc).__name__}: {exc}")
                     continue
@@ -136,7 +136,7 @@ class LocalExecutor:
                     on_event(status, run, "")
             for run in waiting:  # then wait for the others' runs
                 try:
-                    status = run_one(run.to_json(), root, wait=True, executor=self.name)
+                    status = run_one(run, store, wait=True, executor=self.name)
                     on_event(status, run, "")
                 except Exception as exc:  # noqa: BLE001
                     on_event("failed", run, f"{type(exc).__name__}: {exc}")
@@ -201,8 +201,6 @@ class RayExecutor:
         self.started_here = False
 
     def _ray(self):
-        # Ray's C++ client logs every failed reconnection to stderr; keep errors only
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         try:
             import ray
         except ImportError:

@@ -17,7 +17,6 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     if ray.is_initialized():  # pragma: no cover
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

@@ -143,12 +143,16 @@ def test_frame_csv_parquet(tiny_protocol, store, tmp_path):
 def test_tensorboard_events_parse(tiny_protocol, store):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    r = execute(tiny_protocol, store=store, progress=False)[0]
+    r = execute(tiny_protocol.vary(**{"train.log_every": 3}), store=store,
+                progress=False)[0]
     acc = EventAccumulator(str(r.dir / "tensorboard"))
     acc.Reload()
-    steps = acc.Scalars("train/loss_step")
-    assert [e.step for e in steps] == r.curve()["step"]
-    assert [e.value for e in steps] == pytest.approx(r.curve()["loss"], rel=1e-6)
+    events = acc.Scalars("train/loss_step")
+    curve = dict(zip(r.curve()["step"], r.curve()["loss"]))
+    every = r.run.config.log_every
+    assert [e.step for e in events] == [s for s in curve if s % every == 0 or s == max(curve)]
+    assert [e.value for e in events] == pytest.approx([curve[e.step] for e in events],
+                                                     rel=1e-6)  # stored as float32
     assert [e.step for e in acc.Scalars("eval/valid_loss")] == [4, 8]
 
 
@@ -194,3 +198,23 @@ def test_two_invocations_train_each_run_once(tmp_path, tiny_protocol):
     store = RunStore(root)
     assert len(store.hashes()) == 4
     assert all(store.attempts(h) == 1 for h in store.hashes())
+
+
+@pytest.mark.slow  # two spawned interpreters import torch: ~30 s on a busy 2-core machine
+def test_process_pool_gives_the_same_results(tiny_protocol, tmp_path):
+    seq = execute(tiny_protocol, store=RunStore(tmp_path / "a"), progress=False)
+    pool = execute(tiny_protocol, store=RunStore(tmp_path / "b"), jobs=2, progress=False)
+    assert pool.report["trained"] == 2 and not pool.failed
+    assert {r.provenance()["pid"] for r in pool}.isdisjoint({os.getpid()})
+    for ra, rb in zip(seq, pool):
+        assert ra.hash == rb.hash and ra.evaluations() == rb.evaluations()
+
+
+def test_progress_lines_when_not_a_terminal(tiny_protocol, store):
+    import io
+
+    buf = io.StringIO()
+    execute(tiny_protocol, store=store, progress=True, stream=buf)
+    last = buf.getvalue().strip().splitlines()[-1]
+    assert last.startswith("[rnnmem] runs 2/2: 2 done (0 from the store), 0 running, "
+                           "0 failed"), last
