@@ -90,6 +90,7 @@ class Progress:
 
     def _line(self, extra: str = "") -> None:
         n = self.done + self.failed
+        self._ended = n == self.total
         el = time.monotonic() - self.t0
         trained = self.done - self.cached
         eta = (el / trained * (self.total - n)) if trained and n < self.total else 0.0
@@ -100,7 +101,7 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled:
+        elif self.enabled and not getattr(self, "_ended", False):
             self._line()
 
 
