@@ -388,6 +388,7 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
     before = {r.hash: store.attempts(r) for r in todo}
     if todo:
         store.ensure_writable()
+        store.clean_temporaries()  # left by killed writers (a live writer holds its lock)
         validate_runs(todo)
         ex = get_executor(executor, jobs=jobs)
         ex.check(todo)

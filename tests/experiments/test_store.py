@@ -15,7 +15,7 @@ import torch
 
 from exp_helpers import tiny_run
 from rnnmem.errors import (CorruptCheckpointError, CorruptFileError, ExecutorError,
-                           StorageError)
+                           InvalidParameterError, StorageError)
 from rnnmem.experiments import RunStore, execute, export_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -177,11 +177,23 @@ def test_killed_run_leaves_nothing_readable(store):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not store.has(run) and store.hashes() == []
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidParameterError, match="not in store"):
         store.load(run)
-    # the next invocation starts it afresh (here: a short version of it is the same check)
+    # the next invocation trains (a short run: the same path)
     short = tiny_run()
     assert execute([short], store=store, progress=False).report["trained"] == 1
+
+
+def test_half_written_directory_is_never_read_and_is_cleaned(store):
+    run = tiny_run()
+    store.ensure_writable()
+    orphan = store.root / ".tmp" / f"{run.hash}.999999.0"  # a writer killed mid-write
+    orphan.mkdir()
+    (orphan / "run.json").write_text("{")
+    assert not store.has(run) and store.hashes() == []
+    res = execute([run], store=store, progress=False)
+    assert res.report["trained"] == 1 and not orphan.exists()
+    assert res[0].run == run
 
 
 def test_two_invocations_train_each_run_once(tmp_path, tiny_protocol):
