@@ -25,7 +25,8 @@ API summary
     ``.run``, ``.hash``, ``.status`` ("ok" | "diverged"), ``.metrics`` (``final``,
     ``evaluation``), ``.curve()``, ``.evaluations()``, ``.memory_function() -> (t, M)``,
     ``.perturbation_curve() -> PerturbationCurve``, ``.model(device)`` (checkpoint's
-    SHA-256 checked), ``.provenance()``, ``.row()``.
+    SHA-256 checked), ``.task()`` / ``.eval_set(max_samples)`` (rebuilt as in training),
+    ``.provenance()``, ``.row()``.
 ``Results`` (a list of RunResult)
     ``.frame()``, ``.where(model__hidden_dim=8)``, ``.get(run)``, ``.analyse()``,
     ``.missing``, ``.failed``, ``.report`` (trained / cached / failed / retried counts).

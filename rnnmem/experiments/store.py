@@ -392,6 +392,27 @@ class RunResult:
             raise CorruptCheckpointError(str(exc), path=exc.path) from None
         return load(self.dir / "model.pt", device=device)
 
+    def task(self, device: str = "cpu"):
+        """The run's task, built and configured as in training (seed, batch size, dtype,
+        temporal weighting), for analyses beyond the stored evaluations."""
+        from ..models._device import resolve_dtype
+        from ..train.tasks import build_task
+
+        cfg = self.run.config
+        extra = {"bptt": cfg.bptt} if cfg.bptt is not None else {}
+        t = build_task(cfg.task, **dict(cfg.task_kwargs), **extra)
+        dtype = resolve_dtype(cfg.dtype if cfg.dtype in ("float32", "float64") else "float32")
+        t.configure(device=device, dtype=dtype, batch_size=cfg.batch_size, seed=cfg.seed,
+                    temporal_weighting=cfg.temporal_weighting)
+        return t
+
+    def eval_set(self, max_samples: int | None = None, split: str | None = None):
+        """The fixed :class:`rnnmem.train.perturb.EvalSet` of the run's held-out split
+        (the one ``evaluate.perturbation`` uses, with ``max_samples = n_eval``)."""
+        from ..train.perturb import EvalSet
+
+        return EvalSet.from_task(self.task(), split, max_samples=max_samples)
+
     def row(self) -> dict:
         """One flat row: ``hash``, ``status``, dotted run fields, ``metrics.*``,
         ``eval.*`` (lists as JSON text)."""

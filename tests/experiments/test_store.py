@@ -43,6 +43,8 @@ def test_a_run_directory_holds_everything(tiny_protocol, store):
     assert np.array_equal(m, np.asarray(model.memory_function(t), dtype=float))
     curve = r.perturbation_curve()
     assert curve.samples.shape == (3, 2) and curve.e0 >= 0
+    # the evaluation set rebuilt from the run gives the stored unperturbed error
+    assert r.eval_set(max_samples=16)(model) == pytest.approx(curve.e0, rel=1e-12)
     assert curve.meta["method"] == "loop" and "time_s" not in curve.meta
     c = r.curve()
     assert c["step"] == list(range(1, 9)) and [h["step"] for h in c["history"]] == [4, 8]
