@@ -203,8 +203,18 @@ def test_two_invocations_train_each_run_once(tmp_path, tiny_protocol):
     f = tmp_path / "p.toml"
     f.write_text(proto.to_toml())
     root = tmp_path / "store"
+    runs = proto.runs()
+    # this test holds the first run's lock until the others are done, so that both
+    # processes meet a run that another process is training (and must wait for it)
+    held = RunStore(root).ensure_writable().lock(runs[0]).acquire()
     procs = [_spawn(["-m", "rnnmem", "run", str(f), "--store", str(root), "-q"])
              for _ in range(2)]
+    deadline = time.monotonic() + 300
+    while not all(RunStore(root).has(r) for r in runs[1:]):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.2)
+    assert not RunStore(root).has(runs[0])
+    held.release()
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     trained = [int(o[0].split(" trained")[0].rsplit(" ", 1)[-1]) for o in outs]
