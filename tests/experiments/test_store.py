@@ -242,3 +242,15 @@ def test_progress_lines_when_not_a_terminal(tiny_protocol, store):
     last = buf.getvalue().strip().splitlines()[-1]
     assert last.startswith("[rnnmem] runs 2/2: 2 done (0 from the store), 0 running, "
                            "0 failed"), last
+
+
+def test_summary_analysis_averages_over_seeds(tiny_protocol, store):
+    proto = tiny_protocol.vary(**{"model.hidden_dim": [2, 3]})
+    res = proto.execute(store=store, progress=False)
+    table = res.analyse()["table"]
+    df = res.frame()
+    assert list(table["runs"]) == [2, 2]
+    for width, row in zip((2, 3), table.to_dict("records")):
+        assert str(row["model.hidden_dim"]) == str(width)
+        want = df[df["model.hidden_dim"] == width]["metrics.valid_loss"].mean()
+        assert row["metrics.valid_loss"] == want
