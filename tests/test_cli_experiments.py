@@ -85,3 +85,7 @@ def test_bad_input_is_one_line(capsys, proto_file, tmp_path):
                                                    '"version": 7}')
     assert "newer rnnmem" in _one_line_exit_2(capsys, ["runs", "--store", store])
     assert list(tmp_path.glob("store/runs/*")) == []  # nothing ran
+    (tmp_path / "afile").write_text("")
+    msg = _one_line_exit_2(capsys, ["run", str(proto_file), "--store",
+                                    str(tmp_path / "afile" / "store")])
+    assert "afile" in msg and "cannot" in msg

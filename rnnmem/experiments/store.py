@@ -429,6 +429,17 @@ class RunResult:
         return row
 
 
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        from ..errors import RnnmemError
+
+        raise RnnmemError("results as a table need pandas: pip install "
+                          "'rnnmem[experiments]'") from None
+    return pandas
+
+
 def _cell(v):
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(v, sort_keys=True)
@@ -451,7 +462,7 @@ class Results(list):
 
     def frame(self):
         """A :class:`pandas.DataFrame`, one row per run (see :meth:`RunResult.row`)."""
-        import pandas as pd
+        pd = _pandas()
 
         rows = [r.row() for r in self]
         df = pd.DataFrame(rows)
