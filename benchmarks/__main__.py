@@ -8,7 +8,7 @@ default to ``benchmarks/results/latest.json`` (git-ignored).
 Sections: (a) linear recurrence (rows of :mod:`benchmarks.bench_recurrence`), (b) memory
 function closed form vs black box, (c) one training step per model family, (d)
 perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
-(minutes; skipped by ``--quick``), (g) experiment executors: overhead per run.
+(minutes; skipped by ``--quick``), (h) experiment executors: overhead per run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
            "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify",
-           "g": "bench_experiments"}
+           "h": "bench_experiments"}
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 

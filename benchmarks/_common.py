@@ -34,7 +34,7 @@ SECTIONS: dict[str, str] = {
     "d": "perturbation sweep: batched vs one at a time",
     "e": "stack RNNs",
     "f": "rnnmem verify --budget quick",
-    "g": "experiments: executor overhead per run",
+    "h": "experiments: executor overhead per run",
 }
 
 #: the keys every row carries (see :func:`row`)

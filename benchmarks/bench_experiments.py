@@ -1,4 +1,4 @@
-"""(g) Executor overhead per run: the run store and the executors around one training run.
+"""(h) Executor overhead per run: the run store and the executors around one training run.
 
 Rows (ratios measured in this run; targets of issue "Experiments as data"):
 
@@ -27,7 +27,7 @@ import time
 
 from ._common import row, unavailable
 
-SECTION = "g"
+SECTION = "h"
 
 
 def _quick_run(tiny: bool):

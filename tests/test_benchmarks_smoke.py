@@ -16,7 +16,7 @@ from benchmarks import _common as C
 from benchmarks.__main__ import _crossover_summary, _recurrence_row, main
 
 MODULES = {"b": "bench_memory", "c": "bench_training", "d": "bench_perturb",
-           "e": "bench_stacks", "f": "bench_verify", "g": "bench_experiments"}
+           "e": "bench_stacks", "f": "bench_verify", "h": "bench_experiments"}
 
 
 @pytest.fixture(scope="module", autouse=True)
