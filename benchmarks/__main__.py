@@ -7,7 +7,8 @@ default to ``benchmarks/results/latest.json`` (git-ignored).
 
 Sections: (a) linear recurrence (rows of :mod:`benchmarks.bench_recurrence`), (b) memory
 function closed form vs black box, (c) one training step per model family, (d)
-perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
+perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``,
+(g) your own model: the amplitude search of Def. 3.1 vs one amplitude
 (minutes; skipped by ``--quick``), (h) experiment executors: overhead per run.
 """
 
@@ -27,7 +28,7 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
            "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify",
-           "h": "bench_experiments"}
+           "g": "bench_amplitude", "h": "bench_experiments"}
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="fewer sizes and repetitions; skips (f) rnnmem verify")
     p.add_argument("--only", nargs="+", metavar="SECTION", choices=sorted(SECTIONS),
-                   help="run only these sections (a-f)")
+                   help="run only these sections (a-g)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON,
                    help=f"where to write the rows (default {DEFAULT_JSON})")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

@@ -34,6 +34,7 @@ SECTIONS: dict[str, str] = {
     "d": "perturbation sweep: batched vs one at a time",
     "e": "stack RNNs",
     "f": "rnnmem verify --budget quick",
+    "g": "your own model: amplitude search vs one amplitude",
     "h": "experiments: executor overhead per run",
 }
 

@@ -34,7 +34,7 @@ TARGET_S = 60.0
 def _checkpoint_model(activation: str, hidden: int, tmp: Path):
     from rnnmem.models import build_model, load, save_checkpoint
 
-    m = build_model("rnn", hidden_dim=hidden, activation=activation, recurrence="softplus",
+    m = build_model("rnn", width=hidden, activation=activation, recurrence="softplus",
                     dtype="float64", device="cpu", seed=0)
     path = save_checkpoint(tmp / f"rnn-{activation}.pt", m)
     return load(path, device="cpu")

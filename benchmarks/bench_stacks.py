@@ -121,9 +121,9 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
 
     rows = []
     for T in lengths:
-        sup = StackRNN(V, controller="lstm", stack="superposition", hidden_size=H,
+        sup = StackRNN(V, controller="lstm", stack="superposition", width=H,
                        stack_width=W, dtype="float32", device="cpu", seed=0)
-        plain = StackRNN(V, controller="lstm", stack="none", hidden_size=H, dtype="float32",
+        plain = StackRNN(V, controller="lstm", stack="none", width=H, dtype="float32",
                          device="cpu", seed=0)
         ts = measure(_fwd_bwd(sup, B, T), repeats=reps)
         tp = measure(_fwd_bwd(plain, B, T), repeats=reps)
@@ -196,7 +196,7 @@ def stratification_rows(T: int, limits, B: int = 32, H: int = 20, W: int = 8, V:
     peer_s = PEER_STRATIFICATION_S if peer is None else peer["wall"]
     rows = []
     for limit in limits:
-        m = StackRNN(V, controller="lstm", stack="stratification", hidden_size=H,
+        m = StackRNN(V, controller="lstm", stack="stratification", width=H,
                      stack_width=W, stack_depth=limit, dtype="float32", device="cpu", seed=0)
         t = measure(_fwd_bwd(m, B, T), repeats=reps)
         target = "<= 2.5 s (peer 25 s / 10)" if judge else None
@@ -230,7 +230,7 @@ def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: in
 
     from .bench_training import token_step
 
-    m = StackRNN(V, controller="lstm", stack="superposition", hidden_size=H, stack_width=W,
+    m = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
                  dtype="float32", device="cpu", seed=0)
     compiles_before = _compile_count()
     t = measure(token_step(m, B, T), repeats=reps, warmup=2)
@@ -251,7 +251,7 @@ def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: in
     if judge:  # the same step with compile=True (full-depth stack, no growth), same run
 
         def make(compile_):
-            mc = StackRNN(V, controller="lstm", stack="superposition", hidden_size=H,
+            mc = StackRNN(V, controller="lstm", stack="superposition", width=H,
                           stack_width=W, dtype="float32", device="cpu", seed=0,
                           compile=compile_)
             return token_step(mc, B, T), mc

@@ -29,21 +29,21 @@ REFERENCE_TARGET_S = 0.1
 def _regression_families(hidden: int) -> list[tuple[str, str, dict]]:
     """(label, registry name, constructor arguments) for the real-valued sequence models."""
     return [
-        ("diagonal_ssm softplus", "diagonal_ssm", dict(state_dim=hidden)),
-        ("rnn tanh vanilla", "rnn", dict(hidden_dim=hidden, activation="tanh",
+        ("diagonal_ssm softplus", "diagonal_ssm", dict(width=hidden)),
+        ("rnn tanh vanilla", "rnn", dict(width=hidden, activation="tanh",
                                          recurrence="vanilla")),
-        ("rnn tanh softplus", "rnn", dict(hidden_dim=hidden, activation="tanh",
+        ("rnn tanh softplus", "rnn", dict(width=hidden, activation="tanh",
                                           recurrence="softplus")),
-        ("rnn linear softplus", "rnn", dict(hidden_dim=hidden, activation="linear",
+        ("rnn linear softplus", "rnn", dict(width=hidden, activation="linear",
                                             recurrence="softplus")),
-        ("ssm tanh vanilla", "ssm", dict(state_dim=hidden, activation="tanh",
+        ("ssm tanh vanilla", "ssm", dict(width=hidden, activation="tanh",
                                          recurrence="vanilla")),
-        ("ssm tanh diagonal", "ssm", dict(state_dim=hidden, activation="tanh",
+        ("ssm tanh diagonal", "ssm", dict(width=hidden, activation="tanh",
                                           recurrence="diagonal")),
-        ("stable_ssm tanh exp", "stable_ssm", dict(state_dim=hidden, activation="tanh",
+        ("stable_ssm tanh exp", "stable_ssm", dict(width=hidden, activation="tanh",
                                                    parameterisation="exp")),
-        ("lru", "lru", dict(state_dim=hidden)),
-        ("s4d", "s4d", dict(state_dim=hidden)),
+        ("lru", "lru", dict(width=hidden)),
+        ("s4d", "s4d", dict(width=hidden)),
     ]
 
 
@@ -98,7 +98,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
     cfg = dict(model="rnn", activation="tanh", recurrence="softplus", hidden=ref["H"],
                batch=ref["B"], length=ref["T"], dtype="float64")
     try:
-        m = build_model("rnn", hidden_dim=ref["H"], activation="tanh", recurrence="softplus",
+        m = build_model("rnn", width=ref["H"], activation="tanh", recurrence="softplus",
                         dtype="float64", device="cpu", seed=0)
         t = measure(regression_step(m, ref["B"], ref["T"], torch.float64), repeats=reps,
                     warmup=1)
@@ -112,7 +112,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
         if not tiny:  # torch.compile of the per-sample step, measured against this row
 
             def make(compile_):
-                mc = build_model("rnn", hidden_dim=ref["H"], activation="tanh",
+                mc = build_model("rnn", width=ref["H"], activation="tanh",
                                  recurrence="softplus", dtype="float64", device="cpu", seed=0,
                                  compile=compile_)
                 return regression_step(mc, ref["B"], ref["T"], torch.float64), mc
@@ -124,8 +124,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                                 f"{type(exc).__name__}: {exc}", status="error"))
     # --- every family at one configuration -------------------------------------------
     for label, name, kw in _regression_families(H):
-        cfg = dict(model=name, **{k: v for k, v in kw.items() if k not in ("state_dim",
-                                                                         "hidden_dim")},
+        cfg = dict(model=name, **{k: v for k, v in kw.items() if k != "width"},
                    hidden=H, batch=B, length=T, dtype="float32")
         try:
             m = build_model(name, dtype="float32", device="cpu", seed=0, **kw)
@@ -141,7 +140,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                    length=TS, vocab=3, dtype="float32")
         try:
             m = build_model("stack_rnn", vocab_size=3, controller="lstm", stack=stack,
-                            hidden_size=H, dtype="float32", device="cpu", seed=0)
+                            width=H, dtype="float32", device="cpu", seed=0)
             t = measure(token_step(m, B, TS), repeats=reps, warmup=1)
             results.append((label, cfg, t))
         except Exception as exc:
@@ -161,7 +160,7 @@ def profile_reference(top: int = 15) -> str:
 
     from rnnmem.models import build_model
 
-    m = build_model("rnn", hidden_dim=64, activation="tanh", recurrence="softplus",
+    m = build_model("rnn", width=64, activation="tanh", recurrence="softplus",
                     dtype="float64", device="cpu", seed=0)
     step = regression_step(m, 512, 100, torch.float64)
     step()

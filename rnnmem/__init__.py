@@ -20,7 +20,10 @@ _LAZY = {
     "best_parameterisation": "rnnmem.theory",
     "TARGETS": "rnnmem.theory",
     "linear_memory": "rnnmem.numerics",
-    "memory_function": "rnnmem.numerics",
+    "memory_function": "rnnmem.models.adapt",
+    "jacobian_memory": "rnnmem.models.adapt",
+    "estimate_memory": "rnnmem.numerics",
+    "MemoryEstimate": "rnnmem.numerics",
     "classify_decay": "rnnmem.numerics",
     "tolerance": "rnnmem.numerics",
     "DiagonalSSM": "rnnmem.models",
@@ -30,6 +33,7 @@ _LAZY = {
     "TrainConfig": "rnnmem.train",
     "train": "rnnmem.train",
     "LANGUAGES": "rnnmem.tasks",
+    "TRANSDUCTIONS": "rnnmem.tasks",
 }
 _SUBPACKAGES = ("theory", "numerics", "models", "tasks", "proofs_check", "testing", "errors")
 

@@ -25,6 +25,15 @@ __all__ = [
     "CorruptCheckpointError",
     "DirectoryLockedError",
     "RunDirectoryConflictError",
+    "NotApplicableError",
+    "TaskLengthError",
+    "StackCapacityError",
+    "SystemCheckError",
+    "NonCausalError",
+    "TimeVaryingError",
+    "RnnmemWarning",
+    "BaselineDriftWarning",
+    "WarmupWarning",
     "ExecutorError",
 ]
 
@@ -120,6 +129,54 @@ class DirectoryLockedError(RnnmemError):
 
 class RunDirectoryConflictError(RnnmemError):
     """An output directory already holds another run (a different configuration)."""
+
+
+class NotApplicableError(RnnmemError):
+    """A part of the model contract has no meaning for this model (e.g. the spectrum of a
+    stack RNN, whose recurrence is not a fixed linear map); the message names the model,
+    the method and what to use instead."""
+
+
+class TaskLengthError(InvalidParameterError):
+    """A task cannot produce a string of the requested length (e.g. an even length for
+    DeepMind's ``modular_arithmetic``, whose expressions have odd length)."""
+
+
+class StackCapacityError(InvalidParameterError):
+    """A test length needs more stack cells than a fixed stack depth holds."""
+
+
+class SystemCheckError(RnnmemError, ValueError):
+    """A sequence map fails a structural check that an estimator relies on.
+
+    ``check`` names the check, ``violation`` is the measured relative violation and
+    ``threshold`` the tolerance it was compared with (both floats).
+    """
+
+    def __init__(self, message: str, *, check: str = "", violation: float = float("nan"),
+                 threshold: float = float("nan")):
+        self.check, self.violation, self.threshold = check, float(violation), float(threshold)
+        super().__init__(message)
+
+
+class NonCausalError(SystemCheckError):
+    """Outputs at step k change when only inputs after k change (or batch rows interact)."""
+
+
+class TimeVaryingError(SystemCheckError):
+    """A delayed input does not give the delayed output (the map is not time-invariant)."""
+
+
+class RnnmemWarning(UserWarning):
+    """Base class of the warnings rnnmem issues about a result's reliability."""
+
+
+class BaselineDriftWarning(RnnmemWarning):
+    """The zero-input response of a system drifts, and the drift is counted as memory."""
+
+
+class WarmupWarning(RnnmemWarning):
+    """The zero-input response did not settle within the allowed warm-up."""
 
 
 class ExecutorError(RnnmemError):

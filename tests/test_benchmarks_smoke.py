@@ -259,7 +259,7 @@ def test_stack_rnn_growing_stack_equals_full_depth_run():
     from rnnmem.numerics import tolerance
 
     for stack in ("superposition", "stratification"):
-        m = StackRNN(4, controller="srnn", stack=stack, hidden_size=5, stack_width=3,
+        m = StackRNN(4, controller="srnn", stack=stack, width=5, stack_width=3,
                      n_stacks=2, stack_depth=6, dtype="float64", device="cpu", seed=2)
         x = torch.randint(0, 4, (3, 9), generator=torch.Generator().manual_seed(0))
         y, st = m(x, return_state=True)  # growing path (fresh state)

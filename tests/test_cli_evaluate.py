@@ -15,7 +15,7 @@ from rnnmem.models.registry import load
 from rnnmem.tasks.languages import DEFAULT_TEST_BINS, LengthBin
 from rnnmem.train.evaluate import evaluate_lengths
 
-TINY = ["--model", "stack_rnn", "--model-arg", "hidden_size=4", "--model-arg", "stack_width=2",
+TINY = ["--model", "stack_rnn", "--model-arg", "width=4", "--model-arg", "stack_width=2",
         "--steps", "3", "--batch-size", "4", "--eval-every", "0", "--device", "cpu", "-q",
         "--task-arg", "valid_size=4"]
 
@@ -35,7 +35,7 @@ def runs(tmp_path_factory):
                         ("lf", None)):
         if extra is None:
             argv = ["train", "--model", "diagonal_ssm", "--task", "lf:exponential",
-                    "--model-arg", "state_dim=2", "--task-arg", "n_samples=8",
+                    "--model-arg", "width=2", "--task-arg", "n_samples=8",
                     "--task-arg", "length=6", "--steps", "1", "--batch-size", "4",
                     "--device", "cpu", "-q"]
         else:

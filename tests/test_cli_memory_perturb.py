@@ -24,8 +24,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     out = {}
     for key, model, task, mk in (
-            ("diag", "diagonal_ssm", "lf:polynomial", {"state_dim": 4}),
-            ("rnn", "rnn", "lf:exponential", {"hidden_dim": 4, "activation": "tanh"})):
+            ("diag", "diagonal_ssm", "lf:polynomial", {"width": 4}),
+            ("rnn", "rnn", "lf:exponential", {"width": 4, "activation": "tanh"})):
         cfg = TrainConfig(model=model, task=task, task_kwargs={"n_samples": 30, "length": 12},
                           model_kwargs=mk, steps=2, eval_every=2, checkpoint_every=2,
                           batch_size=8, dtype="float64", device="cpu",
@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
         out[key] = root / key / "last.pt"
     for m in (2, 3, 4):  # untrained, without training state: need --task
         out[f"bare{m}"] = save_checkpoint(root / f"bare{m}.pt", build_model(
-            "diagonal_ssm", state_dim=m, dtype="float64", device="cpu", seed=m))
+            "diagonal_ssm", width=m, dtype="float64", device="cpu", seed=m))
     (root / "corrupt.pt").write_bytes(b"not a checkpoint")
     out["corrupt"] = root / "corrupt.pt"
     out["root"] = root

@@ -1,4 +1,16 @@
-"""``rnnmem evaluate``: length generalisation of a checkpoint trained on a ``lang:`` task.
+"""``rnnmem evaluate``: length generalisation of a checkpoint (``lang:``, ``dm:`` or ``ns:`` task).
+
+``--protocol`` chooses the measurement (default ``auto``: ``bins`` for ``lang:``, ``dm`` for
+``dm:``, ``ns`` for ``ns:`` checkpoints):
+
+* ``dm`` -- DeepMind's protocol (:func:`rnnmem.train.length_protocols.evaluate_dm`): every
+  length of ``--lengths`` (default 41:500) with ``--k`` strings each (default 512),
+  masked per-token accuracy, score = mean over lengths; ``--stack-depth model,sequence,30``
+  runs the same weights at several stack depths side by side (``--stack-overflow drop``
+  lets a fixed depth drop its bottom as DeepMind's does; the default refuses).
+* ``ns`` -- DuSell & Chiang's cross-entropy above the per-length lower bound
+  (:func:`rnnmem.train.length_protocols_ns.evaluate_ns`).
+* ``bins`` -- the string accuracy per length bin described below.
 
 The language, the task mode (next-symbol or recognition) and the training lengths are read
 from the training configuration stored in the checkpoint
@@ -19,7 +31,7 @@ from pathlib import Path
 from ..errors import CheckpointError, InvalidParameterError
 
 NAME = "evaluate"
-HELP = "accuracy of a language checkpoint per length bin (length generalisation)"
+HELP = "length generalisation of a checkpoint: bins, dm (DeepMind) or ns (DuSell-Chiang)"
 ORDER = 25
 
 
@@ -41,6 +53,18 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print (and write) JSON")
     p.add_argument("--out", metavar="FILE",
                    help="also write the result: JSON with --json or a .json name, else CSV")
+    p.add_argument("--protocol", default="auto", choices=("auto", "bins", "dm", "ns"),
+                   help="bins (lang: tasks), dm (DeepMind, dm: tasks), ns (DuSell-Chiang, "
+                        "ns: tasks); auto picks by the checkpoint's task")
+    p.add_argument("--k", default="512", metavar="N",
+                   help="dm/ns: strings per test length (default 512)")
+    p.add_argument("--stack-depth", default="model", metavar="LIST",
+                   help="dm: comma-separated stack depths to report side by side: model "
+                        "(as trained), sequence (the sequence length), or an integer "
+                        "(DeepMind: 30)")
+    p.add_argument("--stack-overflow", default="error", choices=("error", "drop"),
+                   help="dm: a fixed depth below a test string's steps raises (error) or "
+                        "drops the stack's bottom (drop, DeepMind's behaviour)")
 
 
 def _int(flag: str, text: str, minimum: int) -> int:
@@ -93,8 +117,138 @@ def load_language_checkpoint(path, device="cpu"):
     return model, language, mode, kw
 
 
+def _protocol(args) -> tuple[str, object]:
+    from ..train import load_train_state
+
+    cfg, _ = load_train_state(args.checkpoint)
+    prefix = cfg.task.partition(":")[0]
+    want = {"lang": "bins", "dm": "dm", "ns": "ns"}.get(prefix)
+    if want is None:
+        raise CheckpointError(f"{str(args.checkpoint)!r} was trained on task {cfg.task!r}, "
+                              "not on a formal language (lang:), a DeepMind transduction "
+                              "(dm:) or a DuSell-Chiang task (ns:)")
+    proto = want if args.protocol == "auto" else args.protocol
+    if proto != want:
+        raise InvalidParameterError(
+            f"--protocol {proto}: {str(args.checkpoint)!r} was trained on "
+            f"task {cfg.task!r}; bins needs a lang:, dm a dm:, ns an ns: task")
+    return proto, cfg
+
+
+def _depths(text: str):
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part in ("model", "sequence"):
+            out.append(part)
+            continue
+        try:
+            out.append(_int("--stack-depth", part, 1))
+        except InvalidParameterError:
+            raise InvalidParameterError(f"--stack-depth: {part!r} is not model, sequence or "
+                                        "a positive integer") from None
+    return out
+
+
+def _write(args, text_json: str, text_plain: str) -> None:
+    if args.out:
+        out = Path(args.out)
+        as_json = args.json or str(out).lower().endswith(".json")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text_json + "\n" if as_json else text_plain + "\n")
+        except OSError as exc:
+            raise InvalidParameterError(f"--out: cannot write {str(out)!r}: "
+                                        f"{exc.strerror}") from None
+        print(f"written: {out}", file=sys.stderr)
+
+
+def _run_dm(args, cfg) -> int:
+    import json
+
+    from ..models._device import resolve_device
+    from ..models.registry import load
+    from ..train.length_protocols import (DM_TEST_RANGE, dm_test_lengths, evaluate_dm,
+                                          model_with_stack_depth)
+
+    k = _int("--k", args.k, 1)
+    seed = _int("--seed", args.seed, 0)
+    batch = _int("--batch-size", args.batch_size, 1)
+    depths = _depths(args.stack_depth)
+    name = cfg.task.partition(":")[2]
+    lo, hi = DM_TEST_RANGE
+    if args.lengths is not None:
+        from ..tasks.languages import length_bins
+
+        rng = length_bins(args.lengths)
+        if len(rng) != 1:
+            raise InvalidParameterError(f"--lengths must be one range LO:HI, got "
+                                        f"{args.lengths!r}")
+        lo, hi = rng[0]
+    lengths = dm_test_lengths(name, lo, hi)
+    model = load(args.checkpoint, device=str(resolve_device(args.device)))
+    reports = []
+    for d in depths:
+        m = model
+        if d != "model" and getattr(model, "has_stack", False):
+            m = model_with_stack_depth(model, None if d == "sequence" else d)
+        reports.append(evaluate_dm(m, name, lengths, k, seed, batch_size=batch,
+                                   overflow=args.stack_overflow))
+        if not getattr(model, "has_stack", False):
+            break
+    js = json.dumps([r.to_dict() for r in reports], indent=2)
+    every = max(1, len(lengths) // 20)
+    plain = "\n\n".join(r.table(every) for r in reports)
+    if len(reports) > 1:
+        plain += "\n\nscore by stack depth: " + ", ".join(
+            f"{r.stack_depth}: {r.score:.4f}" for r in reports)
+    print(js if args.json else plain)
+    _write(args, js, plain)
+    return 0
+
+
+def _run_ns(args, cfg) -> int:
+    import json
+
+    from ..models._device import resolve_device
+    from ..models.registry import load
+    from ..train.length_protocols_ns import evaluate_ns
+
+    k = _int("--k", args.k, 1)
+    seed = _int("--seed", args.seed, 0)
+    name = cfg.task.partition(":")[2]
+    lengths = None
+    if args.lengths is not None:
+        from ..tasks.languages import length_bins
+
+        from ..tasks.dusell import get_cfl_task
+
+        rng = length_bins(args.lengths)
+        if len(rng) != 1:
+            raise InvalidParameterError(f"--lengths must be one range LO:HI, got "
+                                        f"{args.lengths!r}")
+        lengths = get_cfl_task(name).valid_lengths(rng[0].lo, rng[0].hi)
+        if not lengths:
+            raise InvalidParameterError(f"--lengths {args.lengths}: task {name!r} has no "
+                                        "string of these lengths")
+    model = load(args.checkpoint, device=str(resolve_device(args.device)))
+    report = evaluate_ns(model, name, lengths, k, seed,
+                         batch_size=_int("--batch-size", args.batch_size, 1))
+    js = json.dumps(report.to_dict(), indent=2)
+    print(js if args.json else report.table())
+    _write(args, js, report.table())
+    return 0
+
+
 def run(args) -> int:
     from ..train.evaluate import evaluate_lengths
+
+    if args.protocol != "bins":
+        proto, cfg = _protocol(args)
+        if proto == "dm":
+            return _run_dm(args, cfg)
+        if proto == "ns":
+            return _run_ns(args, cfg)
     from ..tasks.languages import DEFAULT_TRAIN_LENGTHS
 
     per_bin = _int("--per-bin", args.per_bin, 1)

@@ -12,11 +12,16 @@ target: :math:`\\|c\\|_1|\\rho(t)|` of the linear functional the checkpoint was 
 
 Discrete-time models are evaluated on the multiples of ``dt`` in ``[0, t_max]`` (their
 memory lives on that grid).
+
+Your own model: ``rnnmem memory --model pkg.module:factory`` (or ``path/file.py:Name``)
+``--weights state_dict.pt --model-arg k=v [--layout TBD] [--readout head]`` runs
+:func:`rnnmem.memory_function` (checks, warm-up, baseline, amplitude search; ``--dt``,
+``--input-dim``, ``--amplitudes``, ``--no-check``) on the module the factory returns (see
+:mod:`rnnmem.commands._user_model`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import sys
@@ -32,7 +37,10 @@ ORDER = 30
 
 
 def add_arguments(p):
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint (e.g. run/best.pt)")
+    from ._user_model import add_user_model_arguments
+
+    p.add_argument("checkpoint", metavar="CKPT", nargs="?",
+                   help="a checkpoint (e.g. run/best.pt), or --model")
     p.add_argument("--t-max", dest="t_max", metavar="T",
                    help="largest time (default: the training sequence length x dt, or 100 dt)")
     p.add_argument("--n-points", dest="n_points", metavar="N", default="200",
@@ -42,6 +50,16 @@ def add_arguments(p):
     p.add_argument("--target", metavar="NAME",
                    help="overlay this target memory (see `rnnmem list targets`) instead of "
                         "the one of the training task")
+    add_user_model_arguments(p)
+    g = p.add_argument_group("estimator options for --model")
+    g.add_argument("--dt", metavar="DT", help="sampling step of --model (default: its dt "
+                                              "attribute, else 1)")
+    g.add_argument("--input-dim", dest="input_dim", metavar="D",
+                   help="input size of --model when it cannot be read from the module")
+    g.add_argument("--amplitudes", metavar="A,B,...",
+                   help="amplitudes of the sup in Def. 3.1 (default: the 1e-2..10 grid)")
+    g.add_argument("--no-check", dest="no_check", action="store_true",
+                   help="skip the causality / time-invariance checks (recorded)")
     add_output_arguments(p, plot_help="write a log-scale plot",
                          device_help="device to load the model on (default cpu)")
 
@@ -133,7 +151,8 @@ def _task_target(cfg):
 
     if name not in TARGETS:
         return None  # e.g. teacher tasks: no closed-form target family
-    from ..tasks.functional import FUNCTIONAL_TASKS, LinearFunctionalTask
+    from ..tasks.datasets import FUNCTIONAL_TASKS
+    from ..tasks.functional import LinearFunctionalTask
 
     kw = dict(cfg.task_kwargs)
     tgt = TARGETS[name]
@@ -149,20 +168,13 @@ def _task_target(cfg):
 
 
 def _memory(model, t, black_box: bool):
-    """(M (L,) or (L, p), method)."""
-    params = inspect.signature(model.memory_function).parameters
-    has_exact = "exact" in params
-    linear = bool(getattr(model, "is_linear", False))
-    exact = has_exact and linear and not black_box
-    arg = t
+    """(M (L,) or (L, p), method): the closed form of a linear model, else (or with
+    ``--black-box``) the Def. 3.1 estimator, through the model contract's
+    ``memory_function(t, method=...)``."""
+    exact = bool(model.is_linear) and not black_box
     try:
-        if exact:
-            M = model.memory_function(arg, exact=True)
-        elif has_exact:
-            M = model.memory_function(arg, exact=False)
-        else:
-            M = model.memory_function(arg)
-    except (TypeError, RuntimeError, NotImplementedError, AttributeError) as exc:
+        M = model.memory_function(t, method="closed_form" if exact else "estimator")
+    except (RuntimeError, NotImplementedError) as exc:
         raise InvalidParameterError(
             f"cannot compute the memory function of {type(model).__name__}: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
@@ -187,7 +199,7 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
         if cfg is not None:
             length = dict(cfg.task_kwargs).get("length")
             if length is None and isinstance(cfg.task, str) and cfg.task.startswith("lf:"):
-                from ..tasks.functional import FUNCTIONAL_TASKS
+                from ..tasks.datasets import FUNCTIONAL_TASKS
 
                 spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
                 length = spec.options.get("length") if spec is not None else None
@@ -203,15 +215,29 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
     fit = classify_decay(t, M1, envelope=envelope)
     out = {"checkpoint": str(path), "model": getattr(model, "model_name", type(model).__name__),
            "config": dict(model.config), "method": method, "t": t, "memory": M,
-           "decay": {"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
-                     "r2_pol": fit.r2_pol, "exp_fit": list(fit.exp_fit),
-                     "pol_fit": list(fit.pol_fit), "tail_start": fit.tail_start,
-                     "n_points": fit.n_points, "envelope": envelope},
+           "decay": decay_dict(fit, envelope),
            "task": None if cfg is None else {"name": cfg.task,
                                               "kwargs": dict(cfg.task_kwargs)},
            "target": None}
     if M.ndim == 2:
         out["memory_max_over_outputs"] = M1
+    _add_target(out, t, M1, target, cfg, dt)
+    return out
+
+
+def decay_dict(fit, envelope: bool) -> dict:
+    """A :class:`~rnnmem.numerics.DecayFit` as JSON, its parameter named by kind (``rate``
+    is None for a polynomial fit, ``exponent`` None for an exponential one)."""
+    return {"kind": fit.kind, "parameter": fit.parameter,
+            "parameter_name": fit.parameter_name,
+            "rate": fit.parameter if fit.kind != "polynomial" else None,
+            "exponent": fit.parameter if fit.kind == "polynomial" else None,
+            "r2_exp": fit.r2_exp, "r2_pol": fit.r2_pol, "exp_fit": list(fit.exp_fit),
+            "pol_fit": list(fit.pol_fit), "tail_start": fit.tail_start,
+            "n_points": fit.n_points, "envelope": envelope}
+
+
+def _add_target(out: dict, t, M1, target, cfg, dt: float = 1.0) -> None:
     tinfo = None
     if target is not None:
         from ..theory.targets import get_target
@@ -233,6 +259,53 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
         denom = float(np.trapezoid(tinfo["memory"], t)) if t.size > 1 else 0.0
         tinfo["rel_l1_diff"] = float(np.trapezoid(diff, t) / denom) if denom > 0 else None
         out["target"] = tinfo
+
+
+def parse_amplitudes(text):
+    """``--amplitudes``: ``default`` or a comma list of positive numbers."""
+    if text is None or text.strip() == "default":
+        return "default"
+    vals = [parse_positive(v, "--amplitudes") for v in text.split(",") if v.strip()]
+    if not vals:
+        raise InvalidParameterError(f"--amplitudes: expected numbers, got {text!r}")
+    return vals
+
+
+def compute_user(spec, *, weights=None, model_args=(), layout=None, readout=None,
+                 t_max=None, n_points=200, dt=None, input_dim=None, amplitudes="default",
+                 check=True, target=None, device="cpu") -> dict:
+    """``rnnmem memory --model SPEC``: the checked Def. 3.1 estimate of your own module."""
+    from ..models.adapt import memory_function as user_memory
+    from ..numerics import classify_decay
+    from ._user_model import build_user_model, parse_readout
+
+    if target is not None:
+        from ..theory.targets import get_target
+
+        get_target(target)  # fail fast on an unknown name
+    model, kwargs = build_user_model(spec, weights=weights, model_args=model_args,
+                                     device=device)
+    if dt is None:
+        dt = float(getattr(model, "dt", 1.0))
+    t_max = 100.0 * dt if t_max is None else t_max
+    t = dt * np.unique(np.round(np.linspace(0.0, float(t_max), int(n_points)) / dt))
+    est = user_memory(model, t, dt=dt, input_dim=input_dim, layout=layout,
+                      readout=parse_readout(readout, model), amplitudes=amplitudes,
+                      check=check)
+    M = np.asarray(est.values, dtype=float)
+    M1 = M if M.ndim == 1 else M.max(axis=1)
+    fit = classify_decay(t, M1)
+    out = {"checkpoint": str(spec), "model": type(model).__name__, "config": kwargs,
+           "weights": weights, "method": "black-box (Def. 3.1, sup over directions and "
+                                         "amplitudes, checked)",
+           "t": t, "memory": M, "decay": decay_dict(fit, False), "task": None,
+           "target": None,
+           "estimate": {k: v for k, v in est.to_dict().items()
+                        if k in ("amplitude", "amplitudes", "warmup_steps", "drift",
+                                 "checks", "checks_skipped", "check_rtol", "baseline")}}
+    if M.ndim == 2:
+        out["memory_max_over_outputs"] = M1
+    _add_target(out, t, M1, target, None, dt)
     return out
 
 
@@ -243,15 +316,25 @@ def summary(res: dict) -> str:
              f"t in [0, {t[-1]:.4g}] ({t.size} points)",
              f"  M(0) = {M1[0]:.4g}   M(t_max) = {M1[-1]:.4g}"]
     if d["kind"] == "exponential":
-        lines.append(f"  decay: exponential, M ~ e^(-{d['rate']:.4g} t)   (R^2 exp "
+        lines.append(f"  decay: exponential, M ~ e^(-{d['parameter']:.4g} t), rate "
+                     f"{d['parameter']:.4g}   (R^2 exp "
                      f"{d['r2_exp']:.4f}, pol {d['r2_pol']:.4f}; tail from t = "
                      f"{d['tail_start']:.4g})")
     elif d["kind"] == "polynomial":
-        lines.append(f"  decay: polynomial, M ~ (1+t)^(-{d['rate']:.4g})   (R^2 pol "
+        lines.append(f"  decay: polynomial, M ~ (1+t)^(-{d['parameter']:.4g}), exponent "
+                     f"{d['parameter']:.4g}   (R^2 pol "
                      f"{d['r2_pol']:.4f}, exp {d['r2_exp']:.4f}; tail from t = "
                      f"{d['tail_start']:.4g})")
     else:
         lines.append("  decay: none detected")
+    est = res.get("estimate")
+    if est is not None:
+        amp = np.asarray(est["amplitude"], dtype=float)
+        checks = ", ".join(f"{k} {v:.2g}" for k, v in est["checks"].items() if v is not None)
+        lines.append(f"  warm-up {est['warmup_steps']} steps; zero-input drift "
+                     f"{est['drift']:.3g}; arg-sup amplitude {amp.min():.3g}..{amp.max():.3g}"
+                     f"; checks: {checks or 'skipped'}"
+                     + (f" (tolerance {est['check_rtol']:.2g})" if checks else ""))
     tg = res.get("target")
     if tg is None:
         lines.append("  target: unknown (pass --target NAME to compare)")
@@ -299,8 +382,26 @@ def plot(res: dict, path) -> None:
 def run(args) -> int:
     t_max = None if args.t_max is None else parse_positive(args.t_max, "--t-max")
     n_points = parse_positive(args.n_points, "--n-points", integer=True, minimum=2)
-    res = compute(args.checkpoint, t_max=t_max, n_points=n_points, black_box=args.black_box,
-                  target=args.target, device=args.device)
+    if (args.checkpoint is None) == (args.user_model is None):
+        raise InvalidParameterError("give a checkpoint CKPT or --model SPEC (exactly one)")
+    if args.user_model is None:
+        stray = [f for f, v in (("--weights", args.weights), ("--model-arg", args.model_arg),
+                                ("--layout", args.layout), ("--readout", args.readout),
+                                ("--dt", args.dt), ("--input-dim", args.input_dim),
+                                ("--amplitudes", args.amplitudes)) if v]
+        if stray:
+            raise InvalidParameterError(f"{stray[0]} needs --model")
+        res = compute(args.checkpoint, t_max=t_max, n_points=n_points,
+                      black_box=args.black_box, target=args.target, device=args.device)
+    else:
+        res = compute_user(
+            args.user_model, weights=args.weights, model_args=args.model_arg,
+            layout=args.layout, readout=args.readout, t_max=t_max, n_points=n_points,
+            dt=None if args.dt is None else parse_positive(args.dt, "--dt"),
+            input_dim=None if args.input_dim is None else parse_positive(
+                args.input_dim, "--input-dim", integer=True, minimum=1),
+            amplitudes=parse_amplitudes(args.amplitudes), check=not args.no_check,
+            target=args.target, device=args.device)
     if args.plot:
         plot(res, args.plot)
     if args.json:

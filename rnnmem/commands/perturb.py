@@ -4,8 +4,8 @@ For each checkpoint: rebuild the task it was trained on (or ``--task``), fix its
 split once, and estimate :math:`E_m(\\beta)` on a log grid of radii with
 :func:`rnnmem.train.perturb.perturbation_curve` (Wang, Li & Li, ICLR 2024, Def. 3.4);
 print E(0), the crossing points at 2x and 10x E(0) and a table of the envelope. With three
-or more checkpoints of different widths (``state_dim``/``hidden_dim``/... in the model
-config), also the operational stable-approximation verdict of
+or more checkpoints of different widths (the models' ``width``), also the operational
+stable-approximation verdict of
 :func:`rnnmem.numerics.perturbation.stability_verdict` (Def. 3.5).
 """
 
@@ -22,15 +22,16 @@ NAME = "perturb"
 HELP = "perturbation error E(beta) of trained models (stable-approximation test)"
 ORDER = 31
 
-#: config keys read as the width m of a model, in this order
-WIDTH_KEYS = ("state_dim", "hidden_dim", "hidden_size", "hidden", "width", "d_model")
 #: relative levels (multiples of E(0)) at which crossing points are reported
 FACTORS = (2.0, 10.0)
 
 
 def add_arguments(p):
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
-                   help="checkpoint(s); three or more widths also give a stability verdict")
+    from ._user_model import add_user_model_arguments
+
+    p.add_argument("checkpoints", nargs="*", metavar="CKPT",
+                   help="checkpoint(s); three or more widths also give a stability verdict "
+                        "(or --model)")
     p.add_argument("--betas", default="1e-3:1e0:21", metavar="LO:HI:N",
                    help="radii: N log-spaced from LO to HI, or a comma list "
                         "(default 1e-3:1e0:21)")
@@ -55,16 +56,18 @@ def add_arguments(p):
     p.add_argument("--level", metavar="E",
                    help="absolute error level for the verdict across widths (default: 10 x "
                         "the largest E(0))")
+    add_user_model_arguments(p)
+    p.add_argument("--params", action="append", default=[], metavar="GLOB",
+                   help="perturb the parameters whose names match (repeatable, e.g. "
+                        "'rnn.weight_hh*'); overrides --scope")
     add_output_arguments(p, plot_help="write a log-log plot of E(beta)",
                          device_help="device for the models (default cpu)")
 
 
-def _width(config: dict):
-    for k in WIDTH_KEYS:
-        v = config.get(k)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
+def _width(model):
+    """The model's ``width`` (the model contract), ``None`` for a model without one."""
+    v = getattr(model, "width", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _check_options(args):
@@ -111,17 +114,57 @@ def compute(paths, opts: dict, *, task=None, task_kwargs=None, split=None, max_s
                 "beta": c.beta, "level": c.level, "censored": c.censored}
         entries.append({"checkpoint": str(path),
                         "model": getattr(model, "model_name", type(model).__name__),
-                        "width": _width(model.config), "task": info, "curve": curve,
+                        "width": _width(model), "task": info, "curve": curve,
                         "crossings": crossings})
     verdict, note = None, None
     widths = [e["width"] for e in entries]
     if len(entries) >= 3:
         if None in widths or len(set(widths)) != len(widths):
-            note = "no verdict: the checkpoints need distinct widths (state_dim, hidden_dim, ...)"
+            note = "no verdict: the checkpoints need distinct widths (model option width)"
         else:
             verdict = stability_verdict({e["width"]: e["curve"] for e in entries},
                                         level=level)
     return {"curves": entries, "verdict": verdict, "verdict_note": note}
+
+
+def compute_user(spec, opts: dict, *, weights=None, model_args=(), layout=None,
+                 readout=None, params=(), task=None, task_kwargs=None, split=None,
+                 max_samples=None, device="cpu", progress=None) -> dict:
+    """``rnnmem perturb --model SPEC --task NAME``: the curve of your own module."""
+    from ..models.adapt import AdaptedModule
+    from ..numerics.perturbation import crossing_point
+    from ..train.perturb import EvalSet, perturbation_curve, perturbed_parameters
+    from ..train.tasks import build_task
+    from ._user_model import build_user_model, parse_readout
+
+    if task is None:
+        raise InvalidParameterError("--model needs --task NAME (the data to evaluate the "
+                                    "loss on; see `rnnmem list tasks`)")
+    model, kwargs = build_user_model(spec, weights=weights, model_args=model_args,
+                                     device=device)
+    patterns = list(params) or None
+    if layout is not None or readout is not None:
+        model = AdaptedModule(model, layout=layout, readout=parse_readout(readout, model))
+        patterns = None if patterns is None else [f"inner.{q}" for q in patterns]
+    perturbed_parameters(model, opts.get("scope", "recurrent"), patterns)  # fail early
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    t = build_task(task, **dict(task_kwargs or {}))
+    t.configure(device=device, dtype=dtype, seed=0)
+    es = EvalSet.from_task(t, split, max_samples=max_samples)
+    if progress:
+        progress(f"{spec}: {task} ({es.n_samples} samples), {len(opts['betas'])} radii x "
+                 f"{opts['repeats']} repeats")
+    curve = perturbation_curve(model, es, parameters=patterns, **opts)
+    crossings = {}
+    for f in FACTORS:
+        c = crossing_point(curve, f) if curve.e0 > 0 else None
+        crossings[f"{f:g}x"] = None if c is None else {
+            "beta": c.beta, "level": c.level, "censored": c.censored}
+    info = {"task": task, "task_kwargs": dict(task_kwargs or {}),
+            "split": split or t.eval_splits[0], "from": "option", "n_samples": es.n_samples}
+    entry = {"checkpoint": str(spec), "model": type(model).__name__, "width": _width(kwargs),
+             "task": info, "curve": curve, "crossings": crossings, "weights": weights}
+    return {"curves": [entry], "verdict": None, "verdict_note": None}
 
 
 def summary(res: dict) -> str:
@@ -189,9 +232,24 @@ def plot(res: dict, path) -> None:
 def run(args) -> int:
     opts, task_kwargs, max_samples, level = _check_options(args)
     quiet_stdout = args.json == "-"
-    res = compute(args.checkpoints, opts, task=args.task, task_kwargs=task_kwargs,
-                  split=args.split, max_samples=max_samples, level=level, device=args.device,
-                  progress=lambda s: print(s, file=sys.stderr, flush=True))
+    progress = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if bool(args.checkpoints) == bool(args.user_model):
+        raise InvalidParameterError("give checkpoint(s) CKPT or --model SPEC (not both)")
+    if args.user_model:
+        res = compute_user(args.user_model, opts, weights=args.weights,
+                           model_args=args.model_arg, layout=args.layout,
+                           readout=args.readout, params=args.params, task=args.task,
+                           task_kwargs=task_kwargs, split=args.split,
+                           max_samples=max_samples, device=args.device, progress=progress)
+    else:
+        stray = [f for f, v in (("--weights", args.weights), ("--model-arg", args.model_arg),
+                                ("--layout", args.layout), ("--readout", args.readout),
+                                ("--params", args.params)) if v]
+        if stray:
+            raise InvalidParameterError(f"{stray[0]} needs --model")
+        res = compute(args.checkpoints, opts, task=args.task, task_kwargs=task_kwargs,
+                      split=args.split, max_samples=max_samples, level=level,
+                      device=args.device, progress=progress)
     if args.plot:
         plot(res, args.plot)
     if args.json:

@@ -98,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="a registered model (see `rnnmem list models`)")
     g.add_argument("--task", help="a task: lf:<target>, lang:<language>, ptb, npz (see `rnnmem list tasks`)")
     g.add_argument("--model-arg", action="append", metavar="K=V", default=[],
-                   help="model option, repeatable (e.g. --model-arg state_dim=8)")
+                   help="model option, repeatable (e.g. --model-arg width=8)")
     g.add_argument("--task-arg", action="append", metavar="K=V", default=[],
                    help="task option, repeatable (e.g. --task-arg length=50)")
     g.add_argument("--config", metavar="FILE.json",

@@ -8,9 +8,9 @@ API summary
     lengths, splits}, resources={num_cpus, num_gpus, max_retries})``. ``run.hash`` (SHA-256
     of the canonical JSON + :data:`RESULT_FORMAT`; resources excluded), ``run.config`` (the
     :class:`rnnmem.train.TrainConfig`), ``to_dict/from_dict``, ``to_json/from_json``,
-    ``to_toml/from_toml``, ``run.get("model.hidden_dim")``, ``run.replace(train__lr=0.1)``.
+    ``to_toml/from_toml``, ``run.get("model.width")``, ``run.replace(train__lr=0.1)``.
 ``Protocol`` (:mod:`.protocol`)
-    ``Protocol(name, base=Run, grid={"model.hidden_dim": [8, 16], "seed": [0, 1]},
+    ``Protocol(name, base=Run, grid={"model.width": [8, 16], "seed": [0, 1]},
     analysis="summary", budgets={"smoke": {"set": {...}, "grid": {...}}, ...},
     default_budget=...)``; ``p.at("quick")``, ``p.vary(train__lr=[...])``,
     ``p.runs()``, ``p.to_toml()``, ``Protocol.from_toml(text)``, ``load_protocol(path)``
@@ -28,7 +28,7 @@ API summary
     SHA-256 checked), ``.task()`` / ``.eval_set(max_samples)`` (rebuilt as in training),
     ``.provenance()``, ``.row()``.
 ``Results`` (a list of RunResult)
-    ``.frame()``, ``.where(model__hidden_dim=8)``, ``.get(run)``, ``.analyse()``,
+    ``.frame()``, ``.where(model__width=8)``, ``.get(run)``, ``.analyse()``,
     ``.missing``, ``.failed``, ``.report`` (trained / cached / failed / retried counts).
 ``execute(protocol_or_runs, store=, executor="local" | "ray" | "ray:ADDRESS", jobs=1,
 progress=True) -> Results`` (:mod:`.executors`), also ``protocol.execute(budget=, store=,

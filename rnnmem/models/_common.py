@@ -19,13 +19,14 @@ from torch import nn
 from ..errors import (
     InvalidParameterError,
     NonFiniteError,
+    NotApplicableError,
     ShapeError,
     UnknownNameError,
     UnstableSystemError,
 )
 from ..numerics import linear_memory
 from ..theory import PARAMETERISATIONS
-from .base import RecurrentModel
+from .base import MEMORY_METHODS, RecurrentModel
 
 #: Element-wise activations by name.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -230,13 +231,19 @@ class ExactMemoryMixin:
     ``_spectra(form) -> [(eigenvalues, "continuous" | "discrete"), ...]``.
     """
 
-    def memory_function(self, t, *, exact: bool | None = None, form: str | None = None,
-                        require_stable: bool = True, **kwargs) -> np.ndarray:
+    def memory_function(self, t, method: str | None = None, *, exact: bool | None = None,
+                        form: str | None = None, require_stable: bool = True,
+                        **kwargs) -> np.ndarray:
         """Memory function at times ``t`` (in units of time; ``t = k dt`` is step ``k``).
 
         Parameters
         ----------
         t : array (L,) of times >= 0
+        method : {"auto", "closed_form", "estimator"} or None
+            The contract's name for ``exact`` (:mod:`rnnmem.models.base`): ``"auto"``
+            (``exact=None``), ``"closed_form"`` (``exact=True``; a nonlinear configuration
+            raises :class:`~rnnmem.errors.NotApplicableError`), ``"estimator"``
+            (``exact=False``). Give one of ``method`` and ``exact``.
         exact : bool or None
             ``None``: the closed form when the model is linear, else the black-box
             estimator; ``True`` insists on the closed form; ``False`` uses the estimator
@@ -252,6 +259,17 @@ class ExactMemoryMixin:
         (L,) for one output, else (L, output_dim).
         """
         t = memory_times(t)
+        if method is not None:
+            if method not in MEMORY_METHODS:
+                raise InvalidParameterError(f"method must be one of "
+                                            f"{', '.join(MEMORY_METHODS)}, got {method!r}")
+            if exact is not None:
+                raise InvalidParameterError("give method or exact, not both")
+            exact = {"auto": None, "closed_form": True, "estimator": False}[method]
+            if exact and not self.is_linear:
+                raise NotApplicableError(
+                    f"no closed-form memory function for this nonlinear "
+                    f"{type(self).__name__}; use method='estimator'")
         if exact is None:
             exact = self.is_linear
         if not exact:

@@ -58,7 +58,8 @@ class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
 
     Parameters
     ----------
-    state_dim : int
+    width : int
+        State dimension :math:`N` (formerly ``state_dim``, still accepted, deprecated).
     input_dim, output_dim : int
     parameterisation : str
         A name in :data:`rnnmem.theory.PARAMETERISATIONS` whose ``time`` matches ``time``.
@@ -77,11 +78,12 @@ class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
 
     recurrent_parameter_names = ("w",)
 
-    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  parameterisation: str = "softplus", time: str = "continuous",
                  dt: float = 0.1, decay_range: tuple[float, float] | None = None,
                  dtype="float32", device="auto", seed: int | None = None):
-        check_positive_int("state_dim", state_dim)
+        check_positive_int("width", width)
+        state_dim = width
         p = get_parameterisation(parameterisation)
         if p.time != time:
             raise InvalidParameterError(
@@ -89,10 +91,10 @@ class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
         lam0 = initial_eigenvalues(state_dim, time, decay_range)  # (N,)
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
-                         config=dict(state_dim=state_dim, parameterisation=p.name,
+                         config=dict(width=width, parameterisation=p.name,
                                      decay_range=None if decay_range is None
                                      else [float(v) for v in decay_range], seed=seed))
-        self.state_dim = state_dim
+        self.width = self.state_dim = width
         self.parameterisation = p
         self._f = p.torch
         gen = np.random.default_rng(seed)
@@ -143,6 +145,11 @@ class DiagonalSSM(ExactMemoryMixin, RecurrentModel):
         j = torch.arange(length, device=A.device, dtype=A.dtype)
         P = A[None, :] ** j[:, None]  # (L, N)
         return torch.einsum("ln,pn,nd->lpd", P, self.C, Bm)
+
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """:math:`\\lambda = f(w)`: generator eigenvalues (continuous time) or per-step
+        multipliers (discrete time)."""
+        return self.eigenvalues()
 
     def _spectra(self, form: str):
         if form == "continuous":

@@ -64,8 +64,9 @@ class LRU(ExactMemoryMixin, RecurrentModel):
 
     Parameters
     ----------
-    state_dim : int
-        :math:`N`, the number of complex modes.
+    width : int
+        :math:`N`, the number of complex modes (formerly ``state_dim``, still accepted,
+        deprecated).
     input_dim, output_dim : int
     r_min, r_max : float
         Ring of the initial eigenvalue moduli, :math:`0 \\le r_\\min < r_\\max \\le 1`.
@@ -82,11 +83,12 @@ class LRU(ExactMemoryMixin, RecurrentModel):
 
     recurrent_parameter_names = ("nu_log", "theta")
 
-    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * math.pi,
                  time: str = "discrete", dt: float = 1.0, dtype="float32", device="auto",
                  seed: int | None = None):
-        check_positive_int("state_dim", state_dim)
+        check_positive_int("width", width)
+        state_dim = width
         r_min, r_max = _real("r_min", r_min), _real("r_max", r_max)
         max_phase = _real("max_phase", max_phase)
         if not 0.0 <= r_min < r_max <= 1.0:
@@ -98,10 +100,10 @@ class LRU(ExactMemoryMixin, RecurrentModel):
             raise InvalidParameterError(f"the LRU is a discrete-time model, got time={time!r}")
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
-                         config=dict(state_dim=state_dim, r_min=r_min, r_max=r_max,
+                         config=dict(width=width, r_min=r_min, r_max=r_max,
                                      max_phase=max_phase, seed=seed))
         check_supported_dtype(self)
-        self.state_dim = state_dim
+        self.width = self.state_dim = width
         self._modulus = PARAMETERISATIONS["lru"].torch
         fk = self.factory
         rng = np.random.default_rng(seed)
@@ -185,3 +187,7 @@ class LRU(ExactMemoryMixin, RecurrentModel):
 
     def _spectra(self, form: str):
         return [(self.eigenvalues(), "discrete")]
+
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """:math:`\\lambda = |\\lambda| e^{i\\theta}`, the per-step multipliers."""
+        return self.eigenvalues()

@@ -22,7 +22,7 @@ import torch
 from ..errors import CheckpointError, UnknownNameError
 
 __all__ = ["MODELS", "register_model", "build_model", "save_checkpoint", "load_checkpoint",
-           "load", "CHECKPOINT_FORMAT"]
+           "load", "CHECKPOINT_FORMAT", "canonical_model_options"]
 
 MODELS: dict[str, type] = {}
 CHECKPOINT_FORMAT = "rnnmem-checkpoint"
@@ -54,6 +54,18 @@ def build_model(name: str, **config) -> torch.nn.Module:
     except KeyError:
         raise UnknownNameError("model", name, list(MODELS)) from None
     return cls(**config)
+
+
+def canonical_model_options(name: str, options: dict) -> dict:
+    """``options`` of the registered model ``name`` with deprecated option names replaced
+    (:func:`rnnmem.models.base.canonical_options`); unchanged for an unknown name."""
+    from .base import canonical_options
+
+    _ensure_models_loaded()
+    cls = MODELS.get(name) if isinstance(name, str) else None
+    if cls is None or not hasattr(cls, "options"):
+        return dict(options)
+    return canonical_options(options, owner=f"model {name!r}", accepted=cls.options())
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:

@@ -83,7 +83,8 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
 
     Parameters
     ----------
-    hidden_dim : int
+    width : int
+        Hidden dimension :math:`N` (formerly ``hidden_dim``, still accepted, deprecated).
     input_dim, output_dim : int
     activation : {"linear", "tanh", "hardtanh"}
     recurrence : str
@@ -111,13 +112,14 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         than the few small operations it fuses).
     """
 
-    def __init__(self, hidden_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  activation: str = "linear", recurrence: str = "vanilla",
                  time: str = "discrete", dt: float = 1.0, integrator: str = "euler",
                  substeps: int = 1, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None, compile: bool = False):
-        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("width", width)
+        hidden_dim = width
         sigma = get_activation(activation)
         if recurrence in RECURRENCE_KINDS:
             p = None
@@ -141,7 +143,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                                    (0.05, 1.0) if decay_range is None else decay_range)
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
-                         config=dict(hidden_dim=hidden_dim, activation=activation,
+                         config=dict(width=width, activation=activation,
                                      recurrence=recurrence, integrator=integrator,
                                      substeps=substeps, bias=bool(bias),
                                      decay_range=None if decay_range is None
@@ -149,7 +151,8 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                                      compile=bool(compile)))
         check_supported_dtype(self)
         self._sigma = sigma
-        self.hidden_dim, self.activation, self.recurrence = hidden_dim, activation, recurrence
+        self.width = self.hidden_dim = width
+        self.activation, self.recurrence = activation, recurrence
         self.integrator, self.substeps = integrator, substeps
         self.kind = recurrence if p is None else "param"
         self.parameterisation = p
@@ -313,6 +316,14 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         A, G = self.sample_map()
         S = G[:, None] * self.U if G.dim() == 1 else G @ self.U  # (N, d)
         return power_kernel(A, S, self.C, length)  # (L, p, d)
+
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """The linearisation at the origin (:math:`\\sigma'(0) = 1` for every activation
+        here, bias left out): eigenvalues of the generator :math:`W` in continuous time,
+        of the Euler step :math:`I + \\Delta t\\,W` in discrete time (for a linear model
+        these are exactly :meth:`sample_map`'s)."""
+        ev = self.eigenvalues()
+        return ev if self.time == "continuous" else 1 + self.dt * ev
 
     # hooks of ExactMemoryMixin
     def _spectra(self, form: str):

@@ -150,8 +150,9 @@ class S4D(ExactMemoryMixin, RecurrentModel):
 
     Parameters
     ----------
-    state_dim : int
-        Number of complex modes :math:`N`.
+    width : int
+        Number of complex modes :math:`N` (formerly ``state_dim``, still accepted,
+        deprecated).
     input_dim, output_dim : int
     parameterisation : str
         Continuous-time map for the real parts (``exp`` as in S4D's ``log_A_real``).
@@ -169,11 +170,12 @@ class S4D(ExactMemoryMixin, RecurrentModel):
 
     recurrent_parameter_names = ("kernel.w", "kernel.A_imag", "kernel.log_dt")
 
-    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  parameterisation: str = "exp", init: str = "s4d-lin", dt_min: float = 1e-3,
                  dt_max: float = 1e-1, time: str = "continuous", dt: float = 1.0,
                  dtype="float32", device="auto", seed: int | None = None):
-        check_positive_int("state_dim", state_dim)
+        check_positive_int("width", width)
+        state_dim = width
         if init not in S4D_INITS:
             raise UnknownNameError("S4D init", init, S4D_INITS)
         for nm, v in (("dt_min", dt_min), ("dt_max", dt_max)):
@@ -187,10 +189,10 @@ class S4D(ExactMemoryMixin, RecurrentModel):
         p = get_parameterisation(parameterisation)
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
-                         config=dict(state_dim=state_dim, parameterisation=p.name, init=init,
+                         config=dict(width=width, parameterisation=p.name, init=init,
                                      dt_min=float(dt_min), dt_max=float(dt_max), seed=seed))
         check_supported_dtype(self)
-        self.state_dim = state_dim
+        self.width = self.state_dim = width
         rng = np.random.default_rng(seed)
         self.kernel = S4DKernel(state_dim, input_dim, output_dim, p.name, init, float(dt_min),
                                 float(dt_max), rng, self.factory)
@@ -238,6 +240,10 @@ class S4D(ExactMemoryMixin, RecurrentModel):
         if form == "continuous":
             return [(self.eigenvalues(), "continuous")]
         return [(self.discrete_eigenvalues(), "discrete")]
+
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """:math:`\\mu = A\\Delta/\\mathrm{dt}`, per unit of physical time."""
+        return self.eigenvalues()
 
     def _continuous_memory(self, t: np.ndarray) -> np.ndarray:
         """:math:`\\sum_i |\\operatorname{Re}(C e^{\\mu t}\\beta)_{oi}|`, (L, p)."""

@@ -91,8 +91,8 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
 
     Parameters
     ----------
-    state_dim : int
-        :math:`N`.
+    width : int
+        State dimension :math:`N` (formerly ``state_dim``, still accepted, deprecated).
     input_dim, output_dim : int
     activation : {"linear", "tanh", "hardtanh"}
         :math:`\\sigma`, applied element-wise to the state before the read-out.
@@ -114,24 +114,26 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         Seed of the initialisation (numpy ``default_rng``).
     """
 
-    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  activation: str = "linear", recurrence: str = "vanilla",
                  time: str | None = None, dt: float = 1.0, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None):
-        check_positive_int("state_dim", state_dim)
+        check_positive_int("width", width)
+        state_dim = width
         sigma = get_activation(activation)
         kind, p, time = resolve_recurrence(recurrence, time)
         lam0 = initial_eigenvalues(state_dim, time, decay_range)
         super().__init__(input_dim=input_dim, output_dim=output_dim, dt=dt, time=time,
                          dtype=dtype, device=device,
-                         config=dict(state_dim=state_dim, activation=activation,
+                         config=dict(width=width, activation=activation,
                                      recurrence=recurrence, bias=bool(bias),
                                      decay_range=None if decay_range is None
                                      else [float(v) for v in decay_range], seed=seed))
         check_supported_dtype(self)
         self._sigma = sigma
-        self.state_dim, self.activation, self.kind = state_dim, activation, kind
+        self.width = self.state_dim = width
+        self.activation, self.kind = activation, kind
         self.parameterisation = p
         self._f = p.torch if p is not None else None
         init_linear_weights(self, state_dim, lam0, p, bias, np.random.default_rng(seed))
@@ -219,6 +221,11 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         BU = self.U if G is None else (G[:, None] * self.U if G.dim() == 1 else G @ self.U)
         return power_kernel(A, BU, self.C, length)  # (L, p, d)
 
+    def _spectrum_eigenvalues(self) -> torch.Tensor:
+        """Eigenvalues of :meth:`recurrence_matrix`: the generator :math:`A` (continuous
+        time) or :math:`\\bar A` (discrete time); the read-out nonlinearity does not enter."""
+        return self.eigenvalues()
+
     # hooks of ExactMemoryMixin
     def _spectra(self, form: str):
         if form == "continuous":
@@ -246,13 +253,13 @@ class StableSSM(NonlinearSSM):
     registry's default (paper) constants are :math:`a = 1, b = 1/2`.
     """
 
-    def __init__(self, state_dim: int, input_dim: int = 1, output_dim: int = 1,
+    def __init__(self, width: int, input_dim: int = 1, output_dim: int = 1,
                  parameterisation: str = "exp", activation: str = "linear",
                  time: str | None = None, dt: float = 1.0, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None):
         p = get_parameterisation(parameterisation)
-        super().__init__(state_dim, input_dim, output_dim, activation=activation,
+        super().__init__(width, input_dim, output_dim, activation=activation,
                          recurrence=p.name, time=time, dt=dt, bias=bias,
                          decay_range=decay_range, dtype=dtype, device=device, seed=seed)
         del self._config["recurrence"]

@@ -43,7 +43,7 @@ from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, Shape
 from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
 from .registry import register_model
-from .stacks import StratificationStack, SuperpositionStack
+from .stacks import ACTION_SOFTMAX, StratificationStack, SuperpositionStack
 
 __all__ = ["StackRNN", "StackRNNState", "Controller", "CONTROLLERS", "STACK_KINDS", "MODES"]
 
@@ -136,7 +136,9 @@ class StackRNN(RecurrentModel):
         :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015);
         ``"none"`` (or ``None``, which is what ``--model-arg stack=none`` parses to on the
         command line) is the memory-less controller.
-    hidden_size : int
+    width : int
+        Hidden size of the controller (formerly ``hidden_size``, still accepted,
+        deprecated).
     stack_width : int
         Width :math:`W` of a stack element.
     stack_depth : int, optional
@@ -157,6 +159,10 @@ class StackRNN(RecurrentModel):
         How :meth:`classify` pools the per-step logits: those of the last valid position
         (default; the controller has then read the whole string) or their mean over the
         valid positions.
+    action_softmax : {"per_stack", "joint"}
+        Superposition stack only: a softmax per stack (default) or one joint softmax over
+        all stacks' action logits (DeepMind's ``StackRNNCore``); see
+        :class:`~rnnmem.models.stacks.SuperpositionStack`.
     compile : bool
         Run the step function through :func:`torch.compile`; if compiling fails the model
         warns once and runs eagerly.
@@ -170,11 +176,17 @@ class StackRNN(RecurrentModel):
 
     recurrent_parameter_names = ("controller", "memory")
 
+    # The model contract (rnnmem.models.base): spectrum() and slowest_decay_rate() raise
+    # NotApplicableError (gated controller and a stack: no fixed linear recurrence);
+    # memory_function(t) is the black-box estimator on soft input codes (B, T, vocab_size),
+    # one column per logit.
+
     def __init__(self, vocab_size: int, output_size: int | None = None, *,
-                 controller: str = "lstm", stack: str = "superposition", hidden_size: int = 32,
+                 controller: str = "lstm", stack: str = "superposition", width: int = 32,
                  stack_width: int = 8, stack_depth: int | None = None, n_stacks: int = 1,
                  read_depth: int = 1, mode: str = "next_symbol",
-                 embedding_dim: int | None = None, pool: str = "last", compile: bool = False,
+                 embedding_dim: int | None = None, pool: str = "last",
+                 action_softmax: str = "per_stack", compile: bool = False,
                  dtype: Any = "float32", device: Any = "auto", seed: int | None = None,
                  input_dim: int | None = None, output_dim: int | None = None,
                  dt: float = 1.0, time: str = "discrete"):
@@ -191,7 +203,8 @@ class StackRNN(RecurrentModel):
             raise UnknownNameError("pool", pool, POOLS)
         if output_size is None:
             output_size = 2 if mode == "recognition" else vocab_size
-        for nm, v in (("output_size", output_size), ("hidden_size", hidden_size),
+        hidden_size = width
+        for nm, v in (("output_size", output_size), ("width", width),
                       ("stack_width", stack_width), ("n_stacks", n_stacks),
                       ("read_depth", read_depth)):
             _check_positive(nm, v)
@@ -199,6 +212,11 @@ class StackRNN(RecurrentModel):
             _check_positive("stack_depth", stack_depth)
         if embedding_dim is not None:
             _check_positive("embedding_dim", embedding_dim)
+        if action_softmax not in ACTION_SOFTMAX:
+            raise UnknownNameError("action_softmax", action_softmax, ACTION_SOFTMAX)
+        if action_softmax != "per_stack" and stack != "superposition":
+            raise InvalidParameterError(f"action_softmax={action_softmax!r} needs the "
+                                        f"superposition stack, got stack={stack!r}")
         if stack == "stratification" and read_depth != 1:
             raise InvalidParameterError("read_depth must be 1 for the stratification stack "
                                         f"(it reads one vector), got {read_depth}")
@@ -217,13 +235,17 @@ class StackRNN(RecurrentModel):
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
-                   stack=stack, hidden_size=hidden_size, stack_width=stack_width,
+                   stack=stack, width=width, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
                    mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile),
                    seed=seed)
+        if action_softmax != "per_stack":  # stored only when set: older configs unchanged
+            cfg["action_softmax"] = action_softmax
         super().__init__(input_dim=vocab_size, output_dim=output_size, dt=dt, time="discrete",
                          dtype=dtype, device=device, config=cfg)
+        self.action_softmax = action_softmax
         self.vocab_size, self.output_size, self.mode, self.pool = vocab_size, output_size, mode, pool
+        self.width = width
         self.stack_kind, self.stack_depth = stack, stack_depth
         if seed is None:
             self._build(controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
@@ -242,7 +264,8 @@ class StackRNN(RecurrentModel):
         fk = self.factory
         if stack == "superposition":
             self.memory = SuperpositionStack(stack_depth, stack_width, read_depth,
-                                             n_stacks=n_stacks, hidden_size=hidden_size, **fk)
+                                             n_stacks=n_stacks, hidden_size=hidden_size,
+                                             action_softmax=self.action_softmax, **fk)
         elif stack == "stratification":
             self.memory = StratificationStack(stack_width, stack_depth, n_stacks=n_stacks,
                                               hidden_size=hidden_size, **fk)

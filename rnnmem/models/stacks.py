@@ -111,10 +111,15 @@ class _InterfacedStack(nn.Module):
 # ---------------------------------------------------------------------------------------
 # Superposition stack (Joulin & Mikolov 2015)
 # ---------------------------------------------------------------------------------------
+#: how a superposition stack normalises its action logits
+ACTION_SOFTMAX = ("per_stack", "joint")
+
+
 class SuperpositionControls(NamedTuple):
     """Controls of one superposition-stack step.
 
-    actions : (B, K, 3)  probabilities of (push, pop, no-op), rows summing to one
+    actions : (B, K, 3)  probabilities of (push, pop, no-op), rows summing to one (with
+              ``action_softmax="joint"``: all ``3K`` entries together summing to one)
     values  : (B, K, W)  the vector pushed (with weight ``actions[..., 0]``)
     """
 
@@ -199,6 +204,12 @@ class SuperpositionStack(_InterfacedStack):
         layers ``action`` (:math:`A`, to ``3 K`` logits) and ``value`` (:math:`D`, to
         ``K W``); without it the module is parameter-free and only :meth:`step` /
         :meth:`read` are usable.
+    action_softmax : {"per_stack", "joint"}
+        ``"per_stack"`` (default): each stack's three action logits go through their own
+        softmax. ``"joint"``: one softmax over all :math:`3K` logits, as in DeepMind's
+        ``StackRNNCore`` (google-deepmind/neural_networks_chomsky_hierarchy,
+        ``models/stack_rnn.py``: ``softmax(Linear(3K)(h))`` before the reshape to
+        ``(K, 3)``), so that each stack's actions sum to its share of one.
     dtype, device : optional
         Factory arguments of the interface layers.
     """
@@ -207,8 +218,13 @@ class SuperpositionStack(_InterfacedStack):
     n_actions = 3  # push, pop, no-op
 
     def __init__(self, depth: int | None, width: int, read_depth: int = 1, *,
-                 n_stacks: int = 1, hidden_size: int | None = None, dtype=None, device=None):
+                 n_stacks: int = 1, hidden_size: int | None = None,
+                 action_softmax: str = "per_stack", dtype=None, device=None):
         super().__init__()
+        if action_softmax not in ACTION_SOFTMAX:
+            raise InvalidParameterError(f"action_softmax must be one of {ACTION_SOFTMAX}, "
+                                        f"got {action_softmax!r}")
+        self.action_softmax = action_softmax
         self.depth = None if depth is None else _positive_int("depth", depth)
         self.width = _positive_int("width", width)
         self.read_depth = _positive_int("read_depth", read_depth)
@@ -238,14 +254,21 @@ class SuperpositionStack(_InterfacedStack):
         r"""Actions :math:`\mathrm{softmax}(A h)` and value :math:`\sigma(D h)` from ``h`` (B, H)."""
         self._check_hidden(h)
         B = h.shape[0]
-        actions = torch.softmax(self.action(h).view(B, self.n_stacks, 3), dim=-1)  # (B, K, 3)
+        actions = self._actions(self.action(h))  # (B, K, 3)
         values = torch.sigmoid(self.value(h)).view(B, self.n_stacks, self.width)  # (B, K, W)
         return SuperpositionControls(actions, values)
+
+    def _actions(self, logits: torch.Tensor) -> torch.Tensor:
+        """Action probabilities (B, K, 3) from logits (B, 3K) (see ``action_softmax``)."""
+        B = logits.shape[0]
+        if self.action_softmax == "joint":
+            return torch.softmax(logits, dim=-1).view(B, self.n_stacks, 3)
+        return torch.softmax(logits.view(B, self.n_stacks, 3), dim=-1)
 
     def controls_from_logits(self, z: torch.Tensor) -> SuperpositionControls:
         """Controls from the merged logits ``z`` (B, 3K + KW) (see :meth:`merged_interface`)."""
         B, n = z.shape[0], 3 * self.n_stacks
-        return SuperpositionControls(torch.softmax(z[:, :n].view(B, self.n_stacks, 3), dim=-1),
+        return SuperpositionControls(self._actions(z[:, :n]),
                                      torch.sigmoid(z[:, n:]).view(B, self.n_stacks, self.width))
 
     def _check(self, state: torch.Tensor, controls: SuperpositionControls) -> None:
@@ -326,7 +349,7 @@ class SuperpositionStack(_InterfacedStack):
 
     def extra_repr(self) -> str:
         return (f"depth={self.depth}, width={self.width}, read_depth={self.read_depth}, "
-                f"n_stacks={self.n_stacks}")
+                f"n_stacks={self.n_stacks}, action_softmax={self.action_softmax}")
 
 
 # ---------------------------------------------------------------------------------------

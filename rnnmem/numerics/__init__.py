@@ -24,7 +24,13 @@ from .least_squares import (
     fit_exponential_sum as fit_exponential_sum,
     linear_perturbation_curve as linear_perturbation_curve,
 )
-from .memory import memory_function as memory_function, probe_directions as probe_directions
+from .memory import (
+    DEFAULT_AMPLITUDES as DEFAULT_AMPLITUDES,
+    MemoryEstimate as MemoryEstimate,
+    estimate_memory as estimate_memory,
+    memory_function as memory_function,
+    probe_directions as probe_directions,
+)
 from .perturbation import (
     PerturbationCurve as PerturbationCurve,
     StabilityVerdict as StabilityVerdict,

@@ -22,6 +22,7 @@ exponential that underflows is fitted on the samples where it is still resolved.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,9 +47,12 @@ class DecayFit:
     Attributes
     ----------
     kind : {"exponential", "polynomial", "none"}
-    rate : float
-        The exponential rate :math:`\\beta` for ``"exponential"``, the power :math:`p` for
-        ``"polynomial"``, 0.0 for ``"none"``.
+    parameter : float
+        The fitted decay parameter of ``kind``: the exponential rate :math:`\\beta` or the
+        polynomial exponent :math:`p` (0.0 for ``"none"``); :attr:`parameter_name` says which.
+        Read it by name: :attr:`rate` (exponential; nan for ``"none"``) or :attr:`exponent`
+        (polynomial; nan otherwise). ``rate`` of a polynomial fit still returns its
+        exponent, with a :class:`DeprecationWarning` (it was misread as a rate).
     r2_exp, r2_pol : float
         :math:`R^2` of the two fits on the tail (nan when there are too few points).
     exp_fit : (log_amp, rate)
@@ -62,13 +66,40 @@ class DecayFit:
     """
 
     kind: Literal["exponential", "polynomial", "none"]
-    rate: float
+    parameter: float
     r2_exp: float
     r2_pol: float
     exp_fit: tuple[float, float]
     pol_fit: tuple[float, float]
     tail_start: float
     n_points: int = 0
+
+    @property
+    def parameter_name(self) -> str | None:
+        """``"rate"`` (exponential), ``"exponent"`` (polynomial) or None."""
+        return {"exponential": "rate", "polynomial": "exponent"}.get(self.kind)
+
+    @property
+    def rate(self) -> float:
+        """The exponential rate :math:`\\beta` of :math:`a e^{-\\beta t}` (``"exponential"``);
+        0.0 for ``"none"``. For a polynomial fit: its exponent, deprecated (use
+        :attr:`exponent`)."""
+        if self.kind == "polynomial":
+            warnings.warn("DecayFit.rate of a polynomial fit is its exponent p of "
+                          "(1+t)^-p, not a rate; read DecayFit.exponent (or .parameter)",
+                          DeprecationWarning, stacklevel=2)
+        return self.parameter
+
+    @property
+    def exponent(self) -> float:
+        """The exponent :math:`p` of :math:`a (1+t)^{-p}` for ``"polynomial"``, else nan."""
+        return self.parameter if self.kind == "polynomial" else float("nan")
+
+    def describe(self) -> str:
+        """One line naming the parameter by kind, e.g. ``exponential, rate 0.16``."""
+        if self.kind == "none":
+            return "no decay detected"
+        return f"{self.kind}, {self.parameter_name} {self.parameter:.4g}"
 
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:

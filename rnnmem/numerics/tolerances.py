@@ -79,6 +79,23 @@ class Tolerance:
         return float(np.max(np.abs(a - e) / (self.atol + self.rtol * np.abs(e)), initial=0.0))
 
 
+def _check_finite_nonnegative(**values) -> None:
+    from ..errors import InvalidParameterError
+
+    for name, v in values.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"tolerance: {name} must be a number, got {v!r}") \
+                from None
+        if not math.isfinite(f) or f < 0:
+            hint = (" (an infinite condition number, e.g. the eigenvector condition of a "
+                    "defective matrix, gives no usable tolerance: bound the error another "
+                    "way)" if name == "cond" and f == math.inf else "")
+            raise InvalidParameterError(
+                f"tolerance: {name} must be finite and >= 0, got {v!r}{hint}")
+
+
 def tolerance(dtype="float64", *, n_ops: int = 1, cond: float = 1.0, scale: float = 1.0,
               solver_rtol: float = 0.0, worst_case: bool = False) -> Tolerance:
     """The tolerance for a result computed in ``dtype``.
@@ -96,7 +113,15 @@ def tolerance(dtype="float64", *, n_ops: int = 1, cond: float = 1.0, scale: floa
         Relative error of a discretisation or ODE solver, added.
     worst_case : bool
         Use :math:`n` instead of :math:`\\sqrt n` for the accumulation.
+
+    Raises
+    ------
+    rnnmem.errors.InvalidParameterError
+        When ``n_ops``, ``cond``, ``scale`` or ``solver_rtol`` is negative, NaN or infinite:
+        an infinite condition number (a defective matrix's :math:`\\kappa(V)`) would give an
+        infinite tolerance, and a comparison with it would pass whatever the values.
     """
+    _check_finite_nonnegative(n_ops=n_ops, cond=cond, scale=scale, solver_rtol=solver_rtol)
     u = unit_roundoff(dtype)
     n = max(int(n_ops), 1)
     growth = float(n) if worst_case else math.sqrt(n)

@@ -114,32 +114,32 @@ def _smoke_inconclusive(check):
 # ======================================================================================
 @dataclass(frozen=True)
 class _Row:
-    """A model family of the table: registered name, options, and the name of its width."""
+    """A model family of the table: registered name and options (the width is the model
+    option ``width`` of every model)."""
 
     label: str
     model: str
     options: tuple[tuple[str, Any], ...]
-    width_key: str
 
     def kwargs(self, m: int) -> dict:
-        return {**dict(self.options), self.width_key: int(m)}
+        return {**dict(self.options), "width": int(m)}
 
 
 ROWS: dict[str, _Row] = {
     "diagonal_rnn": _Row("diagonal RNN (linear, residual, free diagonal W)", "rnn",
-                         (("activation", "linear"), ("recurrence", "diagonal")), "hidden_dim"),
+                         (("activation", "linear"), ("recurrence", "diagonal"))),
     "vanilla_rnn": _Row("vanilla RNN (linear, residual, full W)", "rnn",
-                        (("activation", "linear"), ("recurrence", "vanilla")), "hidden_dim"),
+                        (("activation", "linear"), ("recurrence", "vanilla"))),
     "ssm": _Row("SSM (linear recurrence, full W, no reparameterisation)", "ssm",
-                (("activation", "linear"), ("recurrence", "vanilla")), "state_dim"),
-    "lru": _Row("LRU (Orvieto et al. 2023)", "lru", (), "state_dim"),
+                (("activation", "linear"), ("recurrence", "vanilla"))),
+    "lru": _Row("LRU (Orvieto et al. 2023)", "lru", ()),
     "softplus_ssm": _Row("stable reparameterisation: diagonal SSM, lambda = -softplus(w)",
-                         "diagonal_ssm", (("parameterisation", "softplus"),), "state_dim"),
+                         "diagonal_ssm", (("parameterisation", "softplus"),)),
     # activations-no-relief
     "tanh_rnn": _Row("tanh RNN (residual, diagonal W)", "rnn",
-                     (("activation", "tanh"), ("recurrence", "diagonal")), "hidden_dim"),
+                     (("activation", "tanh"), ("recurrence", "diagonal"))),
     "hardtanh_rnn": _Row("hardtanh RNN (residual, diagonal W)", "rnn",
-                         (("activation", "hardtanh"), ("recurrence", "diagonal")), "hidden_dim"),
+                         (("activation", "hardtanh"), ("recurrence", "diagonal"))),
 }
 TABLE_ROWS = ("diagonal_rnn", "vanilla_rnn", "ssm", "lru", "softplus_ssm")
 ACTIVATION_ROWS = ("tanh_rnn", "hardtanh_rnn")
@@ -237,29 +237,13 @@ def _curve(run: _Run, s: _Sizes, seed: int):
 
 
 def _slowest_rate(run: _Run) -> float:
-    """Decay rate per unit time of the slowest mode of the (linearised) recurrence:
+    """Decay rate per unit time of the slowest mode of the (linearised) recurrence, the
+    model contract's :meth:`~rnnmem.models.base.RecurrentModel.slowest_decay_rate`:
     :math:`-\\max\\operatorname{Re}\\lambda` for a continuous-time generator, else
-    :math:`-\\log\\max|\\mu|/\\Delta t` for the per-sample matrix :math:`\\mu` (for a nonlinear
-    residual RNN, :math:`I + \\Delta t W`, its linearisation at the origin). Non-positive
-    when a mode does not decay."""
-    import torch
-
-    mdl = run.model
-    with torch.no_grad():
-        if mdl.model_name == "lru":
-            return float(-np.log(mdl.modulus().double().max().item()) / mdl.dt)
-        if mdl.model_name == "diagonal_ssm":
-            return float(-mdl.eigenvalues().double().max().item())
-        if mdl.model_name == "rnn":
-            W = mdl.recurrence_matrix().double()
-            ev = torch.linalg.eigvals(W).numpy() if W.dim() == 2 else W.numpy()
-            if mdl.time == "continuous":
-                return float(-ev.real.max())
-            return float(-np.log(np.abs(1 + mdl.dt * ev).max()) / mdl.dt)
-        A, _ = mdl.transition()
-        A = A.double()
-        ev = torch.linalg.eigvals(A).numpy() if A.dim() == 2 else A.numpy()
-        return float(-np.log(np.abs(ev).max()) / mdl.dt)
+    :math:`-\\log\\max|\\mu|/\\Delta t` for the per-sample multipliers :math:`\\mu` (for a
+    nonlinear residual RNN, :math:`I + \\Delta t W`, its linearisation at the origin).
+    Non-positive when a mode does not decay."""
+    return run.model.slowest_decay_rate()
 
 
 #: levels (factors of max_m E_m(0)) at which a cell's verdict must agree to count
@@ -675,30 +659,15 @@ def _cell_details(cells: dict, s: _Sizes, seed: int) -> list[str]:
 
 
 def _eigen_summary(run: _Run) -> str:
-    """How close the trained spectrum is to the stability boundary (for explanations)."""
-    import torch
-
+    """How close the trained spectrum is to the stability boundary (for explanations),
+    from the model contract's :meth:`~rnnmem.models.base.RecurrentModel.spectrum`."""
     if run.model is None:
         return "-"
-    mdl = run.model
-    with torch.no_grad():
-        if run.row == "lru":
-            r = mdl.modulus().double().numpy()
-            return f"max|lambda| {r.max():.4f} (nu_log min {float(mdl.nu_log.min()):.2f})"
-        if mdl.model_name == "diagonal_ssm":
-            lam = mdl.eigenvalues().double().numpy()
-            return f"max lambda {lam.max():.4f} (w max {float(mdl.w.max()):.2f})"
-        if mdl.model_name == "rnn":
-            A, _ = mdl.sample_map() if mdl.is_linear else (None, None)
-            if A is None:
-                W = mdl.recurrence_matrix().double()
-                ev = (torch.linalg.eigvals(W) if W.dim() == 2 else W).numpy()
-                return f"max Re eig(W) {ev.real.max():.4f} (A = 1 + dt W)"
-            ev = (torch.linalg.eigvals(A) if A.dim() == 2 else A).numpy()
-            return f"max|eig A| {np.abs(ev).max():.4f}"
-        A, _ = mdl.transition()
-        ev = (torch.linalg.eigvals(A) if A.dim() == 2 else A).numpy()
-        return f"max|eig A| {np.abs(ev).max():.4f}"
+    spec = run.model.spectrum()
+    ev = spec.eigenvalues
+    edge = (f"max Re lambda {ev.real.max():.4f}" if spec.time == "continuous"
+            else f"max|lambda| {np.abs(ev).max():.4f}")
+    return f"{edge} ({spec.time} time), slowest decay rate {spec.slowest_decay_rate():.4g}"
 
 
 @claim("curse-of-memory-table",
@@ -880,10 +849,11 @@ def _model_memory(run: _Run, t: np.ndarray) -> tuple[np.ndarray, str]:
     from ..errors import UnstableSystemError
 
     mdl = run.model
-    linear = bool(getattr(mdl, "is_linear", False))
+    linear = bool(mdl.is_linear)
     with one_thread():
         if not linear:
-            return np.asarray(mdl.memory_function(t, exact=False, baseline=True)), "estimator"
+            M = mdl.memory_function(t, method="estimator", baseline=True)
+            return np.asarray(M), "estimator"
         try:
             return np.asarray(mdl.memory_function(t)), "closed form"
         except UnstableSystemError:
@@ -938,17 +908,17 @@ def _check_inverse(ctx: Context) -> Evidence:
             tail = classify_decay(t, M, tail=0.5, envelope=True)
             inwin = classify_decay(t[t <= T_win], M[t <= T_win], tail=0.5, envelope=True)
             rec = {"row": row, "target": target, "width": m, "status": "ok", "memory": how,
-                   "tail_kind": tail.kind, "tail_rate": tail.rate,
+                   "tail_kind": tail.kind, "tail_rate": tail.parameter,
                    "tail_r2_exp": tail.r2_exp, "tail_r2_pol": tail.r2_pol,
-                   "window_kind": inwin.kind, "window_rate": inwin.rate,
+                   "window_kind": inwin.kind, "window_rate": inwin.parameter,
                    "slowest_rate": r_slow, "grid_steps": n_steps, "valid_loss": run.loss}
             records.append(rec)
             if r_slow > 0:
                 rates[target].setdefault(m, []).append(r_slow)
             rows_md.append(f"| {row} | {target} | {m} | {_fmt(run.loss)} | {_fmt(r_slow)} | "
                            f"{n_steps} | {how} | "
-                           f"{inwin.kind} ({_fmt(inwin.rate)}) | {tail.kind} "
-                           f"({_fmt(tail.rate)}; R2 exp {_fmt(tail.r2_exp)}, pol "
+                           f"{inwin.kind} ({_fmt(inwin.parameter)}) | {tail.kind} "
+                           f"({_fmt(tail.parameter)}; R2 exp {_fmt(tail.r2_exp)}, pol "
                            f"{_fmt(tail.r2_pol)}) |")
             curves_for_plot.setdefault((row, target), []).append((m, t, M))
     # the classifier must see the targets' own classes on the same grid
@@ -957,7 +927,7 @@ def _check_inverse(ctx: Context) -> Evidence:
     for target in TARGET_NAMES:
         tgt = get_target(target)
         fit = classify_decay(t_ref, tgt.memory(t_ref), tail=0.5, envelope=True)
-        target_cls[target] = {"kind": fit.kind, "rate": fit.rate, "derived": tgt.decay_class}
+        target_cls[target] = {"kind": fit.kind, "rate": fit.parameter, "derived": tgt.decay_class}
     discriminates = (target_cls["exponential"]["kind"] == "exponential"
                      and target_cls["polynomial"]["kind"] == "polynomial")
     ok_recs = [r for r in records if r["status"] == "ok"]
@@ -1052,10 +1022,12 @@ LR_PARAMETERISATIONS = ("direct", "exp", "softplus", "best")
 
 def _grad_w(model, evalset) -> np.ndarray:
     """:math:`|\\partial L/\\partial w_i|` of the validation loss, (N,)."""
+    from ..models.base import model_outputs
+
     model.zero_grad(set_to_none=True)
     total = 0.0
     for x, y, mask in evalset.batches:
-        loss = evalset.loss(model(x), y, mask) * (x.shape[0] / evalset.n_samples)
+        loss = evalset.loss(model_outputs(model, x), y, mask) * (x.shape[0] / evalset.n_samples)
         loss.backward()
         total += float(loss.detach())
     g = model.w.grad.detach().abs().double().numpy().copy()
@@ -1084,14 +1056,14 @@ def _lr_run(p: str, lr: float, s: _Sizes, m: int, seed: int) -> dict:
 
     task = _task("polynomial", s, seed)
     cfg = TrainConfig(model="diagonal_ssm", task="lf:polynomial",
-                      model_kwargs={"state_dim": m, "parameterisation": p},
+                      model_kwargs={"width": m, "parameterisation": p},
                       steps=s.steps, batch_size=s.batch_size, lr=lr, weight_decay=0.01,
                       schedule="cosine", dtype="float64", device="cpu", seed=seed,
                       eval_every=0, checkpoint_every=0)
     dt = float(task.model_defaults()["dt"])
 
     def fresh():
-        return build_model("diagonal_ssm", state_dim=m, parameterisation=p, dt=dt,
+        return build_model("diagonal_ssm", width=m, parameterisation=p, dt=dt,
                            dtype="float64", device="cpu", seed=seed)
 
     G = PARAMETERISATIONS[p].gradient_scale_numpy

@@ -129,7 +129,7 @@ def _train_one(job: tuple) -> dict:
     if threads:
         torch.set_num_threads(threads)
     stack, freeze = VARIANTS[name]
-    mk = {"hidden_size": p["hidden"], "embedding_dim": p["hidden"]}
+    mk = {"width": p["hidden"], "embedding_dim": p["hidden"]}
     model = "lstm_baseline"
     if stack != "none":
         model = "stack_rnn"

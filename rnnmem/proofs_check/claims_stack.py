@@ -145,7 +145,7 @@ class RunSpec:
         stack, freeze = VARIANTS[self.variant]
         return TrainConfig(
             model="stack_rnn", task=f"lang:{self.language}",
-            model_kwargs={"controller": "lstm", "stack": stack, "hidden_size": self.hidden_size,
+            model_kwargs={"controller": "lstm", "stack": stack, "width": self.hidden_size,
                           "stack_width": self.stack_width},
             task_kwargs={"mode": "next_symbol", "valid_size": 32},
             steps=self.steps, batch_size=self.batch_size, lr=self.lr, grad_clip=1.0,
@@ -758,7 +758,7 @@ def _check_stack_memory(ctx: Context) -> Evidence:
             for s in ss:
                 m = mem[s]
                 fit = classify_decay(np.arange(m.size, dtype=float), m)
-                fits.append({"kind": fit.kind, "rate": fit.rate, "r2_exp": fit.r2_exp,
+                fits.append({"kind": fit.kind, "rate": fit.parameter, "r2_exp": fit.r2_exp,
                              "r2_pol": fit.r2_pol, "M0": float(m[0]), "M_end": float(m[-1])})
             half = curves.shape[1] // 2
             tail = [float(np.mean(c[half:]) / c[0]) if c[0] > 0 else None for c in curves]

@@ -62,7 +62,8 @@ Inputs
 ``Gaussian_input`` is the cumulative sum of its inputs, which are :math:`\\Delta t\\,\\xi`).
 Both are drawn from ``numpy.random.default_rng(seed)``.
 
-Defaults of the task registry (:data:`FUNCTIONAL_TASKS`) follow the original experiments
+Defaults of the data-set registry (:data:`rnnmem.tasks.datasets.FUNCTIONAL_TASKS`) follow
+the original experiments
 (``radarFudan/Curse-of-memory``: ``configs/data/lf.yaml`` has ``seq_length: 100``,
 ``input_dim: 1`` and a 128000/12800/12800 split; ``src/data/lf_datamodule.py`` has
 ``dt = 1.0``): length 100, dt 1.0, input_dim 1; the sample count defaults to a laptop-sized
@@ -74,7 +75,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -82,10 +83,9 @@ from ..errors import (
     InvalidParameterError,
     NonFiniteError,
     ShapeError,
-    UnknownNameError,
 )
 from ..numerics.tolerances import tolerance, unit_roundoff
-from ..theory.targets import TARGETS, TargetMemory, get_target
+from ..theory.targets import TargetMemory, get_target
 
 __all__ = [
     "INPUT_KINDS",
@@ -93,15 +93,12 @@ __all__ = [
     "KernelWeights",
     "SequenceDataset",
     "LinearFunctionalTask",
-    "TaskSpec",
-    "FUNCTIONAL_TASKS",
     "kernel_weights",
     "causal_convolve_fft",
     "causal_convolve_direct",
     "sample_inputs",
     "apply_linear_functional",
     "make_linear_functional_dataset",
-    "get_task",
 ]
 
 INPUT_KINDS = ("white", "gaussian_process")
@@ -456,77 +453,3 @@ def make_linear_functional_dataset(target, *, n_samples: int, length: int, dt: f
                                 method=method, input_std=input_std,
                                 input_weights=input_weights)
     return task.dataset(n_samples, length, seed)
-
-
-# --------------------------------------------------------------------------------------
-# registry for the training loop
-# --------------------------------------------------------------------------------------
-_LF_DEFAULTS = {"n_samples": 1024, "length": 100, "dt": 1.0, "input_dim": 1, "seed": 0,
-                "input": "white", "method": "quadrature", "input_std": 1.0}
-_TEACHER_DEFAULTS = {"n_samples": 1024, "length": 100, "dt": 1.0, "input_dim": 1, "seed": 0,
-                     "input": "white", "input_std": 1.0, "hidden": 16,
-                     "memory": "exponential", "abscissa": -0.1, "decades": 2.0,
-                     "max_frequency": 1.0, "substeps": 8}
-
-
-def _build_lf(name: str, **opts) -> SequenceDataset:
-    target = get_target(name)
-    tparams = {k: opts.pop(k) for k in list(opts) if k in target.param_values}
-    if tparams:
-        target = target.with_params(**tparams)
-    return make_linear_functional_dataset(target, **opts)
-
-
-def _build_teacher(kind: str, **opts) -> SequenceDataset:
-    from .teacher import make_teacher_dataset
-
-    return make_teacher_dataset(kind, **opts)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A named data-set builder with its default options.
-
-    ``get_task("polynomial", p=1.5).build(n_samples=256)`` builds a data set; options not
-    given take :attr:`options` (documented defaults, see the module docstring).
-    """
-
-    name: str
-    builder: Callable[..., SequenceDataset]
-    options: Mapping[str, Any]
-    description: str = ""
-
-    def with_options(self, **options) -> "TaskSpec":
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise InvalidParameterError(
-                f"task {self.name!r} has no option(s) {unknown}; it has {sorted(self.options)}")
-        return replace(self, options={**self.options, **options})
-
-    def build(self, **options) -> SequenceDataset:
-        return self.builder(**dict(self.with_options(**options).options))
-
-
-def _lf_spec(name: str) -> TaskSpec:
-    tgt = TARGETS[name]
-    opts = {**_LF_DEFAULTS, **tgt.param_values}
-    return TaskSpec(name, lambda **o: _build_lf(name, **o), opts,
-                    f"linear functional with rho(t) = {tgt.concrete} ({tgt.source})")
-
-
-FUNCTIONAL_TASKS: dict[str, TaskSpec] = {name: _lf_spec(name) for name in TARGETS}
-FUNCTIONAL_TASKS["teacher_linear"] = TaskSpec(
-    "teacher_linear", lambda **o: _build_teacher("linear", **o), dict(_TEACHER_DEFAULTS),
-    "random stable linear continuous-time RNN teacher (exact ZOH outputs)")
-FUNCTIONAL_TASKS["teacher_tanh"] = TaskSpec(
-    "teacher_tanh", lambda **o: _build_teacher("tanh", **o), dict(_TEACHER_DEFAULTS),
-    "random tanh continuous-time RNN teacher (RK4 outputs)")
-
-
-def get_task(name: str, **options) -> TaskSpec:
-    """The :class:`TaskSpec` registered as ``name`` with ``options`` overriding defaults."""
-    try:
-        spec = FUNCTIONAL_TASKS[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("task", name, list(FUNCTIONAL_TASKS)) from None
-    return spec.with_options(**options)

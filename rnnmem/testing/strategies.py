@@ -4,18 +4,29 @@ Every strategy is bounded: entries are finite, of modest size, never subnormal, 
 eigenvalues lie strictly inside the stable region with a ``margin``, so that a property
 that fails does so for a mathematical reason and not because of overflow or an
 ill-posed example. Pair them with :func:`rnnmem.numerics.tolerance` and
-:func:`conditioning` to get a per-example tolerance::
+:func:`conditioning` to get a per-example tolerance (a defective "jordan" draw has ``conditioning = inf``,
+which :func:`~rnnmem.numerics.tolerance` refuses: exclude that kind, or bound the error
+another way):
 
-    from hypothesis import given
-    from rnnmem.numerics import linear_memory, linear_memory_reference, tolerance
-    from rnnmem.testing import strategies as rst
+>>> import numpy as np
+>>> from hypothesis import given, settings
+>>> from rnnmem.numerics import linear_memory, linear_memory_reference, tolerance
+>>> from rnnmem.testing import strategies as rst
+>>> @settings(max_examples=10, deadline=None)
+... @given(rst.linear_systems(max_n=3, kind="normal"))
+... def test_fast_equals_reference(system):
+...     W, U, c = system
+...     t = [0.0, 0.5, 2.0]
+...     ref = linear_memory_reference(W, U, c, t)
+...     cond = rst.conditioning(W) * (1.0 + np.linalg.norm(W, 2) * max(t))
+...     tol = tolerance("float64", n_ops=W.shape[0] * len(t), cond=cond,
+...                     scale=float(np.abs(c).sum() * np.abs(U).max()))
+...     assert tol.allclose(linear_memory(W, U, c, t), ref)
+>>> test_fast_equals_reference()
 
-    @given(rst.linear_systems(max_n=4))
-    def test_fast_equals_reference(system):
-        W, U, c = system
-        t = [0.0, 0.5, 2.0]
-        tol = tolerance("float64", cond=rst.conditioning(W), scale=...)
-        assert tol.allclose(linear_memory(W, U, c, t), linear_memory_reference(W, U, c, t))
+Torch modules (:func:`torch_rnns`, :func:`torch_diagonal_ssms`, :func:`lrus`) come with
+bounded spectra, float64 by default, and inputs from :func:`input_sequences` and
+:func:`heaviside_probes`; torch is imported only when such a strategy is built.
 
 Kinds of stable matrices
 ------------------------
@@ -53,6 +64,12 @@ __all__ = [
     "parameterisation_names",
     "target_memory_kernels",
     "conditioning",
+    "input_sequences",
+    "heaviside_probes",
+    "HeavisideProbe",
+    "torch_rnns",
+    "torch_diagonal_ssms",
+    "lrus",
     "HURWITZ_KINDS",
     "SCHUR_KINDS",
 ]
@@ -388,11 +405,212 @@ def target_memory_kernels(names=None) -> st.SearchStrategy:
 
 
 def conditioning(W) -> float:
-    """Eigenvector condition number :math:`\\kappa(V)` of ``W`` (``inf`` if defective).
+    """Eigenvector condition number :math:`\\kappa(V)` of ``W``; ``inf`` if ``W`` is
+    (numerically) defective, i.e. :math:`\\kappa(V) > \\varepsilon^{-1/2}`: the computed
+    eigenvectors of a Jordan block are parallel up to :math:`O(\\sqrt\\varepsilon)` and
+    the finite number then returned measures rounding, not the problem.
 
     The ``cond`` to pass to :func:`rnnmem.numerics.tolerance` for results computed through
-    an eigendecomposition of ``W``.
+    an eigendecomposition of ``W`` (which refuses ``inf``: bound such a case another way).
     """
     from ..numerics.linear import eigenvector_condition
 
-    return eigenvector_condition(W)
+    k = eigenvector_condition(W)
+    return k if k <= np.finfo(float).eps ** -0.5 else float("inf")
+
+
+# --------------------------------------------------------------------------------------
+# input sequences and Heaviside probes
+# --------------------------------------------------------------------------------------
+def input_sequences(length: int | None = None, max_length: int = 32,
+                    input_dim: int | None = None, max_input_dim: int = 3,
+                    batch: int | None = None, max_abs: float = 1.0
+                    ) -> st.SearchStrategy[np.ndarray]:
+    """Input sequences with entries in [-max_abs, max_abs]: (T, d), or (batch, T, d)."""
+    _check_dims(length, max_length, "length")
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    if batch is not None:
+        _positive_int(batch, "batch")
+    if not (isinstance(max_abs, (int, float)) and np.isfinite(max_abs) and max_abs > 0):
+        raise InvalidParameterError(f"max_abs must be a positive number, got {max_abs!r}")
+    return _sequences(length, max_length, input_dim, max_input_dim, batch, float(max_abs))
+
+
+@st.composite
+def _sequences(draw, length, max_length, input_dim, max_input_dim, batch, max_abs):
+    T = draw(_dims(length, max_length))
+    d = draw(_dims(input_dim, max_input_dim))
+    shape = (T, d) if batch is None else (int(batch), T, d)
+    return draw(_array(shape, -max_abs, max_abs))
+
+
+class HeavisideProbe(tuple):
+    """``(x, direction, amplitude)``: ``x`` (T, d) is 0 at step 0 and
+    ``amplitude * direction`` after, with :math:`|\\text{direction}|_\\infty = 1` (the
+    probe of Def. 3.1, Wang, Li & Li, ICLR 2024)."""
+
+    __slots__ = ()
+
+    def __new__(cls, x, direction, amplitude):
+        return super().__new__(cls, (x, direction, amplitude))
+
+    x = property(lambda self: self[0])
+    direction = property(lambda self: self[1])
+    amplitude = property(lambda self: self[2])
+
+
+def heaviside_probes(input_dim: int | None = None, max_input_dim: int = 3,
+                     length: int | None = None, max_length: int = 32,
+                     min_amplitude: float = 1e-2, max_amplitude: float = 10.0
+                     ) -> st.SearchStrategy[HeavisideProbe]:
+    """Heaviside probes :math:`x\\,\\mathbf 1_{[1, T)}` with amplitude drawn log-uniformly
+    in [min_amplitude, max_amplitude] and a direction of sup-norm 1 (a sign vector or a
+    scaled bounded vector)."""
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    _check_dims(length, max_length, "length")
+    if not (0 < min_amplitude <= max_amplitude < np.inf):
+        raise InvalidParameterError(f"need 0 < min_amplitude <= max_amplitude < inf, got "
+                                    f"{min_amplitude!r}, {max_amplitude!r}")
+    return _probes(input_dim, max_input_dim, length, max_length, float(min_amplitude),
+                   float(max_amplitude))
+
+
+@st.composite
+def _probes(draw, input_dim, max_input_dim, length, max_length, lo, hi):
+    d = draw(_dims(input_dim, max_input_dim))
+    T = draw(_dims(length, max_length, lo=2))
+    v = draw(_array((d,)).filter(lambda a: np.any(a != 0)))
+    direction = v / np.max(np.abs(v))
+    amplitude = float(np.exp(draw(st.floats(np.log(lo), np.log(hi))))) if hi > lo else lo
+    x = np.zeros((T, d))
+    x[1:] = amplitude * direction
+    return HeavisideProbe(x, direction, amplitude)
+
+
+# --------------------------------------------------------------------------------------
+# torch modules with bounded spectra
+# --------------------------------------------------------------------------------------
+def torch_rnns(hidden: int | None = None, max_hidden: int = 4, input_dim: int | None = None,
+               max_input_dim: int = 2, margin: float = 0.1, nonlinearity: str = "tanh",
+               bias: bool = True, dtype: str = "float64") -> st.SearchStrategy:
+    """``nn.RNN(batch_first=True)`` + ``nn.Linear`` readout, as a module ``(B, T, d) ->
+    (B, T, 1)``, with :math:`\\|W_{hh}\\|_2 \\le 1 -` ``margin`` (so the tanh/relu RNN is
+    a contraction in its state: its memory decays exponentially)."""
+    _check_dims(hidden, max_hidden, "hidden")
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    if nonlinearity not in ("tanh", "relu"):
+        raise InvalidParameterError(f"nonlinearity must be 'tanh' or 'relu', got "
+                                    f"{nonlinearity!r}")
+    margin = _check_margin(margin, discrete=True)
+    return _torch_rnn(hidden, max_hidden, input_dim, max_input_dim, margin, nonlinearity,
+                      bool(bias), dtype)
+
+
+@st.composite
+def _torch_rnn(draw, hidden, max_hidden, input_dim, max_input_dim, margin, nonlinearity,
+               bias, dtype):
+    import torch
+
+    H = draw(_dims(hidden, max_hidden))
+    d = draw(_dims(input_dim, max_input_dim))
+    Whh = draw(schur_stable_matrices(n=H, margin=margin, kind="contraction"))
+    tdt = getattr(torch, dtype)
+    rnn = torch.nn.RNN(d, H, nonlinearity=nonlinearity, bias=bias, batch_first=True,
+                       dtype=tdt)
+    head = torch.nn.Linear(H, 1, dtype=tdt)
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(torch.as_tensor(Whh))
+        rnn.weight_ih_l0.copy_(torch.as_tensor(draw(_array((H, d)))))
+        if bias:
+            rnn.bias_ih_l0.copy_(torch.as_tensor(draw(_array((H,), -0.5, 0.5))))
+            rnn.bias_hh_l0.zero_()
+        head.weight.copy_(torch.as_tensor(draw(_array((1, H)).filter(np.any))))
+        head.bias.zero_()
+    return _Headed(rnn, head)
+
+
+def _headed_class():
+    import torch
+
+    class Headed(torch.nn.Module):
+        """A torch RNN followed by a Linear readout (drawn by :func:`torch_rnns`)."""
+
+        def __init__(self, rnn, head):
+            super().__init__()
+            self.rnn, self.head = rnn, head
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    return Headed
+
+
+def _Headed(rnn, head):
+    global _HEADED
+    if _HEADED is None:
+        _HEADED = _headed_class()
+    return _HEADED(rnn, head)
+
+
+_HEADED = None
+
+
+def torch_diagonal_ssms(n: int | None = None, max_n: int = 4, input_dim: int | None = None,
+                        max_input_dim: int = 2, margin: float = 0.1, time: str = "continuous",
+                        dt: float = 0.1, dtype: str = "float64") -> st.SearchStrategy:
+    """:class:`rnnmem.models.DiagonalSSM` with real eigenvalues set to a draw of
+    :func:`diagonal_ssms` (``margin`` from the stability boundary; discrete: moduli in
+    [1e-3, 1 - margin], positive) through the inverse of its parameterisation
+    (``"softplus"`` in continuous time, ``"lru"`` in discrete time)."""
+    _check_dims(n, max_n)
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    if time not in ("continuous", "discrete"):
+        raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
+    margin = _check_margin(margin, discrete=time == "discrete")
+    return _torch_diag(n, max_n, input_dim, max_input_dim, margin, time, float(dt), dtype)
+
+
+@st.composite
+def _torch_diag(draw, n, max_n, input_dim, max_input_dim, margin, time, dt, dtype):
+    from ..models import DiagonalSSM
+
+    lam, U, c = draw(diagonal_ssms(n=n, max_n=max_n, input_dim=input_dim,
+                                   max_input_dim=max_input_dim, margin=margin, time=time,
+                                   complex_eigenvalues=False))
+    par = "softplus" if time == "continuous" else "lru"
+    m = DiagonalSSM(lam.size, input_dim=U.shape[1], output_dim=1, parameterisation=par,
+                    time=time, dt=dt if time == "continuous" else 1.0, dtype=dtype,
+                    device="cpu", seed=0)
+    if time == "discrete":  # the "lru" map's image is (0, 1)
+        lam = np.clip(np.abs(lam), 1e-3, None)
+    import torch
+
+    with torch.no_grad():
+        m.w.copy_(torch.as_tensor(m.parameterisation.inverse_numpy(lam), dtype=m.w.dtype))
+        m.U.copy_(torch.as_tensor(U, dtype=m.U.dtype))
+        m.C.copy_(torch.as_tensor(c[None], dtype=m.C.dtype))
+    return m
+
+
+def lrus(n: int | None = None, max_n: int = 4, input_dim: int | None = None,
+         max_input_dim: int = 2, margin: float = 0.1, dtype: str = "float64"
+         ) -> st.SearchStrategy:
+    """:class:`rnnmem.models.LRU` with eigenvalue moduli in [0, 1 - margin] (its ring
+    ``r_max``), drawn seeds (reproducible) and random ``r_min``, ``max_phase``."""
+    _check_dims(n, max_n)
+    _check_dims(input_dim, max_input_dim, "input_dim")
+    margin = _check_margin(margin, discrete=True)
+    return _lru(n, max_n, input_dim, max_input_dim, margin, dtype)
+
+
+@st.composite
+def _lru(draw, n, max_n, input_dim, max_input_dim, margin, dtype):
+    from ..models import LRU
+
+    N = draw(_dims(n, max_n))
+    d = draw(_dims(input_dim, max_input_dim))
+    r_max = 1.0 - margin
+    r_min = draw(st.floats(0.0, r_max * 0.9))
+    phase = draw(st.floats(0.1, 2 * np.pi))
+    return LRU(N, input_dim=d, output_dim=1, r_min=r_min, r_max=r_max, max_phase=phase,
+               dtype=dtype, device="cpu", seed=draw(st.integers(0, 2**16)))

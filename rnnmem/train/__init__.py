@@ -1,4 +1,7 @@
-"""The one training loop: configuration, tasks, checkpoints, resume, progress, logs.
+"""The one training loop: configuration, checkpoints, resume, progress, logs.
+
+The task names (``TrainTask``, ``build_task``, ``register_task``, ...) are re-exported from
+:mod:`rnnmem.tasks`, where the task interface and registry live.
 
 ``train(TrainConfig(model="diagonal_ssm", task="lf:exponential", steps=500, out_dir="run"))``
 trains a registered model on a registered task; ``train(config, resume=True)`` continues
@@ -29,9 +32,18 @@ from .tasks import register_task_prefix as register_task_prefix
 from .tasks import task_names as task_names
 from .tasks import temporal_weights as temporal_weights
 from .tasks import weighted_mse as weighted_mse
+from .transduction import TransductionTask as TransductionTask  # registers "dm:<name>"
+from .length_protocols import DMReport as DMReport
+from .length_protocols import evaluate_dm as evaluate_dm
+from .length_protocols import evaluate_dm_depths as evaluate_dm_depths
+from .length_protocols_ns import CFLLanguageModelTask as CFLLanguageModelTask  # "ns:<name>"
+from .length_protocols_ns import NSReport as NSReport
+from .length_protocols_ns import evaluate_ns as evaluate_ns
 
 __all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "load_train_state",
            "TrainTask", "ArrayRegressionTask", "TASK_BUILDERS", "build_task", "register_task",
            "register_task_prefix", "task_names", "temporal_weights", "weighted_mse", "PTBTask",
            "ptb_config", "EvalSet", "eval_set_from_checkpoint", "perturbation_curve",
-           "LengthReport", "aggregate_seeds", "evaluate_lengths", "model_in_dtype", "stack_drift"]
+           "LengthReport", "aggregate_seeds", "evaluate_lengths", "model_in_dtype", "stack_drift",
+           "TransductionTask", "DMReport", "evaluate_dm", "evaluate_dm_depths",
+           "CFLLanguageModelTask", "NSReport", "evaluate_ns"]

@@ -114,7 +114,7 @@ class TrainConfig:
         constructor options. ``input_dim``/``output_dim`` default to what the task needs;
         ``dtype`` and ``device`` are set by the loop from this config.
     task, task_kwargs
-        A task name from :data:`rnnmem.train.tasks.TASK_BUILDERS` and its options.
+        A task name from :data:`rnnmem.tasks.registry.TASK_BUILDERS` and its options.
     steps, epochs
         Length of the run, in optimiser steps or in passes over a finite training set (only
         for tasks with a finite training split). At most one may be given; if neither is,
@@ -159,7 +159,7 @@ class TrainConfig:
         Seeds torch, numpy, Python's ``random`` and the data stream.
     temporal_weighting : float
         Exponent :math:`p \\ge 0` of the temporally weighted squared error of regression
-        tasks (see :func:`rnnmem.train.tasks.temporal_weights`); 0 is the plain MSE.
+        tasks (see :func:`rnnmem.tasks.interface.temporal_weights`); 0 is the plain MSE.
     eval_every, checkpoint_every : int
         Evaluate / write ``last.pt`` every so many steps (0: only at the end).
     log_every : int
@@ -221,6 +221,11 @@ class TrainConfig:
                 raise _bad(name, f"must be a mapping of options, got {type(v).__name__}")
             _check_jsonable(name, v)
             object.__setattr__(self, name, MappingProxyType(_thaw(v)))
+        from ..models.registry import canonical_model_options
+
+        # deprecated option names (e.g. state_dim for width) are stored under the new name
+        object.__setattr__(self, "model_kwargs", MappingProxyType(
+            canonical_model_options(self.model, dict(self.model_kwargs))))
         reserved = {"dtype", "device"} & set(self.model_kwargs)
         if reserved:
             raise _bad("model_kwargs", f"{sorted(reserved)} are set from the config's own "

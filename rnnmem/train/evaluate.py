@@ -17,7 +17,7 @@ Das & Mali (2024, arXiv:2410.03154) to compare fully trained and component-froze
   those of the same weights run in float64, step by step.
 
 Accuracy follows :mod:`rnnmem.tasks.languages` (and the training task
-:class:`rnnmem.train.tasks.LanguageTask`, whose input encoding is used: one-hot symbols
+:class:`rnnmem.tasks.language_task.LanguageTask`, whose input encoding is used: one-hot symbols
 ``(B, T, |alphabet|)``):
 
 * ``"recognition"``: a string is right iff :math:`[s > 0] = y` with :math:`s` the logit read
@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidParameterError, ShapeError
+from ..models.base import model_outputs
 from ..tasks import languages as L
 
 __all__ = ["LengthReport", "SeedAggregate", "StackDrift", "evaluate_lengths",
@@ -229,9 +230,6 @@ def _model_dtype(model) -> torch.dtype:
     return p.dtype
 
 
-def _forward(model, x):
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _run(model, lang, mode, groups, *, batch_size, dtype, device, padded):
@@ -266,7 +264,7 @@ def _run(model, lang, mode, groups, *, batch_size, dtype, device, padded):
         onehot[bb, tt, ids[bb, tt]] = 1.0  # padding stays the zero vector
         x = torch.as_tensor(onehot, dtype=dtype, device=device)  # (B, T, A)
         with torch.no_grad():
-            out = _forward(model, x)
+            out = model_outputs(model, x)
         if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[:2] != (B, T):
             raise ShapeError(f"model must return logits (B, T, k) = ({B}, {T}, k), got "
                              f"{tuple(getattr(out, 'shape', ()))}")

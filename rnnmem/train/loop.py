@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import math
@@ -53,8 +52,10 @@ import torch
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError,
                       TrainingDivergedError)
 from ..models._device import resolve_device, resolve_dtype
+from ..models.base import model_outputs
 from .config import TrainConfig
-from .tasks import TrainTask, build_task
+from ..tasks.interface import TrainTask
+from ..tasks.registry import build_task
 
 __all__ = ["train", "TrainResult", "LRSchedule", "CHECKPOINT_KEY", "RESUMABLE_FIELDS",
            "load_train_state"]
@@ -301,27 +302,6 @@ class _StopOnSignal:
 
 
 # ================================================================== building blocks
-def _accepted(cls, names) -> set[str]:
-    """Which of ``names`` the constructor of ``cls`` accepts as keywords.
-
-    A constructor with ``**kwargs`` is followed up the MRO (a subclass forwarding its
-    keywords to its parent accepts what the parent accepts).
-    """
-    found: set[str] = set()
-    for klass in getattr(cls, "__mro__", (cls,)):
-        init = klass.__dict__.get("__init__") if isinstance(klass, type) else klass
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters
-        except (TypeError, ValueError):  # pragma: no cover
-            return set(names)
-        found |= {n for n in names if n in params}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return found
-    return set(names)
-
-
 #: option names that mean the same thing for different model families; a user setting one
 #: of a group in ``model_kwargs`` replaces the task's defaults for the whole group
 _SYNONYMS = (("input_dim", "vocab_size"), ("output_dim", "output_size"))
@@ -340,7 +320,7 @@ def _build_model(config: TrainConfig, task: TrainTask, device, param_dtype):
             for k in group:
                 defaults.pop(k, None)
     if cls is not None:  # unknown names fall through to build_model's error
-        ok = _accepted(cls, defaults)
+        ok = cls.options() if hasattr(cls, "options") else set(defaults)
         defaults = {k: v for k, v in defaults.items() if k in ok}
     kwargs = {**defaults, **user}
     dtype_name = str(param_dtype).replace("torch.", "")
@@ -376,11 +356,6 @@ def _freeze_schedule(config: TrainConfig):
 
 def _params_finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def _forward(model, x):
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def load_train_state(path) -> tuple[TrainConfig, dict]:
@@ -549,7 +524,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
             try:
                 with torch.no_grad(), autocast():
                     out_check = task.forward(model, recent[0], recent[3])[0] if stateful \
-                        else _forward(model, recent[0])
+                        else model_outputs(model, recent[0])
                     check = float(task.loss(out_check, *recent[1:3]))
             finally:
                 model.train(was)
@@ -625,7 +600,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                     if stateful:
                         outputs, new_state = task.forward(model, x, carried)
                     else:
-                        outputs = _forward(model, x)
+                        outputs = model_outputs(model, x)
                     loss = task.loss(outputs, y, mask)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):

@@ -78,6 +78,7 @@ import torch
 
 from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
                       UnknownNameError)
+from ..models.base import model_outputs
 from ..numerics.perturbation import PerturbationCurve, check_betas
 
 __all__ = ["EvalSet", "perturbation_curve", "perturbation_directions", "perturbed_parameters",
@@ -91,9 +92,6 @@ DISTRIBUTIONS = ("gaussian", "rademacher")
 MAX_CHUNK_ELEMENTS = 2**25
 
 
-def _forward(model, x):
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _mse(outputs, targets, mask=None):
@@ -115,7 +113,7 @@ class EvalSet:
     """A fixed evaluation set: batches ``(inputs, targets, mask or None)`` and a loss.
 
     The loss of a model is the batch-size-weighted mean of ``loss(model(x), y, mask)``
-    over the batches (the convention of :meth:`rnnmem.train.tasks.TrainTask.evaluate`).
+    over the batches (the convention of :meth:`rnnmem.tasks.interface.Task.evaluate`).
     Calling the set on a model (``evalset(model)``) evaluates it in eval mode without
     gradients: the reference evaluation.
     """
@@ -175,7 +173,7 @@ class EvalSet:
     def from_task(cls, task, split: str | None = None, *, max_samples: int | None = None
                   ) -> "EvalSet":
         """The held-out ``split`` (default: the task's first evaluation split) of a
-        configured :class:`rnnmem.train.tasks.TrainTask`, materialised once, with the
+        configured :class:`rnnmem.tasks.interface.Task`, materialised once, with the
         task's loss. ``max_samples`` keeps only the first that many samples."""
         split = split or task.eval_splits[0]
         batches, n = [], 0
@@ -199,7 +197,7 @@ class EvalSet:
         try:
             total = 0.0
             for x, y, mask in self.batches:
-                total += float(self.loss(_forward(model, x), y, mask)) * x.shape[0]
+                total += float(self.loss(model_outputs(model, x), y, mask)) * x.shape[0]
         finally:
             model.train(was)
         return total / self.n_samples
@@ -224,7 +222,7 @@ def eval_set_from_checkpoint(path, model=None, *, task: str | None = None,
     "from": "checkpoint" | "option"}``.
     """
     from .loop import load_train_state
-    from .tasks import build_task
+    from ..tasks.registry import build_task
 
     cfg = None
     try:
@@ -261,17 +259,57 @@ def _check_choice(v, allowed, what):
     return v
 
 
-def perturbed_parameters(model: torch.nn.Module, scope: str = "recurrent") -> dict:
-    """The parameters a perturbation touches: ``{name: parameter}`` (floating point)."""
+def _select_by(model: torch.nn.Module, parameters) -> dict:
+    """Named parameters chosen by glob pattern(s) on their names or a callable."""
+    import fnmatch
+
+    named = dict(model.named_parameters())
+    if callable(parameters):
+        try:
+            return {n: p for n, p in named.items() if parameters(n, p)}
+        except TypeError as exc:
+            raise InvalidParameterError(f"parameters: the callable must take (name, "
+                                        f"parameter) and return a bool ({exc})") from None
+    pats = [parameters] if isinstance(parameters, str) else list(parameters)
+    if not pats or not all(isinstance(q, str) and q for q in pats):
+        raise InvalidParameterError(f"parameters must be a glob pattern, a list of them or a "
+                                    f"callable (name, parameter) -> bool, got {parameters!r}")
+    return {n: p for n, p in named.items() if any(fnmatch.fnmatchcase(n, q) for q in pats)}
+
+
+def _no_recurrent_message(model: torch.nn.Module, what: str) -> str:
+    names = [n for n, _ in model.named_parameters()]
+    hh = [n for n in names if "weight_hh" in n]
+    hint = (f"e.g. parameters='*weight_hh*' (the recurrent matrices of torch RNNs: "
+            f"{', '.join(hh[:4])})" if hh else "e.g. parameters='rnn.*'")
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    return (f"{type(model).__name__} {what}; choose the perturbed parameters by name "
+            f"pattern or callable ({hint}; --params on the command line) or use scope='all'. "
+            f"Its parameters: {shown}")
+
+
+def perturbed_parameters(model: torch.nn.Module, scope: str = "recurrent",
+                         parameters=None) -> dict:
+    """The parameters a perturbation touches: ``{name: parameter}`` (floating point).
+
+    ``parameters`` (a glob pattern such as ``"rnn.weight_hh*"``, a list of patterns, or a
+    callable ``(name, parameter) -> bool``) selects them by name and overrides ``scope``.
+    """
     _check_choice(scope, SCOPES, "perturbation scope")
-    if scope == "recurrent":
+    if parameters is not None:
+        params = _select_by(model, parameters)
+        if not params:
+            raise InvalidParameterError(
+                _no_recurrent_message(model, f"has no parameter matching {parameters!r}"))
+    elif scope == "recurrent":
         if not hasattr(model, "recurrent_parameters"):
-            raise InvalidParameterError(f"{type(model).__name__} does not declare its recurrent "
-                                        "parameters; use scope='all'")
+            raise InvalidParameterError(
+                _no_recurrent_message(model, "does not declare its recurrent parameters "
+                                             "(no recurrent_parameters())"))
         params = dict(model.recurrent_parameters())
         if not params:
-            raise InvalidParameterError(f"{type(model).__name__} declares no recurrent "
-                                        "parameters; use scope='all'")
+            raise InvalidParameterError(
+                _no_recurrent_message(model, "declares no recurrent parameters"))
     else:
         params = dict(model.named_parameters())
     params = {k: p for k, p in params.items() if p.is_floating_point() or p.is_complex()}
@@ -342,7 +380,7 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
                        method: str = "auto", chunk_size: int | None = None,
                        max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
                        shared_directions: bool = False,
-                       distribution: str = "gaussian") -> PerturbationCurve:
+                       distribution: str = "gaussian", parameters=None) -> PerturbationCurve:
     """Estimate the perturbation error :math:`E_m(\\beta)` of ``model`` on a grid of radii.
 
     .. math::
@@ -375,6 +413,11 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
     distribution : {"gaussian", "rademacher"}
         Entries of the random directions before scaling (see
         :func:`perturbation_directions`).
+    parameters : str, list of str or callable, optional
+        Perturb the parameters whose names match these glob patterns (e.g.
+        ``"rnn.weight_hh*"`` for a user's ``nn.GRU``), or those for which
+        ``parameters(name, parameter)`` is true; overrides ``scope`` (for modules without
+        ``recurrent_parameters()``). Evaluations run under ``torch.no_grad()``.
 
     Returns
     -------
@@ -398,7 +441,7 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
     if method == "batched" and not is_set:
         raise InvalidParameterError("method='batched' needs an EvalSet (a plain callable can "
                                     "only be evaluated in the loop)")
-    params = perturbed_parameters(model, scope)
+    params = perturbed_parameters(model, scope, parameters)
     shapes = {n: (tuple(p.shape), p.is_complex()) for n, p in params.items()}
     base = {n: p.detach().clone() for n, p in params.items()}
     samples_idx = [(i, k) for i in range(b.size) for k in range(K)]
@@ -447,7 +490,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
     elapsed = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "source": "torch model", "model": getattr(model, "model_name", type(model).__name__),
-        "scope": scope, "norm": norm, "repeats": K, "seed": seed, "method": used,
+        "scope": scope if parameters is None else "selected", "norm": norm, "repeats": K,
+        "seed": seed, "method": used,
         "shared_directions": bool(shared_directions), "distribution": distribution,
         "parameters": list(params),
         "n_perturbed": int(sum(p.numel() for p in params.values())), "time_s": elapsed,
@@ -463,7 +507,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
 
 
 def _evaluate_loop(model, evaluate) -> float:
-    v = evaluate(model)
+    with torch.no_grad():
+        v = evaluate(model)
     try:
         v = float(v)
     except (TypeError, ValueError):

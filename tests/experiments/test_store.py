@@ -129,7 +129,7 @@ def test_frame_csv_parquet(tiny_protocol, store, tmp_path):
     execute(tiny_protocol, store=store, progress=False)
     df = store.frame(tiny_protocol)
     assert len(df) == 2 and list(df["seed"]) == [0, 1]
-    for col in ("hash", "status", "model.name", "model.hidden_dim", "train.lr",
+    for col in ("hash", "status", "model.name", "model.width", "train.lr",
                 "metrics.valid_loss", "eval.perturbation.e0",
                 "eval.memory_function.max"):
         assert col in df.columns, col
@@ -245,12 +245,12 @@ def test_progress_lines_when_not_a_terminal(tiny_protocol, store):
 
 
 def test_summary_analysis_averages_over_seeds(tiny_protocol, store):
-    proto = tiny_protocol.vary(**{"model.hidden_dim": [2, 3]})
+    proto = tiny_protocol.vary(**{"model.width": [2, 3]})
     res = proto.execute(store=store, progress=False)
     table = res.analyse()["table"]
     df = res.frame()
     assert list(table["runs"]) == [2, 2]
     for width, row in zip((2, 3), table.to_dict("records")):
-        assert str(row["model.hidden_dim"]) == str(width)
-        want = df[df["model.hidden_dim"] == width]["metrics.valid_loss"].mean()
+        assert str(row["model.width"]) == str(width)
+        want = df[df["model.width"] == width]["metrics.valid_loss"].mean()
         assert row["metrics.valid_loss"] == want

@@ -18,7 +18,7 @@ PREFIX = {"memory": ("memory.",), "controller": ("controller.",),
 
 def make(stack="superposition") -> StackRNN:
     torch.manual_seed(0)
-    return StackRNN(V, controller="gru", stack=stack, hidden_size=5, stack_width=2,
+    return StackRNN(V, controller="gru", stack=stack, width=5, stack_width=2,
                     stack_depth=4, embedding_dim=3, dtype="float64", device="cpu")
 
 

@@ -32,7 +32,7 @@ def _np(t):
 
 
 def _lru(**kw):
-    args = dict(state_dim=6, input_dim=2, output_dim=3, r_min=0.4, r_max=0.95, dtype="float64",
+    args = dict(width=6, input_dim=2, output_dim=3, r_min=0.4, r_max=0.95, dtype="float64",
                 seed=1, device="cpu")
     args.update(kw)
     return LRU(**args)
@@ -102,7 +102,7 @@ def test_bad_input_raises():
         m(torch.zeros(1, 5, 3, dtype=torch.float64))
     for kw in (dict(r_min=0.9, r_max=0.5), dict(r_max=1.5), dict(r_min=-0.1),
                dict(max_phase=0.0), dict(max_phase=float("inf")), dict(time="continuous"),
-               dict(dt=0.0), dict(state_dim=0), dict(dtype="bfloat16")):
+               dict(dt=0.0), dict(width=0), dict(dtype="bfloat16")):
         with pytest.raises(InvalidParameterError):
             _lru(**kw)
 
@@ -129,7 +129,7 @@ def test_memory_of_an_unstable_lru_raises():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    m = build_model("lru", state_dim=4, input_dim=2, output_dim=1, r_min=0.5, r_max=0.99,
+    m = build_model("lru", width=4, input_dim=2, output_dim=1, r_min=0.5, r_max=0.99,
                     max_phase=1.0, dtype="float64", seed=4, device="cpu")
     json.dumps(m.config)
     with torch.no_grad():

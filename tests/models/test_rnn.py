@@ -35,7 +35,7 @@ def _np(t):
 
 
 def _rnn(**kw):
-    args = dict(hidden_dim=4, input_dim=2, output_dim=3, dt=0.5, dtype="float64", seed=1,
+    args = dict(width=4, input_dim=2, output_dim=3, dt=0.5, dtype="float64", seed=1,
                 device="cpu")
     args.update(kw)
     return NonlinearRNN(**args)
@@ -179,7 +179,7 @@ def test_nonlinear_memory_is_black_box():
          substeps=2, bias=False),
 ])
 def test_checkpoint_round_trip(tmp_path, kw):
-    m = build_model("rnn", hidden_dim=3, input_dim=2, output_dim=1, dt=0.2, dtype="float64",
+    m = build_model("rnn", width=3, input_dim=2, output_dim=1, dt=0.2, dtype="float64",
                     seed=3, device="cpu", **kw)
     json.dumps(m.config)
     with torch.no_grad():

@@ -36,7 +36,7 @@ def _np(t):
 
 
 def _s4d(**kw):
-    args = dict(state_dim=6, input_dim=2, output_dim=3, dt_min=0.01, dt_max=0.5,
+    args = dict(width=6, input_dim=2, output_dim=3, dt_min=0.01, dt_max=0.5,
                 dtype="float64", seed=1, device="cpu")
     args.update(kw)
     return S4D(**args)
@@ -47,7 +47,7 @@ def _fft_tol(m, x, dtype="float64"):
     T = x.shape[1]
     with torch.no_grad():
         scale = float(m.impulse_response(T).abs().sum(0).max() * x.abs().max())
-    return tolerance(dtype, n_ops=T * m.state_dim, scale=scale)
+    return tolerance(dtype, n_ops=T * m.width, scale=scale)
 
 
 @pytest.mark.parametrize("init", ["s4d-lin", "s4d-inv", "real"])
@@ -106,7 +106,7 @@ def test_bad_input_raises():
                dict(time="discrete"), dict(dt=-1.0)):
         with pytest.raises(InvalidParameterError):
             S4D(3, **kw)
-    with pytest.raises(InvalidParameterError, match="state_dim"):
+    with pytest.raises(InvalidParameterError, match="width"):
         S4D(0)
 
 
@@ -144,7 +144,7 @@ def test_continuous_memory_is_the_limit_of_the_sampled_one():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    m = build_model("s4d", state_dim=4, input_dim=2, output_dim=2, parameterisation="softplus",
+    m = build_model("s4d", width=4, input_dim=2, output_dim=2, parameterisation="softplus",
                     init="s4d-inv", dt_min=0.01, dt_max=0.2, dt=0.5, dtype="float64", seed=2,
                     device="cpu")
     json.dumps(m.config)

@@ -50,7 +50,7 @@ def _np(t):
 
 
 def _model(cfg, **kw):
-    args = dict(state_dim=5, input_dim=3, output_dim=2, dt=0.2, dtype="float64", seed=1,
+    args = dict(width=5, input_dim=3, output_dim=2, dt=0.2, dtype="float64", seed=1,
                 device="cpu")
     args.update(CONFIGS[cfg])
     args.update(kw)
@@ -128,7 +128,7 @@ def test_bad_input_raises():
             NonlinearSSM(3, dt=dt)
     with pytest.raises(InvalidParameterError, match="continuous-time"):
         NonlinearSSM(3, recurrence="exp", time="discrete")
-    with pytest.raises(InvalidParameterError, match="state_dim"):
+    with pytest.raises(InvalidParameterError, match="width"):
         NonlinearSSM(0)
     with pytest.raises(InvalidParameterError):
         NonlinearSSM(3, dtype="float16")
@@ -230,7 +230,7 @@ def test_stable_ssm_linear_equals_the_leads_diagonal_ssm():
     ("stable_ssm", dict(parameterisation="best", activation="tanh", bias=False)),
 ])
 def test_checkpoint_round_trip(tmp_path, name, kw):
-    m = build_model(name, state_dim=3, input_dim=2, output_dim=2, dt=0.3, dtype="float64",
+    m = build_model(name, width=3, input_dim=2, output_dim=2, dt=0.3, dtype="float64",
                     seed=7, device="cpu", **kw)
     assert MODELS[name] is type(m)
     json.dumps(m.config)  # JSON-serialisable

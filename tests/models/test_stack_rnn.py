@@ -22,7 +22,7 @@ KINDS = ["superposition", "stratification", "none"]
 
 def make(stack="superposition", controller="lstm", **kw) -> StackRNN:
     torch.manual_seed(kw.pop("seed", 0))
-    args = dict(hidden_size=6, stack_width=3, n_stacks=2, dtype="float64", device="cpu")
+    args = dict(width=6, stack_width=3, n_stacks=2, dtype="float64", device="cpu")
     args.update(kw)
     return StackRNN(V, controller=controller, stack=stack, **args)
 
@@ -178,7 +178,7 @@ def test_config_registry_checkpoint_roundtrip(tmp_path):
     assert torch.equal(rebuilt(x), m(x))
     path = save_checkpoint(tmp_path / "m.pt", m)
     assert torch.equal(load(path)(x), m(x))
-    base = build_model("lstm_baseline", vocab_size=V, hidden_size=4, dtype="float64", device="cpu")
+    base = build_model("lstm_baseline", vocab_size=V, width=4, dtype="float64", device="cpu")
     assert base.has_stack is False and list(base.memory.parameters()) == []
     again = load(save_checkpoint(tmp_path / "b.pt", base))
     assert type(again) is type(base) and torch.equal(again(x), base(x))
@@ -218,8 +218,8 @@ def test_bad_input():
         StackRNN(V, stack="queue")
     with pytest.raises(InvalidParameterError, match="read_depth"):
         StackRNN(V, stack="stratification", read_depth=2)
-    with pytest.raises(InvalidParameterError, match="hidden_size"):
-        StackRNN(V, hidden_size=0)
+    with pytest.raises(InvalidParameterError, match="width"):
+        StackRNN(V, width=0)
 
 
 def test_compile_falls_back_with_one_warning(no_compiler):
@@ -253,8 +253,8 @@ def test_compile_matches_eager():
 
 def test_stack_none_as_python_none_is_the_memoryless_model():
     """``--model-arg stack=none`` parses to None on the command line: same model."""
-    a = StackRNN(3, stack=None, hidden_size=4, seed=0, device="cpu")
-    b = StackRNN(3, stack="none", hidden_size=4, seed=0, device="cpu")
+    a = StackRNN(3, stack=None, width=4, seed=0, device="cpu")
+    b = StackRNN(3, stack="none", width=4, seed=0, device="cpu")
     assert a.config["stack"] == "none" and not a.has_stack
     x = torch.randint(0, 3, (2, 5), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a(x), b(x))

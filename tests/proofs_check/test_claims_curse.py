@@ -225,7 +225,7 @@ def test_slowest_rate_matches_the_memory_decay():
     """_slowest_rate reads the spectrum; a one-mode model's closed-form memory decays at it."""
     from rnnmem.models import build_model
 
-    mdl = build_model("diagonal_ssm", state_dim=1, parameterisation="softplus", dt=0.5,
+    mdl = build_model("diagonal_ssm", width=1, parameterisation="softplus", dt=0.5,
                       decay_range=(0.3, 0.3), dtype="float64", device="cpu", seed=1)
     run = C._Run("softplus_ssm", "exponential", 1, "ok", model=mdl)
     r = C._slowest_rate(run)
@@ -235,7 +235,7 @@ def test_slowest_rate_matches_the_memory_decay():
     assert fit.kind == "exponential"
     assert tolerance("float64", n_ops=t.size, cond=float(t.max())).allclose(fit.rate, r)
     # discrete residual RNN: A = 1 + dt w, rate -log|A|/dt
-    rnn = build_model("rnn", hidden_dim=3, recurrence="diagonal", dt=1.0, dtype="float64",
+    rnn = build_model("rnn", width=3, recurrence="diagonal", dt=1.0, dtype="float64",
                       device="cpu", seed=0)
     with torch.no_grad():
         w = rnn.w.detach().numpy()

@@ -97,7 +97,7 @@ def test_stability_verdict_rules():
 
 @pytest.mark.parametrize("controller,stack", [("lstm", "superposition"), ("gru", "none")])
 def test_temporal_jacobian_matches_autograd(controller, stack):
-    m = StackRNN(3, 4, controller=controller, stack=stack, hidden_size=5, stack_width=2,
+    m = StackRNN(3, 4, controller=controller, stack=stack, width=5, stack_width=2,
                  seed=1, dtype="float64", device="cpu")
     ids = torch.randint(0, 3, (2, 9), generator=torch.Generator().manual_seed(0))
     x = torch.nn.functional.one_hot(ids, 3).double()
@@ -131,7 +131,7 @@ def test_parallel_training_equals_serial():
     # frozen parameters did not move
     C.trained([C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)])
     frozen = C._CACHE[C.RunSpec("dyck1", "frozen_memory", 0, 2, 4, 3, 2, 0.01)][0]
-    init = StackRNN(2, 3, controller="lstm", stack="superposition", hidden_size=3,
+    init = StackRNN(2, 3, controller="lstm", stack="superposition", width=3,
                     stack_width=2, seed=0, dtype="float32", device="cpu")
     for (n, p), q in zip(frozen.memory.named_parameters(), init.memory.parameters()):
         assert torch.equal(p, q), n

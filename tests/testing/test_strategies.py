@@ -26,7 +26,9 @@ def _eig_error(W, kind):
     """Bound on the numerical error of eigvals(W): u ||W|| kappa for a diagonalisable
     matrix, (u ||W|| kappa(P))^(1/m) for a Jordan block of size m <= n."""
     n = W.shape[0]
-    base = tolerance("float64", n_ops=n, cond=max(1.0, np.linalg.cond(W))).rtol
+    kappa = np.linalg.cond(W)  # inf for a singular draw (e.g. the zero contraction),
+    # whose eigenvalue errors do not grow with it: tolerance() refuses an infinite cond
+    base = tolerance("float64", n_ops=n, cond=kappa if np.isfinite(kappa) else 1.0).rtol
     scale = max(1.0, np.linalg.norm(W, 2))
     if kind == "jordan":
         return (base * scale) ** (1.0 / n) * scale

@@ -18,7 +18,7 @@ from rnnmem.errors import InvalidParameterError
 from rnnmem.models.registry import load
 from rnnmem.train import load_train_state
 
-TINY_LF = ["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "state_dim=3",
+TINY_LF = ["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "width=3",
            "--task-arg", "n_samples=48", "--task-arg", "length=12", "--batch-size", "16",
            "--dtype", "float64", "--device", "cpu", "-q"]
 
@@ -48,7 +48,7 @@ def test_train_checkpoint_and_resume_a_finished_run(tmp_path, capsys):
     assert [r["step"] for r in rows] == [8, 16, 24]
     assert rows[-1]["valid_loss"] < rows[0]["valid_loss"]
     cfg, _ = load_train_state(a / "last.pt")
-    assert cfg.schedule == "cosine" and cfg.warmup == 3 and cfg.model_kwargs == {"state_dim": 3}
+    assert cfg.schedule == "cosine" and cfg.warmup == 3 and cfg.model_kwargs == {"width": 3}
 
 
 def test_resume_continues_to_more_steps(tmp_path, capsys):
@@ -66,13 +66,13 @@ def test_npz_task_and_config_file(tmp_path, capsys):
     y = np.cumsum(x[..., :1], axis=1) * 0.1
     np.savez(tmp_path / "d.npz", inputs=x, targets=y)
     cfg = {"model": "diagonal_ssm", "task": "npz", "steps": 6, "batch_size": 5,
-           "model_kwargs": {"state_dim": 2}, "task_kwargs": {"path": str(tmp_path / "d.npz")},
+           "model_kwargs": {"width": 2}, "task_kwargs": {"path": str(tmp_path / "d.npz")},
            "device": "cpu", "eval_every": 3}
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     assert main(["train", "--config", str(tmp_path / "c.json"), "--lr", "0.01",
                  "--out", str(tmp_path / "o"), "-q"]) == 0
     stored = json.loads((tmp_path / "o" / "config.json").read_text())
-    assert stored["lr"] == 0.01 and stored["steps"] == 6 and stored["model_kwargs"] == {"state_dim": 2}
+    assert stored["lr"] == 0.01 and stored["steps"] == 6 and stored["model_kwargs"] == {"width": 2}
     m = load(tmp_path / "o" / "best.pt")
     assert m.input_dim == 2 and m.output_dim == 1
 
@@ -84,11 +84,11 @@ def test_npz_task_and_config_file(tmp_path, capsys):
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--steps", "abc"], "--steps"),
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--lr", "-1"], "lr"),
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--optimizer", "adam"], "optimizer"),
-    (["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "state_dim"],
+    (["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "width"],
      "key=value"),
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--task-arg", "bogus=1"], "bogus"),
     (["--task", "lf:exponential"], "--model"),
-    (["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "state_dim=1j"],
+    (["--model", "diagonal_ssm", "--task", "lf:exponential", "--model-arg", "width=1j"],
      "complex"),
     (["--model", "diagonal_ssm", "--task", "lf:exponential", "--config", "/nonexistent.json"],
      "--config"),
@@ -170,7 +170,7 @@ def test_parse_assignments():
 def test_memoryless_stack_rnn_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "m"
     assert main(["train", "--model", "stack_rnn", "--task", "lang:dyck1", "--model-arg",
-                 "stack=none", "--model-arg", "controller=gru", "--model-arg", "hidden_size=4",
+                 "stack=none", "--model-arg", "controller=gru", "--model-arg", "width=4",
                  "--steps", "2", "--batch-size", "4", "--out", str(out), "-q"]) == 0
     from rnnmem.models.registry import load
 

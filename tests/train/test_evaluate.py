@@ -99,7 +99,7 @@ def test_nonfinite_logits_count_as_wrong_and_are_counted():
 
 
 def _stack_model(dtype="float64", symbols=2, **kw):
-    kw = {"controller": "lstm", "stack": "superposition", "hidden_size": 8, "stack_width": 3,
+    kw = {"controller": "lstm", "stack": "superposition", "width": 8, "stack_width": 3,
           "seed": 3, "dtype": dtype, "device": "cpu", **kw}
     return StackRNN(symbols, symbols + 1, **kw)
 
@@ -264,7 +264,7 @@ def test_aggregate_skips_undefined_retention_and_checks_consistency():
 
 # ------------------------------------------------------------------ precision
 def test_stack_drift_orders_by_unit_roundoff_and_vanishes_in_float64():
-    m = _stack_model("float32", hidden_size=8)
+    m = _stack_model("float32", width=8)
     x = torch.randint(0, 2, (3, 60), generator=torch.Generator().manual_seed(0))
     d = stack_drift(m, x, ["float64", "float32", "float16", "bfloat16"])
     assert d.steps.tolist() == list(range(1, 61)) and not d.unsupported

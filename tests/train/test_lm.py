@@ -50,7 +50,7 @@ def _task(corpus, **kw):
 def _cfg(**kw):
     base = dict(model="stack_rnn", task="ptb", dtype="float64", device="cpu", batch_size=3,
                 optimizer="sgd", lr=0.5, grad_clip=1.0, eval_every=0, checkpoint_every=0,
-                model_kwargs={"hidden_size": 5, "stack": "superposition", "stack_width": 3,
+                model_kwargs={"width": 5, "stack": "superposition", "stack_width": 3,
                               "stack_depth": 4})
     base.update(kw)
     return TrainConfig(**base)
@@ -112,7 +112,7 @@ def _manual_tbptt(task, cfg, steps, carry=True):
 def test_loop_equals_manual_truncated_bptt_across_an_epoch(corpus, stack):
     task = _task(corpus).configure(batch_size=3)
     steps = task.steps_per_epoch + 3  # crosses the epoch boundary (state reset)
-    mk = {"hidden_size": 5, "stack": stack, "stack_width": 3, "stack_depth": 4}
+    mk = {"width": 5, "stack": stack, "stack_width": 3, "stack_depth": 4}
     cfg = _cfg(steps=steps, model_kwargs=mk)
     got = _params(train(cfg, task=task, progress=False).model)
     want = _manual_tbptt(_task(corpus).configure(batch_size=3), cfg, steps)
@@ -127,7 +127,7 @@ def test_loop_equals_manual_truncated_bptt_across_an_epoch(corpus, stack):
 @pytest.mark.parametrize("stack", ["superposition", "stratification", "none"])
 def test_evaluation_with_carried_state_equals_one_unbroken_pass(corpus, stack):
     task = _task(corpus, eval_batch_size=2).configure(batch_size=3)
-    model = StackRNN(len(corpus.vocab), stack=stack, hidden_size=5, stack_width=3,
+    model = StackRNN(len(corpus.vocab), stack=stack, width=5, stack_width=3,
                      stack_depth=4, embedding_dim=4, mode="lm", seed=1, dtype="float64",
                      device="cpu")
     got = task.evaluate(model, "valid")
@@ -172,7 +172,7 @@ def test_resume_mid_epoch_restores_the_carried_state(corpus, tmp_path):
 def test_state_pack_unpack_roundtrip_and_mismatch(corpus):
     task = _task(corpus).configure(batch_size=3)
     for stack in ("superposition", "stratification", "none"):
-        model = StackRNN(len(corpus.vocab), stack=stack, hidden_size=5, stack_width=3,
+        model = StackRNN(len(corpus.vocab), stack=stack, width=5, stack_width=3,
                          embedding_dim=4, mode="lm", seed=0, dtype="float64", device="cpu")
         _, state = task.forward(model, task.batch("train", 0)[0], None)
         packed = task.pack_state(state)
@@ -202,7 +202,7 @@ def test_frozen_parts_stay_fixed(corpus, freeze, fixed, moving):
         assert torch.equal(before, after) != should_move, part
     with pytest.raises(InvalidParameterError, match="memory"):
         train(_cfg(model="lstm_baseline", steps=1, freeze="memory",
-                   model_kwargs={"hidden_size": 5}), task=task, progress=False)
+                   model_kwargs={"width": 5}), task=task, progress=False)
 
 
 # ------------------------------------------------------------------ plateau on validation
@@ -258,7 +258,7 @@ def test_smoke_stack_lstm_learns_ptb():
     task = PTBTask(max_tokens={"train": 20_000, "valid": 2000, "test": 2000}, max_vocab=1000,
                    embedding_dim=16)
     V = len(task.vocab)
-    cfg = ptb_config(model_kwargs={"hidden_size": 16, "stack": "superposition",
+    cfg = ptb_config(model_kwargs={"width": 16, "stack": "superposition",
                                    "stack_width": 4, "stack_depth": 8},
                      batch_size=16, steps=36, epochs=None, eval_every=12, checkpoint_every=0,
                      lr=20.0, device="cpu", seed=0, task_kwargs={})
@@ -273,3 +273,21 @@ def test_smoke_stack_lstm_learns_ptb():
     # take it well below: a quarter of |V| is still far above the unigram level
     assert before > V / 2
     assert after < V / 4
+
+
+def test_ptb_task_interface(corpus):
+    """The task interface on the language-modelling task: its splits are the corpus's,
+    ``sample`` is a function of the rng, ``batches`` walks a split, the metric is reported."""
+    from rnnmem.tasks.ptb_task import PTBTask as Same
+
+    assert Same is PTBTask  # rnnmem.train.lm re-exports the adapter that lives in tasks
+    t = _task(corpus).configure(batch_size=3, seed=0)
+    assert t.splits == ("train", "valid", "test") and t.metric == "perplexity"
+    x, y, mask = t.sample(np.random.default_rng(1))
+    x2, _, _ = t.sample(np.random.default_rng(1))
+    assert mask is None and torch.equal(x, x2) and x.shape == y.shape and x.shape[0] == 3
+    assert sum(b[0].shape[1] for b in t.batches("valid")) >= 1
+    model = StackRNN(len(corpus.vocab), stack="none", width=4, mode="lm", dtype="float64",
+                     device="cpu", seed=0)
+    res = t.evaluate(model, "valid")
+    assert res["perplexity"] == pytest.approx(math.exp(res["loss"]))

@@ -186,7 +186,7 @@ def test_array_regression_with_real_diagonal_ssm(tmp_path):
     Y = np.einsum("ts,bsd->btd", 0.3 * _toeplitz(12, 0.7), X)
     task = ArrayRegressionTask(X, Y, valid_fraction=0.25)
     c = cfg(tmp_path, model="diagonal_ssm", task="arrays", steps=60, lr=0.03, eval_every=30,
-            model_kwargs=dict(state_dim=3, dt=1.0))
+            model_kwargs=dict(width=3, dt=1.0))
     r = train(c, task=task, progress=False)
     assert r.history[-1]["valid_rel_mse"] < r.history[0]["valid_rel_mse"] < 1.0
     m = load(r.last_checkpoint)
@@ -518,7 +518,7 @@ def test_linear_functional_task_sets_model_dt():
     assert task.n("train") == 30 and task.n("valid") == 10 and task.steps_per_epoch == 4
     r = train(cfg(None, model="diagonal_ssm", task="lf:exponential", epochs=2, steps=None,
                   task_kwargs=dict(n_samples=40, length=10, dt=0.5),
-                  model_kwargs=dict(state_dim=2)), progress=False)
+                  model_kwargs=dict(width=2)), progress=False)
     assert r.model.dt == 0.5 and r.steps == 2 * 4
     with pytest.raises(UnknownNameError, match="lf:exponential"):
         build_task("lf:nope")

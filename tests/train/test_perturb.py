@@ -28,12 +28,12 @@ def _data(B=12, T=15, seed=0):
 
 
 def _tanh_rnn(n=5):
-    return build_model("rnn", hidden_dim=n, activation="tanh", dtype="float64", device="cpu",
+    return build_model("rnn", width=n, activation="tanh", dtype="float64", device="cpu",
                        seed=1)
 
 
 def _diag(n=5):
-    return build_model("diagonal_ssm", state_dim=n, dtype="float64", device="cpu", seed=1)
+    return build_model("diagonal_ssm", width=n, dtype="float64", device="cpu", seed=1)
 
 
 def _snapshot(model):
@@ -214,7 +214,7 @@ def test_validation():
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(model="diagonal_ssm", task="lf:exponential",
-                      task_kwargs={"n_samples": 40, "length": 12}, model_kwargs={"state_dim": 3},
+                      task_kwargs={"n_samples": 40, "length": 12}, model_kwargs={"width": 3},
                       steps=4, eval_every=4, checkpoint_every=4, batch_size=8, dtype="float64",
                       device="cpu", out_dir=str(out))
     result = train(cfg, progress=False)

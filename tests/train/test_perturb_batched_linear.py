@@ -23,11 +23,11 @@ T = 15  # long enough that "auto" picks a fast kernel, not the loop
 N = 4
 
 MODELS = {
-    "diagonal_ssm": {"state_dim": N},
-    "lru": {"state_dim": N},
-    "stable_ssm": {"state_dim": N},
-    "ssm": {"state_dim": N, "recurrence": "diagonal"},
-    "rnn": {"hidden_dim": N, "recurrence": "diagonal", "activation": "linear"},
+    "diagonal_ssm": {"width": N},
+    "lru": {"width": N},
+    "stable_ssm": {"width": N},
+    "ssm": {"width": N, "recurrence": "diagonal"},
+    "rnn": {"width": N, "recurrence": "diagonal", "activation": "linear"},
 }
 
 

@@ -10,7 +10,7 @@ from rnnmem.train import TrainConfig, train
 
 def _cfg(tmp_path, dtype, **kw):
     return TrainConfig(model="stack_rnn", task="lang:dyck1",
-                       model_kwargs={"hidden_size": 8, "stack_width": 4},
+                       model_kwargs={"width": 8, "stack_width": 4},
                        task_kwargs={"valid_size": 16}, steps=20, batch_size=8, dtype=dtype,
                        precision="pure", eval_every=10, checkpoint_every=10, device="cpu",
                        out_dir=str(tmp_path / dtype), **kw)
