@@ -257,23 +257,33 @@ def _eval_splits(run, model, task):
 def _tensorboard(logdir: Path, run: Run, history, steps, losses, every: int) -> None:
     """The training curve as TensorBoard events (skipped if tensorboard is missing): the
     batch loss every ``every`` (``train.log_every``) steps and at the last step (every
-    step is in ``curve.json``), and every evaluation row."""
+    step is in ``curve.json``), and every evaluation row, one event per step holding all
+    of that step's values (what ``tensorboard --logdir STORE`` reads as scalars)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from torch.utils.tensorboard.summary import text
     except ImportError:  # tensorboard is an optional extra
         return
-    w = SummaryWriter(log_dir=str(logdir), flush_secs=3600)
+    by_step: dict[int, list] = {}
+    for s, v in zip(steps, losses):
+        if (s % every == 0 or s == steps[-1]) and v == v:
+            by_step.setdefault(int(s), []).append(("train/loss_step", float(v)))
+    for row in history:
+        step = int(row.get("step", 0))
+        for k, v in row.items():
+            if k not in ("step", "epoch", "time_s") and isinstance(v, (int, float)) \
+                    and v == v:
+                by_step.setdefault(step, []).append((f"eval/{k}", float(v)))
+    w = EventFileWriter(str(logdir), flush_secs=3600)
     try:
-        w.add_text("run", "```\n" + json.dumps(run.to_dict(resources=False), indent=1,
-                                               sort_keys=True) + "\n```", 0)
-        for s, v in zip(steps, losses):
-            if s % every == 0 or s == steps[-1]:
-                w.add_scalar("train/loss_step", v, s)
-        for row in history:
-            step = int(row.get("step", 0))
-            for k, v in row.items():
-                if k not in ("step", "epoch", "time_s") and isinstance(v, (int, float)) \
-                        and v == v:
-                    w.add_scalar(f"eval/{k}", v, step)
+        now = time.time()
+        w.add_event(Event(wall_time=now, step=0, summary=text(
+            "run", "```\n" + json.dumps(run.to_dict(resources=False), indent=1,
+                                         sort_keys=True) + "\n```")))
+        for step in sorted(by_step):
+            values = [Summary.Value(tag=k, simple_value=v) for k, v in by_step[step]]
+            w.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
     finally:
         w.close()
