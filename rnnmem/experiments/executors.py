@@ -349,11 +349,13 @@ def validate_runs(runs: Iterable[Run]) -> None:
             err.field = f"model.{opt}" if opt else "model"
             err.option, err.value = opt, run.model_options.get(opt) if opt else None
             raise err from None
-    names = set(task_names())
-    prefixes = {n.split(":", 1)[0] for n in names if ":" in n}
+    names = set(task_names())  # prefixed families listed by name, "<prefix>:<name>" if not
     for run in runs:
-        if run.task not in names and run.task.split(":", 1)[0] not in prefixes:
-            raise UnknownNameError("task", run.task, sorted(names))
+        prefix = run.task.split(":", 1)[0]
+        if run.task not in names and f"{prefix}:<name>" not in names:
+            err = UnknownNameError("task", run.task, sorted(names))
+            err.field = "task.name"
+            raise err
 
 
 def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="local",

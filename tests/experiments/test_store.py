@@ -254,3 +254,15 @@ def test_summary_analysis_averages_over_seeds(tiny_protocol, store):
         assert str(row["model.width"]) == str(width)
         want = df[df["model.width"] == width]["metrics.valid_loss"].mean()
         assert row["metrics.valid_loss"] == want
+
+
+def test_invalid_run_fails_before_any_run_starts(tiny_protocol, store):
+    from rnnmem.errors import RnnmemError
+
+    bad = tiny_protocol.vary(**{"model.widht": [3]})
+    with pytest.raises(RnnmemError, match="widht"):
+        execute(bad, store=store, progress=False)
+    with pytest.raises(RnnmemError, match="no-such-task"):
+        execute(tiny_protocol.vary(**{"task.name": "lf:no-such-task"}), store=store,
+                progress=False)
+    assert store.hashes() == []
