@@ -145,6 +145,10 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
         except TrainingDivergedError as exc:
             status, error = "diverged", str(exc)
         t_train = time.perf_counter() - t_train
+        if res is not None and res.stopped not in ("completed", "target_loss"):
+            # Ctrl-C (or SIGTERM) stopped training early: that is not this run's result, so
+            # nothing is stored and the sweep stops (finished runs stay in the store)
+            raise KeyboardInterrupt(f"run {run.short} interrupted at step {res.steps}")
         with store.writing(run) as d:
             _put_json(d / "run.json", {"hash": run.hash, "run": run.to_dict()})
             history = res.history if res is not None else []

@@ -266,3 +266,21 @@ def test_invalid_run_fails_before_any_run_starts(tiny_protocol, store):
         execute(tiny_protocol.vary(**{"task.name": "lf:no-such-task"}), store=store,
                 progress=False)
     assert store.hashes() == []
+
+
+def test_interrupted_run_is_not_stored(tmp_path, store):
+    run = tiny_run(**{"train.steps": 100000, "train.eval_every": 0})
+    f = tmp_path / "long.toml"
+    from rnnmem.experiments import Protocol
+
+    f.write_text(Protocol("long", run).to_toml())
+    proc = _spawn(["-m", "rnnmem", "run", str(f), "--store", str(store.root), "-q"])
+    deadline = time.monotonic() + 120
+    while not (store.root / ".attempts" / run.hash).exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # the first Ctrl-C: training stops after this step
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert not store.has(run) and store.hashes() == []
