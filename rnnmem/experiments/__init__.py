@@ -34,7 +34,11 @@ API summary
 progress=True) -> Results`` (:mod:`.executors`), also ``protocol.execute(budget=, store=,
 executor=, jobs=)``
     Complete runs are never run again; two processes on one store train each run once;
-    invalid runs and missing resources fail before anything starts.
+    invalid runs and missing resources fail before anything starts. A run whose training
+    diverges is stored (status ``"diverged"``, no model); an evaluation undefined for the
+    trained model (e.g. the memory function of an unstable one) is stored as
+    ``{"error": ...}``; an interrupted run (Ctrl-C) is not stored; a run whose worker
+    fails is reported in ``results.failed`` and the others finish.
 
 A claim uses it as::
 
