@@ -23,6 +23,8 @@ Rows
   is the LSTM's matrix products: FLOPs over the GEMM rate measured in the same run. The
   next row runs the same step with ``compile=True`` (ratio compiled / eager; the first
   call, compilation included, in ``values``).
+* the nondeterministic stack RNN (RNS-RNN vs the peer's quoted times, the limited
+  window's scaling in T, vectorised vs reference): :mod:`benchmarks.bench_nondeterministic`.
 
 Run alone: ``python -m benchmarks.bench_stacks [--quick]``.
 """
@@ -298,6 +300,9 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
         except Exception as exc:  # reported in the table, not raised
             rows.append(unavailable(SECTION, name, f"{type(exc).__name__}: {exc}",
                                     status="error"))
+    from .bench_nondeterministic import rows as nondeterministic_rows
+
+    rows.extend(nondeterministic_rows(quick, tiny=tiny))
     return rows
 
 

@@ -31,11 +31,15 @@ _LAZY = {
     "load": "rnnmem.models",
     "StackRNN": "rnnmem.models",
     "TrainConfig": "rnnmem.train",
-    "train": "rnnmem.train",
+    "fit": "rnnmem.train",
     "LANGUAGES": "rnnmem.tasks",
     "TRANSDUCTIONS": "rnnmem.tasks",
 }
-_SUBPACKAGES = ("theory", "numerics", "models", "tasks", "proofs_check", "testing", "errors")
+#: ``rnnmem.train`` is always the subpackage (whatever was imported first); the training
+#: function is ``rnnmem.fit`` = ``rnnmem.train.train``, and ``rnnmem.train(config)`` still
+#: calls it (the subpackage is callable)
+_SUBPACKAGES = ("theory", "numerics", "models", "tasks", "train", "proofs_check", "testing",
+                "errors", "files", "limits")
 
 __all__ = sorted(_LAZY) + list(_SUBPACKAGES) + ["__version__"]
 

@@ -14,12 +14,14 @@ __all__ = [
     "NonFiniteError",
     "InvalidParameterError",
     "UnknownNameError",
+    "NameRegistry",
     "UnstableSystemError",
     "CheckpointError",
     "DatasetError",
     "TrainingDivergedError",
     "AlphabetError",
     "DerivationError",
+    "ConflictingOptionsError",
     "StorageError",
     "CorruptFileError",
     "CorruptCheckpointError",
@@ -34,6 +36,9 @@ __all__ = [
     "RnnmemWarning",
     "BaselineDriftWarning",
     "WarmupWarning",
+    "ResourceLimitError",
+    "UsageError",
+    "exception_text",
     "ExecutorError",
 ]
 
@@ -54,8 +59,10 @@ class InvalidParameterError(RnnmemError, ValueError):
     """A scalar option is out of its admissible range (dt <= 0, a negative width, ...)."""
 
 
-class UnknownNameError(RnnmemError, LookupError):
-    """A name (parameterisation, target, model, claim, language) is not registered."""
+class UnknownNameError(RnnmemError, KeyError):
+    """A name (parameterisation, target, model, claim, language) is not registered.
+    (A ``KeyError``, so ``registry[name]`` of a :class:`NameRegistry` keeps the dict
+    contract.)"""
 
     def __init__(self, kind: str, name: object, known: "list[str] | tuple[str, ...]" = ()):
         self.kind, self.name, self.known = kind, name, tuple(known)
@@ -66,6 +73,21 @@ class UnknownNameError(RnnmemError, LookupError):
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message
         return self.args[0]
+
+
+class NameRegistry(dict):
+    """A dict of registered names whose missing key is an :class:`UnknownNameError`
+    listing the known names (``PARAMETERISATIONS["nosuch"]``), not a bare ``KeyError``."""
+
+    def __init__(self, kind: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+
+    def __missing__(self, key):
+        raise UnknownNameError(self.kind, key, list(self))
+
+    def __reduce__(self):
+        return (type(self), (self.kind, dict(self)))
 
 
 class UnstableSystemError(RnnmemError, ValueError):
@@ -92,6 +114,14 @@ class DerivationError(RnnmemError):
     """A symbolic derivation could not be completed."""
 
 
+class ConflictingOptionsError(InvalidParameterError):
+    """Two options that are valid alone contradict each other (a stopping rule without
+    validation data, a deterministic direction with several repeats, ...); the message
+    names both."""
+
+    def __init__(self, first: str, second: str, why: str):
+        self.options = (first, second)
+        super().__init__(f"{first} contradicts {second}: {why}")
 class StorageError(RnnmemError, OSError):
     """A file or directory cannot be written or read (no space, read-only file system,
     permission denied, a directory where a file is expected, ...). ``path`` and ``errno``
@@ -177,6 +207,28 @@ class BaselineDriftWarning(RnnmemWarning):
 
 class WarmupWarning(RnnmemWarning):
     """The zero-input response did not settle within the allowed warm-up."""
+
+
+class ResourceLimitError(RnnmemError, ValueError):
+    """A run would need more memory (or elements) than is available or than a documented
+    cap allows; the message gives the estimate and the limit."""
+
+
+def exception_text(exc: BaseException) -> str:
+    """The whole message of ``exc`` on one line (runs of whitespace, newlines included,
+    become one space), or its type name when it has no message. Never cut: a reason at the
+    end of a long message (torch's pickled-code refusal, a shape mismatch) is kept."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+class UsageError(RnnmemError, ValueError):
+    """A command line that does not parse (unknown option, missing argument, bad choice).
+    ``prog`` is the command it belongs to (``"rnnmem train"``)."""
+
+    def __init__(self, message: str, *, prog: str = "rnnmem"):
+        super().__init__(message)
+        self.prog = prog
 
 
 class ExecutorError(RnnmemError):

@@ -334,7 +334,7 @@ class DirLock:
                 time.sleep(0.05)
         # record who holds it (for the message a second writer gets)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode())
+        os.write(fd, f"pid {os.getpid()} ({' '.join(sys.argv)})\n".encode())
         self._fd = fd
         return self
 

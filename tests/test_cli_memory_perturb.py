@@ -111,6 +111,9 @@ def test_unknown_model_in_checkpoint(runs, capsys):
 
     obj = torch.load(runs["bare2"], weights_only=True)
     obj["model"] = "no_such_model"
+    from rnnmem.models.registry import content_digest
+
+    obj["sha256"] = content_digest(obj)  # a well-formed checkpoint of an unknown model
     path = runs["root"] / "unknown_model.pt"
     torch.save(obj, path)
     _error(capsys, ["memory", str(path)], "unknown model")
@@ -130,7 +133,13 @@ def test_perturb_json_and_plot(runs, capsys, tmp_path):
     assert c["e0"] == pytest.approx(es(model))
     env = np.array(c["envelope"], dtype=float)
     assert np.all(np.diff(env) >= 0) and env[0] >= c["e0"]
-    assert set(c["crossings"]) == {"2x", "10x"}
+    scale = es.target_scale()
+    assert c["meta"]["target_scale"] == pytest.approx(scale)
+    b = c["blowup"]
+    assert b["level"] == pytest.approx(scale)  # --level-factor 1: the target's |y|^2
+    first = np.nonzero(env >= b["level"])[0]
+    assert (b["censored"] == "right") == (first.size == 0)
+    assert c["training"] == "ok"
     assert d["verdict"] is None
     assert (tmp_path / "p.png").read_bytes()[:8] == PNG
 
@@ -139,18 +148,56 @@ def test_perturb_text_summary(runs, capsys):
     assert main(["perturb", str(runs["rnn"]), "--betas", "0.01,0.1", "--repeats", "2",
                  "--scope", "all", "--norm", "max"]) == 0
     out = capsys.readouterr().out
-    assert "E(0) =" in out and "beta0(2x E0)" in out and "all weights" in out
+    assert "E(0) =" in out and "blow-up radius" in out and "all weights" in out
 
 
 def test_perturb_verdict_across_widths(runs, capsys):
     argv = ["perturb", *(str(runs[f"bare{m}"]) for m in (2, 3, 4)), "--task",
             "lf:exponential", "--task-arg", "n_samples=10", "--task-arg", "length=6",
-            "--betas", "1e-2:1:3", "--repeats", "2", "--json"]
+            "--betas", "1e-2:1:3", "--repeats", "2", "--json", "--plot",
+            str(runs["root"] / "verdict.png")]
     d = _json(capsys, argv)
+    assert (runs["root"] / "verdict.png").read_bytes()[:8] == PNG
     assert [c["width"] for c in d["curves"]] == [2, 3, 4]
     assert all(c["task"]["from"] == "option" for c in d["curves"])
     v = d["verdict"]
     assert v["verdict"] in ("stable", "unstable", "inconclusive") and v["widths"] == [2, 3, 4]
+    assert v["ci_method"] == "bootstrap" and len(v["intersections"]) == 2
+    assert v["training"] == {"2": "ok", "3": "ok", "4": "ok"}
+    assert v["level"] == pytest.approx(d["curves"][0]["meta"]["target_scale"])
+
+
+def test_perturb_original_protocol_options(runs, capsys, tmp_path):
+    """The original's protocol: relu model in its evaluation form, every parameter,
+    inf-norm, shared Gaussian directions, the original grid; and the Sept.-2023 -beta rule."""
+    cfg = TrainConfig(model="com_diagonal_rnn", task="lf:polynomial",
+                      task_kwargs={"n_samples": 30, "length": 10},
+                      model_kwargs={"width": 3}, steps=2, eval_every=1, batch_size=8,
+                      dtype="float64", device="cpu", out_dir=str(tmp_path / "com"),
+                      stop_below=1e-12)  # a rule that cannot hold in 2 steps
+    train(cfg, progress=False)
+    ck = str(tmp_path / "com" / "last.pt")
+    d = _json(capsys, ["perturb", ck, "--betas", "original", "--repeats", "2", "--scope",
+                       "all", "--norm", "inf", "--directions", "shared", "--evaluation-form",
+                       "--split", "test", "--json"])
+    (c,) = d["curves"]
+    assert len(c["betas"]) == 21 and c["meta"]["shared_directions"]
+    assert c["meta"]["evaluation_form"] and c["meta"]["norm"] == "inf"
+    assert c["task"]["split"] == "test"
+    assert c["training"].startswith("rule failed")
+    d = _json(capsys, ["perturb", ck, "--betas", "0.01,0.1", "--repeats", "2", "--scope",
+                       "all", "--norm", "max", "--direction-for", "w=deterministic",
+                       "--json"])
+    assert d["curves"][0]["meta"]["distributions"]["w"] == "deterministic"
+    assert d["curves"][0]["meta"]["distributions"]["decoder.bias"] == "gaussian"
+    # a verdict over checkpoints whose rule failed is reported as such
+    paths = []
+    for m in (2, 3, 4):
+        out = tmp_path / f"w{m}"
+        train(cfg.replace(model_kwargs={"width": m}, out_dir=str(out)), progress=False)
+        paths.append(str(out / "last.pt"))
+    d = _json(capsys, ["perturb", *paths, "--betas", "0.01,0.1", "--repeats", "2", "--json"])
+    assert d["verdict"]["verdict"] == "training_failed"
 
 
 def test_perturb_errors(runs, capsys):
@@ -163,6 +210,13 @@ def test_perturb_errors(runs, capsys):
     _error(capsys, ["perturb", ck, "--task-arg", "length=3"], "--task")
     _error(capsys, ["perturb", str(runs["bare2"])], "task")
     _error(capsys, ["perturb", str(runs["corrupt"])], "cannot read checkpoint")
+    _error(capsys, ["perturb", ck, "--distribution", "deterministic", "--repeats", "3"],
+           "--distribution deterministic", "--repeats 3")
+    _error(capsys, ["perturb", ck, "--direction-for", "nothing=gaussian"],
+           "distribution_by_name['nothing']", "perturbed parameters")
+    _error(capsys, ["perturb", ck, "--direction-for", "w"], "--direction-for")
+    _error(capsys, ["perturb", ck, "--directions", "both"], "--directions")
+    _error(capsys, ["perturb", ck, "--level-factor", "0"], "--level-factor")
 
 
 def test_subprocess_error_is_one_line(runs):
@@ -171,3 +225,21 @@ def test_subprocess_error_is_one_line(runs):
                        timeout=600)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+
+
+def test_perturb_plot_marks_blowups_and_intersections(tmp_path):
+    from rnnmem.commands import perturb as P
+    from rnnmem.numerics.perturbation import (PerturbationCurve, blowup_radius,
+                                              blowup_verdict, original_betas)
+
+    b = original_betas()
+    curves = {m: PerturbationCurve.from_samples(b, (1 / m + m * b**2)[:, None], 1 / m,
+                                                {"target_scale": 1.0}) for m in (2, 4, 8)}
+    v = blowup_verdict(curves, n_boot=100)
+    assert {i.kind for i in v.intersections} == {"crossing"}
+    res = {"curves": [{"model": "m", "width": m, "curve": c, "blowup": {
+        "beta": blowup_radius(c, 1.0).beta, "level": 1.0, "censored": "none"}}
+        for m, c in curves.items()], "verdict": v}
+    P.plot(res, tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes()[:8] == PNG
+    assert "intersections of consecutive curves" in P.summary({**res, "curves": []})

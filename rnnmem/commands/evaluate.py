@@ -68,23 +68,25 @@ def add_arguments(p) -> None:
 
 
 def _int(flag: str, text: str, minimum: int) -> int:
-    try:
-        v = int(text)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{flag}: expected an integer, got {text!r}") from None
-    if v < minimum:
-        raise InvalidParameterError(f"{flag}: must be >= {minimum}, got {v}")
-    return v
+    from ..limits import parse_count
+
+    return parse_count(text, flag, minimum=minimum)
 
 
 def choose_bins(lengths: str | None, bins: str | None):
     """The test bins from ``--lengths`` and ``--bins`` (see the module docstring)."""
     from ..tasks.languages import DEFAULT_TEST_BINS, LengthBin, length_bins
 
-    chosen = length_bins(bins) if bins is not None else DEFAULT_TEST_BINS
+    def parse(text, flag):  # the message names the option
+        try:
+            return length_bins(text)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(f"{flag}: {exc}") from None
+
+    chosen = parse(bins, "--bins") if bins is not None else DEFAULT_TEST_BINS
     if lengths is None:
         return tuple(chosen)
-    rng = length_bins(lengths)
+    rng = parse(lengths, "--lengths")
     if len(rng) != 1:
         raise InvalidParameterError(f"--lengths must be one range LO:HI, got {lengths!r}")
     lo, hi = rng[0]
@@ -251,8 +253,10 @@ def run(args) -> int:
             return _run_ns(args, cfg)
     from ..tasks.languages import DEFAULT_TRAIN_LENGTHS
 
+    from ..limits import parse_seed
+
     per_bin = _int("--per-bin", args.per_bin, 1)
-    seed = _int("--seed", args.seed, 0)
+    seed = parse_seed(args.seed, "--seed")
     batch = _int("--batch-size", args.batch_size, 1)
     lpb = None if args.lengths_per_bin is None else _int("--lengths-per-bin",
                                                           args.lengths_per_bin, 1)
@@ -268,13 +272,10 @@ def run(args) -> int:
     as_json = args.json or (args.out is not None and str(args.out).lower().endswith(".json"))
     print(report.to_json() if args.json else report.table())
     if args.out:
+        from ..files import atomic_write
+
         out = Path(args.out)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(report.to_json() + "\n" if as_json else report.to_csv())
-        except OSError as exc:
-            raise InvalidParameterError(f"--out: cannot write {str(out)!r}: "
-                                        f"{exc.strerror}") from None
+        atomic_write(out, report.to_json() + "\n" if as_json else report.to_csv())
         print(f"written: {out}", file=sys.stderr)
     return 0
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, exception_text
 
 NAME = "memory"
 HELP = "memory function of a trained model (exact or black-box), its decay and its target"
@@ -103,43 +103,31 @@ def train_info(path):
 
 
 def jsonable(obj):
-    """numpy -> lists/floats; NaN -> None; +-inf -> "inf"/"-inf"."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        v = float(obj)
-        if math.isnan(v):
-            return None
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+    """Plain JSON values (the one rule of :func:`rnnmem.files.to_jsonable`: non-finite
+    floats are ``null``)."""
+    from ..files import to_jsonable
+
+    return to_jsonable(obj)
 
 
 def emit_json(obj, dest: str) -> None:
-    text = json.dumps(jsonable(obj), indent=1)
+    """Print ``obj`` as JSON (``dest == "-"``) or write it to ``dest`` atomically; a path
+    that cannot be written is a named :class:`rnnmem.errors.StorageError`."""
+    from ..files import atomic_write
+
+    text = json.dumps(jsonable(obj), indent=1, allow_nan=False)
     if dest == "-":
         print(text)
         return
-    try:
-        Path(dest).write_text(text + "\n")
-    except OSError as exc:
-        raise InvalidParameterError(f"--json: cannot write {dest!r}: {exc.strerror}") from None
+    atomic_write(dest, text + "\n")
 
 
 def save_plot(fig, path) -> None:
-    """Write the figure of ``--plot``; an unwritable ``path`` is a one-line error."""
+    """Write the figure of ``--plot`` atomically; an unwritable ``path`` or a format
+    matplotlib cannot write is a one-line named error."""
     from ..proofs_check._plot import save
 
-    try:
-        save(fig, path)
-    except OSError as exc:
-        raise InvalidParameterError(f"--plot: cannot write {str(path)!r}: {exc.strerror}") \
-            from None
+    save(fig, path)
 
 
 def _task_target(cfg):
@@ -177,7 +165,7 @@ def _memory(model, t, black_box: bool):
     except (RuntimeError, NotImplementedError) as exc:
         raise InvalidParameterError(
             f"cannot compute the memory function of {type(model).__name__}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            f"{type(exc).__name__}: {exception_text(exc)}") from None
     return np.asarray(M, dtype=float), ("exact" if exact else "black-box")
 
 
@@ -204,6 +192,14 @@ def compute(path, *, t_max=None, n_points=200, black_box=False, target=None,
                 spec = FUNCTIONAL_TASKS.get(cfg.task[3:])
                 length = spec.options.get("length") if spec is not None else None
         t_max = dt * (int(length) if isinstance(length, int) and length > 1 else 100)
+    from ..limits import check_count, check_memory
+
+    n_points = check_count(n_points, "n_points", minimum=2)
+    width = max(int(v) for v in (getattr(model, "state_dim", 0), getattr(model, "width", 0), 1)
+                if isinstance(v, int))
+    # times, the (L, N) complex modes and the (L, p, d) response (estimated first)
+    check_memory(8.0 * n_points * (4 + 2 * width), f"n_points={n_points} (width {width})",
+                 "use fewer points")
     t = np.linspace(0.0, float(t_max), int(n_points))
     if model.time == "discrete":
         t = dt * np.unique(np.round(t / dt))

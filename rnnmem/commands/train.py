@@ -30,6 +30,8 @@ _FLAGS = {
     "seed": int,
     "temporal_weighting": float, "eval_every": int, "checkpoint_every": int,
     "freeze": str, "freeze_after": int, "bptt": int,
+    "margin_penalty": float, "margin_target": float, "stop_below": float,
+    "stop_below_after": int,
 }
 
 
@@ -118,26 +120,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory: metrics.csv/json, config.json, last.pt, best.pt")
     r.add_argument("--resume", action="store_true",
                    help="continue from DIR/last.pt (model/task default to the stored ones)")
+    r.add_argument("--force", action="store_true",
+                   help="replace the run that DIR holds (refused otherwise)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _config_from_args(args):
-    import json
-
     from ..train import TrainConfig, load_train_state
 
     if not args.out:
         raise InvalidParameterError("--out DIR is required")
+    from ..errors import CheckpointError, RnnmemError
+    from ..files import read_json
+
     base: dict = {}
     last = Path(args.out) / "last.pt"
+    if args.resume and args.force:
+        raise InvalidParameterError("--resume and --force exclude each other")
+    if args.resume and last.exists() and not last.is_file():
+        raise CheckpointError(f"--resume: {str(last)!r} is a directory, not a checkpoint "
+                              "(nothing was trained)")
     if args.config:
         try:
-            base = json.loads(Path(args.config).read_text())
-        except OSError as exc:
-            raise InvalidParameterError(f"--config: cannot read {args.config!r}: "
-                                        f"{exc.strerror}") from None
-        except ValueError as exc:
-            raise InvalidParameterError(f"--config: {args.config!r} is not JSON: {exc}") from None
+            base = read_json(args.config)
+        except RnnmemError as exc:
+            raise InvalidParameterError(f"--config: {exc}") from None
         if not isinstance(base, dict):
             raise InvalidParameterError(f"--config: {args.config!r} must hold a JSON object")
     elif args.resume and last.is_file():
@@ -165,7 +172,7 @@ def run(args) -> int:
     from ..train import train
 
     config = _config_from_args(args)
-    result = train(config, resume=args.resume, progress=not args.quiet)
+    result = train(config, resume=args.resume, progress=not args.quiet, force=args.force)
     print(result.summary())
     print(f"metrics: {Path(config.out_dir) / 'metrics.csv'}")
     if result.stopped in ("interrupted", "callback"):

@@ -2,7 +2,7 @@
 
 import importlib
 
-_MODULES = ["diagonal", "ssm", "rnn", "lru", "s4d", "stack_rnn", "lm"]
+_MODULES = ["diagonal", "ssm", "rnn", "lru", "s4d", "stack_rnn", "lm", "curse_original"]
 
 for _m in _MODULES:
     try:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import exception_text
 from ..errors import (
     InvalidParameterError,
     NonFiniteError,
@@ -47,9 +48,17 @@ def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         raise UnknownNameError("activation", name, list(ACTIVATIONS)) from None
 
 
-def check_positive_int(name: str, v) -> int:
+def check_positive_int(name: str, v, *, dense: bool = False) -> int:
+    """A size option: a positive integer whose allocation fits in memory (estimated before
+    anything is allocated, :func:`rnnmem.limits.check_memory`): ~64 bytes per unit (a few
+    float64 vectors), plus ``32 v**2`` bytes for a ``dense`` (v, v) weight with its gradient
+    and optimizer moments."""
+    from ..limits import check_count, check_memory
+
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {v!r}")
+    check_count(v, name)
+    check_memory(64 * v + (32 * v * v if dense else 0), f"{name}={v}")
     return v
 
 
@@ -285,7 +294,7 @@ class ExactMemoryMixin:
                 f"{type(self).__name__}; use exact=False (black-box estimator)")
         if form is None:
             form = "continuous" if self.time == "continuous" else "sampled"
-        if form not in ("continuous", "sampled"):
+        if not isinstance(form, str) or form not in ("continuous", "sampled"):
             raise UnknownNameError("memory form", form, ["continuous", "sampled"])
         if form == "continuous" and self.time != "continuous":
             raise InvalidParameterError("form='continuous' needs a continuous-time model")
@@ -475,7 +484,7 @@ class CompiledStep:
             return self.compiled(*args)
         except Exception as exc:  # compiler missing, unsupported op, ...
             self.failed = True
-            msg = str(exc).splitlines()[0][:200] if str(exc) else ""
+            msg = exception_text(exc)
             warnings.warn(f"torch.compile failed for the {self.owner} step "
                           f"({type(exc).__name__}: {msg}); running eagerly", RuntimeWarning,
                           stacklevel=3)

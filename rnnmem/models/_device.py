@@ -18,8 +18,11 @@ DTYPES = {
 
 def resolve_device(device="auto") -> torch.device:
     """``"auto"`` picks CUDA when present, else CPU; anything else is passed to torch."""
-    if device is None or device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise InvalidParameterError(f"device must be a string such as 'cpu' or 'cuda:0', got "
+                                    f"{type(device).__name__} {device!r}")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:

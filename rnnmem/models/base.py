@@ -211,12 +211,16 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
         super().__init__()
         from ..errors import InvalidParameterError
 
+        from ..limits import check_count, check_seed
+
         for nm, v in (("input_dim", input_dim), ("output_dim", output_dim)):
-            if not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InvalidParameterError(f"{nm} must be a positive integer, got {v!r}")
+            check_count(v, nm)
+        check_seed((config or {}).get("seed"), "seed", optional=True)
         if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
             raise InvalidParameterError(f"dt must be a positive finite number, got {dt!r}")
-        if time not in ("continuous", "discrete"):
+        if not isinstance(time, str) or time not in ("continuous", "discrete"):
             raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
         self.input_dim, self.output_dim = input_dim, output_dim
         self.dt, self.time = float(dt), time
@@ -284,6 +288,12 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
         names = self.recurrent_parameter_names
         return {n: p for n, p in self.named_parameters()
                 if any(n == r or n.startswith(r + ".") for r in names)}
+
+    def evaluation_form(self) -> "RecurrentModel":
+        """The model as it is evaluated and perturbed after training: ``self`` unless a
+        model's training and evaluation forms differ (the relu-parameterised models of
+        :mod:`rnnmem.models.curse_original` use their eigenvalues directly at evaluation)."""
+        return self
 
     # ---- a numpy view of the model, for the black-box estimators --------------------
     def as_system(self):

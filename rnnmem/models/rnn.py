@@ -118,7 +118,7 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
                  substeps: int = 1, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None, compile: bool = False):
-        check_positive_int("width", width)
+        check_positive_int("width", width, dense=True)
         hidden_dim = width
         sigma = get_activation(activation)
         if recurrence in RECURRENCE_KINDS:

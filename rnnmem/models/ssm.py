@@ -119,7 +119,7 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
                  time: str | None = None, dt: float = 1.0, bias: bool = True,
                  decay_range: tuple[float, float] | None = None, dtype="float32",
                  device="auto", seed: int | None = None):
-        check_positive_int("width", width)
+        check_positive_int("width", width, dense=True)
         state_dim = width
         sigma = get_activation(activation)
         kind, p, time = resolve_recurrence(recurrence, time)

@@ -42,13 +42,14 @@ from torch import nn
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
 from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
+from .nondeterministic import NondeterministicStack, stack_rnn_options
 from .registry import register_model
 from .stacks import ACTION_SOFTMAX, StratificationStack, SuperpositionStack
 
 __all__ = ["StackRNN", "StackRNNState", "Controller", "CONTROLLERS", "STACK_KINDS", "MODES"]
 
 CONTROLLERS = ("srnn", "lstm", "gru")
-STACK_KINDS = ("superposition", "stratification", "none")
+STACK_KINDS = ("superposition", "stratification", "none", "nondeterministic")
 MODES = ("recognition", "next_symbol", "lm")
 POOLS = ("last", "mean")
 
@@ -135,7 +136,11 @@ class StackRNN(RecurrentModel):
         :class:`~rnnmem.models.stacks.SuperpositionStack` (Joulin & Mikolov 2015) or
         :class:`~rnnmem.models.stacks.StratificationStack` (Grefenstette et al. 2015);
         ``"none"`` (or ``None``, which is what ``--model-arg stack=none`` parses to on the
-        command line) is the memory-less controller.
+        command line) is the memory-less controller. ``"nondeterministic"``:
+        :class:`~rnnmem.models.nondeterministic.NondeterministicStack` (DuSell & Chiang
+        2021/2022: RNS-RNN, VRNS-RNN with ``vector_width``, limited with ``window``); its
+        reading is the distribution over (state, top symbol), fed back like the others;
+        ``stack_width``, ``stack_depth``, ``n_stacks`` and ``read_depth`` do not apply.
     width : int
         Hidden size of the controller (formerly ``hidden_size``, still accepted,
         deprecated).
@@ -149,6 +154,14 @@ class StackRNN(RecurrentModel):
         Independent stacks driven by the controller.
     read_depth : int
         Top cells read (superposition only; stratification reads one vector).
+    num_states, stack_symbols : int
+        :math:`Q` and :math:`S` of the nondeterministic stack (default 2 and 3).
+    window : int, optional
+        Window :math:`D` of the limited nondeterministic stack (linear time); ``None``: all
+        spans.
+    vector_width : int, optional
+        Width :math:`m` of the vectors of the vector nondeterministic stack (VRNS-RNN);
+        ``None``: the RNS-RNN.
     mode : {"recognition", "next_symbol", "lm"}
         All modes return per-step logits from :meth:`forward`. ``"recognition"`` models are
         meant to be read through :meth:`classify` (one label per sequence); ``"lm"`` is
@@ -189,7 +202,9 @@ class StackRNN(RecurrentModel):
                  action_softmax: str = "per_stack", compile: bool = False,
                  dtype: Any = "float32", device: Any = "auto", seed: int | None = None,
                  input_dim: int | None = None, output_dim: int | None = None,
-                 dt: float = 1.0, time: str = "discrete"):
+                 dt: float = 1.0, time: str = "discrete", num_states: int = 2,
+                 stack_symbols: int = 3, window: int | None = None,
+                 vector_width: int | None = None):
         _check_positive("vocab_size", vocab_size)
         if mode not in MODES:
             raise UnknownNameError("mode", mode, MODES)
@@ -234,11 +249,14 @@ class StackRNN(RecurrentModel):
             raise InvalidParameterError(f"seed must be an integer or None, got {seed!r}")
         if time != "discrete":
             raise InvalidParameterError(f"a stack RNN is a discrete-time model, got time={time!r}")
+        ns = {} if stack != "nondeterministic" else stack_rnn_options(  # other configs unchanged
+            num_states, stack_symbols, window, vector_width, stack_depth=stack_depth,
+            n_stacks=n_stacks, read_depth=read_depth, compile=compile)
         cfg = dict(vocab_size=vocab_size, output_size=output_size, controller=controller,
                    stack=stack, width=width, stack_width=stack_width,
                    stack_depth=stack_depth, n_stacks=n_stacks, read_depth=read_depth,
                    mode=mode, embedding_dim=embedding_dim, pool=pool, compile=bool(compile),
-                   seed=seed)
+                   seed=seed, **ns)
         if action_softmax != "per_stack":  # stored only when set: older configs unchanged
             cfg["action_softmax"] = action_softmax
         super().__init__(input_dim=vocab_size, output_dim=output_size, dt=dt, time="discrete",
@@ -247,6 +265,7 @@ class StackRNN(RecurrentModel):
         self.vocab_size, self.output_size, self.mode, self.pool = vocab_size, output_size, mode, pool
         self.width = width
         self.stack_kind, self.stack_depth = stack, stack_depth
+        self._ns_options = ns
         if seed is None:
             self._build(controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
                         read_depth, embedding_dim)
@@ -269,6 +288,8 @@ class StackRNN(RecurrentModel):
         elif stack == "stratification":
             self.memory = StratificationStack(stack_width, stack_depth, n_stacks=n_stacks,
                                               hidden_size=hidden_size, **fk)
+        elif stack == "nondeterministic":
+            self.memory = NondeterministicStack(**self._ns_options, hidden_size=hidden_size, **fk)
         else:
             self.memory = nn.Module()  # no parameters: the baseline
         self.read_size = 0 if stack == "none" else self.memory.read_size
@@ -299,6 +320,9 @@ class StackRNN(RecurrentModel):
         _check_positive("capacity", depth)
         if self.stack_kind == "superposition":
             stack = self.memory.initial_state(batch_size, depth=depth, **fk)
+        elif self.stack_kind == "nondeterministic":  # depth: the number of steps it can take
+            stack = self.memory.initial_state(batch_size, capacity=depth, **fk)
+            return StackRNNState(ctrl, stack, self.memory.read(stack))
         else:
             stack = self.memory.initial_state(batch_size, max_depth=depth, **fk)
         return StackRNNState(ctrl, stack, torch.zeros(batch_size, self.read_size, **fk))
@@ -422,7 +446,10 @@ class StackRNN(RecurrentModel):
             superposition ``{"stack": (B, T, K, D, W), "actions": (B, T, K, 3), "values":
             (B, T, K, W), "reads": (B, T, R)}``; stratification ``{"values": (B, T, K, M, W),
             "strengths": (B, T, K, M), "push": (B, T, K), "pop": (B, T, K), "pushed":
-            (B, T, K, W), "reads": (B, T, R)}``; an empty dict without stack.
+            (B, T, K, W), "reads": (B, T, R)}``; nondeterministic ``{"push": (B, T, QS, QS),
+            "repl": (B, T, QS, QS), "pop": (B, T, QS, Q), "vector": (B, T, m)`` (vector
+            variant) ``, "log_total": (B, T), "reads": (B, T, R)}``; an empty dict without
+            stack.
 
         Returns
         -------
@@ -438,7 +465,7 @@ class StackRNN(RecurrentModel):
         depth = None
         if state is None:
             state = self.initial_state(B, capacity=T)
-            if self.has_stack and not self.use_compile:
+            if self.has_stack and not self.use_compile and self.stack_kind != "nondeterministic":
                 depth = self._stack_depth(state.stack)
                 start = getattr(self.memory, "read_depth", 1)
                 state = state._replace(stack=_tree_map(lambda v: v[:, :, :start].contiguous(),
@@ -472,7 +499,12 @@ class StackRNN(RecurrentModel):
             return {}
         stacks, controls, reads = zip(*rec)
         tr = {"reads": torch.stack(reads, 1)}
-        if self.stack_kind == "superposition":
+        if self.stack_kind == "nondeterministic":
+            for name in ("push", "repl", "pop", "vector"):
+                if getattr(controls[0], name) is not None:
+                    tr[name] = torch.stack([getattr(c, name) for c in controls], 1)
+            tr["log_total"] = torch.stack([s.log_total for s in stacks], 1)
+        elif self.stack_kind == "superposition":
             tr["stack"] = torch.stack(stacks, 1)
             tr["actions"] = torch.stack([c.actions for c in controls], 1)
             tr["values"] = torch.stack([c.values for c in controls], 1)

@@ -46,6 +46,10 @@ __all__ = [
 def _positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    from ..limits import check_count, check_memory
+
+    check_count(value, name, minimum=minimum)
+    check_memory(64 * value, f"{name}={value}")
     return value
 
 

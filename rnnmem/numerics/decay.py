@@ -124,7 +124,8 @@ def classify_decay(t, m, *, tail: float = 0.5, envelope: bool = False) -> DecayF
 
     Parameters
     ----------
-    t : (L,) array of times >= 0 (any order; sorted internally)
+    t : (L,) array of times >= 0, strictly increasing, L >= 1 (a reversed or shuffled grid is
+        refused: sort ``t`` and ``m`` together first)
     m : (L,) array of non-negative values (e.g. a memory function)
     tail : float in (0, 1]
         Fraction of the time range (of the resolved samples) used for the fits: the samples
@@ -145,12 +146,17 @@ def classify_decay(t, m, *, tail: float = 0.5, envelope: bool = False) -> DecayF
     m = V.as_float_array(m, "m")
     if m.shape != t.shape:
         raise ShapeError(f"t and m must have the same shape, got {t.shape} and {m.shape}")
+    if t.size == 0:
+        raise ShapeError("t and m are empty: nothing to classify")
+    if t.size > 1 and not np.all(np.diff(t) > 0):
+        i = int(np.argmin(np.diff(t) > 0))
+        raise InvalidParameterError(
+            f"t must be strictly increasing, but t[{i}] = {t[i]:g} >= t[{i + 1}] = "
+            f"{t[i + 1]:g}; sort t and m together (order = np.argsort(t))")
     if np.any(m < 0):
         raise InvalidParameterError("m must be non-negative (a memory function)")
     if not (isinstance(tail, (int, float)) and 0 < tail <= 1):
         raise InvalidParameterError(f"tail must be in (0, 1], got {tail!r}")
-    order = np.argsort(t, kind="stable")
-    t, m = t[order], m[order]
     if envelope:
         m = np.maximum.accumulate(m[::-1])[::-1]
     nan = float("nan")

@@ -41,7 +41,7 @@ import numpy as np
 from scipy import linalg as sla
 from scipy.integrate import solve_ivp
 
-from ..errors import InvalidParameterError, ShapeError
+from ..errors import InvalidParameterError, NonFiniteError, ShapeError
 from . import _validate as V
 from .discretise import discretise
 
@@ -99,7 +99,7 @@ def _eig_method(W, method: str, cond_max: float, check_stable, name: str):
     """``(lam, vecs, method)``: the eigendecomposition of W, checked with ``check_stable``
     (None: not checked), and ``method`` with ``"auto"`` resolved to ``"eig"`` when
     :math:`\\kappa(V) \\le` ``cond_max``, else ``"propagate"``."""
-    if method not in ("auto", "eig", "propagate"):
+    if not isinstance(method, str) or method not in ("auto", "eig", "propagate"):
         raise InvalidParameterError(
             f"method must be 'auto', 'eig' or 'propagate', got {method!r}")
     lam, vecs = np.linalg.eig(W)
@@ -199,13 +199,37 @@ def linear_memory(W, U, c, t, *, require_stable: bool = True, method: str = "aut
     """
     W, U, C, vector = _system(W, U, c, ("W", "U"))
     t = V.times(t, "t")
+    requested = method
     lam, vecs, method = _eig_method(
         W, method, cond_max, V.check_continuous_stable if require_stable else None, "W")
-    if method == "eig":
-        M = _memory_eig(np.exp(np.multiply.outer(t, lam)), vecs, C, U)  # E: (L, N)
-    else:
-        M = _propagate_continuous(W, C, U, t)
+
+    def by(m):
+        with np.errstate(all="ignore"):
+            if m == "eig":
+                return _memory_eig(np.exp(np.multiply.outer(t, lam)), vecs, C, U)  # (L, p)
+            return _propagate_continuous(W, C, U, t)
+
+    M = by(method)
+    if not np.all(np.isfinite(M)):
+        M = _finite_or_fallback(M, by, method, requested, t, "t")
     return _finish(M, vector)
+
+
+def _finite_or_fallback(M, by, method: str, requested: str, t, tname: str) -> np.ndarray:
+    """A memory with NaN/inf entries (expm of a huge W t, exp overflow times 0): the other
+    method's values where they are finite (``"auto"`` only); still non-finite: a named
+    :class:`~rnnmem.errors.NonFiniteError` (never a NaN returned for finite input)."""
+    if requested == "auto":
+        other = by("eig" if method == "propagate" else "propagate")
+        M = np.where(np.isfinite(M), M, other)
+    bad = ~np.all(np.isfinite(M), axis=tuple(range(1, M.ndim)))
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise NonFiniteError(
+            f"the memory function overflows float64 at {tname} = {np.asarray(t)[i]:g} "
+            f"(method {method!r}{'' if requested != 'auto' else ' and its fallback'}): the "
+            "entries of W, U, c or t are too large; rescale them")
+    return M
 
 
 def linear_memory_reference(W, U, c, t, *, require_stable: bool = True) -> np.ndarray:
@@ -257,13 +281,20 @@ def linear_memory_discrete(A, B, c, k, *, require_stable: bool = True, method: s
     """
     A, B, C, vector = _system(A, B, c, ("A", "B"))
     k = V.steps(k, "k")
+    requested = method
     lam, vecs, method = _eig_method(
         A, method, cond_max, V.check_discrete_stable if require_stable else None, "A")
-    if method == "eig":
-        P = np.power(lam.astype(complex)[None, :], k[:, None])  # (L, N)
-        M = _memory_eig(P, vecs, C, B)
-    else:
-        M = _propagate_discrete(A, C, B, k)
+
+    def by(m):
+        with np.errstate(all="ignore"):
+            if m == "eig":
+                P = np.power(lam.astype(complex)[None, :], k[:, None])  # (L, N)
+                return _memory_eig(P, vecs, C, B)
+            return _propagate_discrete(A, C, B, k)
+
+    M = by(method)
+    if not np.all(np.isfinite(M)):
+        M = _finite_or_fallback(M, by, method, requested, k, "k")
     return _finish(M, vector)
 
 

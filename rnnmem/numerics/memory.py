@@ -126,6 +126,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BaselineDriftWarning, InvalidParameterError, NonFiniteError, ShapeError
+from ..errors import ResourceLimitError
+from ..limits import MAX_COUNT, check_count, check_memory
 from . import _memory_checks as C
 from . import _validate as V
 from ._memory_search import (DEFAULT_AMPLITUDES, DEFAULT_REFINE_ROUNDS,  # noqa: F401
@@ -172,7 +174,7 @@ def probe_directions(input_dim: int, directions=None, n_directions: int | None =
     if not isinstance(input_dim, (int, np.integer)) or isinstance(input_dim, bool) \
             or input_dim < 1:
         raise InvalidParameterError(f"input_dim must be a positive integer, got {input_dim!r}")
-    d = int(input_dim)
+    d = check_count(int(input_dim), "input_dim", maximum=2**20)
     if directions is not None:
         X = V.as_float_array(directions, "directions")
         if X.ndim == 1 and d == X.shape[0]:
@@ -214,7 +216,11 @@ def _one_call(system: Callable, X: np.ndarray, batched: bool) -> np.ndarray:
     Y = system(X)
     if hasattr(Y, "detach"):  # a torch tensor, without importing torch
         Y = Y.detach().cpu().numpy()
-    Y = np.asarray(Y)
+    try:
+        Y = np.asarray(Y)
+    except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot stack
+        raise ShapeError(f"system returned something that is not an array "
+                         f"({type(Y).__name__}: {' '.join(str(exc).split())})") from None
     lead = X.shape[:-1]  # (B, T) or (T,)
     if Y.shape == lead:
         Y = Y[..., None]
@@ -363,9 +369,17 @@ def _estimate(system, t, *, dt, input_dim, variant, directions, n_directions, de
     X = probe_directions(input_dim, directions, n_directions, rng)  # (n, d)
     d = X.shape[1]
     t_max = float(t.max()) if t.size else 0.0
+    if not t_max / dt < MAX_COUNT:
+        raise ResourceLimitError(f"t up to {t_max:g} with dt = {dt:g} needs {t_max / dt:.3g} "
+                                 f"steps, above the limit {MAX_COUNT}")
     n_grid = int(math.ceil(t_max / dt)) + 1  # grid t_j = j dt, j = 0..n_grid-1
     n_s = max(n_grid + 1, 3)  # S_0..S_{n_s-1}
     rows_len = _rows_len(variant, horizon, n_s, t_max)
+    n_amp = 1 if amps is None else len(amps)
+    # the probes and their responses (x4: inputs, outputs, derivatives), before allocating
+    check_memory(8.0 * (X.shape[0] * n_amp + 6) * rows_len * d * 4,
+                 f"t up to {t_max:g} / dt = {dt:g} ({n_s} steps) x {X.shape[0]} directions "
+                 f"x {n_amp} amplitudes", "use a shorter time range or a larger dt")
     call = _Counter(system, batched)
     rtol_round = tolerance(dtype, n_ops=rows_len).rtol
     if check_rtol is None:

@@ -79,6 +79,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import InvalidParameterError, ShapeError
+from ..limits import check_count, check_memory
 from . import _validate as V
 
 __all__ = [
@@ -91,6 +92,13 @@ __all__ = [
     "crossing_points_across_widths",
     "stability_verdict",
     "VERDICTS",
+    "original_betas",
+    "blowup_radius",
+    "curve_intersections",
+    "Intersection",
+    "BlowupVerdict",
+    "blowup_verdict",
+    "BLOWUP_VERDICTS",
 ]
 
 VERDICTS = ("stable", "unstable", "inconclusive")
@@ -114,12 +122,30 @@ def check_betas(betas, name: str = "betas") -> np.ndarray:
     return b
 
 
+def original_betas(n: int = 21, start: float = 1e-3, exponent_step: float = 0.5
+                   ) -> np.ndarray:
+    """The radii of the original experiments, :math:`\\beta_i = 10^{-3}\\cdot 2^{i/2}`,
+    :math:`i = 0, \\dots, 20` (radarFudan/Curse-of-memory, ``src/perturb.py`` with
+    ``perturb_range=21``, ``perturbation_interval=0.5``; it also evaluates
+    :math:`\\beta = 0`, which is :math:`E(0)` here): ``start * 2**(i * exponent_step)``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InvalidParameterError(f"n must be a positive integer, got {n!r}")
+    for name, v in (("start", start), ("exponent_step", exponent_step)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            raise InvalidParameterError(f"{name} must be a positive number, got {v!r}")
+    return check_betas(float(start) * 2.0 ** (np.arange(int(n)) * float(exponent_step)))
+
+
 def parse_betas(spec: str) -> np.ndarray:
     """``"lo:hi:n"`` -> ``n`` radii log-spaced from ``lo`` to ``hi`` (inclusive);
-    ``"a,b,c"`` -> those radii. Validated by :func:`check_betas`."""
+    ``"a,b,c"`` -> those radii; ``"original"`` -> :func:`original_betas`. Validated by
+    :func:`check_betas`."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidParameterError(f"betas: expected 'lo:hi:n' or 'a,b,...', got {spec!r}")
     s = spec.strip()
+    if s == "original":
+        return original_betas()
     bad = InvalidParameterError(
         f"betas: expected 'lo:hi:n' (log-spaced) or 'a,b,...', got {spec!r}")
     if ":" in s:
@@ -132,6 +158,8 @@ def parse_betas(spec: str) -> np.ndarray:
             raise bad from None
         if n < 1:
             raise InvalidParameterError(f"betas {spec!r}: the count must be >= 1")
+        check_count(n, f"betas {spec!r}: the count")
+        check_memory(8.0 * n, f"betas {spec!r}", "use fewer radii")
         if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
             raise InvalidParameterError(f"betas {spec!r}: radii must be positive and finite")
         if n > 1 and not hi > lo:
@@ -312,8 +340,9 @@ def crossing_point(curve: PerturbationCurve, threshold: float = 2.0, *,
     return _crossing(curve.betas, curve.envelope, level)
 
 
-def _crossing(betas: np.ndarray, env: np.ndarray, level: float) -> Crossing:
-    above = np.nonzero(env > level)[0]
+def _crossing(betas: np.ndarray, env: np.ndarray, level: float,
+              inclusive: bool = False) -> Crossing:
+    above = np.nonzero(env >= level if inclusive else env > level)[0]
     if above.size == 0:
         return Crossing(float(betas[-1]), float(level), "right")
     i = int(above[0])
@@ -431,7 +460,7 @@ class StabilityVerdict:
 
 def _finite_or_str(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")  # NaN: null
     if isinstance(obj, dict):
         return {k: _finite_or_str(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -533,3 +562,300 @@ def stability_verdict(curves_by_m, *, threshold: float = 10.0, level: float | No
     return StabilityVerdict(
         "inconclusive", f"slope {b:.3g} with CI {ci[0]:.3g}..{ci[1]:.3g} straddles "
         f"-{slope_tol:g}", **common)
+
+
+# --------------------------------------------------------------------------------------
+# the blow-up rule: one level fixed by the target's scale, a CI for the trend in log m
+# --------------------------------------------------------------------------------------
+BLOWUP_VERDICTS = ("stable", "unstable", "inconclusive", "training_failed")
+
+
+def blowup_radius(curve: PerturbationCurve, level: float) -> Crossing:
+    """The *blow-up radius*: the first :math:`\\beta` where :math:`\\bar E(\\beta) \\ge`
+    ``level`` (the envelope, interpolated as :func:`crossing_point`); censored ``"left"``
+    when already at the smallest radius, ``"right"`` when never on the grid."""
+    if not isinstance(curve, PerturbationCurve):
+        raise InvalidParameterError(f"curve must be a PerturbationCurve, got "
+                                    f"{type(curve).__name__}")
+    lv = _check_threshold(level, relative=False)
+    return _crossing(curve.betas, curve.envelope, lv, inclusive=True)
+
+
+@dataclass(frozen=True)
+class Intersection:
+    """Where the curve of the wider model of a consecutive pair rises above the narrower.
+
+    ``kind``: ``"crossing"`` (``beta`` interpolated in :math:`\\log\\beta` on
+    :math:`\\log\\bar E_{m'} - \\log\\bar E_m`), ``"never_below"`` (the wider curve is not
+    below at the smallest radius: no crossing in the original's sense, ``beta`` nan) or
+    ``"right"`` (below on the whole grid, ``beta`` = the largest radius, a lower bound).
+    """
+
+    narrow: int
+    wide: int
+    beta: float
+    kind: str
+
+
+def _log_env(env: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(env, dtype=float))
+
+
+def curve_intersections(curves_by_m) -> list[Intersection]:
+    """The original's reading: intersections of consecutive widths' envelopes.
+
+    In the PerturbationError figures of Wang, Li & Li (ICLR 2024) the curve of a wider
+    model starts lower (smaller :math:`E_m(0)`) and, for a target that cannot be stably
+    approximated, rises above the narrower model's curve at a radius :math:`\\beta^*` that
+    moves left as the widths grow. For each consecutive pair :math:`m < m'` (on one grid of
+    radii) this returns the first radius where
+    :math:`d(\\beta) = \\log\\bar E_{m'}(\\beta) - \\log\\bar E_m(\\beta)` turns from negative
+    to :math:`\\ge 0`, interpolated linearly in :math:`\\log\\beta` (at the geometric
+    midpoint when a value is infinite).
+    """
+    items = _curves(curves_by_m)
+    out = []
+    for (m, a), (mp, c) in zip(items, items[1:]):
+        if a.betas.shape != c.betas.shape or not np.allclose(a.betas, c.betas, rtol=1e-12):
+            raise InvalidParameterError(f"the curves of widths {m} and {mp} use different "
+                                        "radii; intersections need one grid")
+        la, lc = _log_env(a.envelope), _log_env(c.envelope)
+        with np.errstate(invalid="ignore"):
+            d = lc - la  # nan where both are inf: not below
+        below = d < 0
+        if not below[0]:
+            out.append(Intersection(m, mp, float("nan"), "never_below"))
+            continue
+        up = np.nonzero(~below)[0]
+        if up.size == 0:
+            out.append(Intersection(m, mp, float(a.betas[-1]), "right"))
+            continue
+        i = int(up[0])
+        lb0, lb1 = math.log(a.betas[i - 1]), math.log(a.betas[i])
+        d0, d1 = float(d[i - 1]), float(d[i])
+        frac = -d0 / (d1 - d0) if math.isfinite(d1) and d1 > d0 else 0.5
+        out.append(Intersection(m, mp, float(math.exp(lb0 + min(max(frac, 0.0), 1.0)
+                                                      * (lb1 - lb0))), "crossing"))
+    return out
+
+
+@dataclass(frozen=True)
+class BlowupVerdict(StabilityVerdict):
+    """Result of :func:`blowup_verdict`: the fields of :class:`StabilityVerdict` (``beta0``
+    are the blow-up radii, ``slope_ci`` the interval the verdict used) and
+
+    Attributes
+    ----------
+    level_factor, target_scale : float
+        ``level = level_factor * target_scale`` (unless an absolute level was given).
+    ci_method : {"bootstrap", "regression"}
+    regression_ci, bootstrap_ci : (float, float)
+        The Student-t interval of the least-squares slope, and the percentile interval of
+        the slope over bootstrap resamples of the repeats (nan without repeats).
+    intersections : tuple of Intersection
+        The original's reading, consecutive widths.
+    intersections_move_left : bool or None
+        Whether the found crossings decrease strictly with the width (None with < 2).
+    training : dict width -> str
+        ``"ok"`` or why the width's training rule failed.
+    """
+
+    level_factor: float = 1.0
+    target_scale: float = float("nan")
+    ci_method: str = "regression"
+    regression_ci: tuple[float, float] = (float("nan"), float("nan"))
+    bootstrap_ci: tuple[float, float] = (float("nan"), float("nan"))
+    intersections: tuple = ()
+    intersections_move_left: bool | None = None
+    training: Mapping[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in ("beta0", "e0", "slope_ci", "widths", "censored", "regression_ci",
+                  "bootstrap_ci"):
+            d[k] = list(d[k])
+        d["intersections"] = [{"narrow": i.narrow, "wide": i.wide, "beta": i.beta,
+                               "kind": i.kind} for i in self.intersections]
+        d["training"] = {str(m): v for m, v in dict(self.training).items()}
+        return _finite_or_str(d)
+
+
+def _target_scale(items, target_scale) -> float:
+    if target_scale is not None:
+        return _check_threshold(target_scale, relative=False)
+    scales = [c.meta.get("target_scale") for _, c in items]
+    if any(v is None for v in scales):
+        raise InvalidParameterError(
+            "target_scale: not given and not in every curve's meta (curves made by "
+            "rnnmem.train.perturb.perturbation_curve on an EvalSet carry it); pass "
+            "target_scale= (e.g. the mean squared target) or level=")
+    sc = np.array(scales, dtype=float)
+    if not np.all(np.isfinite(sc)) or np.any(sc <= 0):
+        raise InvalidParameterError(f"target_scale: the curves carry {scales}, not all "
+                                    "positive")
+    if np.ptp(sc) > 1e-9 * sc.max():
+        raise InvalidParameterError(f"target_scale: the curves were evaluated on different "
+                                    f"targets (scales {scales}); one level needs one target")
+    return float(sc[0])
+
+
+def _radii(items, level, sups=None) -> tuple[np.ndarray, list[str]]:
+    beta0, cens = [], []
+    for j, (_, c) in enumerate(items):
+        env = c.envelope if sups is None else \
+            np.maximum.accumulate(np.maximum(sups[j], c.e0))
+        cr = _crossing(c.betas, env, level, inclusive=True)
+        beta0.append(cr.beta)
+        cens.append(cr.censored)
+    return np.array(beta0), cens
+
+
+def blowup_verdict(curves_by_m, *, level_factor: float = 1.0,
+                   target_scale: float | None = None, level: float | None = None,
+                   training: Mapping[int, str] | None = None, slope_tol: float = 0.25,
+                   alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+                   min_widths: int = 3) -> BlowupVerdict:
+    """The one verdict rule of ``rnnmem perturb`` and the curse-of-memory claims.
+
+    The *blow-up radius* :math:`\\beta_b(m)` is the first radius where the envelope
+    reaches a level fixed by the *target*, not by the models:
+
+    .. math::
+
+        \\varepsilon = \\text{level\\_factor}\\cdot\\|y\\|^2, \\qquad
+        \\beta_b(m) = \\min\\{\\beta : \\bar E_m(\\beta) \\ge \\varepsilon\\},
+
+    with :math:`\\|y\\|^2` the loss of the zero output on the evaluation set (the squared
+    :math:`L^2` norm of the target in the loss's own weighting; ``meta["target_scale"]``
+    of the curves): at level factor 1 a perturbed model is as bad as predicting nothing.
+    Unlike levels relative to :math:`\\max_m E_m(0)` (which differ between the families
+    compared), this level is the same for every row of the curse-of-memory table on one
+    target. Then :math:`\\log\\beta_b = a + b\\log m` is fitted and its slope :math:`b`
+    judged as in :func:`stability_verdict` (Wang, Li & Li, ICLR 2024, Def. 3.5: unstable
+    when the radii shrink with :math:`m`) with a confidence interval of level ``alpha``:
+    the percentile interval over ``n_boot`` bootstrap resamples of the repeats (each
+    width's :math:`K` perturbation columns drawn with replacement; the estimation noise of
+    the suprema) when every curve has :math:`K \\ge 2`, else the Student-t interval of the
+    regression. Both are reported, with the original's own reading
+    (:func:`curve_intersections`).
+
+    A width whose training rule failed (``training[m] != "ok"``, e.g. from
+    :meth:`rnnmem.train.ensure.EnsureResult.statuses`) turns the verdict into
+    ``"training_failed"``: the family is not an approximating sequence, so the
+    perturbation test does not apply (the radii are still reported).
+
+    Parameters
+    ----------
+    curves_by_m : mapping width -> PerturbationCurve
+    level_factor : float > 0
+    target_scale : float > 0, optional
+        Default: the curves' ``meta["target_scale"]``.
+    level : float > 0, optional
+        An absolute level instead (``level_factor``/``target_scale`` ignored).
+    training : mapping width -> str, optional
+    slope_tol, alpha, min_widths :
+        As :func:`stability_verdict`.
+    n_boot : int >= 100
+    seed : int
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    BlowupVerdict
+    """
+    from scipy import stats
+
+    items = _curves(curves_by_m)
+    if not (isinstance(slope_tol, (int, float)) and math.isfinite(slope_tol)
+            and slope_tol >= 0):
+        raise InvalidParameterError(f"slope_tol must be finite and >= 0, got {slope_tol!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InvalidParameterError(f"alpha must be in (0, 1), got {alpha!r}")
+    if isinstance(min_widths, bool) or not isinstance(min_widths, int) or min_widths < 3:
+        raise InvalidParameterError(f"min_widths must be an integer >= 3, got {min_widths!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
+        raise InvalidParameterError(f"n_boot must be an integer >= 100, got {n_boot!r}")
+    if level is not None:
+        lv = _check_threshold(level, relative=False)
+        lf, scale, rule = float("nan"), float("nan"), f"absolute level {lv:.6g}"
+    else:
+        lf = _check_threshold(level_factor, relative=False)
+        scale = _target_scale(items, target_scale)
+        lv = lf * scale
+        rule = f"{lf:g} x target scale |y|^2 = {scale:.6g} -> {lv:.6g}"
+    status = {int(m): str(v) for m, v in dict(training or {}).items()}
+    widths = tuple(m for m, _ in items)
+    beta0, cens = _radii(items, lv)
+    e0 = tuple(c.e0 for _, c in items)
+    x, y = np.log(np.array(widths, float)), np.log(beta0)
+    b, se = _slope(x, y) if len(widths) >= 2 else (float("nan"), float("inf"))
+    dof = len(widths) - 2
+    q = float(stats.t.ppf(1 - alpha / 2, dof)) if dof > 0 else float("inf")
+    reg_ci = (b - q * se, b + q * se) if math.isfinite(se) else (float("-inf"), float("inf"))
+    boot_ci = _bootstrap_ci(items, x, lv, alpha, n_boot, seed)
+    use_boot = math.isfinite(boot_ci[0])
+    ci = boot_ci if use_boot else reg_ci
+    inter = tuple(curve_intersections(dict(items))) if len(items) >= 2 else ()
+    found = [i.beta for i in inter if i.kind == "crossing"]
+    left = None if len(found) < 2 else bool(np.all(np.diff(found) < 0))
+    common = dict(widths=widths, beta0=tuple(float(v) for v in beta0), censored=tuple(cens),
+                  e0=e0, level=lv, level_rule=rule, slope=b, slope_se=se, slope_ci=ci,
+                  slope_tol=float(slope_tol), alpha=float(alpha), level_factor=lf,
+                  target_scale=scale, ci_method="bootstrap" if use_boot else "regression",
+                  regression_ci=reg_ci, bootstrap_ci=boot_ci, intersections=inter,
+                  intersections_move_left=left,
+                  training={m: status.get(m, "ok") for m in sorted(set(widths) | set(status))})
+    return _judge(common, status, min_widths)
+
+
+def _bootstrap_ci(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
+    """Percentile interval of the blow-up slope over resamples of each width's repeats
+    (nan with fewer than two widths or a curve with one repeat)."""
+    if len(items) < 2 or any(c.repeats < 2 for _, c in items):
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    slopes = np.empty(n_boot)
+    for r in range(n_boot):
+        sups = [c.samples[:, rng.integers(0, c.repeats, c.repeats)].max(axis=1)
+                for _, c in items]
+        bb, _ = _radii(items, level, sups)
+        slopes[r] = _slope(x, np.log(bb))[0]
+    return (float(np.quantile(slopes, alpha / 2)), float(np.quantile(slopes, 1 - alpha / 2)))
+
+
+def _judge(common: dict, status: Mapping[int, str], min_widths: int) -> BlowupVerdict:
+    """The verdict from the measured radii and their interval (see :func:`blowup_verdict`)."""
+    widths, beta0, cens, e0 = (common[k] for k in ("widths", "beta0", "censored", "e0"))
+    lv, b, ci, slope_tol = (common[k] for k in ("level", "slope", "slope_ci", "slope_tol"))
+    use_boot = common["ci_method"] == "bootstrap"
+    failed = {m: v for m, v in status.items() if v != "ok"}
+    if failed:
+        return BlowupVerdict("training_failed", "the training rule failed for width(s) "
+                             + "; ".join(f"{m}: {v}" for m, v in sorted(failed.items()))
+                             + " -- not an approximating sequence, no verdict", **common)
+    if len(widths) < min_widths:
+        return BlowupVerdict("inconclusive", f"{len(widths)} width(s); at least "
+                             f"{min_widths} are needed", **common)
+    high = [m for m, v in zip(widths, e0) if v >= lv]
+    if high:
+        return BlowupVerdict("inconclusive", f"E_m(0) is already >= the level {lv:.3g} "
+                             f"for width(s) {high}: those models do not approximate the "
+                             "target at this level", **common)
+    if all(c == "left" for c in cens):
+        return BlowupVerdict("inconclusive", "every envelope reaches the level at the "
+                             "smallest radius (start the grid lower)", **common)
+    if all(c == "right" for c in cens):
+        return BlowupVerdict("stable", f"no model blows up on the grid: beta_b(m) > "
+                             f"{beta0[0]:.3g} for every width", **common)
+    how = f"{'bootstrap' if use_boot else 'regression'} CI {ci[0]:.3g}..{ci[1]:.3g}"
+    span = (f"beta_b from {beta0[0]:.3g} (m={widths[0]}) to {beta0[-1]:.3g} "
+            f"(m={widths[-1]})")
+    if ci[1] < -slope_tol:
+        return BlowupVerdict("unstable", f"blow-up radii shrink with the width: slope "
+                             f"{b:.3g} ({how}) < -{slope_tol:g}; {span}", **common)
+    if ci[0] >= -slope_tol:
+        return BlowupVerdict("stable", f"blow-up radii stay bounded away from 0: slope "
+                             f"{b:.3g} ({how}) >= -{slope_tol:g}; {span}", **common)
+    return BlowupVerdict("inconclusive", f"slope {b:.3g} with {how} straddles "
+                         f"-{slope_tol:g}; {span}", **common)

@@ -21,7 +21,10 @@ magnitude ``scale`` (scipy ``test_ivp`` style: error measured relative to
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+from ..errors import InvalidParameterError
 
 __all__ = ["unit_roundoff", "Tolerance", "tolerance", "dtype_name"]
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import exception_text
 from ._threads import one_thread
 from .registry import Context, Evidence, claim
 
@@ -246,13 +247,15 @@ def _slowest_rate(run: _Run) -> float:
     return run.model.slowest_decay_rate()
 
 
-#: levels (factors of max_m E_m(0)) at which a cell's verdict must agree to count
-LEVEL_FACTORS = (3.0, 10.0, 30.0)
+#: levels (multiples of the target's scale |y|^2, the loss of the zero output) at which a
+#: cell's verdict must agree to count; the rule is blowup_verdict, shared with
+#: ``rnnmem perturb`` (whose default level factor is the middle one)
+LEVEL_FACTORS = (0.5, 1.0, 2.0)
 
 
 def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
-    """Train every width, perturb, and read the family of curves with stability_verdict."""
-    from ..numerics.perturbation import stability_verdict
+    """Train every width, perturb, and read the family of curves with blowup_verdict."""
+    from ..numerics.perturbation import blowup_verdict
 
     curves, runs = {}, {}
     for m in s.widths:
@@ -263,7 +266,7 @@ def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
     out: dict[str, Any] = {
         "row": row, "target": target,
         "train": {str(m): {"status": r.status, "valid_loss": r.loss,
-                           "seconds": round(r.seconds, 3), "error": r.error[:200]}
+                           "seconds": round(r.seconds, 3), "error": r.error}
                   for m, r in runs.items()}}
     # the mechanism: distance of the slowest mode from the stability boundary, by width
     rates = {m: _slowest_rate(r) for m, r in runs.items() if r.status == "ok"}
@@ -280,8 +283,9 @@ def _verdict_for(row: str, target: str, s: _Sizes, seed: int) -> dict:
     e0_slope = _loglog_slope(list(curves), [c.e0 for c in curves.values()])
     out["e0_loglog_slope"] = e0_slope
     # the level is a choice: a verdict counts only if the neighbouring levels agree
-    by_level = {th: stability_verdict(curves, threshold=th) for th in LEVEL_FACTORS}
-    v = by_level[10.0]  # the reported one
+    by_level = {th: blowup_verdict(curves, level_factor=th, seed=seed, n_boot=1000)
+                for th in LEVEL_FACTORS}
+    v = by_level[1.0]  # the reported one
     out["stability"] = v.to_dict()
     out["level_sensitivity"] = {f"{th:g}x": {"verdict": w.verdict, "slope": w.slope}
                                 for th, w in by_level.items()}
@@ -710,13 +714,15 @@ def _check_table(ctx: Context) -> Evidence:
               f"weights perturbed by random directions of spectral norm beta "
               f"({s.repeats} per radius, {len(s.betas)} radii in [{_fmt(min(s.betas))}, "
               f"{_fmt(max(s.betas))}]); E_m(beta) = running max of the validation MSE on "
-              f"{s.n_eval} sequences; crossing point beta0(m) where it exceeds "
-              "10 x max_m E_m(0); `stability_verdict` fits log beta0 against log m "
-              "(unstable: slope significantly below -0.25). A cell counts only if its "
+              f"{s.n_eval} sequences; blow-up radius beta0(m) where it reaches the "
+              "target's scale |y|^2 (the loss of the zero output); `blowup_verdict` (the "
+              "rule `rnnmem perturb` uses) fits log beta0 against log m (unstable: slope "
+              "significantly below -0.25, bootstrap CI over the repeats). A cell counts "
+              "only if its "
               "family approximates the target, i.e. E_m(0) decreases with m (negative "
               "log-log slope; Def. 3.5 is about a sequence with E_m(0) -> 0), and if the "
               "verdict is the same at the levels "
-              + ", ".join(f"{th:g}" for th in LEVEL_FACTORS) + " x max_m E_m(0) (the "
+              + ", ".join(f"{th:g}" for th in LEVEL_FACTORS) + " x |y|^2 (the "
               "level is a choice; a verdict that flips with it is not evidence); else it "
               "is inconclusive. Overall: *confirmed* if every cell matches the seed, *refuted* "
               "if a cell is measured the other way, else inconclusive.", "", *lines, "",
@@ -1094,7 +1100,7 @@ def _lr_run(p: str, lr: float, s: _Sizes, m: int, seed: int) -> dict:
         except TrainingDivergedError as exc:
             final = float("nan")
             out["status"] = "nan"
-            out["error"] = str(exc)[:200]
+            out["error"] = exception_text(exc)
         out["seconds"] = time.perf_counter() - t0
     out["final_loss"] = final
     out["max_train_loss"] = seen["max_loss"]

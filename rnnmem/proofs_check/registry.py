@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from ..errors import InvalidParameterError, UnknownNameError
+from ..errors import InvalidParameterError, UnknownNameError, exception_text
 
 __all__ = [
     "BUDGETS",
@@ -40,6 +40,8 @@ __all__ = [
 Budget = Literal["smoke", "quick", "full"]
 BUDGETS: tuple[str, ...] = ("smoke", "quick", "full")
 VERDICTS: tuple[str, ...] = ("confirmed", "refuted", "inconclusive")
+#: the verdict of a result whose check raised (an error of the run, not of the claim)
+ERROR_VERDICT = "error"
 
 #: Modules whose import registers claims, in report order.
 CLAIM_MODULES: list[str] = [
@@ -145,7 +147,14 @@ class Result:
 
     @property
     def failed_must_hold(self) -> bool:
+        """A must-hold identity that was checked and not confirmed, or a check that raised
+        (both make ``rnnmem verify`` fail; :attr:`errored` tells them apart)."""
         return (self.must_hold and self.verdict != "confirmed") or self.error is not None
+
+    @property
+    def errored(self) -> bool:
+        """The check raised: an error of the run, not evidence about the claim."""
+        return self.error is not None
 
 
 _REGISTRY: dict[str, Claim] = {}
@@ -192,13 +201,26 @@ def get_claim(id: str) -> Claim:
 
 
 def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int = 0,
-               progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Run the claims ``ids`` (all when None) at ``budget``; exceptions become results."""
+               progress: Callable[[str], None] | None = None,
+               on_result: Callable[[list[Result]], None] | None = None) -> list[Result]:
+    """Run the claims ``ids`` (all when None; a repeated id runs once) at ``budget``.
+
+    A check that raises becomes a result with verdict ``"error"`` and the traceback in
+    ``error`` (an error of the run, not a refuted claim). ``on_result(results so far)`` is
+    called after every claim (``rnnmem verify`` rewrites its report there)."""
+    from ..limits import check_seed
+
     if budget not in BUDGETS:
         raise InvalidParameterError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    claims = [get_claim(i) for i in ids] if ids else all_claims()
+    seed = check_seed(seed, "seed")
+    claims = [get_claim(i) for i in dict.fromkeys(ids)] if ids else all_claims()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..files import storage_error
+
+        raise storage_error(exc, out_dir, "create") from None
     results = []
     for c in claims:
         if progress:
@@ -209,12 +231,16 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
             ev = c.check(ctx)
             err = None
         except Exception as exc:  # a crashing check is reported, not hidden
-            ev = Evidence("inconclusive", summary=f"check raised {type(exc).__name__}: {exc}")
+            ev = Evidence("inconclusive", summary=f"check raised {type(exc).__name__}: "
+                                                  f"{exception_text(exc)}")
             err = traceback.format_exc()
         dt = time.perf_counter() - t0
-        res = Result(c.id, c.title, c.source, c.statement, ev.verdict, ev.summary, ev.metrics,
+        res = Result(c.id, c.title, c.source, c.statement,
+                     ERROR_VERDICT if err is not None else ev.verdict, ev.summary, ev.metrics,
                      ev.figures, ev.details, dt, budget, c.must_hold, err)
         results.append(res)
         if progress:
             progress(f"[{c.id}] {res.verdict} in {dt:.1f}s: {res.summary}")
+        if on_result is not None:
+            on_result(list(results))
     return results

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import platform
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..files import atomic_write, to_jsonable
 from .registry import Result
 
 __all__ = ["summary_table", "write_report", "to_jsonable"]
 
-
-def to_jsonable(obj):
-    """Convert numpy scalars/arrays, tuples and non-finite floats to plain JSON values."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if np is not None and isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if np is not None and isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return "nan"
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-        return obj
-    if isinstance(obj, (int, str, bool)) or obj is None:
-        return obj
-    return str(obj)
+#: longest metrics JSON shown inline in REPORT.md (longer ones are referred to results.json)
+_MAX_INLINE_METRICS = 20_000
 
 
 def summary_table(results: list[Result]) -> str:
@@ -46,22 +22,9 @@ def summary_table(results: list[Result]) -> str:
     lines = [f"{'claim':<{w_id}}  {'verdict':<12}  {'time':>7}  summary",
              f"{'-' * w_id}  {'-' * 12}  {'-' * 7}  {'-' * 40}"]
     for r in results:
-        mark = " (!)" if r.failed_must_hold else ""
+        mark = " (!)" if r.failed_must_hold and not r.errored else ""
         lines.append(f"{r.id:<{w_id}}  {r.verdict + mark:<12}  {r.seconds:>6.1f}s  {r.summary}")
     return "\n".join(lines)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[Path, Path]:
@@ -75,7 +38,8 @@ def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[
           f"on {platform.machine()}.", "",
           "## Summary", "", "| claim | verdict | time (s) | summary |", "|---|---|---:|---|"]
     for r in results:
-        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if r.failed_must_hold else ''}"
+        refuted = r.failed_must_hold and not r.errored
+        md.append(f"| `{r.id}` | **{r.verdict}**{' (must hold!)' if refuted else ''}"
                   f" | {r.seconds:.1f} | {r.summary.replace('|', '/')} |")
     for r in results:
         md += ["", f"## `{r.id}`: {r.title}", "", f"*Source:* {r.source}", "",
@@ -83,15 +47,20 @@ def write_report(results: list[Result], out_dir: Path, *, budget: str) -> tuple[
         if r.details:
             md += [r.details, ""]
         if r.metrics:
-            md += ["<details><summary>metrics</summary>", "", "```json",
-                   json.dumps(to_jsonable(r.metrics), indent=1)[:20000], "```", "</details>", ""]
+            text = json.dumps(to_jsonable(r.metrics), indent=1, allow_nan=False)
+            if len(text) > _MAX_INLINE_METRICS:  # never a cut (invalid) JSON: point to the file
+                text = (f'{{"note": "{len(text)} characters of metrics; see results.json, '
+                        f'entry {r.id}"}}')
+            md += ["<details><summary>metrics</summary>", "", "```json", text, "```",
+                   "</details>", ""]
         for f in r.figures:
             md += [f"![{r.id}]({f})", ""]
         if r.error:
             md += ["```", r.error, "```", ""]
     report = out_dir / "REPORT.md"
     results_json = out_dir / "results.json"
-    _atomic_write(report, "\n".join(md) + "\n")
-    _atomic_write(results_json, json.dumps([to_jsonable(r.to_json()) for r in results],
-                                           indent=1) + "\n")
+    # results.json first: a crash between the two leaves the machine-readable file current
+    atomic_write(results_json, json.dumps([to_jsonable(r.to_json()) for r in results],
+                                          indent=1, allow_nan=False) + "\n")
+    atomic_write(report, "\n".join(md) + "\n")
     return report, results_json

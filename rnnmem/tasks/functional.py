@@ -84,6 +84,7 @@ from ..errors import (
     NonFiniteError,
     ShapeError,
 )
+from ..limits import check_memory
 from ..numerics.tolerances import tolerance, unit_roundoff
 from ..theory.targets import TargetMemory, get_target
 
@@ -265,6 +266,9 @@ def sample_inputs(rng: np.random.Generator, n_samples: int, length: int, input_d
     d = _positive_int(input_dim, "input_dim")
     dt, std = _positive_float(dt, "dt"), _positive_float(std, "input_std")
     _choice(kind, INPUT_KINDS, "input")
+    # inputs, their noise and the targets in float64, several copies (estimated first)
+    check_memory(8.0 * N * T * d * 4, f"n_samples={N} x length={T} x input_dim={d}",
+                 "use fewer samples or shorter sequences")
     xi = rng.standard_normal((N, T, d))  # (N, T, d)
     if kind == "white":
         return std * xi

@@ -53,7 +53,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import (InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError)
+from ..errors import (InvalidParameterError, NameRegistry, NonFiniteError, ShapeError,
+                      UnknownNameError)
 from ._lang_base import (CHOMSKY_CLASSES, END, Language, check_batch, check_length,
                          check_rng)
 from ._lang_machines import ModularArithmeticBrackets, StackManipulation, evaluate_mod5
@@ -71,11 +72,11 @@ __all__ = [
     "accuracy_by_bin", "retained_performance",
 ]
 
-LANGUAGES: dict[str, Language] = {
+LANGUAGES: dict[str, Language] = NameRegistry("language", {
     lang.name: lang for lang in (
         Parity(), Dyck1(), Dyck2(), AnBn(), AnBnCn(), MarkedReversal(), UnmarkedReversal(),
         Copy(), StackManipulation(), ModularArithmeticBrackets())
-}
+})
 
 
 def get_language(name) -> Language:

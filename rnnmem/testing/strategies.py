@@ -50,6 +50,8 @@ the spectral radius :math:`\\le 1 - \\mu`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -96,6 +98,13 @@ def _slack(margin: float) -> float:
 
 def bounded_floats(lo: float = -1.0, hi: float = 1.0) -> st.SearchStrategy[float]:
     """Finite floats in [lo, hi], never subnormal; magnitudes below 2**-20 become 0."""
+    for name, v in (("lo", lo), ("hi", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(float(v)) or abs(float(v)) > 1.7e308:
+            raise InvalidParameterError(f"bounded_floats: {name} must be a finite number, "
+                                        f"got {v!r}")
+    if not lo <= hi:
+        raise InvalidParameterError(f"bounded_floats: need lo <= hi, got lo={lo!r}, hi={hi!r}")
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False,
                      allow_subnormal=False).map(lambda v: 0.0 if abs(v) < _SNAP else v + 0.0)
 
@@ -303,7 +312,7 @@ def linear_systems(n: int | None = None, max_n: int = 4, input_dim: int | None =
 
     ``U`` and ``c`` have entries in [-1, 1] and are never identically zero.
     """
-    if time not in ("continuous", "discrete"):
+    if not isinstance(time, str) or time not in ("continuous", "discrete"):
         raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     if time == "continuous":
         mats = hurwitz_matrices(n=n, max_n=max_n, margin=margin, kind=kind)
@@ -335,7 +344,7 @@ def diagonal_ssms(n: int | None = None, max_n: int = 4, input_dim: int | None = 
     else float64. ``U`` (N, d) and ``c`` (N,) are real with entries in [-1, 1], not
     identically zero.
     """
-    if time not in ("continuous", "discrete"):
+    if not isinstance(time, str) or time not in ("continuous", "discrete"):
         raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     margin = _check_margin(margin, discrete=time == "discrete")
     if time == "continuous" and not max_rate > margin:

@@ -50,7 +50,7 @@ class BestDerivation:
 
 def best_parameterisation_derivation(time: str = "continuous") -> BestDerivation:
     """Solve "gradient scale = 2a|w|" and the admissibility conditions with sympy."""
-    if time not in ("continuous", "discrete"):
+    if not isinstance(time, str) or time not in ("continuous", "discrete"):
         raise InvalidParameterError(f"time must be 'continuous' or 'discrete', got {time!r}")
     w, a, b = S.w, S.a, S.b
     f = sp.Function("f")

@@ -222,7 +222,7 @@ def diagonal_ssm_memory(lambdas, U, c, *, output: str = "complex"):
     n = len(lam)
     U = _inputs(U, n, "U")
     C, vector = _readout(c, n)
-    if output not in ("complex", "real"):
+    if not isinstance(output, str) or output not in ("complex", "real"):
         raise InvalidParameterError(f"output must be 'complex' or 'real', got {output!r}")
     E = sp.diag(*[sp.exp(v * S.t) for v in lam])
     real = all(v.is_real for v in lam) and _is_real_matrix(U, C)

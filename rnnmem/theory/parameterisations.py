@@ -52,7 +52,7 @@ from typing import Callable, Literal, Mapping
 
 import sympy as sp
 
-from ..errors import DerivationError, InvalidParameterError, UnknownNameError
+from ..errors import DerivationError, InvalidParameterError, NameRegistry, UnknownNameError
 from . import _symbols as S
 from .codegen import generate
 
@@ -430,7 +430,7 @@ class Parameterisation:
 _w, _a, _b = S.w, S.a, S.b
 _STABLESSM = "Wang & Li, StableSSM (ICML 2024), Sec. 3.3"
 
-PARAMETERISATIONS: dict[str, Parameterisation] = {
+PARAMETERISATIONS: dict[str, Parameterisation] = NameRegistry("parameterisation", {
     p.name: p
     for p in (
         Parameterisation("direct", "continuous", _w, domain=sp.Interval.open(-sp.oo, 0),
@@ -451,7 +451,7 @@ PARAMETERISATIONS: dict[str, Parameterisation] = {
                          source=_STABLESSM + " (discrete analogue; b >= 1 keeps lambda in "
                                              "[0, 1), see best_parameterisation)"),
     )
-}
+})
 
 
 def get_parameterisation(name: "str | Parameterisation") -> Parameterisation:

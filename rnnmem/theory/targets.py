@@ -54,7 +54,8 @@ from typing import Callable, Mapping
 
 import sympy as sp
 
-from ..errors import DerivationError, InvalidParameterError, NonFiniteError, UnknownNameError
+from ..errors import (DerivationError, InvalidParameterError, NameRegistry, NonFiniteError,
+                      UnknownNameError)
 from . import _symbols as S
 from .codegen import generate
 
@@ -613,7 +614,7 @@ class TargetMemory:
 _CODE = "radarFudan/Curse-of-memory, src/data/components/lf/datagen.py"
 _LHEL = "Li, Han, E & Li, ICLR 2021; Wang, Li & Li, ICLR 2024"
 
-TARGETS: dict[str, TargetMemory] = {
+TARGETS: dict[str, TargetMemory] = NameRegistry("target", {
     m.name: m
     for m in (
         TargetMemory("exponential", sp.exp(-t / tau), {tau: sp.Integer(1)},
@@ -630,7 +631,7 @@ TARGETS: dict[str, TargetMemory] = {
         TargetMemory("airy", sp.airyai(t - 6), {}, source=f"{_CODE} ('airy')"),
         TargetMemory("sine", sp.sin(t), {}, source=f"{_CODE} ('sin')"),
     )
-}
+})
 
 
 def get_target(name: "str | TargetMemory") -> TargetMemory:

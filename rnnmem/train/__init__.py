@@ -6,7 +6,15 @@ The task names (``TrainTask``, ``build_task``, ``register_task``, ...) are re-ex
 ``train(TrainConfig(model="diagonal_ssm", task="lf:exponential", steps=500, out_dir="run"))``
 trains a registered model on a registered task; ``train(config, resume=True)`` continues
 from ``run/last.pt`` to the same result as an uninterrupted run.
+
+Names: ``rnnmem.train`` is this subpackage, whatever was imported first; the function is
+``rnnmem.train.train``, also exported as ``rnnmem.fit`` (and ``rnnmem.train.fit``). Calling
+the subpackage, ``rnnmem.train(config, ...)``, calls the function, so code written for either
+reading works.
 """
+
+import sys as _sys
+import types as _types
 
 from .config import TrainConfig as TrainConfig
 from .loop import LRSchedule as LRSchedule
@@ -40,7 +48,19 @@ from .length_protocols_ns import CFLLanguageModelTask as CFLLanguageModelTask  #
 from .length_protocols_ns import NSReport as NSReport
 from .length_protocols_ns import evaluate_ns as evaluate_ns
 
-__all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "load_train_state",
+fit = train
+
+
+class _CallableModule(_types.ModuleType):
+    """This subpackage, callable as the training function (``rnnmem.train(config)``)."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallableModule
+
+__all__ = ["TrainConfig", "TrainResult", "LRSchedule", "train", "fit", "load_train_state",
            "TrainTask", "ArrayRegressionTask", "TASK_BUILDERS", "build_task", "register_task",
            "register_task_prefix", "task_names", "temporal_weights", "weighted_mse", "PTBTask",
            "ptb_config", "EvalSet", "eval_set_from_checkpoint", "perturbation_curve",

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from ..errors import InvalidParameterError
+from ..errors import ConflictingOptionsError, InvalidParameterError
+from ..errors import ResourceLimitError
+from ..limits import MAX_COUNT, SEED_MAX
 
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "DTYPE_NAMES", "FREEZE_MODES",
            "DEFAULT_STEPS"]
@@ -53,6 +55,8 @@ def _check_int(name, v, *, minimum, optional=False):
     if not _is_int(v) or v < minimum:
         raise _bad(name, f"must be an integer >= {minimum}{' or None' if optional else ''}, "
                          f"got {v!r}")
+    if v > MAX_COUNT:  # rnnmem.limits: every count is bounded
+        raise ResourceLimitError(f"TrainConfig.{name}: {v} is above the limit {MAX_COUNT}")
 
 
 def _check_real(name, v, *, positive=False, nonneg=False, optional=False, below=None):
@@ -173,6 +177,21 @@ class TrainConfig:
         :func:`rnnmem.models.freezing.apply_freeze`.
     bptt : int or None
         Truncated back-propagation length, passed to language-model tasks as an option.
+    margin_penalty, margin_target : float
+        Add :math:`c\\,\\mathrm{relu}(\\mu^* - \\mu(\\theta))` to the training loss, with
+        :math:`c` = ``margin_penalty`` (0: off), :math:`\\mu^*` = ``margin_target`` and
+        :math:`\\mu` the model's ``stability_margin()`` (the eigenvalue penalty of the
+        curse-of-memory code, ``src/models/lf_module.py`` on ``main``: :math:`c = 0.01`,
+        :math:`\\mu^* = 1`). The logged training loss excludes it, as there.
+    stop_below : float or None
+        Stop as soon as an evaluation's validation loss is ``< stop_below`` (the early
+        stopping threshold of the original's "ensure approximation" scripts); needs
+        evaluations (``eval_every > 0``) on a task with a validation split.
+    stop_below_after : int
+        Apply ``stop_below`` only from this step on (the original's ``min_epochs``).
+    restore_best : bool
+        At the end, put the weights of the best validation loss back into the model
+        (in memory; ``best.pt`` holds them on disk); needs ``eval_every > 0``.
     """
 
     model: str
@@ -208,6 +227,11 @@ class TrainConfig:
     freeze: str = "none"
     freeze_after: int = 0
     bptt: int | None = None
+    margin_penalty: float = 0.0
+    margin_target: float = 1.0
+    stop_below: float | None = None
+    stop_below_after: int = 0
+    restore_best: bool = False
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self):
@@ -261,7 +285,8 @@ class TrainConfig:
             raise _bad("device", f"must be a device string such as 'auto' or 'cpu', "
                                  f"got {self.device!r}")
         _check_int("threads", self.threads, minimum=1, optional=True)
-        _check_int("seed", self.seed, minimum=0)
+        if not _is_int(self.seed) or not 0 <= self.seed <= SEED_MAX:
+            raise _bad("seed", f"must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         _check_real("temporal_weighting", self.temporal_weighting, nonneg=True)
         _check_int("eval_every", self.eval_every, minimum=0)
         _check_int("checkpoint_every", self.checkpoint_every, minimum=0)
@@ -271,6 +296,18 @@ class TrainConfig:
         _check_choice("freeze", self.freeze, FREEZE_MODES)
         _check_int("freeze_after", self.freeze_after, minimum=0)
         _check_int("bptt", self.bptt, minimum=1, optional=True)
+        _check_real("margin_penalty", self.margin_penalty, nonneg=True)
+        _check_real("margin_target", self.margin_target)
+        _check_real("stop_below", self.stop_below, positive=True, optional=True)
+        _check_int("stop_below_after", self.stop_below_after, minimum=0)
+        if not isinstance(self.restore_best, bool):
+            raise _bad("restore_best", f"must be a bool, got {self.restore_best!r}")
+        for name, on in (("stop_below", self.stop_below is not None),
+                         ("restore_best", self.restore_best)):
+            if on and self.eval_every == 0:
+                raise ConflictingOptionsError(
+                    name, "eval_every=0", "the rule reads the validation loss, which is "
+                    "never evaluated during the run; set eval_every > 0")
 
     # ------------------------------------------------------------------ derived
     def total_steps(self, steps_per_epoch: int | None = None) -> int:

@@ -50,7 +50,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidParameterError, ShapeError
+from ..errors import InvalidParameterError, ShapeError, exception_text
+from ..files import to_jsonable
+from ..limits import check_memory
 from ..models.base import model_outputs
 from ..tasks import languages as L
 
@@ -129,7 +131,7 @@ class LengthReport:
                     {kk: _nan_to_none(vv) for kk, vv in v.items()}) for k, v in d.items()}
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(to_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LengthReport":
@@ -395,6 +397,12 @@ def evaluate_lengths(model: torch.nn.Module, language, *, mode: str = "next_symb
         raise ShapeError(f"model reads {width} input symbols but {lang.name!r} has "
                          f"{len(lang.alphabet)} ({''.join(lang.alphabet)})")
     requested = L.length_bins(bins)
+    longest = max(b.hi for b in requested)
+    # a floor for the allocation: one batch of the longest strings, one-hot inputs, targets
+    # and outputs in float64 (before any string is generated)
+    check_memory(8.0 * min(per_bin, batch_size) * longest * (len(lang.alphabet) + 1) * 4,
+                 f"{min(per_bin, batch_size)} strings of length {longest}",
+                 "use shorter length bins or a smaller per_bin/batch_size")
     per = L.bin_lengths(lang, requested)  # bins with members only
     if not per:
         raise InvalidParameterError(
@@ -421,7 +429,7 @@ def evaluate_lengths(model: torch.nn.Module, language, *, mode: str = "next_symb
         except (RuntimeError, NotImplementedError) as exc:
             if run_dtype not in (torch.float16, torch.bfloat16):
                 raise
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            msg = exception_text(exc)
             raise InvalidParameterError(
                 f"dtype {str(run_dtype).replace('torch.', '')} does not run on "
                 f"{device.type} for {type(model).__name__}: {msg}") from None
@@ -503,7 +511,7 @@ class SeedAggregate:
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(to_jsonable(self.to_dict()), indent=indent, allow_nan=False)
 
 
 def aggregate_seeds(reports: Sequence[LengthReport]) -> SeedAggregate:
@@ -636,7 +644,7 @@ def stack_drift(model: torch.nn.Module, inputs, dtypes=("float16", "bfloat16", "
         try:
             got = record(nm)
         except (RuntimeError, NotImplementedError) as exc:
-            unsupported[nm] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            unsupported[nm] = exception_text(exc)
             continue
         out["stack_max"][nm] = per_step_max(got[0], ref[0])
         out["stack_rms"][nm] = (got[0] - ref[0]).square().mean(dim=(0, 2)).sqrt().numpy()

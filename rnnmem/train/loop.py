@@ -33,13 +33,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
-import os
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,8 +46,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import (CheckpointError, InvalidParameterError, RnnmemError,
-                      TrainingDivergedError)
+from ..errors import (CheckpointError, CorruptFileError, InvalidParameterError,
+                      ResourceLimitError, RnnmemError, RunDirectoryConflictError, StorageError,
+                      TrainingDivergedError, exception_text)
+from ..limits import check_memory
+from ..files import (MANIFEST, DirLock, atomic_write, read_json, remove_stale_temporaries,
+                     storage_error, to_jsonable, write_json, write_manifest)
 from ..models._device import resolve_device, resolve_dtype
 from ..models.base import model_outputs
 from .config import TrainConfig
@@ -65,7 +66,8 @@ CHECKPOINT_KEY = "train"
 TRAIN_STATE_VERSION = 1
 #: config fields that may differ between a checkpoint and the run resuming it
 RESUMABLE_FIELDS = frozenset({"steps", "epochs", "out_dir", "eval_every", "checkpoint_every",
-                              "log_every", "target_loss", "device", "threads"})
+                              "log_every", "target_loss", "device", "threads",
+                              "stop_below", "stop_below_after", "restore_best"})
 _AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -73,9 +75,12 @@ _AMP = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 class TrainResult:
     """What :func:`train` returns.
 
-    ``stopped`` is ``"completed"``, ``"target_loss"`` (early stop), ``"interrupted"``
-    (signal) or ``"callback"``. ``final_metrics`` is the last evaluation (keys
-    ``step``, ``train_loss``, ``<split>_<metric>``); ``history`` every evaluation row.
+    ``stopped`` is ``"completed"``, ``"target_loss"`` (early stop), ``"stop_below"``
+    (the validation loss fell below ``config.stop_below``), ``"interrupted"`` (signal) or
+    ``"callback"``. ``final_metrics`` is the last evaluation (keys ``step``,
+    ``train_loss``, ``<split>_<metric>``); ``history`` every evaluation row;
+    ``best_metrics`` the row of the best validation loss and ``restored_best`` whether
+    the model holds its weights (``config.restore_best``).
     """
 
     config: TrainConfig
@@ -90,6 +95,8 @@ class TrainResult:
     best_loss: float | None = None
     elapsed_s: float = 0.0
     out_dir: Path | None = None
+    best_metrics: dict[str, float] | None = None
+    restored_best: bool = False
 
     def summary(self) -> str:
         """A few human-readable lines."""
@@ -207,38 +214,16 @@ def _set_rng_state(state: dict, data_gen: torch.Generator) -> None:
 
 
 # ================================================================== files
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _json_safe(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+#: files of a run directory (what --force removes; what the run manifest records)
+RUN_FILES = ("config.json", "metrics.csv", "metrics.json", "last.pt", "best.pt", MANIFEST)
 
 
 class _MetricsLog:
-    """``metrics.csv`` (appended row by row) and ``metrics.json`` (the whole history)."""
+    """``metrics.csv`` and ``metrics.json`` (the whole history), each rewritten atomically
+    after every evaluation (a crash leaves the previous complete file, never a torn row)."""
 
     def __init__(self, out: Path | None):
         self.out = out
-        self.columns: list[str] | None = None
 
     def rewrite(self, history: list[dict]) -> None:
         if self.out is None:
@@ -250,27 +235,107 @@ class _MetricsLog:
         w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
         w.writeheader()
         for row in history:
-            w.writerow({k: _json_safe(row.get(k)) for k in cols})
-        _atomic_write_text(self.out / "metrics.csv", buf.getvalue() if cols else "")
-        self.columns = cols
-        self._write_json(history)
+            w.writerow({k: to_jsonable(row.get(k)) for k in cols})
+        atomic_write(self.out / "metrics.csv", buf.getvalue() if cols else "")
+        write_json(self.out / "metrics.json", history, indent=1)
 
-    def append(self, history: list[dict]) -> None:
-        if self.out is None:
-            return
-        row = history[-1]
-        if self.columns is None or list(row) != self.columns \
-                or not (self.out / "metrics.csv").is_file():
-            self.rewrite(history)
-            return
-        with open(self.out / "metrics.csv", "a", encoding="utf-8", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n").writerow(
-                {k: _json_safe(row.get(k)) for k in self.columns})
-        self._write_json(history)
+    append = rewrite
 
-    def _write_json(self, history):
-        rows = [{k: _json_safe(v) for k, v in r.items()} for r in history]
-        _atomic_write_text(self.out / "metrics.json", json.dumps(rows, indent=1) + "\n")
+
+def _run_manifest(out: Path) -> None:
+    """``out/manifest.json``: the SHA-256 and size of every file of the run."""
+    write_manifest(out, [f for f in RUN_FILES[:-1] if (out / f).is_file()])
+
+
+def _stored_config(out: Path) -> "TrainConfig | None":
+    """The configuration of the run already in ``out`` (from last.pt, else config.json),
+    or None when ``out`` holds no run."""
+    last = out / "last.pt"
+    if last.exists():
+        return load_train_state(last)[0]
+    cj = out / "config.json"
+    if cj.exists():
+        data = read_json(cj)
+        try:
+            return TrainConfig.from_dict(data)
+        except (RnnmemError, TypeError, AttributeError) as exc:
+            raise CorruptFileError(f"{cj}: not a training configuration ({exception_text(exc)})",
+                                   path=str(cj)) from None
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed (numpy's MemoryError, torch's allocator or CUDA OOM)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+#: model options read as the width of the recurrent state, for the memory estimate
+_WIDTH_KEYS = ("state_dim", "hidden_dim", "hidden_size", "width", "d_model", "embedding_dim",
+               "stack_width")
+
+
+def _check_run_memory(config: TrainConfig, task: TrainTask) -> None:
+    """Estimate, before the model is built, what one training step allocates: the states of
+    a batch, ``batch x length x width`` values, kept for backpropagation with their
+    gradients (x 8 bytes x 8 copies); refused (:func:`rnnmem.limits.check_memory`) when it
+    exceeds the available memory or ``RNNMEM_MAX_BYTES``. The batch shape comes from one
+    probe batch drawn with its own generator (the run's random streams are untouched)."""
+    widths = [v for k, v in dict(config.model_kwargs).items()
+              if k in _WIDTH_KEYS and isinstance(v, int) and not isinstance(v, bool)]
+    if not widths:
+        return
+    x = task.batch("train", 0, torch.Generator().manual_seed(0))[0]
+    b = int(x.shape[0]) if x.dim() >= 1 else 1
+    length = int(x.shape[1]) if x.dim() >= 2 else 1
+    width = max(widths)
+    check_memory(8.0 * 8 * b * length * width,
+                 f"a training step with batch_size={b} x length={length} x width={width}",
+                 "use a smaller batch_size, sequence length or model width")
+
+
+def _describe(cfg: TrainConfig) -> str:
+    kw = ", ".join(f"{k}={v!r}" for k, v in dict(cfg.model_kwargs).items())
+    return f"{cfg.model}{f'({kw})' if kw else ''} on {cfg.task}, seed {cfg.seed}"
+
+
+def _claim_run_dir(out: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Check what ``out`` holds before this run writes into it (the lock is held).
+
+    Another run (a different configuration, apart from :data:`RESUMABLE_FIELDS`) is refused
+    with :class:`RunDirectoryConflictError` naming it; the same configuration is refused
+    without ``resume`` (it would be overwritten); ``force`` removes the old run's files."""
+    if force:
+        for f in RUN_FILES:
+            p = out / f
+            if p.is_dir() and not p.is_symlink():
+                raise StorageError(f"cannot replace {p}: it is a directory; remove it yourself",
+                                   path=str(p))
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise storage_error(exc, p, "remove") from None
+        return
+    last = out / "last.pt"
+    if last.exists() and not last.is_file():
+        raise CheckpointError(f"{str(last)!r} is a directory, not a checkpoint; remove it or "
+                              "use --force (nothing was trained)")
+    stored = _stored_config(out)
+    if stored is None:
+        return
+    diff = [k for k in stored.differences(config) if k not in RESUMABLE_FIELDS]
+    if diff:
+        raise RunDirectoryConflictError(
+            f"{out} holds another run ({_describe(stored)}; differs in {', '.join(diff)}); "
+            "choose another --out, or --force to replace it")
+    if not resume:
+        raise RunDirectoryConflictError(
+            f"{out} already holds this run ({_describe(stored)}); --resume continues it, "
+            "--force replaces it")
 
 
 # ================================================================== signals
@@ -376,7 +441,9 @@ def load_train_state(path) -> tuple[TrainConfig, dict]:
 # ================================================================== the loop
 def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
           task: TrainTask | None = None, resume: bool = False, progress: bool = True,
-          callback: Callable[[int, float], bool] | None = None) -> TrainResult:
+          callback: Callable[[int, float], bool] | None = None,
+          force: bool = False,
+          eval_callback: Callable[[int, dict], bool] | None = None) -> TrainResult:
     """Train ``config.model`` on ``config.task`` (or the given ``model``/``task``).
 
     Parameters
@@ -391,11 +458,16 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     resume : bool
         Continue from ``out_dir/last.pt`` (if it exists; otherwise start fresh). The stored
         configuration must equal ``config`` except for :data:`RESUMABLE_FIELDS`.
+    force : bool
+        Replace the run that ``out_dir`` holds (its files are removed first).
     progress : bool
         Show a tqdm bar (only when stderr is a terminal).
     callback : callable ``(step, loss) -> bool``, optional
         Called after every step; returning ``True`` stops the run like an interruption
         (``last.pt`` written, ``stopped="callback"``).
+    eval_callback : callable ``(step, metrics) -> bool``, optional
+        Called after every evaluation with its row (``train_loss``, ``valid_loss``, ...);
+        returning ``True`` stops the run the same way.
 
     Returns
     -------
@@ -406,23 +478,89 @@ def train(config: TrainConfig, *, model: torch.nn.Module | None = None,
     TrainingDivergedError
         When the loss or the gradient norm becomes NaN/inf; ``.step``, ``.loss`` and
         ``.checkpoint`` (the untouched last good ``last.pt``, or ``None``) are attached.
+    DirectoryLockedError
+        When another process is writing ``out_dir`` (an exclusive ``flock`` is held on
+        ``out_dir/.lock`` for the whole run; the kernel drops it when a run dies).
+    RunDirectoryConflictError
+        When ``out_dir`` holds another run (named in the message), or this run without
+        ``resume``; ``force=True`` replaces it.
+    CorruptCheckpointError
+        When ``last.pt`` does not match its SHA-256 (on resume).
+    StorageError
+        When ``out_dir`` cannot be created or written (no space, read-only, a file, ...).
+
+    Notes
+    -----
+    The run directory holds ``config.json``, ``metrics.csv``, ``metrics.json``,
+    ``last.pt``, ``best.pt`` and ``manifest.json`` (SHA-256 and size of each), every one
+    written atomically through :mod:`rnnmem.files`; temporaries left by a killed writer
+    are removed when the directory is next opened.
     """
     if not isinstance(config, TrainConfig):
         raise InvalidParameterError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if config.threads is None:
-        return _train(config, model, task, resume, progress, callback)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
-        return _train(config, model, task, resume, progress, callback)
-    finally:
-        torch.set_num_threads(old_threads)
-
-
-def _train(config, model, task, resume, progress, callback) -> TrainResult:
     out = Path(config.out_dir) if config.out_dir else None
     if resume and out is None:
         raise InvalidParameterError("out_dir: resume=True needs an output directory")
+    if resume and force:
+        raise InvalidParameterError("resume and force exclude each other (continue the run in "
+                                    "out_dir, or replace it)")
+    lock = None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise StorageError(f"out_dir {str(out)!r} exists and is not a directory; choose "
+                               "another path", path=str(out))
+        lock = DirLock(out).acquire(blocking=False)
+    try:
+        if out is not None:
+            remove_stale_temporaries(out)
+            _claim_run_dir(out, config, resume, force)
+        old_threads = torch.get_num_threads()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        try:
+            return _train(config, model, task, resume, progress, callback, eval_callback)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise ResourceLimitError(
+                f"training {config.model} on {config.task} needs more memory than is "
+                f"available ({exception_text(exc)}); use a smaller batch_size, sequence length "
+                "or model width") from None
+        finally:
+            torch.set_num_threads(old_threads)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_rules(config: TrainConfig, task, model) -> None:
+    """Options that contradict the task or the model, refused before the first step."""
+    from ..errors import ConflictingOptionsError
+    from .tasks import VALID
+
+    for name, on in (("stop_below", config.stop_below is not None),
+                     ("restore_best", config.restore_best)):
+        if on and VALID not in tuple(task.eval_splits):
+            raise ConflictingOptionsError(
+                name, f"task {getattr(task, 'name', config.task)!r}",
+                f"the task has no validation split (it evaluates "
+                f"{', '.join(task.eval_splits)}); give it one (e.g. valid_fraction > 0)")
+    if config.margin_penalty > 0 and not callable(getattr(model, "stability_margin", None)):
+        raise ConflictingOptionsError(
+            "margin_penalty", f"model {config.model!r}",
+            "the model has no stability_margin() for the penalty to act on")
+
+
+def _penalty(config: TrainConfig, model) -> torch.Tensor | float:
+    """:math:`c\\,\\mathrm{relu}(\\mu^* - \\mu(\\theta))` (0 when ``margin_penalty`` is 0)."""
+    if not config.margin_penalty:
+        return 0.0
+    return config.margin_penalty * torch.relu(config.margin_target - model.stability_margin())
+
+
+def _train(config, model, task, resume, progress, callback, eval_callback=None
+           ) -> TrainResult:
+    out = Path(config.out_dir) if config.out_dir else None
     last_path = out / "last.pt" if out else None
     best_path = out / "best.pt" if out else None
 
@@ -442,6 +580,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                    seed=config.seed, temporal_weighting=config.temporal_weighting)
     total = config.total_steps(task.steps_per_epoch)
     if model is None:
+        _check_run_memory(config, task)
         model = _build_model(config, task, device, param_dtype)
     else:
         model = model.to(device)
@@ -453,6 +592,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                             or not hasattr(model, "config")):
         raise InvalidParameterError(f"model: {type(model).__name__} is not a registered rnnmem "
                                     "model, so it cannot be checkpointed (set out_dir=None)")
+    _check_rules(config, task, model)
     model.train()
     optimizer = _make_optimizer(config, model)
     schedule = LRSchedule(config, total)
@@ -462,6 +602,8 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
 
     step, history, elapsed0 = 0, [], 0.0
     best_loss: float | None = None
+    best_state: dict | None = None  # in-memory best weights (restore_best)
+    best_row: dict | None = None
     acc_sum, acc_n, last_lr, last_gnorm = 0.0, 0, config.lr, float("nan")
     # stateful tasks (truncated BPTT): the recurrent state carried from batch to batch
     stateful = bool(getattr(task, "stateful", False))
@@ -481,8 +623,9 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         stored, st = load_train_state(last_path)
         diff = [k for k in stored.differences(config) if k not in RESUMABLE_FIELDS]
         if diff:
-            raise CheckpointError(f"{str(last_path)!r} was written with a different "
-                                  f"configuration (fields: {', '.join(diff)})")
+            raise RunDirectoryConflictError(
+                f"{str(last_path)!r} was written with a different configuration "
+                f"({_describe(stored)}; fields: {', '.join(diff)})")
         if st["model"] != getattr(model, "model_name", None):
             raise CheckpointError(f"{str(last_path)!r} holds model {st['model']!r}")
         maybe_freeze(int(st["step"]))
@@ -497,14 +640,15 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                 carried = task.unpack_state(model, st.get("task_state") or [])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{str(last_path)!r}: cannot restore the training state: "
-                                  f"{str(exc).splitlines()[0][:200]}") from None
+                                  f"{exception_text(exc)}") from None
         step, history = int(st["step"]), [dict(r) for r in st["history"]]
         best_loss, elapsed0 = st["best_loss"], float(st["elapsed_s"])
         acc_sum, acc_n = float(st["acc_sum"]), int(st["acc_n"])
         last_lr, last_gnorm = float(st["last_lr"]), float(st["last_gnorm"])
         log.rewrite(history)  # drop rows logged after this checkpoint
     if out is not None:
-        _atomic_write_text(out / "config.json", config.to_json() + "\n")
+        atomic_write(out / "config.json", config.to_json() + "\n")
+        _run_manifest(out)
     maybe_freeze(step)
     t0 = time.perf_counter()
 
@@ -537,7 +681,9 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
               "elapsed_s": elapsed(), "acc_sum": acc_sum, "acc_n": acc_n,
               "last_lr": last_lr, "last_gnorm": last_gnorm,
               "task_state": task.pack_state(carried) if stateful else []}
-        return save_checkpoint(path, model, {CHECKPOINT_KEY: st})
+        written = save_checkpoint(path, model, {CHECKPOINT_KEY: st})
+        _run_manifest(out)
+        return written
 
     def _diverged(at, value, what="loss became non-finite"):
         good = last_path if last_path is not None and last_path.is_file() else None
@@ -562,14 +708,16 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         return row
 
     def log_eval(row) -> None:
-        nonlocal best_loss, acc_sum, acc_n
+        nonlocal best_loss, acc_sum, acc_n, best_state, best_row
         history.append(row)
         log.append(history)
         acc_sum, acc_n = 0.0, 0
         key = f"{task.eval_splits[0]}_loss"
         v = row.get(key, float("nan"))
         if math.isfinite(v) and (best_loss is None or v < best_loss):
-            best_loss = v
+            best_loss, best_row = v, dict(row)
+            if config.restore_best:
+                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
             if best_path is not None:
                 save(best_path)
 
@@ -602,11 +750,12 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                     else:
                         outputs = model_outputs(model, x)
                     loss = task.loss(outputs, y, mask)
+                    objective = loss + _penalty(config, model)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise _diverged(step, loss_value)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(objective).backward()
                 grads = [p.grad for p in params if p.grad is not None]
                 if scaler.is_enabled():
                     scaler.unscale_(optimizer)
@@ -633,7 +782,15 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
                 if config.eval_every and step % config.eval_every == 0:
                     row = evaluate()
                     log_eval(row)
-                    schedule.observe(row.get(f"{task.eval_splits[0]}_loss", float("nan")))
+                    v_loss = row.get(f"{task.eval_splits[0]}_loss", float("nan"))
+                    schedule.observe(v_loss)
+                    if config.stop_below is not None and step >= config.stop_below_after \
+                            and v_loss < config.stop_below:
+                        stopped = "stop_below"
+                        break
+                    if eval_callback is not None and eval_callback(step, dict(row)):
+                        stopped = "callback"
+                        break
                 if out is not None and config.checkpoint_every \
                         and step % config.checkpoint_every == 0:
                     save(last_path)
@@ -644,7 +801,7 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         bar.close()
 
     # ---- the end: final evaluation and checkpoint ------------------------------------------
-    if stopped in ("completed", "target_loss"):
+    if stopped in ("completed", "target_loss", "stop_below"):
         if not history or history[-1]["step"] != step:
             log_eval(evaluate())
         final = dict(history[-1])
@@ -652,8 +809,18 @@ def _train(config, model, task, resume, progress, callback) -> TrainResult:
         final = evaluate()
     if out is not None:
         save(last_path)
+    restored = False
+    if config.restore_best and best_state is None and best_path is not None \
+            and best_path.is_file() and best_loss is not None:  # a resumed run
+        from ..models.registry import load_checkpoint
+
+        best_state = load_checkpoint(best_path)["state_dict"]
+    if config.restore_best and best_state is not None:
+        model.load_state_dict(best_state)  # after last.pt, which must match the optimizer
+        restored = True
     return TrainResult(config=config, model=model, steps=step, total_steps=total,
                        stopped=stopped, final_metrics=final, history=history,
                        last_checkpoint=last_path,
                        best_checkpoint=best_path if best_path and best_path.is_file() else None,
-                       best_loss=best_loss, elapsed_s=elapsed(), out_dir=out)
+                       best_loss=best_loss, elapsed_s=elapsed(), out_dir=out,
+                       best_metrics=best_row, restored_best=restored)

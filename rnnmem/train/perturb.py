@@ -32,6 +32,24 @@ maximum over radii, the curve's ``envelope``). Norms, per tensor:
     :math:`\\max |P_{ij}|` over all entries (the choice of the original code,
     ``radarFudan/Curse-of-memory`` ``src/perturb.py``, which normalises by
     ``torch.norm(noise, p=inf)``).
+``"inf"``
+    the original's name for the same number: ``torch.norm(P, p=inf)`` with no ``dim``
+    flattens the tensor, so it is :math:`\\max |P_{ij}|`, not the operator norm. Its
+    spectral size on an :math:`m \\times m` Gaussian direction grows like
+    :math:`\\sqrt{m / \\log m}`.
+``"operator_inf"``
+    the operator :math:`\\infty`-norm :math:`\\max_i \\sum_j |P_{ij}|` (matrices and
+    vectors read as diagonal matrices only; a tensor with more axes is refused).
+
+Directions (``distribution``): ``"gaussian"`` entries, ``"rademacher"`` random signs, or
+``"deterministic"``: :math:`-1` in every entry (scaled to norm :math:`\\beta`), i.e. every
+entry moved by :math:`-\\beta` under the max norm: the September-2023 branches of the
+original (``LRU_SSM_S4``, ``SSM_SoftplusSSM_S4``, ``src/perturb.py``) perturb the recurrent
+weight ``W`` that way and the other parameters with Gaussian noise, which
+``distribution_by_name={"W": "deterministic"}`` expresses. A deterministic direction has
+one repeat. ``evaluation_form=True`` perturbs ``model.evaluation_form()`` (the relu models of
+:mod:`rnnmem.models.curse_original` then use their eigenvalues directly, as the original
+evaluates them).
 
 ``scope="recurrent"`` perturbs :meth:`RecurrentModel.recurrent_parameters` only (Def. 3.4);
 ``"all"`` every floating-point parameter (what the original code does). Directions are
@@ -76,18 +94,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import (CheckpointError, InvalidParameterError, RnnmemError, ShapeError,
-                      UnknownNameError)
+from ..errors import (CheckpointError, ConflictingOptionsError, InvalidParameterError,
+                      RnnmemError, ShapeError, UnknownNameError, exception_text)
+from ..limits import check_count, check_memory, check_seed
 from ..models.base import model_outputs
 from ..numerics.perturbation import PerturbationCurve, check_betas
 
 __all__ = ["EvalSet", "perturbation_curve", "perturbation_directions", "perturbed_parameters",
+           "check_direction_options",
            "eval_set_from_checkpoint", "SCOPES", "NORMS", "METHODS", "DISTRIBUTIONS"]
 
 SCOPES = ("recurrent", "all")
-NORMS = ("spectral", "frobenius", "max")
+NORMS = ("spectral", "frobenius", "max", "inf", "operator_inf")
 METHODS = ("auto", "batched", "loop")
-DISTRIBUTIONS = ("gaussian", "rademacher")
+DISTRIBUTIONS = ("gaussian", "rademacher", "deterministic")
 #: default bound on the activations of one batched chunk (numbers), see _chunk_size
 MAX_CHUNK_ELEMENTS = 2**25
 
@@ -144,6 +164,16 @@ class EvalSet:
     @property
     def n_samples(self) -> int:
         return int(sum(b[0].shape[0] for b in self.batches))
+
+    @torch.no_grad()
+    def target_scale(self) -> float:
+        """The loss of the zero output, :math:`\\mathcal L(0, y)`: the squared
+        :math:`L^2` norm of the targets in the set's own loss (weights and mask included),
+        the scale against which a perturbed model's error counts as blown up."""
+        total = 0.0
+        for x, y, mask in self.batches:
+            total += float(self.loss(torch.zeros_like(y), y, mask)) * x.shape[0]
+        return total / self.n_samples
 
     @classmethod
     def from_arrays(cls, inputs, targets, *, loss: Callable | None = None,
@@ -321,7 +351,9 @@ def perturbed_parameters(model: torch.nn.Module, scope: str = "recurrent",
 def _tensor_norm(d: torch.Tensor, norm: str) -> torch.Tensor:
     if norm == "frobenius":
         return torch.linalg.vector_norm(d)
-    if norm == "max" or d.dim() <= 1:
+    if norm == "operator_inf" and d.dim() == 2:
+        return d.abs().sum(dim=1).max()
+    if norm in ("max", "inf", "operator_inf") or d.dim() <= 1:
         return d.abs().max() if d.numel() else torch.zeros((), dtype=d.real.dtype)
     return torch.linalg.matrix_norm(d.reshape(d.shape[0], -1), ord=2)
 
@@ -331,22 +363,83 @@ def _sample_seed(seed: int, i: int, k: int) -> int:
     return int(s[0]) << 31 | int(s[1]) >> 1
 
 
+def _check_norm_fits(shapes: dict, norm: str) -> None:
+    """A norm defined for every perturbed tensor's shape, else a ConflictingOptionsError."""
+    if norm != "operator_inf":
+        return
+    for name, (shape, _) in shapes.items():
+        if len(shape) > 2:
+            raise ConflictingOptionsError(
+                f"norm={norm!r}", f"parameter {name!r} of shape {tuple(shape)}",
+                "the operator inf-norm is defined for matrices and vectors only")
+
+
+def _distribution_of(name: str, distribution: str, by_name) -> str:
+    """The direction distribution of parameter ``name``: the entry of ``by_name`` whose key
+    is the name or a dotted component of it (``"W"`` matches ``"W"``, ``"net.W"`` and
+    ``"net.W.weight"``), else ``distribution``."""
+    if by_name:
+        parts = name.split(".")
+        for key, dist in by_name.items():
+            if name == key or key in parts or name.startswith(key + "."):
+                return dist
+    return distribution
+
+
+def check_direction_options(shapes: dict, *, norm: str, distribution: str, repeats: int,
+                            distribution_by_name=None) -> dict[str, str]:
+    """Validate the direction options together; the distribution of each parameter.
+
+    Raises :class:`~rnnmem.errors.ConflictingOptionsError` (naming both options) when
+    every perturbed tensor is deterministic but ``repeats > 1``, when a key of
+    ``distribution_by_name`` matches no parameter, or when ``norm`` is undefined for a
+    parameter's shape.
+    """
+    _check_choice(norm, NORMS, "perturbation norm")
+    _check_choice(distribution, DISTRIBUTIONS, "distribution")
+    by_name = dict(distribution_by_name or {})
+    for key, dist in by_name.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidParameterError(f"distribution_by_name: keys must be parameter "
+                                        f"names, got {key!r}")
+        _check_choice(dist, DISTRIBUTIONS, "distribution")
+        if not any(_distribution_of(n, "", {key: dist}) == dist for n in shapes):
+            raise ConflictingOptionsError(
+                f"distribution_by_name[{key!r}]", f"the perturbed parameters "
+                f"({', '.join(sorted(shapes))})", "the name matches none of them")
+    _check_norm_fits(shapes, norm)
+    dists = {n: _distribution_of(n, distribution, by_name) for n in shapes}
+    if repeats > 1 and all(d == "deterministic" for d in dists.values()):
+        what = "distribution='deterministic'" if not by_name else \
+            "distribution_by_name (every perturbed tensor deterministic)"
+        raise ConflictingOptionsError(what, f"repeats={repeats}", "a deterministic "
+                                      "direction gives the same perturbation every time; "
+                                      "use repeats=1")
+    return dists
+
+
 def perturbation_directions(shapes: dict, beta: float, *, seed: int, index: int, repeat: int,
-                            norm: str = "spectral", distribution: str = "gaussian"
-                            ) -> dict[str, torch.Tensor]:
+                            norm: str = "spectral", distribution: str = "gaussian",
+                            distribution_by_name=None) -> dict[str, torch.Tensor]:
     """The perturbation of sample ``(index, repeat)``: ``{name: float64 CPU tensor}``, each of
     norm exactly ``beta`` in ``norm`` (module docstring). ``shapes`` maps names to
     ``(shape, is_complex)``; the names are visited in sorted order. ``distribution``:
     ``"gaussian"`` entries, or ``"rademacher"`` random signs (for a vector under the
     spectral/max norm: a random vertex of the ball; complex entries get
-    :math:`(\\pm 1 \\pm i)/\\sqrt 2`)."""
+    :math:`(\\pm 1 \\pm i)/\\sqrt 2`), or ``"deterministic"`` (:math:`-1` everywhere);
+    ``distribution_by_name`` overrides it per parameter (see
+    :func:`check_direction_options`)."""
     _check_choice(norm, NORMS, "perturbation norm")
     _check_choice(distribution, DISTRIBUTIONS, "distribution")
+    _check_norm_fits(shapes, norm)
     gen = torch.Generator(device="cpu").manual_seed(_sample_seed(seed, index, repeat))
     out = {}
     for name in sorted(shapes):
         shape, cplx = shapes[name]
-        if distribution == "gaussian":
+        dist = _distribution_of(name, distribution, distribution_by_name)
+        if dist == "deterministic":
+            d = -torch.ones(shape, dtype=torch.complex128 if cplx else torch.float64)
+        elif dist == "gaussian":
             d = torch.randn(shape, generator=gen,
                             dtype=torch.complex128 if cplx else torch.float64)
         else:
@@ -380,7 +473,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
                        method: str = "auto", chunk_size: int | None = None,
                        max_chunk_elements: int = MAX_CHUNK_ELEMENTS,
                        shared_directions: bool = False,
-                       distribution: str = "gaussian", parameters=None) -> PerturbationCurve:
+                       distribution: str = "gaussian", distribution_by_name=None,
+                       evaluation_form: bool = False, parameters=None) -> PerturbationCurve:
     """Estimate the perturbation error :math:`E_m(\\beta)` of ``model`` on a grid of radii.
 
     .. math::
@@ -410,9 +504,13 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
         Bound on the estimated activations of one vmapped call.
     shared_directions : bool
         Use the same direction for repeat ``k`` at every radius (as the original code).
-    distribution : {"gaussian", "rademacher"}
-        Entries of the random directions before scaling (see
-        :func:`perturbation_directions`).
+    distribution : {"gaussian", "rademacher", "deterministic"}
+        Entries of the directions before scaling (see :func:`perturbation_directions`).
+    distribution_by_name : mapping name -> distribution, optional
+        Per-parameter override (``{"W": "deterministic"}``: the original's Sept.-2023 rule).
+    evaluation_form : bool
+        Perturb ``model.evaluation_form()`` instead of ``model`` (the original evaluates
+        its relu models with the eigenvalues used directly).
     parameters : str, list of str or callable, optional
         Perturb the parameters whose names match these glob patterns (e.g.
         ``"rnn.weight_hh*"`` for a user's ``nn.GRU``), or those for which
@@ -431,7 +529,16 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
     _check_choice(norm, NORMS, "perturbation norm")
     _check_choice(method, METHODS, "evaluation method")
     _check_choice(distribution, DISTRIBUTIONS, "distribution")
-    seed = _check_int(seed, "seed", 0)
+    if not isinstance(evaluation_form, bool):
+        raise InvalidParameterError(f"evaluation_form must be a bool, got {evaluation_form!r}")
+    if evaluation_form:
+        form = getattr(model, "evaluation_form", None)
+        model = form() if callable(form) else model
+    seed = check_seed(seed, "seed")
+    check_count(K, "repeats")
+    # the (n_beta, repeats) loss table and one parameter copy per draw in flight
+    check_memory(8.0 * b.size * K, f"{b.size} radii x repeats={K}",
+                 "use fewer radii or repeats")
     _check_int(max_chunk_elements, "max_chunk_elements", 1)
     if chunk_size is not None:
         _check_int(chunk_size, "chunk_size", 1)
@@ -443,13 +550,16 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
                                     "only be evaluated in the loop)")
     params = perturbed_parameters(model, scope, parameters)
     shapes = {n: (tuple(p.shape), p.is_complex()) for n, p in params.items()}
+    dists = check_direction_options(shapes, norm=norm, distribution=distribution, repeats=K,
+                                    distribution_by_name=distribution_by_name)
     base = {n: p.detach().clone() for n, p in params.items()}
     samples_idx = [(i, k) for i in range(b.size) for k in range(K)]
 
     def delta(i, k):
         dirs = perturbation_directions(shapes, float(b[i]), seed=seed,
                                        index=0 if shared_directions else i, repeat=k,
-                                       norm=norm, distribution=distribution)
+                                       norm=norm, distribution=distribution,
+                                       distribution_by_name=distribution_by_name)
         return {n: d.to(dtype=base[n].dtype, device=base[n].device) for n, d in dirs.items()}
 
     t0 = time.perf_counter()
@@ -470,8 +580,8 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
             if method == "batched":
                 raise InvalidParameterError(
                     f"batched evaluation failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); use method='loop'") from None
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    f"{exception_text(exc)}); use method='loop'") from None
+            why = f"{type(exc).__name__}: {exception_text(exc)}"
         if values is not None and len(values) < len(samples_idx):
             # auto: time the loop on the next chunk, finish with the faster method
             second = samples_idx[P:2 * P]
@@ -500,9 +610,14 @@ def perturbation_curve(model: torch.nn.Module, evaluate, betas, *, repeats: int 
         meta["batched_error"] = why
     if timing:
         meta["timing"] = timing
+    if distribution_by_name:
+        meta["distributions"] = dists
+    if evaluation_form:
+        meta["evaluation_form"] = True
     if is_set:
         meta["eval"] = evaluate.name
         meta["n_eval"] = evaluate.n_samples
+        meta["target_scale"] = evaluate.target_scale()
     return PerturbationCurve.from_samples(b, np.asarray(values).reshape(b.size, K), e0, meta)
 
 

@@ -14,7 +14,7 @@ import torch
 from rnnmem.errors import InvalidParameterError, NotApplicableError
 from rnnmem.models import MODELS, build_model, load, save_checkpoint
 from rnnmem.models.base import DEPRECATED_OPTIONS, Spectrum, canonical_options, model_outputs
-from rnnmem.models.registry import _ensure_models_loaded
+from rnnmem.models.registry import content_digest, _ensure_models_loaded
 from rnnmem.numerics import tolerance
 
 _ensure_models_loaded()
@@ -104,7 +104,12 @@ def test_spectrum_and_slowest_rate(name):
         with np.errstate(divide="ignore"):  # a multiplier 0 decays at an infinite rate
             expected = float(np.min(-np.log(np.abs(ev)) / m.dt))
     assert m.slowest_decay_rate() == pytest.approx(expected, rel=1e-12)
-    assert m.slowest_decay_rate() > 0  # every model starts stable
+    if name in ("com_diagonal_rnn", "com_rnn", "com_ssm"):
+        # the original curse-of-memory relu models start with exact integrators (w < 0
+        # gives r = relu(w) = 0): never growing, but not decaying either
+        assert m.slowest_decay_rate() >= 0
+    else:
+        assert m.slowest_decay_rate() > 0  # every model starts stable
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -124,12 +129,15 @@ def test_spectrum_generates_the_impulse_response(name):
     imp = torch.zeros(1, T, m.input_dim, dtype=torch.float64)
     imp[0, 0, 0] = 1.0
     with torch.no_grad():
-        rho = (model_outputs(m, imp) - model_outputs(m, torch.zeros_like(imp)))[0].numpy()
+        y1, y0 = model_outputs(m, imp), model_outputs(m, torch.zeros_like(imp))
+        rho = (y1 - y0)[0].numpy()
+    # the difference of two outputs rounds relative to the outputs (biases included)
+    out_scale = float(np.abs(coef).sum() * max(y1.abs().max(), y0.abs().max()))
     rho = rho[1:]  # (T - 1, p): k >= 1
     for k in range(rho.shape[0] - D):
         window = rho[k:k + D + 1][::-1]  # rho_{k+D}, ..., rho_k
         resid = coef @ window
-        scale = np.abs(coef) @ np.abs(window)
+        scale = np.maximum(np.abs(coef) @ np.abs(window), out_scale)
         tol = tolerance("float64", n_ops=8 * (D + T), scale=float(scale.max()))
         assert tol.allclose(resid, 0.0), (k, resid, scale)
 
@@ -168,6 +176,7 @@ def test_deprecated_width_names(name, old, tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", m)
     obj = torch.load(path, weights_only=True)
     obj["config"][old] = obj["config"].pop("width")
+    obj["sha256"] = content_digest(obj)  # re-signed: an intact checkpoint of an older release
     torch.save(obj, path)
     with pytest.warns(DeprecationWarning, match=old):
         again = load(path)

@@ -131,11 +131,17 @@ def test_oscillating_memory_with_envelope():
     assert abs(fit.rate - 1.0) <= bound
 
 
-def test_tail_fraction_and_order_do_not_matter_for_exact_data():
+def test_tail_fraction_does_not_matter_for_exact_data_and_order_is_checked():
     t = np.linspace(0, 30, 150)
     m = np.exp(-0.4 * t)
     perm = np.random.default_rng(0).permutation(t.size)
-    a = classify_decay(t[perm], m[perm], tail=0.3)
+    for bad_t, bad_m in ((t[perm], m[perm]), (t[::-1], m[::-1]), (np.r_[t[:2], t[1:]],
+                                                                  np.r_[m[:2], m[1:]])):
+        with pytest.raises(InvalidParameterError, match="strictly increasing"):
+            classify_decay(bad_t, bad_m)
+    with pytest.raises(ShapeError, match="empty"):
+        classify_decay([], [])
+    a = classify_decay(t, m, tail=0.3)
     b = classify_decay(t, m, tail=1.0)
     tol = _exact_tol(t, m)
     assert a.kind == b.kind == "exponential"

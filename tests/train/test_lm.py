@@ -162,6 +162,9 @@ def test_resume_mid_epoch_restores_the_carried_state(corpus, tmp_path):
     assert torch.equal(_params(a.model), _params(b.model))
     # control: the same checkpoint without its state resumes to different parameters
     ck["extra"]["train"]["task_state"] = []
+    from rnnmem.models.registry import content_digest
+
+    ck["sha256"] = content_digest(ck)  # re-signed on purpose: a valid, different state
     (tmp_path / "c").mkdir()
     torch.save(ck, tmp_path / "c" / "last.pt")
     c = train(_cfg(steps=steps, out_dir=str(tmp_path / "c")), task=task, progress=False,

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from rnnmem.errors import (CheckpointError, InvalidParameterError, NonFiniteError, ShapeError,
+from rnnmem.errors import (CheckpointError, RunDirectoryConflictError, InvalidParameterError, NonFiniteError, ShapeError,
                            TrainingDivergedError, UnknownNameError)
 from rnnmem.models.base import RecurrentModel, check_input
 from rnnmem.models.recurrence import linear_recurrence
@@ -244,7 +244,7 @@ def test_sigint_stops_cleanly_and_resume_matches(tmp_path):
 
 def test_resume_rejects_changed_config_and_corrupt_checkpoint(tmp_path):
     train(cfg(tmp_path, steps=8), progress=False)
-    with pytest.raises(CheckpointError, match="lr"):
+    with pytest.raises(RunDirectoryConflictError, match="lr"):
         train(cfg(tmp_path, steps=8, lr=0.5), progress=False, resume=True)
     r = train(cfg(tmp_path, steps=12), progress=False, resume=True)  # steps may change
     assert r.steps == 12
