@@ -10,7 +10,7 @@ function closed form vs black box, (c) one training step per model family, (d)
 perturbation sweep batched vs loop, (e) stack RNNs, (f) ``rnnmem verify --budget quick``
 (minutes; skipped by ``--quick``), (g) your own model: the amplitude search of Def. 3.1 vs
 one amplitude, (h) speed round two (issue 14: CLI start-up, dense closed-form memory, fused
-stack update, recurrence buffers).
+stack update, recurrence buffers), (i) experiment executors: overhead per run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header,
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
            "d": "bench_perturb", "e": "bench_stacks", "f": "bench_verify",
-           "g": "bench_amplitude", "h": "bench_round2"}
+           "g": "bench_amplitude", "h": "bench_round2", "i": "bench_experiments"}
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 

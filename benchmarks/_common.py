@@ -36,6 +36,7 @@ SECTIONS: dict[str, str] = {
     "f": "rnnmem verify --budget quick",
     "g": "your own model: amplitude search vs one amplitude",
     "h": "speed round two: start-up, dense memory, stack update, recurrence buffers",
+    "i": "experiments: executor overhead per run",
 }
 
 #: the keys every row carries (see :func:`row`)

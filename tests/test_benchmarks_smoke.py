@@ -16,7 +16,8 @@ from benchmarks import _common as C
 from benchmarks.__main__ import _crossover_summary, _recurrence_row, main
 
 MODULES = {"b": "bench_memory", "c": "bench_training", "d": "bench_perturb",
-           "e": "bench_stacks", "f": "bench_verify", "g": "bench_amplitude", "h": "bench_round2"}
+           "e": "bench_stacks", "f": "bench_verify", "g": "bench_amplitude", "h": "bench_round2",
+           "i": "bench_experiments"}
 
 
 @pytest.fixture(scope="module", autouse=True)

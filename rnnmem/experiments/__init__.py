@@ -8,9 +8,9 @@ API summary
     lengths, splits}, resources={num_cpus, num_gpus, max_retries})``. ``run.hash`` (SHA-256
     of the canonical JSON + :data:`RESULT_FORMAT`; resources excluded), ``run.config`` (the
     :class:`rnnmem.train.TrainConfig`), ``to_dict/from_dict``, ``to_json/from_json``,
-    ``to_toml/from_toml``, ``run.get("model.hidden_dim")``, ``run.replace(train__lr=0.1)``.
+    ``to_toml/from_toml``, ``run.get("model.width")``, ``run.replace(train__lr=0.1)``.
 ``Protocol`` (:mod:`.protocol`)
-    ``Protocol(name, base=Run, grid={"model.hidden_dim": [8, 16], "seed": [0, 1]},
+    ``Protocol(name, base=Run, grid={"model.width": [8, 16], "seed": [0, 1]},
     analysis="summary", budgets={"smoke": {"set": {...}, "grid": {...}}, ...},
     default_budget=...)``; ``p.at("quick")``, ``p.vary(train__lr=[...])``,
     ``p.runs()``, ``p.to_toml()``, ``Protocol.from_toml(text)``, ``load_protocol(path)``
@@ -25,15 +25,20 @@ API summary
     ``.run``, ``.hash``, ``.status`` ("ok" | "diverged"), ``.metrics`` (``final``,
     ``evaluation``), ``.curve()``, ``.evaluations()``, ``.memory_function() -> (t, M)``,
     ``.perturbation_curve() -> PerturbationCurve``, ``.model(device)`` (checkpoint's
-    SHA-256 checked), ``.provenance()``, ``.row()``.
+    SHA-256 checked), ``.task()`` / ``.eval_set(max_samples)`` (rebuilt as in training),
+    ``.provenance()``, ``.row()``.
 ``Results`` (a list of RunResult)
-    ``.frame()``, ``.where(model__hidden_dim=8)``, ``.get(run)``, ``.analyse()``,
+    ``.frame()``, ``.where(model__width=8)``, ``.get(run)``, ``.analyse()``,
     ``.missing``, ``.failed``, ``.report`` (trained / cached / failed / retried counts).
 ``execute(protocol_or_runs, store=, executor="local" | "ray" | "ray:ADDRESS", jobs=1,
 progress=True) -> Results`` (:mod:`.executors`), also ``protocol.execute(budget=, store=,
 executor=, jobs=)``
     Complete runs are never run again; two processes on one store train each run once;
-    invalid runs and missing resources fail before anything starts.
+    invalid runs and missing resources fail before anything starts. A run whose training
+    diverges is stored (status ``"diverged"``, no model); an evaluation undefined for the
+    trained model (e.g. the memory function of an unstable one) is stored as
+    ``{"error": ...}``; an interrupted run (Ctrl-C) is not stored; a run whose worker
+    fails is reported in ``results.failed`` and the others finish.
 
 A claim uses it as::
 

@@ -22,7 +22,7 @@ __all__ = ["smoke_sweep", "BUILTIN"]
 
 def smoke_sweep() -> Protocol:
     base = Run.make(
-        {"name": "rnn", "hidden_dim": 4, "activation": "linear", "recurrence": "diagonal"},
+        {"name": "rnn", "width": 4, "activation": "linear", "recurrence": "diagonal"},
         {"name": "lf:exponential", "length": 20, "n_samples": 96},
         seed=0,
         train={"steps": 30, "batch_size": 32, "lr": 0.01, "dtype": "float64",
@@ -31,13 +31,11 @@ def smoke_sweep() -> Protocol:
                   "perturbation": {"beta_min": 1e-3, "beta_max": 1.0, "n_betas": 4,
                                    "repeats": 2, "n_eval": 32}},
         resources={"num_cpus": 1})
-    models = [
-        {"name": "rnn", "hidden_dim": w, "activation": "linear", "recurrence": "diagonal"}
-        for w in (4, 8)] + [
-        {"name": "diagonal_ssm", "state_dim": w, "parameterisation": "softplus"}
-        for w in (4, 8)]
+    families = [{"name": "rnn", "width": 4, "activation": "linear", "recurrence": "diagonal"},
+                {"name": "diagonal_ssm", "width": 4, "parameterisation": "softplus"}]
     return Protocol(
-        "smoke-sweep", base, grid={"model": models, "seed": [0, 1]}, analysis="summary",
+        "smoke-sweep", base, grid={"model": families, "model.width": [4, 8], "seed": [0, 1]},
+        analysis="summary",
         description="two model families x two widths x two seeds on lf:exponential: "
                     "the experiment machinery in under a minute",
         budgets={"smoke": {},

@@ -90,6 +90,7 @@ class Progress:
 
     def _line(self, extra: str = "") -> None:
         n = self.done + self.failed
+        self._ended = n == self.total
         el = time.monotonic() - self.t0
         trained = self.done - self.cached
         eta = (el / trained * (self.total - n)) if trained and n < self.total else 0.0
@@ -100,7 +101,7 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled:
+        elif self.enabled and not getattr(self, "_ended", False):
             self._line()
 
 
@@ -126,7 +127,7 @@ class LocalExecutor:
             for run in pending:  # first pass: never wait for another process's run
                 on_event("start", run, "")
                 try:
-                    status = run_one(run.to_json(), root, wait=False, executor=self.name)
+                    status = run_one(run, store, wait=False, executor=self.name)
                 except Exception as exc:  # noqa: BLE001 - reported, the sweep goes on
                     on_event("failed", run, f"{type(exc).__name__}: {exc}")
                     continue
@@ -136,7 +137,7 @@ class LocalExecutor:
                     on_event(status, run, "")
             for run in waiting:  # then wait for the others' runs
                 try:
-                    status = run_one(run.to_json(), root, wait=True, executor=self.name)
+                    status = run_one(run, store, wait=True, executor=self.name)
                     on_event(status, run, "")
                 except Exception as exc:  # noqa: BLE001
                     on_event("failed", run, f"{type(exc).__name__}: {exc}")
@@ -201,8 +202,6 @@ class RayExecutor:
         self.started_here = False
 
     def _ray(self):
-        # Ray's C++ client logs every failed reconnection to stderr; keep errors only
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         try:
             import ray
         except ImportError:
@@ -352,11 +351,13 @@ def validate_runs(runs: Iterable[Run]) -> None:
             err.field = f"model.{opt}" if opt else "model"
             err.option, err.value = opt, run.model_options.get(opt) if opt else None
             raise err from None
-    names = set(task_names())
-    prefixes = {n.split(":", 1)[0] for n in names if ":" in n}
+    names = set(task_names())  # prefixed families listed by name, "<prefix>:<name>" if not
     for run in runs:
-        if run.task not in names and run.task.split(":", 1)[0] not in prefixes:
-            raise UnknownNameError("task", run.task, sorted(names))
+        prefix = run.task.split(":", 1)[0]
+        if run.task not in names and f"{prefix}:<name>" not in names:
+            err = UnknownNameError("task", run.task, sorted(names))
+            err.field = "task.name"
+            raise err
 
 
 def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="local",
@@ -391,6 +392,7 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
     before = {r.hash: store.attempts(r) for r in todo}
     if todo:
         store.ensure_writable()
+        store.clean_temporaries()  # left by killed writers (a live writer holds its lock)
         validate_runs(todo)
         ex = get_executor(executor, jobs=jobs)
         ex.check(todo)

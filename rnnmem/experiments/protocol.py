@@ -9,7 +9,7 @@ of a registered *analysis* (a function of the results: tables, figures, verdicts
 From Python::
 
     p = Protocol("widths", base=Run.make("rnn", "lf:exponential", ...),
-                 grid={"model.hidden_dim": [8, 16, 32, 64], "seed": [0, 1]},
+                 grid={"model.width": [8, 16, 32, 64], "seed": [0, 1]},
                  budgets={"smoke": {"set": {"train.steps": 20}},
                           "full": {"set": {"train.steps": 6000}, "grid": {"seed": [0, 1, 2]}}})
     p.at("smoke").runs()                     # the runs at a budget
@@ -27,14 +27,14 @@ From a TOML file (:func:`load_protocol`)::
     seed = 0
     [run.model]
     name = "rnn"
-    hidden_dim = 8
+    width = 8
     [run.task]
     name = "lf:exponential"
     [run.train]
     steps = 50
 
     [grid]                      # axes: dotted path = [values]
-    "model.hidden_dim" = [8, 16, 32, 64]
+    "model.width" = [8, 16, 32, 64]
     seed = [0, 1]
 
     [budgets.full.set]          # fields of the base run at this budget
@@ -211,7 +211,7 @@ class Protocol:
 
         A list value makes (or replaces) a grid axis; any other value sets the field on
         the base run (and drops an axis over it). Dotted paths are written with ``__`` in
-        keywords (``vary(model__hidden_dim=[8, 16])``) or passed as ``**{"a.b": v}``. The
+        keywords (``vary(model__width=[8, 16])``) or passed as ``**{"a.b": v}``. The
         name records the change (``name+train.lr=0.1``)."""
         if not fields:
             raise _bad("vary", "give at least one field")
@@ -413,8 +413,8 @@ def _budget_from_toml(name: str, b):
 
 
 def _grid_from_toml(grid: Mapping, where: str) -> list:
-    """Nested TOML tables down to lists: ``{"model": {"hidden_dim": [..]}}`` ->
-    ``[("model.hidden_dim", [..])]``."""
+    """Nested TOML tables down to lists: ``{"model": {"width": [..]}}`` ->
+    ``[("model.width", [..])]``."""
     out = []
     for k, v in grid.items():
         if isinstance(v, Mapping):
@@ -441,7 +441,7 @@ _PART = re.compile(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_\-]+)")
 
 def _parts(key: str) -> list[str]:
     """Key parts of a TOML dotted key; a quoted part that holds dots is split too (grid
-    axes are written ``"model.hidden_dim" = [...]``)."""
+    axes are written ``"model.width" = [...]``)."""
     out = []
     for m in _PART.finditer(key):
         quoted = m.group(1) if m.group(1) is not None else m.group(2)

@@ -11,7 +11,7 @@ Its canonical form is a nested dict whose sections mirror its TOML file::
     seed = 0
     [model]                 # name + the model's options, flat
     name = "rnn"
-    hidden_dim = 8
+    width = 8
     [task]                  # name + the task's options
     name = "lf:exponential"
     length = 20
@@ -23,7 +23,7 @@ Its canonical form is a nested dict whose sections mirror its TOML file::
     [resources]             # what a scheduler reserves; not part of the identity
     num_cpus = 1
 
-so a field is named by a *dotted path* (``model.hidden_dim``, ``train.lr``, ``seed``,
+so a field is named by a *dotted path* (``model.width``, ``train.lr``, ``seed``,
 ``evaluate.perturbation.repeats``), the names protocols vary.
 
 Identity: :attr:`Run.hash` is the SHA-256 of the canonical JSON (sorted keys, no spaces) of
@@ -342,7 +342,7 @@ class Run:
              train: Mapping | None = None, evaluate: Mapping | None = None,
              resources: Mapping | None = None) -> "Run":
         """A run from its sections: ``Run.make("rnn", "lf:exponential",
-        model_options={"hidden_dim": 8}, train={"steps": 100}, seed=1)``; ``model`` and
+        model_options={"width": 8}, train={"steps": 100}, seed=1)``; ``model`` and
         ``task`` may also be ``{"name": ..., **options}`` tables."""
         m = dict(model) if isinstance(model, Mapping) else {"name": model}
         t = dict(task) if isinstance(task, Mapping) else {"name": task}
@@ -463,13 +463,13 @@ class Run:
 
     # ------------------------------------------------------------------ fields by path
     def get(self, path: str) -> Any:
-        """The value at a dotted path (``"model.hidden_dim"``, ``"train.lr"``, ``"seed"``)."""
+        """The value at a dotted path (``"model.width"``, ``"train.lr"``, ``"seed"``)."""
         return get_path(self.to_dict(), path)
 
     def replace(self, **fields) -> "Run":
         """A validated copy with fields changed by dotted path; in keywords write the dots
         as ``__``: ``run.replace(train__lr=0.1, seed=2)`` or
-        ``run.replace(**{"model.hidden_dim": 16})``."""
+        ``run.replace(**{"model.width": 16})``."""
         d = self.to_dict()
         for key, value in fields.items():
             set_path(d, key.replace("__", "."), value)

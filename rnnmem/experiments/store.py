@@ -36,8 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import (CorruptCheckpointError, CorruptFileError, InvalidParameterError,
                       StorageError)
-from ..files import (DirLock, read_json, storage_error, verify_manifest, write_json,
-                     write_manifest)
+from ..files import DirLock, read_json, storage_error, verify_manifest, write_json
 from .run import RESULT_FORMAT, Run, flatten
 
 __all__ = ["RunStore", "RunResult", "Results", "STORE_FORMAT", "STORE_VERSION",
@@ -46,6 +45,45 @@ __all__ = ["RunStore", "RunResult", "Results", "STORE_FORMAT", "STORE_VERSION",
 STORE_FORMAT = "rnnmem-run-store"
 STORE_VERSION = 1
 _COUNTER = itertools.count()
+
+
+def _sync_tree(directory: Path) -> None:
+    """fsync every file under ``directory`` (in threads: the file system commits them
+    together) and the directories themselves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..files import _fsync_dir
+
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    dirs = [directory] + [p for p in directory.rglob("*") if p.is_dir()]
+
+    def sync(p: Path) -> None:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
+            list(pool.map(sync, files))
+    except OSError as exc:
+        raise storage_error(exc, directory) from None
+    for d in dirs:
+        _fsync_dir(d)
+
+
+def _write_manifest_plain(directory: Path, extra: dict) -> None:
+    """``manifest.json`` in the layout of :func:`rnnmem.files.write_manifest` (read by
+    :func:`~rnnmem.files.verify_manifest`), written plainly: the directory is synced and
+    renamed as a whole."""
+    from ..files import MANIFEST, _manifest_files, sha256_file
+
+    entries = {rel: {"sha256": sha256_file(directory / rel),
+                     "size": (directory / rel).stat().st_size}
+               for rel in _manifest_files(directory)}
+    text = json.dumps({"files": entries, **extra}, indent=2, sort_keys=True)
+    (directory / MANIFEST).write_text(text + "\n", encoding="utf-8")
 
 
 def default_store_root() -> Path:
@@ -91,6 +129,8 @@ class RunStore:
     def ensure_writable(self) -> "RunStore":
         """Create the store's directories (and ``store.json``); a directory that cannot be
         written is a :class:`~rnnmem.errors.StorageError` naming it."""
+        if getattr(self, "_writable", False):
+            return self
         try:
             for sub in ("runs", ".tmp", ".locks", ".attempts"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -102,6 +142,7 @@ class RunStore:
         meta = self.root / "store.json"
         if not meta.is_file():
             write_json(meta, {"format": STORE_FORMAT, "version": STORE_VERSION})
+        self._writable = True
         return self
 
     # ------------------------------------------------------------------ paths
@@ -143,19 +184,30 @@ class RunStore:
             return 0
 
     def _count_attempt(self, h: str) -> int:
+        """Count a start (under the run's lock; a bookkeeping file, renamed into place but
+        not fsync-ed: losing it in a power cut loses a count, never a result)."""
         n = self.attempts(h) + 1
-        from ..files import atomic_write
-
-        atomic_write(self.root / ".attempts" / h, f"{n}\n")
+        p = self.root / ".attempts" / h
+        tmp = p.with_name(f".{h}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(f"{n}\n")
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise storage_error(exc, p) from None
         return n
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def writing(self, run: Run) -> Iterator[Path]:
-        """A fresh temporary directory for ``run``; when the block exits normally, the
-        manifest is written and the directory renamed to ``runs/<hash>`` in one step. On
-        an exception the temporary is removed and nothing appears. The caller holds
-        :meth:`lock`."""
+        """A fresh temporary directory for ``run``; when the block exits normally, every
+        file in it is fsync-ed, the manifest written and the directory renamed to
+        ``runs/<hash>`` in one step. On an exception the temporary is removed and nothing
+        appears. The caller holds :meth:`lock`.
+
+        The directory, not each file, is the unit written once: files inside it may be
+        written plainly (no temporary name of their own), since nothing reads them before
+        the rename, and they are made durable together (concurrent fsyncs share the file
+        system's journal commits) before the manifest and the rename."""
         self.ensure_writable()
         h = run.hash
         tmp = self.root / ".tmp" / f"{h}.{os.getpid()}.{next(_COUNTER)}"
@@ -165,7 +217,8 @@ class RunStore:
             raise storage_error(exc, tmp) from None
         try:
             yield tmp
-            write_manifest(tmp, extra={"result_format": RESULT_FORMAT, "hash": h})
+            _write_manifest_plain(tmp, {"result_format": RESULT_FORMAT, "hash": h})
+            _sync_tree(tmp)  # every file, the manifest included, durable before the rename
             final = self.path(h)
             try:
                 os.rename(tmp, final)
@@ -339,6 +392,27 @@ class RunResult:
             raise CorruptCheckpointError(str(exc), path=exc.path) from None
         return load(self.dir / "model.pt", device=device)
 
+    def task(self, device: str = "cpu"):
+        """The run's task, built and configured as in training (seed, batch size, dtype,
+        temporal weighting), for analyses beyond the stored evaluations."""
+        from ..models._device import resolve_dtype
+        from ..train.tasks import build_task
+
+        cfg = self.run.config
+        extra = {"bptt": cfg.bptt} if cfg.bptt is not None else {}
+        t = build_task(cfg.task, **dict(cfg.task_kwargs), **extra)
+        dtype = resolve_dtype(cfg.dtype if cfg.dtype in ("float32", "float64") else "float32")
+        t.configure(device=device, dtype=dtype, batch_size=cfg.batch_size, seed=cfg.seed,
+                    temporal_weighting=cfg.temporal_weighting)
+        return t
+
+    def eval_set(self, max_samples: int | None = None, split: str | None = None):
+        """The fixed :class:`rnnmem.train.perturb.EvalSet` of the run's held-out split
+        (the one ``evaluate.perturbation`` uses, with ``max_samples = n_eval``)."""
+        from ..train.perturb import EvalSet
+
+        return EvalSet.from_task(self.task(), split, max_samples=max_samples)
+
     def row(self) -> dict:
         """One flat row: ``hash``, ``status``, dotted run fields, ``metrics.*``,
         ``eval.*`` (lists as JSON text)."""
@@ -353,6 +427,17 @@ class RunResult:
             if k in self.metrics:
                 row[k] = self.metrics[k]
         return row
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        from ..errors import RnnmemError
+
+        raise RnnmemError("results as a table need pandas: pip install "
+                          "'rnnmem[experiments]'") from None
+    return pandas
 
 
 def _cell(v):
@@ -377,7 +462,7 @@ class Results(list):
 
     def frame(self):
         """A :class:`pandas.DataFrame`, one row per run (see :meth:`RunResult.row`)."""
-        import pandas as pd
+        pd = _pandas()
 
         rows = [r.row() for r in self]
         df = pd.DataFrame(rows)

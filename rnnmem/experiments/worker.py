@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import TrainingDivergedError
-from ..files import to_jsonable, write_json
+from ..files import to_jsonable
 from .run import Run
 from .store import RunStore
 
@@ -67,6 +67,13 @@ def _versions() -> dict:
             "scipy": scipy.__version__, "sympy": sympy.__version__}
 
 
+def _put_json(path: Path, obj) -> None:
+    """A JSON file inside the run's temporary directory (made durable, checked and renamed
+    with the whole directory by :meth:`RunStore.writing`)."""
+    path.write_text(json.dumps(to_jsonable(obj), indent=1, sort_keys=True, allow_nan=False)
+                    + "\n", encoding="utf-8")
+
+
 def provenance(run: Run, *, device: str, threads: int, started: str, executor: str,
                attempt: int) -> dict:
     """Where, when and with what the run was made."""
@@ -77,15 +84,15 @@ def provenance(run: Run, *, device: str, threads: int, started: str, executor: s
             "attempt": attempt, "hash": run.hash}
 
 
-def run_one(run_json: str, store_root: str, *, wait: bool = True,
+def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = True,
             executor: str = "local") -> str:
-    """Make ``run`` complete in the store; return ``"trained"``, ``"cached"`` (it was
+    """Make the run (its JSON, or the Run in this process) complete in the store; return ``"trained"``, ``"cached"`` (it was
     already there, or another process finished it while this one waited) or ``"locked"``
     (another process is training it and ``wait`` is false)."""
     from ..errors import DirectoryLockedError
 
-    run = Run.from_json(run_json)
-    store = RunStore(store_root)
+    run = run_json if isinstance(run_json, Run) else Run.from_json(run_json)
+    store = store_root if isinstance(store_root, RunStore) else RunStore(store_root)
     if store.has(run):
         return CACHED
     store.ensure_writable()
@@ -121,6 +128,7 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        t_train = time.perf_counter()  # building the task is part of training, as in train()
         extra = {"bptt": cfg.bptt} if cfg.bptt is not None else {}
         task = build_task(cfg.task, **dict(cfg.task_kwargs), **extra)
         steps, losses = [], []
@@ -136,26 +144,31 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
                         callback=watch)
         except TrainingDivergedError as exc:
             status, error = "diverged", str(exc)
+        t_train = time.perf_counter() - t_train
+        if res is not None and res.stopped not in ("completed", "target_loss"):
+            # Ctrl-C (or SIGTERM) stopped training early: that is not this run's result, so
+            # nothing is stored and the sweep stops (finished runs stay in the store)
+            raise KeyboardInterrupt(f"run {run.short} interrupted at step {res.steps}")
         with store.writing(run) as d:
-            write_json(d / "run.json", {"hash": run.hash, "run": run.to_dict()})
+            _put_json(d / "run.json", {"hash": run.hash, "run": run.to_dict()})
             history = res.history if res is not None else []
-            write_json(d / "curve.json", {"history": history, "step": steps, "loss": losses})
+            _put_json(d / "curve.json", {"history": history, "step": steps, "loss": losses})
             evaluation, scalars = {}, {}
             if res is not None:
                 from ..models.registry import save_checkpoint
 
                 save_checkpoint(d / "model.pt", res.model)
                 evaluation, scalars = _evaluate(run, res.model, task)
-                write_json(d / "evaluations.json", evaluation)
+                _put_json(d / "evaluations.json", evaluation)
             metrics = {"status": status, "final": res.final_metrics if res else {},
                        "evaluation": scalars, "steps": res.steps if res else
                        (steps[-1] if steps else 0), "stopped": res.stopped if res else status,
-                       "elapsed_s": time.perf_counter() - t0}
+                       "train_s": t_train, "elapsed_s": time.perf_counter() - t0}
             if error:
                 metrics["error"] = error
-            write_json(d / "metrics.json", metrics)
-            _tensorboard(d / "tensorboard", run, history, steps, losses)
-            write_json(d / "provenance.json",
+            _put_json(d / "metrics.json", metrics)
+            _tensorboard(d / "tensorboard", run, history, steps, losses, cfg.log_every)
+            _put_json(d / "provenance.json",
                        provenance(run, device=str(resolve_device(cfg.device)), threads=threads,
                                   started=started, executor=executor, attempt=attempt))
     finally:
@@ -185,6 +198,9 @@ def _evaluate(run: Run, model, task) -> tuple[dict, dict]:
     return to_jsonable(out), to_jsonable(scalars)
 
 
+_TIMING_KEYS = ("time_s", "timing", "seconds")
+
+
 def _eval_memory(run, model, task):
     import numpy as np
 
@@ -207,7 +223,9 @@ def _eval_perturbation(run, model, task):
                                scope=pt["scope"], norm=pt["norm"], seed=run.seed,
                                method=pt["method"], shared_directions=pt["shared_directions"],
                                distribution=pt["distribution"])
-    meta = {k: v for k, v in dict(curve.meta).items() if k not in ("timing", "seconds")}
+    # wall times are left out (metrics.json has the run's), so that evaluations.json is
+    # the same bits on every machine
+    meta = {k: v for k, v in dict(curve.meta).items() if k not in _TIMING_KEYS}
     return ({"betas": curve.betas, "samples": curve.samples, "sup": curve.sup,
              "envelope": curve.envelope, "e0": curve.e0, "meta": meta},
             {"e0": float(curve.e0), "envelope_max": float(np.max(curve.envelope))})
@@ -240,22 +258,36 @@ def _eval_splits(run, model, task):
     return full, flat
 
 
-def _tensorboard(logdir: Path, run: Run, history, steps, losses) -> None:
-    """The training curve as TensorBoard events (skipped if tensorboard is missing)."""
+def _tensorboard(logdir: Path, run: Run, history, steps, losses, every: int) -> None:
+    """The training curve as TensorBoard events (skipped if tensorboard is missing): the
+    batch loss every ``every`` (``train.log_every``) steps and at the last step (every
+    step is in ``curve.json``), and every evaluation row, one event per step holding all
+    of that step's values (what ``tensorboard --logdir STORE`` reads as scalars)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        from torch.utils.tensorboard.summary import text
     except ImportError:  # tensorboard is an optional extra
         return
-    w = SummaryWriter(log_dir=str(logdir), flush_secs=3600)
+    by_step: dict[int, list] = {}
+    for s, v in zip(steps, losses):
+        if (s % every == 0 or s == steps[-1]) and v == v:
+            by_step.setdefault(int(s), []).append(("train/loss_step", float(v)))
+    for row in history:
+        step = int(row.get("step", 0))
+        for k, v in row.items():
+            if k not in ("step", "epoch", "time_s") and isinstance(v, (int, float)) \
+                    and v == v:
+                by_step.setdefault(step, []).append((f"eval/{k}", float(v)))
+    w = EventFileWriter(str(logdir), flush_secs=3600)
     try:
-        w.add_text("run", "```\n" + json.dumps(run.to_dict(resources=False), indent=1,
-                                               sort_keys=True) + "\n```", 0)
-        for s, v in zip(steps, losses):
-            w.add_scalar("train/loss_step", v, s)
-        for row in history:
-            step = int(row.get("step", 0))
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)) and v == v:
-                    w.add_scalar(f"eval/{k}", v, step)
+        now = time.time()
+        w.add_event(Event(wall_time=now, step=0, summary=text(
+            "run", "```\n" + json.dumps(run.to_dict(resources=False), indent=1,
+                                         sort_keys=True) + "\n```")))
+        for step in sorted(by_step):
+            values = [Summary.Value(tag=k, simple_value=v) for k, v in by_step[step]]
+            w.add_event(Event(wall_time=now, step=step, summary=Summary(value=values)))
     finally:
         w.close()

@@ -5,7 +5,7 @@ from rnnmem.experiments import Run
 
 def tiny_run(**changes) -> Run:
     """A linear RNN trained for a few steps on a short exponential target."""
-    run = Run.make({"name": "rnn", "hidden_dim": 3, "activation": "linear",
+    run = Run.make({"name": "rnn", "width": 3, "activation": "linear",
                     "recurrence": "diagonal"},
                    {"name": "lf:exponential", "length": 12, "n_samples": 48},
                    seed=0,

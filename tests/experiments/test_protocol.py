@@ -8,11 +8,11 @@ from rnnmem.experiments import Protocol, get_protocol, load_protocol, protocol_n
 
 
 def test_grid_is_the_cartesian_product_first_axis_slowest():
-    p = Protocol("g", tiny_run(), grid={"model.hidden_dim": [2, 3], "seed": [0, 1, 2]})
+    p = Protocol("g", tiny_run(), grid={"model.width": [2, 3], "seed": [0, 1, 2]})
     runs = p.runs()
-    assert [(r.get("model.hidden_dim"), r.seed) for r in runs] == \
+    assert [(r.get("model.width"), r.seed) for r in runs] == \
         [(2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)]
-    assert len({r.hash for r in runs}) == 6 and p.axes() == ["model.hidden_dim", "seed"]
+    assert len({r.hash for r in runs}) == 6 and p.axes() == ["model.width", "seed"]
 
 
 def test_repeated_runs_are_kept_once():
@@ -72,7 +72,7 @@ default_budget = "smoke"
 seed = 0
 [run.model]
 name = "rnn"
-hidden_dim = 3
+width = 3
 [run.task]
 name = "lf:exponential"
 length = 12
@@ -81,7 +81,7 @@ steps = 5
 dtype = "float64"
 
 [grid]
-"model.hidden_dim" = [2, 3]
+"model.width" = [2, 3]
 seed = [0, 1]
 
 [budgets.smoke]
@@ -110,8 +110,8 @@ def test_file_loads(tmp_path):
     ('analysis = "summary"', 'analysys = "summary"', 2, "analysys"),
     ("seed = [0, 1]", "seed = 1", 19, "grid.seed"),
     ('"train.steps" = 50', '"train.step" = 50', 23, "train.step"),
-    ('hidden_dim = 3\n', 'hiden_dim = 3\n', 9, "hiden_dim"),
-    ('"model.hidden_dim" = [2, 3]', '"model.hidden_dim" = [2, -3]', 18, "model"),
+    ('width = 3\n', 'hiden_dim = 3\n', 9, "hiden_dim"),
+    ('"model.width" = [2, 3]', '"model.width" = [2, -3]', 18, "model"),
 ])
 def test_file_errors_name_the_line(tmp_path, old, new, line, named):
     assert old in _GOOD

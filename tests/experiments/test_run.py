@@ -20,13 +20,13 @@ def test_sections_and_views():
     run = tiny_run()
     d = run.to_dict()
     assert set(d) == {"seed", "model", "task", "train", "evaluate", "resources"}
-    assert d["model"] == {"name": "rnn", "hidden_dim": 3, "activation": "linear",
+    assert d["model"] == {"name": "rnn", "width": 3, "activation": "linear",
                           "recurrence": "diagonal"}
     assert run.model == "rnn" and run.task == "lf:exponential" and run.seed == 0
     assert isinstance(run.config, TrainConfig) and run.config.out_dir is None
     # every TrainConfig field except the ones a Run holds elsewhere is in "train"
     assert "lr" in d["train"] and "out_dir" not in d["train"] and "seed" not in d["train"]
-    assert run.get("model.hidden_dim") == 3 and run.get("train.lr") == 0.01
+    assert run.get("model.width") == 3 and run.get("train.lr") == 0.01
 
 
 def test_json_round_trip_keeps_the_hash():
@@ -46,7 +46,7 @@ def test_toml_round_trip_keeps_the_hash():
 @given(lr=st.floats(1e-5, 1.0), seed=st.integers(0, 2**31), width=st.integers(1, 64),
        steps=st.integers(1, 10**6))
 def test_round_trips_property(lr, seed, width, steps):
-    run = tiny_run(**{"train.lr": lr, "seed": seed, "model.hidden_dim": width,
+    run = tiny_run(**{"train.lr": lr, "seed": seed, "model.width": width,
                       "train.steps": steps})
     assert Run.from_json(run.to_json()).hash == run.hash
     assert Run.from_toml(run.to_toml()).hash == run.hash
@@ -63,7 +63,7 @@ def test_hash_is_identity():
     assert Run.from_dict(explicit).hash == run.hash
     # resources are not part of the identity; everything else is
     assert tiny_run(**{"resources.num_cpus": 2}).hash == run.hash
-    for change in ({"seed": 1}, {"train.lr": 0.02}, {"model.hidden_dim": 4},
+    for change in ({"seed": 1}, {"train.lr": 0.02}, {"model.width": 4},
                    {"task.length": 13}, {"evaluate.perturbation.repeats": 3}):
         assert tiny_run(**change).hash != run.hash, change
     assert run.identity()["result_format"] == RESULT_FORMAT
@@ -95,7 +95,7 @@ def test_hash_covers_the_canonical_json():
     ({"resources": {"num_gpus": -1}}, "resources.num_gpus"),
     ({"seed": -3}, "seed"),
     ({"extra": 1}, "extra"),
-    ({"model": {"hidden_dim": 3}}, "model.name"),
+    ({"model": {"width": 3}}, "model.name"),
     ({"model": {"name": "rnn", "dtype": "float32"}}, "model"),
 ])
 def test_bad_fields_are_named(change, named):
