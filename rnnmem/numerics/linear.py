@@ -274,22 +274,32 @@ def linear_memory(W, U, c, t, *, require_stable: bool = True, method: str = "aut
     """
     W, U, C, vector = _system(W, U, c, ("W", "U"))
     t = V.times(t, "t")
+    M = _memory_by_method(W, C, U, t, "t", method, cond_max,
+                          V.check_continuous_stable if require_stable else None, "W",
+                          _exp_factor, _propagate_continuous)
+    return _finish(M, vector)
+
+
+def _memory_by_method(W, C, U, x, xname: str, method: str, cond_max: float, check_stable,
+                      name: str, factor, propagate) -> np.ndarray:
+    """The memory (L, p) at ``x`` by ``method`` (``"auto"`` resolved by :func:`_modal`): the
+    modal form with ``factor`` (:math:`e^{\\lambda t}` or :math:`\\lambda^k`) or
+    ``propagate(W, C, U, x)``; non-finite values handled by :func:`_finite_or_fallback`."""
     requested = method
-    lam, a, b, method = _modal(
-        W, C, U, method, cond_max, V.check_continuous_stable if require_stable else None, "W")
+    lam, a, b, method = _modal(W, C, U, method, cond_max, check_stable, name)
 
     def by(m):
         with np.errstate(all="ignore"):
             if m == "eig":  # the modal form (decomposed here if "auto" chose propagation)
                 la, aa, bb, _ = (lam, a, b, m) if a is not None else _modal(
-                    W, C, U, "eig", cond_max, None, "W")
-                return _modal_memory(la, aa, bb, t, _exp_factor)
-            return _propagate_continuous(W, C, U, t)
+                    W, C, U, "eig", cond_max, None, name)
+                return _modal_memory(la, aa, bb, x, factor)
+            return propagate(W, C, U, x)
 
     M = by(method)
     if not np.all(np.isfinite(M)):
-        M = _finite_or_fallback(M, by, method, requested, t, "t")
-    return _finish(M, vector)
+        M = _finite_or_fallback(M, by, method, requested, x, xname)
+    return M
 
 
 def _finite_or_fallback(M, by, method: str, requested: str, t, tname: str) -> np.ndarray:
@@ -358,21 +368,9 @@ def linear_memory_discrete(A, B, c, k, *, require_stable: bool = True, method: s
     """
     A, B, C, vector = _system(A, B, c, ("A", "B"))
     k = V.steps(k, "k")
-    requested = method
-    lam, a, b, method = _modal(
-        A, C, B, method, cond_max, V.check_discrete_stable if require_stable else None, "A")
-
-    def by(m):
-        with np.errstate(all="ignore"):
-            if m == "eig":  # the modal form (decomposed here if "auto" chose propagation)
-                la, aa, bb, _ = (lam, a, b, m) if a is not None else _modal(
-                    A, C, B, "eig", cond_max, None, "A")
-                return _modal_memory(la, aa, bb, k, _pow_factor)
-            return _propagate_discrete(A, C, B, k)
-
-    M = by(method)
-    if not np.all(np.isfinite(M)):
-        M = _finite_or_fallback(M, by, method, requested, k, "k")
+    M = _memory_by_method(A, C, B, k, "k", method, cond_max,
+                          V.check_discrete_stable if require_stable else None, "A",
+                          _pow_factor, _propagate_discrete)
     return _finish(M, vector)
 
 
