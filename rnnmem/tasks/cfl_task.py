@@ -10,14 +10,13 @@ one length each, uniform over the valid lengths of the training range (DuSell & 
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError, ShapeError, UnknownNameError
-from .interface import TRAIN, VALID, TrainTask, numpy_rng_from
+from ._length_sampled import LengthSampledTask, check_family_options
 from .registry import register_task_prefix, task_names
 
 __all__ = ["CFLLanguageModelTask", "codes", "lengths_of"]
@@ -51,7 +50,7 @@ def lengths_of(task, spec) -> tuple[int, ...]:
     return ls
 
 
-class CFLLanguageModelTask(TrainTask):
+class CFLLanguageModelTask(LengthSampledTask):
     """A DuSell–Chiang language-modelling task for the training loop (``ns:<name>``).
 
     Parameters
@@ -68,51 +67,21 @@ class CFLLanguageModelTask(TrainTask):
     :math:`-\\log p(w \\mid n)` (B,), NaN for training batches.
     """
 
+    train_sample_options = {"bound": False}  # training batches need no lower bound
+
     def __init__(self, name: str, *, lengths=None, valid_size: int = 64):
         super().__init__()
         if name not in _cfl_tasks():
             raise UnknownNameError("task", f"ns:{name}", task_names())
         self.task = _cfl_tasks()[name]
-        self.name = f"ns:{name}"
-        self.lengths = lengths_of(self.task, self.task.train_range if lengths is None else lengths)
-        if isinstance(valid_size, bool) or not isinstance(valid_size, int) or valid_size < 1:
-            raise InvalidParameterError(f"valid_size must be a positive integer, "
-                                        f"got {valid_size!r}")
-        self.valid_size = valid_size
+        self._setup(f"ns:{name}", lengths_of(
+            self.task, self.task.train_range if lengths is None else lengths), valid_size)
         self.input_dim = self.output_dim = self.task.vocab_size
-        self.eval_splits = (VALID,)
-        self._valid: list = []
-
-    def model_defaults(self) -> dict[str, Any]:
-        return {**super().model_defaults(), "vocab_size": self.input_dim,
-                "output_size": self.output_dim, "mode": "next_symbol"}
 
     def _tensors(self, b):
         x = codes(self.task, b["x"], self.dtype, self.device)  # (B, n+1, A+1)
         y = torch.as_tensor(b["y"], device=self.device)  # (B, n+1)
         return x, y, torch.as_tensor(b["neg_log_p"], dtype=torch.float64)
-
-    def _configured(self) -> None:
-        rng = np.random.default_rng([self.seed, 1])
-        self._valid = []
-        ls = self.lengths
-        for i, n in enumerate(ls):  # valid_size strings spread over the lengths
-            share = self.valid_size // len(ls) + (i < self.valid_size % len(ls))
-            if share:
-                self._valid.append(self._tensors(self.task.sample_batch(rng, share, n)))
-
-    def batch(self, split, step, generator):
-        if split != TRAIN:
-            raise InvalidParameterError(f"task {self.name!r} samples only the train split")
-        rng = numpy_rng_from(generator)
-        n = self.lengths[int(rng.integers(len(self.lengths)))]
-        return self._tensors(self.task.sample_batch(rng, self.batch_size, n, bound=False))
-
-    def eval_batches(self, split):
-        if split != VALID:
-            raise InvalidParameterError(f"split {split!r} not in task {self.name!r} "
-                                        "(has valid)")
-        yield from self._valid
 
     def _check(self, outputs, targets):
         if outputs.dim() != 3 or outputs.shape[:2] != targets.shape \
@@ -140,9 +109,4 @@ class CFLLanguageModelTask(TrainTask):
 def _ns_task(name: str, **options) -> CFLLanguageModelTask:
     """``"ns:<name>"``: a :class:`CFLLanguageModelTask` (options ``lengths``,
     ``valid_size``)."""
-    options.pop("bptt", None)
-    extra = sorted(set(options) - {"lengths", "valid_size"})
-    if extra:
-        raise InvalidParameterError(f"task 'ns:{name}': unknown option {extra[0]!r}; "
-                                    "allowed: lengths, valid_size")
-    return CFLLanguageModelTask(name, **options)
+    return CFLLanguageModelTask(name, **check_family_options("ns", name, options))

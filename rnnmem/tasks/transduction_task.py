@@ -21,14 +21,13 @@ Metrics: ``accuracy`` = per-token accuracy under the task's mask (DeepMind's
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError, ShapeError, UnknownNameError
-from .interface import TRAIN, VALID, TrainTask, numpy_rng_from
+from ._length_sampled import LengthSampledTask, check_family_options
 from .registry import register_task_prefix, task_names
 
 __all__ = ["TransductionTask", "tape", "DEFAULT_TRAIN_LENGTHS", "transduction_lengths"]
@@ -71,7 +70,7 @@ def tape(task, x: np.ndarray, *, dtype=torch.float32, device=None) -> torch.Tens
     return F.one_hot(t, task.vocab_size).to(dtype)  # (B, n + m, V + 1)
 
 
-class TransductionTask(TrainTask):
+class TransductionTask(LengthSampledTask):
     """A DeepMind transduction for the training loop (see the module docstring).
 
     Parameters
@@ -90,48 +89,15 @@ class TransductionTask(TrainTask):
         if name not in known:
             raise UnknownNameError("task", f"dm:{name}", task_names())
         self.task = known[name]
-        self.name = f"dm:{name}"
-        self.lengths = transduction_lengths(self.task, lengths)
-        if isinstance(valid_size, bool) or not isinstance(valid_size, int) or valid_size < 1:
-            raise InvalidParameterError(f"valid_size must be a positive integer, "
-                                        f"got {valid_size!r}")
-        self.valid_size = valid_size
+        self._setup(f"dm:{name}", transduction_lengths(self.task, lengths), valid_size)
         self.input_dim = self.task.vocab_size
         self.output_dim = self.task.output_size
-        self.eval_splits = (VALID,)
-        self._valid: list = []
-
-    def model_defaults(self) -> dict[str, Any]:
-        return {**super().model_defaults(), "vocab_size": self.input_dim,
-                "output_size": self.output_dim, "mode": "next_symbol"}
 
     def _tensors(self, b: dict):
         inputs = tape(self.task, b["x"], dtype=self.dtype, device=self.device)
         y = torch.as_tensor(b["y"], device=self.device)  # (B, m)
         mask = torch.as_tensor(b["mask"], device=self.device)  # (B, m)
         return inputs, y, mask
-
-    def _configured(self) -> None:
-        rng = np.random.default_rng([self.seed, 1])
-        ls = self.lengths
-        self._valid = []
-        for i, n in enumerate(ls):  # valid_size strings spread over the lengths
-            share = self.valid_size // len(ls) + (i < self.valid_size % len(ls))
-            if share:
-                self._valid.append(self._tensors(self.task.sample_batch(rng, share, n)))
-
-    def batch(self, split, step, generator):
-        if split != TRAIN:
-            raise InvalidParameterError(f"task {self.name!r} samples only the train split")
-        rng = numpy_rng_from(generator)
-        n = self.lengths[int(rng.integers(len(self.lengths)))]
-        return self._tensors(self.task.sample_batch(rng, self.batch_size, n))
-
-    def eval_batches(self, split):
-        if split != VALID:
-            raise InvalidParameterError(f"split {split!r} not in task {self.name!r} "
-                                        "(has valid)")
-        yield from self._valid
 
     def _out(self, outputs, targets):
         m = targets.shape[1]
@@ -156,9 +122,4 @@ class TransductionTask(TrainTask):
 @register_task_prefix("dm", lambda: list(_transductions()))
 def _dm_task(name: str, **options) -> TransductionTask:
     """``"dm:<name>"``: a :class:`TransductionTask` (options ``lengths``, ``valid_size``)."""
-    options.pop("bptt", None)
-    extra = sorted(set(options) - {"lengths", "valid_size"})
-    if extra:
-        raise InvalidParameterError(f"task 'dm:{name}': unknown option {extra[0]!r}; "
-                                    "allowed: lengths, valid_size")
-    return TransductionTask(name, **options)
+    return TransductionTask(name, **check_family_options("dm", name, options))
