@@ -282,5 +282,8 @@ def test_interrupted_run_is_not_stored(tmp_path, store):
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)  # the first Ctrl-C: training stops after this step
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (out, err)
+    # 130 from main(); about 1 run in 8 the interpreter then ends by SIGINT itself (-2):
+    # a shell reports both as status 130, and the CLI has said its one line either way
+    assert proc.returncode in (130, -signal.SIGINT), (out, err)
+    assert err.strip().splitlines()[-1] == "rnnmem run: interrupted", err
     assert not store.has(run) and store.hashes() == []

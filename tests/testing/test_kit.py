@@ -202,7 +202,14 @@ def test_plugin_profiles_and_fixture_in_a_user_suite(tmp_path):
                 torch.set_default_dtype(torch.float32)
         """))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HYPOTHESIS_PROFILE": ""}
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "rnnmem.testing.plugin",
+    # an installed rnnmem registers the plugin through its pytest11 entry point (naming it
+    # again with -p is an error); a bare checkout on PYTHONPATH has to name it
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value.startswith("rnnmem.testing.plugin")
+                    for ep in entry_points(group="pytest11"))
+    plugin = [] if installed else ["-p", "rnnmem.testing.plugin"]
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", *plugin,
                           "-p", "no:cacheprovider", "--hypothesis-profile", "ci",
                           str(tmp_path / "test_user.py")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
