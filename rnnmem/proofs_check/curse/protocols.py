@@ -136,7 +136,7 @@ def _train(protocol: str, s: ComSizes) -> dict:
         return {**common, "lr": 1e-2, "schedule": "cosine", "min_lr": 1e-3,
                 "eval_every": 0}
     return {**common, "lr": 1e-3, "schedule": "plateau", "plateau_factor": 0.5,
-            "plateau_patience": 5, "grad_clip": 1.0, "temporal_weighting": 2.0,
+            "plateau_patience": 5, "grad_clip": 0.5, "temporal_weighting": 2.0,
             "eval_every": s.eval_every, "restore_best": True,
             "margin_penalty": 0.01 if protocol == "com-original" else 0.0,
             "margin_target": 1.0}
