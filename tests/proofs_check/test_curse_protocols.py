@@ -75,8 +75,9 @@ def test_ablation_variants_switch_one_factor():
 
 
 def test_ablation_at_smoke_trains_shared_runs_once(tmp_path):
+    smoke_store = RunStore(tmp_path)
     ab = run_ablation("com-original", "norm,target_scale", budget="smoke",
-                      store=RunStore(tmp_path))
+                      store=smoke_store)
     base = ab["variants"]["base"]["cells"]
     assert set(base) == {f"{r}/{t}" for r in ("diagonal_rnn", "softplus_ssm")
                          for t in TARGET_NAMES}
@@ -90,7 +91,7 @@ def test_ablation_at_smoke_trains_shared_runs_once(tmp_path):
     text = ablation_markdown(ab)
     assert "| norm | norm=spectral |" in text and "polynomial scale=1" in text
     # a second invocation trains nothing
-    again = run_ablation("com-original", "norm", budget="smoke", store=RunStore(tmp_path))
+    again = run_ablation("com-original", "norm", budget="smoke", store=smoke_store)
     assert again["report"]["trained"] == 0
 
 
@@ -99,3 +100,17 @@ def test_ablate_cli_bad_factor(capsys):
 
     assert main(["ablate", "com-original", "--factors", "norm,colour"]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_protocols_claim_at_smoke(tmp_path):
+    from rnnmem.proofs_check import registry as R
+
+    (res,) = R.run_claims(["curse-of-memory-protocols"], "smoke", tmp_path / "out", seed=0,
+                          store=RunStore(tmp_path / "store"))
+    assert res.verdict == "inconclusive"  # smoke: the machinery only
+    per = res.metrics["protocols"]
+    assert set(per) == set(PROTOCOL_NAMES)
+    for name, d in per.items():
+        assert set(d["cells"]) == {f"{r}/{t}" for r in ("diagonal_rnn", "softplus_ssm")
+                                   for t in TARGET_NAMES}
+        assert "| row | target |" in res.details
