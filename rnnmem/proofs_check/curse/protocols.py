@@ -49,7 +49,13 @@ sequential rule itself, for a single study outside the store.)
 Budgets: ``smoke`` (two rows, three tiny widths, seconds: the machinery only), ``quick``,
 ``medium`` (every row, both targets, widths 8-64, the original grid; sized for about an
 hour on 2 CPU cores from an empty store) and ``full`` (paper scale: a GPU or a Ray
-cluster).
+cluster). Measured for ``medium`` on a shared 2-core machine, one run at a time: a
+``com-original`` polynomial run took 5 s (``com_diagonal_rnn``, m = 8), 22 s (m = 64),
+13 s (``com_ssm``, m = 8), 123 s (``com_ssm``, m = 64), 90 s (``com_rnn``, m = 64); so about
+20 minutes per ``com-*`` protocol with ``--jobs 1`` (about half with ``--jobs 2``). At that
+budget (300 steps) the ensure rule failed for the diagonal RNN's cells (ratios 5.4, 0.73,
+2.1 on the exponential target): the step cap is too small for an approximating sequence,
+and those cells are reported as ``training_failed``.
 """
 
 from __future__ import annotations
