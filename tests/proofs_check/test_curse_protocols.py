@@ -114,3 +114,14 @@ def test_protocols_claim_at_smoke(tmp_path):
         assert set(d["cells"]) == {f"{r}/{t}" for r in ("diagonal_rnn", "softplus_ssm")
                                    for t in TARGET_NAMES}
         assert "| row | target |" in res.details
+
+
+@pytest.mark.parametrize("name", PROTOCOL_NAMES)
+def test_every_variant_passes_the_checks_before_training(name):
+    from rnnmem.experiments.executors import validate_runs
+
+    for factor, (desc, p) in ablation_variants(name).items():
+        if p is not None:
+            validate_runs(p.runs())  # e.g. deterministic w with several repeats would fail
+    scope = ablation_variants("com-ssm-2023-09", "scope")["scope"][1]
+    assert all(r.evaluate.perturbation["repeats"] == 1 for r in scope.runs())

@@ -19,7 +19,9 @@ Factors
 ``norm``
     ``"inf"`` (max-abs per tensor, the original) <-> ``"spectral"`` (rnnmem's reading).
 ``scope``
-    ``"all"`` parameters (the original) <-> ``"recurrent"`` only (Def. 3.4).
+    ``"all"`` parameters (the original) <-> ``"recurrent"`` only (Def. 3.4); under
+    ``com-ssm-2023-09`` the recurrent-only variant has one repeat (a diagonal row's only
+    recurrent tensor ``w`` is then moved deterministically).
 ``direction``
     ``com-original``: the recurrent weight ``w`` moved by the deterministic
     :math:`-\\beta` (the Sept.-2023 branches); ``com-ssm-2023-09``: ``w`` Gaussian like the
@@ -59,6 +61,10 @@ def _switch(name: str, factor: str, base) -> tuple[str, dict | None]:
         return f"norm={v}", {"evaluate.perturbation.norm": v}
     if factor == "scope":
         v = "recurrent" if pt["scope"] == "all" else "all"
+        if v == "recurrent" and pt["distribution_by_name"]:
+            # the diagonal rows' only recurrent tensor is then deterministic: one draw
+            return f"scope={v} (repeats=1: w deterministic)", {
+                "evaluate.perturbation.scope": v, "evaluate.perturbation.repeats": 1}
         return f"scope={v}", {"evaluate.perturbation.scope": v}
     if factor == "direction":
         if not com:
