@@ -316,6 +316,33 @@ def get_executor(spec="local", *, jobs: int = 1):
                                 f"got {spec!r}")
 
 
+def _check_perturbation(run: Run, model) -> None:
+    """The run's perturbation options checked together on its (untrained) model before
+    anything trains: the perturbed parameters exist, the norm fits their shapes, the
+    ``distribution_by_name`` keys match, a deterministic direction has one repeat
+    (:func:`rnnmem.train.perturb.check_direction_options`)."""
+    pt = run.evaluate.perturbation
+    if pt is None or model is None:
+        return
+    from ..train.perturb import check_direction_options, perturbed_parameters
+
+    try:
+        m = model
+        if pt["evaluation_form"]:
+            form = getattr(model, "evaluation_form", None)
+            m = form() if callable(form) else model
+        params = perturbed_parameters(m, pt["scope"], list(pt["parameters"])
+                                      if pt["parameters"] else None)
+        shapes = {n: (tuple(q.shape), q.is_complex()) for n, q in params.items()}
+        check_direction_options(shapes, norm=pt["norm"], distribution=pt["distribution"],
+                                repeats=pt["repeats"],
+                                distribution_by_name=dict(pt["distribution_by_name"]) or None)
+    except InvalidParameterError as exc:
+        exc.args = (f"evaluate.perturbation ({run.label()}): {exc}",)
+        exc.field = "evaluate.perturbation"
+        raise
+
+
 def validate_runs(runs: Iterable[Run]) -> None:
     """Every distinct model configuration is built once (on the CPU) and every task name
     looked up before anything runs, so that a mistyped option fails at once and by name
@@ -326,14 +353,16 @@ def validate_runs(runs: Iterable[Run]) -> None:
     from ..models.registry import build_model
     from ..train.tasks import task_names
 
-    seen = set()
+    runs = list(runs)
+    seen: dict = {}
     for run in runs:
         key = (run.model, tuple(sorted((k, repr(v)) for k, v in run.model_options.items())))
         if key in seen:
+            _check_perturbation(run, seen[key])
             continue
-        seen.add(key)
+        seen[key] = None
         try:
-            build_model(run.model, **dict(run.model_options), device="cpu")
+            seen[key] = build_model(run.model, **dict(run.model_options), device="cpu")
         except TypeError as exc:
             if "required positional argument" in str(exc):
                 continue  # filled in from the task's model defaults (e.g. a vocabulary size)
@@ -351,6 +380,7 @@ def validate_runs(runs: Iterable[Run]) -> None:
             err.field = f"model.{opt}" if opt else "model"
             err.option, err.value = opt, run.model_options.get(opt) if opt else None
             raise err from None
+        _check_perturbation(run, seen[key])
     names = set(task_names())  # prefixed families listed by name, "<prefix>:<name>" if not
     for run in runs:
         prefix = run.task.split(":", 1)[0]

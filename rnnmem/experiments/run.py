@@ -122,7 +122,11 @@ _MEMORY_DEFAULTS = {"t_max": 20.0, "n": 21, "options": {}}
 _PERTURB_DEFAULTS = {"betas": None, "beta_min": 1e-3, "beta_max": 1.0, "n_betas": 13,
                      "repeats": 4, "scope": "recurrent", "norm": "spectral", "n_eval": 128,
                      "method": "loop", "shared_directions": False,
-                     "distribution": "gaussian"}
+                     "distribution": "gaussian", "distribution_by_name": {},
+                     "evaluation_form": False, "parameters": None}
+#: perturbation options left out of the canonical form while at their defaults, so that
+#: runs written before these options existed keep their hashes (and their stored results)
+_PERTURB_OMIT_AT_DEFAULT = ("distribution_by_name", "evaluation_form", "parameters")
 _LENGTH_DEFAULTS = {"language": None, "options": {}}
 
 
@@ -147,7 +151,13 @@ class Evaluation:
         ``model.memory_function(t, **options)``.
     perturbation : mapping, optional
         ``{betas | beta_min, beta_max, n_betas; repeats, scope, norm, n_eval, method,
-        shared_directions, distribution}``: the perturbation error :math:`E_m(\\beta)`
+        shared_directions, distribution, distribution_by_name, evaluation_form,
+        parameters}`` (the choices of ``scope``, ``norm``, ``method`` and
+        ``distribution`` are :data:`rnnmem.train.perturb.SCOPES`, ``NORMS``, ``METHODS``,
+        ``DISTRIBUTIONS``; ``betas = "original"`` is the original code's grid
+        :func:`rnnmem.numerics.perturbation.original_betas`, :math:`10^{-3}\\cdot 2^{i/2}`,
+        :math:`i = 0..20`; ``parameters``: glob patterns overriding ``scope``): the
+        perturbation error :math:`E_m(\\beta)`
         (Def. 3.4) by :func:`rnnmem.train.perturb.perturbation_curve` on the first
         ``n_eval`` samples of the task's first evaluation split, seeded with the run's
         seed. ``method="loop"`` (the default) is the reference evaluation, the same bits on
@@ -175,7 +185,15 @@ class Evaluation:
         pt = _section("evaluate.perturbation", self.perturbation, _PERTURB_DEFAULTS)
         if pt is not None:
             p = "evaluate.perturbation"
-            if pt["betas"] is None:
+            # the choices are perturbation_curve's own (one source of truth)
+            from ..train.perturb import DISTRIBUTIONS, METHODS, NORMS, SCOPES
+
+            if pt["betas"] == "original":
+                pass  # the original code's grid, rnnmem.numerics.perturbation.original_betas
+            elif isinstance(pt["betas"], str):
+                raise _bad(f"{p}.betas", f"must be a list of radii or \"original\", "
+                                         f"got {pt['betas']!r}")
+            elif pt["betas"] is None:
                 lo = _real(f"{p}.beta_min", pt["beta_min"], positive=True)
                 hi = _real(f"{p}.beta_max", pt["beta_max"], positive=True)
                 n = _int(f"{p}.n_betas", pt["n_betas"], 1)
@@ -191,12 +209,39 @@ class Evaluation:
                     raise _bad(f"{p}.betas", "must be strictly increasing")
             _int(f"{p}.repeats", pt["repeats"], 1)
             _int(f"{p}.n_eval", pt["n_eval"], 1)
-            _choice(f"{p}.scope", pt["scope"], ("recurrent", "all"))
-            _choice(f"{p}.norm", pt["norm"], ("spectral", "frobenius", "max"))
-            _choice(f"{p}.method", pt["method"], ("auto", "batched", "loop"))
-            _choice(f"{p}.distribution", pt["distribution"], ("gaussian", "rademacher"))
-            if not isinstance(pt["shared_directions"], bool):
-                raise _bad(f"{p}.shared_directions", "must be true or false")
+            _choice(f"{p}.scope", pt["scope"], SCOPES)
+            _choice(f"{p}.norm", pt["norm"], NORMS)
+            _choice(f"{p}.method", pt["method"], METHODS)
+            _choice(f"{p}.distribution", pt["distribution"], DISTRIBUTIONS)
+            for flag in ("shared_directions", "evaluation_form"):
+                if not isinstance(pt[flag], bool):
+                    raise _bad(f"{p}.{flag}", "must be true or false")
+            by_name = pt["distribution_by_name"]
+            if not isinstance(by_name, Mapping):
+                raise _bad(f"{p}.distribution_by_name", "must be a table parameter name "
+                           f"(or glob pattern) -> distribution, got {by_name!r}")
+            for key, dist in by_name.items():
+                if not isinstance(key, str) or not key:
+                    raise _bad(f"{p}.distribution_by_name", f"keys must be parameter names, "
+                                                            f"got {key!r}")
+                _choice(f"{p}.distribution_by_name.{key}", dist, DISTRIBUTIONS)
+            pats = pt["parameters"]
+            if isinstance(pats, str):
+                pats = pt["parameters"] = [pats]
+            if pats is not None and (not isinstance(pats, (list, tuple)) or not pats or not all(
+                    isinstance(x, str) and x for x in pats)):
+                raise _bad(f"{p}.parameters", "must be a glob pattern or a non-empty list of "
+                                              f"them (or absent), got {pats!r}")
+            if pt["repeats"] > 1 and pt["distribution"] == "deterministic" \
+                    and all(d == "deterministic" for d in by_name.values()):
+                from ..errors import ConflictingOptionsError
+
+                err = ConflictingOptionsError(
+                    f"{p}.distribution='deterministic'", f"{p}.repeats={pt['repeats']}",
+                    "a deterministic direction gives the same perturbation every time; use "
+                    "repeats = 1")
+                err.field = f"{p}.repeats"
+                raise err
         ln = _section("evaluate.lengths", self.lengths, _LENGTH_DEFAULTS)
         if ln is not None and not isinstance(ln["options"], Mapping):
             raise _bad("evaluate.lengths.options", "must be a table")
@@ -215,6 +260,10 @@ class Evaluation:
         pt = self.perturbation
         if pt is None:
             return []
+        if pt["betas"] == "original":
+            from ..numerics.perturbation import original_betas
+
+            return [float(b) for b in original_betas()]
         if pt["betas"] is not None:
             return list(pt["betas"])
         return [float(b) for b in np.geomspace(pt["beta_min"], pt["beta_max"], pt["n_betas"])]
@@ -225,6 +274,10 @@ class Evaluation:
             v = getattr(self, name)
             if v is not None:
                 out[name] = _plain(v)
+        if "perturbation" in out:
+            out["perturbation"] = {k: v for k, v in out["perturbation"].items()
+                                   if k not in _PERTURB_OMIT_AT_DEFAULT
+                                   or v != _PERTURB_DEFAULTS[k]}
         if self.splits:
             out["splits"] = list(self.splits)
         return out

@@ -222,7 +222,11 @@ def _eval_perturbation(run, model, task):
     curve = perturbation_curve(model, es, np.array(ev.betas()), repeats=pt["repeats"],
                                scope=pt["scope"], norm=pt["norm"], seed=run.seed,
                                method=pt["method"], shared_directions=pt["shared_directions"],
-                               distribution=pt["distribution"])
+                               distribution=pt["distribution"],
+                               distribution_by_name=dict(pt["distribution_by_name"]) or None,
+                               evaluation_form=pt["evaluation_form"],
+                               parameters=(list(pt["parameters"]) if pt["parameters"]
+                                           else None))
     # wall times are left out (metrics.json has the run's), so that evaluations.json is
     # the same bits on every machine
     meta = {k: v for k, v in dict(curve.meta).items() if k not in _TIMING_KEYS}
