@@ -81,3 +81,35 @@ def test_worker_stores_ns_report(store):
     assert r.metrics["evaluation"]["ns"]["score"] == rep.score
     with pytest.raises(InvalidParameterError, match="evaluate.dm"):
         r.dm_reports()
+
+
+@pytest.mark.parametrize("name", ["dm", "ns"])
+def test_dm_ns_protocols_registered_and_toml_printable(name):
+    from rnnmem.experiments import Protocol, get_protocol, protocol_names
+
+    assert name in protocol_names()
+    p = get_protocol(name)
+    q = Protocol.from_toml(p.to_toml())
+    for b in ("smoke", "quick", "medium", "full"):
+        assert [r.hash for r in q.at(b).runs()] == [r.hash for r in p.at(b).runs()]
+    runs = p.at("quick").runs()
+    cells = {(r.model_options["stack"], r.config.freeze) for r in runs}
+    assert cells == {("none", "none")} | {(s, f) for s in ("superposition", "stratification",
+                                                           "nondeterministic")
+                                          for f in ("none", "memory")}
+    assert len({r.task for r in runs}) == (4 if name == "dm" else 5)
+    assert all(getattr(r.evaluate, name) is not None for r in runs)
+    full = p.at("full").runs()[0]
+    if name == "dm":
+        assert full.evaluate.dm["lengths"] == "41:500" and full.evaluate.dm["k"] == 512
+        assert full.evaluate.dm["train_lengths"] == "1:40"
+
+
+def test_dm_protocol_smoke_runs_in_seconds(store):
+    from rnnmem.experiments import get_protocol
+
+    res = get_protocol("dm").at("smoke").execute(store=store, progress=False)
+    assert not res.failed and len(res) == 7
+    for r in res:
+        reps = r.dm_reports()
+        assert all(rep.lengths == [41, 42] for rep in reps.values())
