@@ -63,8 +63,8 @@ DM_SIZES = {
                   width=4, stack_width=2, N=42, k=2, train_lengths="1:3"),
     "quick": dict(tasks=DCF_TASKS, seeds=(0,), steps=100, batch_size=32, lr=1e-2,
                   width=16, stack_width=4, N=60, k=16, train_lengths="1:40"),
-    "medium": dict(tasks=DCF_TASKS, seeds=(0,), steps=300, batch_size=32, lr=1e-2,
-                   width=16, stack_width=4, N=80, k=32, train_lengths="1:40"),
+    "medium": dict(tasks=DCF_TASKS, seeds=(0,), steps=1000, batch_size=32, lr=1e-2,
+                   width=32, stack_width=4, N=100, k=32, train_lengths="1:40"),
     "full": dict(tasks=DCF_TASKS, seeds=tuple(range(10)), steps=1_000_000, batch_size=128,
                  lr=1e-3, width=256, stack_width=8, N=500, k=512, train_lengths="1:40"),
 }
@@ -74,13 +74,25 @@ NS_SIZES = {
                   width=4, stack_width=2, lengths="40:41", k=2),
     "quick": dict(tasks=NS_TASKS, seeds=(0,), steps=100, batch_size=32, lr=1e-2,
                   width=16, stack_width=4, lengths="test", k=16),
-    "medium": dict(tasks=NS_TASKS, seeds=(0,), steps=300, batch_size=32, lr=1e-2,
-                   width=16, stack_width=4, lengths="test", k=32),
+    "medium": dict(tasks=NS_TASKS, seeds=(0,), steps=600, batch_size=32, lr=1e-2,
+                   width=32, stack_width=4, lengths="test", k=32),
     "full": dict(tasks=NS_TASKS, seeds=tuple(range(10)), steps=100_000, batch_size=32,
                  lr=5e-3, width=20, stack_width=3, lengths="test", k=512),
 }
-#: how ``medium`` was sized (timed runs, 2 shared cores)
-MEDIUM_NOTE = "see the report of the dm protocol's sizing (to be measured)"
+#: how ``medium`` was sized (timed runs on 2 shared cores, ``--jobs 2``)
+MEDIUM_NOTE = (
+    "dm medium (28 runs, 1 seed) estimated at about 35 minutes on 2 CPU cores with --jobs 2, "
+    "from timed runs: the whole quick budget took 206 s wall; per training step (batch 32, "
+    "two jobs) the nondeterministic stack took 0.41 s (reverse_string), 0.37 s "
+    "(stack_manipulation), 0.19-0.20 s (modular_arithmetic_brackets, solve_equation), "
+    "the other memories 0.02-0.05 s; evaluating lengths 41..100 with k=32 took 101 s "
+    "(nondeterministic, reverse_string) and 14 s (nondeterministic, solve_equation), a few "
+    "seconds for the others. 1000 steps: about 2340 + 460 s of nondeterministic runs and "
+    "980 s of the others, 3780 job-seconds, 32-36 minutes on two jobs; a second seed would "
+    "not fit in 60 minutes. The nondeterministic stack is about 90% of the cost (cubic in "
+    "the tape length). ns medium (35 runs, 600 steps): estimated about 30 minutes from "
+    "one timed nondeterministic run on marked_reversal (0.49 s per step, one job; 7.5 s to "
+    "evaluate lengths 40..100 with k=32) and a superposition run (0.085 s per step).")
 
 
 def _model(stack: str, width: int, stack_width: int) -> dict:

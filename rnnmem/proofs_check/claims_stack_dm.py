@@ -103,7 +103,9 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
     lines = ["", f"**Under DeepMind's protocol** ({where}). Score = mean masked per-token "
              "accuracy over the test lengths (DeepMind); retained = score(41..N) / "
              "score(1..40) (Das & Mali's ratio, per-token); stack depth `sequence` = the "
-             "sequence length, `30` = DeepMind's fixed depth, `none` = no stack.", "",
+             "sequence length, `30` = DeepMind's fixed depth, `none` = no stack. A retained "
+             "ratio near 1 with a training score near chance means nothing was learned, not "
+             "that the model generalises; read it beside score 1..40.", "",
              "| task | memory (+freezing) | stack depth | score 1..40 | score 41..N | "
              "retained |", "|---|---|---|---|---|---|", *rows]
     plt = _plot.pyplot()
