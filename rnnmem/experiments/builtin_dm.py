@@ -60,7 +60,7 @@ _AXIS = "model.stack+train.freeze"
 #: stack_width), evaluation (N = last test length, k strings per length)
 DM_SIZES = {
     "smoke": dict(tasks=("reverse_string",), seeds=(0,), steps=2, batch_size=4, lr=1e-2,
-                  width=4, stack_width=2, N=42, k=2, train_lengths="1:3"),
+                  width=4, stack_width=2, N=42, k=2, train_lengths="1:3", valid_size=2),
     "quick": dict(tasks=DCF_TASKS, seeds=(0,), steps=100, batch_size=32, lr=1e-2,
                   width=16, stack_width=4, N=60, k=16, train_lengths="1:40"),
     "medium": dict(tasks=DCF_TASKS, seeds=(0,), steps=1000, batch_size=32, lr=1e-2,
@@ -71,7 +71,7 @@ DM_SIZES = {
 #: budget -> sizes of ``ns`` (N unused: the tasks' own test range 40..100)
 NS_SIZES = {
     "smoke": dict(tasks=("marked_reversal",), seeds=(0,), steps=2, batch_size=4, lr=1e-2,
-                  width=4, stack_width=2, lengths="40:41", k=2),
+                  width=4, stack_width=2, lengths="40:41", k=2, valid_size=2),
     "quick": dict(tasks=NS_TASKS, seeds=(0,), steps=100, batch_size=32, lr=1e-2,
                   width=16, stack_width=4, lengths="test", k=16),
     "medium": dict(tasks=NS_TASKS, seeds=(0,), steps=600, batch_size=32, lr=1e-2,
@@ -109,7 +109,7 @@ def _train(sz: dict) -> dict:
 def _sets(sz: dict, evaluation: dict) -> dict:
     out = {"train.steps": sz["steps"], "train.batch_size": sz["batch_size"],
            "train.lr": sz["lr"], "model.width": sz["width"],
-           "model.stack_width": sz["stack_width"]}
+           "model.stack_width": sz["stack_width"], "task.valid_size": sz.get("valid_size", 64)}
     out.update({f"evaluate.{k}": v for k, v in evaluation.items()})
     return out
 

@@ -113,3 +113,14 @@ def test_dm_protocol_smoke_runs_in_seconds(store):
     for r in res:
         reps = r.dm_reports()
         assert all(rep.lengths == [41, 42] for rep in reps.values())
+
+
+def test_ns_protocol_smoke_runs_in_seconds(store):
+    from rnnmem.experiments import get_protocol
+
+    res = get_protocol("ns").at("smoke").execute(store=store, progress=False)
+    assert not res.failed and len(res) == 7
+    for r in res:
+        rep = r.ns_report()
+        assert rep.lengths and all(40 <= n <= 41 for n in rep.lengths)
+        assert all(np.isfinite(rep.ce_diff))
