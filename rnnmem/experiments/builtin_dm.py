@@ -91,7 +91,8 @@ MEDIUM_NOTE = (
     "980 s of the others, 3780 job-seconds, 32-36 minutes on two jobs; a second seed would "
     "not fit in 60 minutes. Checked on the medium configuration itself (reverse_string, "
     "200 steps, two jobs): nondeterministic 0.33 s per step and 69 s of evaluation, "
-    "superposition 0.072 s per step and 9 s, giving 3850 job-seconds, about 32 minutes. The nondeterministic stack is about 60% of the cost (cubic in "
+    "superposition 0.072 s per step and 9 s, giving 3850 job-seconds, about 32 minutes. "
+    "The nondeterministic stack is about 60% of the cost (cubic in "
     "the tape length). ns medium (35 runs, 600 steps): estimated about 30 minutes from "
     "one timed nondeterministic run on marked_reversal (0.49 s per step, one job; 7.5 s to "
     "evaluate lengths 40..100 with k=32) and a superposition run (0.085 s per step).")
