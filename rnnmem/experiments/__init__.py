@@ -5,7 +5,7 @@ API summary
 ``Run`` (:mod:`.run`)
     One unit of work, frozen: ``Run.make(model, task, seed=, model_options=,
     task_options=, train={TrainConfig fields}, evaluate={memory_function, perturbation,
-    lengths, splits}, resources={num_cpus, num_gpus, max_retries})``. ``run.hash`` (SHA-256
+    lengths, splits, dm, ns}, resources={num_cpus, num_gpus, max_retries})``. ``run.hash`` (SHA-256
     of the canonical JSON + :data:`RESULT_FORMAT`; resources excluded), ``run.config`` (the
     :class:`rnnmem.train.TrainConfig`), ``to_dict/from_dict``, ``to_json/from_json``,
     ``to_toml/from_toml``, ``run.get("model.width")``, ``run.replace(train__lr=0.1)``.
@@ -24,7 +24,8 @@ API summary
 ``RunResult``
     ``.run``, ``.hash``, ``.status`` ("ok" | "diverged"), ``.metrics`` (``final``,
     ``evaluation``), ``.curve()``, ``.evaluations()``, ``.memory_function() -> (t, M)``,
-    ``.perturbation_curve() -> PerturbationCurve``, ``.model(device)`` (checkpoint's
+    ``.perturbation_curve() -> PerturbationCurve``, ``.dm_reports(which) -> {depth:
+    DMReport}``, ``.ns_report()``, ``.model(device)`` (checkpoint's
     SHA-256 checked), ``.task()`` / ``.eval_set(max_samples)`` (rebuilt as in training),
     ``.provenance()``, ``.row()``.
 ``Results`` (a list of RunResult)

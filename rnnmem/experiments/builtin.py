@@ -44,5 +44,18 @@ def smoke_sweep() -> Protocol:
         default_budget="smoke")
 
 
-#: the built-in protocols: name -> function returning it (built on demand)
-BUILTIN = {"smoke-sweep": smoke_sweep}
+def _dm():
+    from .builtin_dm import dm_protocol
+
+    return dm_protocol()
+
+
+def _ns():
+    from .builtin_dm import ns_protocol
+
+    return ns_protocol()
+
+
+#: the built-in protocols: name -> function returning it (built on demand); ``dm`` and
+#: ``ns``: :mod:`.builtin_dm`
+BUILTIN = {"smoke-sweep": smoke_sweep, "dm": _dm, "ns": _ns}

@@ -168,14 +168,28 @@ class Evaluation:
     splits : sequence of str
         Extra task splits to evaluate with ``task.evaluate(model, split)`` (e.g.
         ``["test"]``: the test perplexity of a language model).
+    dm : mapping, optional
+        ``{lengths, train_lengths, k, depths, overflow, batch_size}``: DeepMind's protocol
+        (Delétang et al., ICLR 2023) for a ``dm:<name>`` task, by
+        :func:`rnnmem.train.evaluate_dm_depths` at every stack depth of ``depths``
+        (``"sequence"`` or an int; default ``["sequence", 30]``) on every valid length of
+        ``lengths`` (``"lo:hi"`` or a list; default ``"41:500"``) and of ``train_lengths``
+        (default ``"1:40"``, for the retained ratio), ``k`` strings per length, seeded with
+        the run's seed. See :data:`DM_DEFAULTS`.
+    ns : mapping, optional
+        ``{lengths, k, batch_size}``: DuSell & Chiang's protocol for an ``ns:<name>`` task,
+        by :func:`rnnmem.train.evaluate_ns` (``lengths = "test"``: the task's test range).
     """
 
     memory_function: Mapping[str, Any] | None = None
     perturbation: Mapping[str, Any] | None = None
     lengths: Mapping[str, Any] | None = None
     splits: tuple[str, ...] = ()
+    dm: Mapping[str, Any] | None = None
+    ns: Mapping[str, Any] | None = None
 
     def __post_init__(self):
+        _check_length_protocols(self)
         mf = _section("evaluate.memory_function", self.memory_function, _MEMORY_DEFAULTS)
         if mf is not None:
             mf["t_max"] = _real("evaluate.memory_function.t_max", mf["t_max"], positive=True)
@@ -270,7 +284,7 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         out = {}
-        for name in ("memory_function", "perturbation", "lengths"):
+        for name in ("memory_function", "perturbation", "lengths", "dm", "ns"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = _plain(v)
@@ -290,6 +304,72 @@ class Evaluation:
         _unknown("evaluate", d, [f.name for f in dataclasses.fields(cls)])
         return cls(**{k: (tuple(v) if k == "splits" and isinstance(v, list) else v)
                       for k, v in d.items()})
+
+
+# ====================================================================== length protocols
+#: defaults of ``evaluate.dm`` (DeepMind: test 41..500, 512 strings, stack depths)
+DM_DEFAULTS = {"lengths": "41:500", "train_lengths": "1:40", "k": 512,
+               "depths": ["sequence", 30], "overflow": "drop", "batch_size": 256}
+#: defaults of ``evaluate.ns`` (``"test"``: the task's own test range)
+NS_DEFAULTS = {"lengths": "test", "k": 512, "batch_size": 256}
+
+
+def _check_lengths(path, v, *, allow_test=False):
+    """``"lo:hi"`` (1 <= lo <= hi), a non-empty list of positive ints, or ``"test"``."""
+    if allow_test and v == "test":
+        return v
+    if isinstance(v, str):
+        lo, sep, hi = v.partition(":")
+        try:
+            a, b = int(lo), int(hi if sep else lo)
+        except ValueError:
+            raise _bad(path, f"must look like 'lo:hi' or be a list of lengths, got {v!r}") \
+                from None
+        if not 1 <= a <= b:
+            raise _bad(path, f"needs 1 <= lo <= hi, got {v!r}")
+        return v
+    if not isinstance(v, (list, tuple)) or not v:
+        raise _bad(path, f"must be 'lo:hi' or a non-empty list of lengths, got {v!r}")
+    return [_int(f"{path}[{i}]", n, 1) for i, n in enumerate(v)]
+
+
+def _check_length_protocols(ev) -> None:
+    """Validate and complete ``evaluate.dm`` / ``evaluate.ns`` (see :class:`Evaluation`)."""
+    dm = _section("evaluate.dm", ev.dm, DM_DEFAULTS)
+    if dm is not None:
+        p = "evaluate.dm"
+        dm["lengths"] = _check_lengths(f"{p}.lengths", dm["lengths"])
+        dm["train_lengths"] = _check_lengths(f"{p}.train_lengths", dm["train_lengths"])
+        _int(f"{p}.k", dm["k"], 1)
+        _int(f"{p}.batch_size", dm["batch_size"], 1)
+        _choice(f"{p}.overflow", dm["overflow"], ("drop", "error"))
+        ds = dm["depths"]
+        if not isinstance(ds, (list, tuple)) or not ds:
+            raise _bad(f"{p}.depths", f"must be a non-empty list of 'sequence' or ints, "
+                                      f"got {ds!r}")
+        for i, d in enumerate(ds):
+            if d != "sequence":
+                _int(f"{p}.depths[{i}]", d, 1)
+        if len(set(map(str, ds))) != len(ds):
+            raise _bad(f"{p}.depths", f"has a repeated depth: {ds!r}")
+        object.__setattr__(ev, "dm", _freeze(dm))
+    ns = _section("evaluate.ns", ev.ns, NS_DEFAULTS)
+    if ns is not None:
+        p = "evaluate.ns"
+        ns["lengths"] = _check_lengths(f"{p}.lengths", ns["lengths"], allow_test=True)
+        _int(f"{p}.k", ns["k"], 1)
+        _int(f"{p}.batch_size", ns["batch_size"], 1)
+        object.__setattr__(ev, "ns", _freeze(ns))
+
+
+def _check_protocol_task(run) -> None:
+    """``evaluate.dm`` needs a ``dm:<name>`` task, ``evaluate.ns`` an ``ns:<name>`` task
+    (refused when the run is made, before anything trains)."""
+    for name in ("dm", "ns"):
+        if getattr(run.evaluate, name) is not None and \
+                not run.config.task.startswith(f"{name}:"):
+            raise _bad(f"evaluate.{name}", f"needs a task {name}:<name>, the run's task is "
+                                           f"{run.config.task!r}")
 
 
 # ====================================================================== resources
@@ -359,6 +439,7 @@ class Run:
             raise _bad("evaluate", "must be an Evaluation")
         if not isinstance(self.resources, Resources):
             raise _bad("resources", "must be a Resources")
+        _check_protocol_task(self)
         fix = {k: float(getattr(self.config, k)) for k in _FLOAT_FIELDS
                if isinstance(getattr(self.config, k), int)
                and not isinstance(getattr(self.config, k), bool)}

@@ -379,6 +379,34 @@ class RunResult:
                             for row in pc["samples"]], dtype=float)
         return PerturbationCurve.from_samples(pc["betas"], samples, pc["e0"], pc.get("meta"))
 
+    def dm_reports(self, which: str = "test") -> dict:
+        """``{stack depth label: DMReport}`` of ``evaluate.dm`` (labels ``"sequence"``,
+        ``"30"``, ..., or ``"none"`` for a model without a stack); ``which`` is ``"test"``
+        (the test lengths) or ``"train"`` (the training lengths)."""
+        from ..train.length_protocols import DMReport
+
+        if which not in ("test", "train"):
+            raise InvalidParameterError(f"which must be 'test' or 'train', got {which!r}")
+        ev = self.evaluations().get("dm")
+        if ev is None:
+            raise InvalidParameterError(f"run {self.run.short} did not evaluate evaluate.dm")
+        if "error" in ev:
+            raise InvalidParameterError(f"run {self.run.short}: evaluate.dm failed "
+                                        f"({ev['error']})")
+        return {d: DMReport(**v[which]) for d, v in ev.items() if isinstance(v, Mapping)}
+
+    def ns_report(self):
+        """The :class:`rnnmem.train.NSReport` of ``evaluate.ns``."""
+        from ..train.length_protocols_ns import NSReport
+
+        ev = self.evaluations().get("ns")
+        if ev is None:
+            raise InvalidParameterError(f"run {self.run.short} did not evaluate evaluate.ns")
+        if "error" in ev:
+            raise InvalidParameterError(f"run {self.run.short}: evaluate.ns failed "
+                                        f"({ev['error']})")
+        return NSReport(**ev)
+
     def model(self, device: str = "cpu"):
         """The trained model, rebuilt from ``model.pt`` after its SHA-256 is checked."""
         from ..models.registry import load

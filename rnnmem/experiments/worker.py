@@ -187,7 +187,8 @@ def _evaluate(run: Run, model, task) -> tuple[dict, dict]:
     out, scalars = {}, {}
     model.eval()
     for name, fn in (("memory_function", _eval_memory), ("perturbation", _eval_perturbation),
-                     ("lengths", _eval_lengths), ("splits", _eval_splits)):
+                     ("lengths", _eval_lengths), ("splits", _eval_splits),
+                     ("dm", _eval_dm), ("ns", _eval_ns)):
         if not getattr(ev, name):
             continue
         try:
@@ -260,6 +261,65 @@ def _eval_splits(run, model, task):
             full[split] = m
             flat.update({f"{split}_{k}": v for k, v in m.items()})
     return full, flat
+
+
+def _range(spec) -> range | list:
+    if isinstance(spec, str):
+        lo, _, hi = spec.partition(":")
+        return range(int(lo), int(hi or lo) + 1)
+    return list(spec)
+
+
+def _eval_dm(run, model, task):
+    """DeepMind's protocol at each stack depth: per-length curves (test and training
+    lengths), the score, and the retained ratio score(test) / score(train)."""
+    from ..tasks.transduction_task import transduction_lengths
+    from ..tasks.transductions import get_transduction
+    from ..train.length_protocols import evaluate_dm_depths
+
+    dm = run.evaluate.dm
+    t = get_transduction(run.task.split(":", 1)[1])
+    test = transduction_lengths(t, _range(dm["lengths"]))
+    train = transduction_lengths(t, _range(dm["train_lengths"]))
+    depths = [None if d == "sequence" else int(d) for d in dm["depths"]]
+    skipped = []
+    if getattr(model, "stack_kind", None) == "nondeterministic":
+        # no depth limit to set (its window is a model option): sequence depth only
+        skipped = [d for d in depths if d is not None]
+        depths = [None]
+    kw = dict(k=dm["k"], seed=run.seed, depths=depths, batch_size=dm["batch_size"],
+              overflow=dm["overflow"])
+    full, flat = {}, {}
+    for te, tr in zip(evaluate_dm_depths(model, t, test, **kw),
+                      evaluate_dm_depths(model, t, train, **kw)):
+        d = te.stack_depth
+        retained = te.score / tr.score if tr.score > 0 else float("nan")
+        full[d] = {"test": te.to_dict(), "train": tr.to_dict(), "retained": retained}
+        flat.update({f"score_{d}": te.score, f"train_score_{d}": tr.score,
+                     f"retained_{d}": retained})
+    if skipped:
+        full["not_applicable"] = skipped
+    return full, flat
+
+
+def _eval_ns(run, model, task):
+    """DuSell & Chiang's protocol: cross-entropy above the lower bound per length."""
+    from ..train.length_protocols_ns import evaluate_ns
+
+    ns = run.evaluate.ns
+    lengths = None
+    if ns["lengths"] != "test":
+        from ..errors import TaskLengthError
+        from ..tasks.dusell import get_cfl_task
+
+        t = get_cfl_task(run.task.split(":", 1)[1])
+        lengths = [n for n in _range(ns["lengths"]) if t.has_length(n)]
+        if not lengths:
+            raise TaskLengthError(f"evaluate.ns.lengths: task {t.name!r} has no string at "
+                                  f"any of {ns['lengths']!r}")
+    rep = evaluate_ns(model, run.task.split(":", 1)[1], lengths, ns["k"], run.seed,
+                      batch_size=ns["batch_size"])
+    return rep.to_dict(), {"score": rep.score}
 
 
 def _tensorboard(logdir: Path, run: Run, history, steps, losses, every: int) -> None:

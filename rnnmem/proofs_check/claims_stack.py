@@ -345,7 +345,7 @@ def frozen_memory_verdict(per_language: dict, budget: str) -> tuple[str, str, di
                  "(mean training string accuracy >= 0.5). Frozen-controller, only-classifier "
                  "and memory-less models are reported alongside.",
        source=_SOURCE, group=_GROUP,
-       protocols=lambda ctx: [_at(lengths_protocol(), ctx)])
+       protocols=lambda ctx: [_at(lengths_protocol(), ctx), _dm_protocol(ctx)])
 def _check_frozen_memory(ctx: Context) -> Evidence:
     from ..train.evaluate import aggregate_seeds, evaluate_lengths
     from . import _plot
@@ -411,13 +411,32 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
         f"{lang}: rho frozen_memory {_num(summ[lang].get('frozen_memory'))} vs full "
         f"{_num(summ[lang].get('full'))}" for lang in sz.languages)
     scale = f"{ctx.budget}: H={sz.hidden_size}, {sz.steps} steps, {len(sz.seeds)} seeds"
-    return Evidence(verdict, summary=f"{why} ({short}; {scale})",
+    # the same question under DeepMind's protocol (a second reading; the verdict above is
+    # the bins protocol's): claims_stack_dm
+    from .claims_stack_dm import dm_reading
+
+    dm_metrics, dm_lines, dm_figs, dm_short = dm_reading(
+        ctx, "frozen-memory-length-generalisation", DM_BUDGET.get(ctx.budget, ctx.budget))
+    details = "\n".join(["**Bins protocol** (languages, string accuracy; the verdict):",
+                          details, *dm_lines])
+    return Evidence(verdict, summary=f"{why} (bins protocol: {short}; {scale}. {dm_short})",
                     metrics={"sizes": sz.as_metrics(), "per_language": per_language,
-                             "verdict_per_language": per,
+                             "verdict_per_language": per, "protocol": "bins",
+                             "dm_protocol": dm_metrics,
                              "timing": {**_timing(models), "train_wall_s": round(t_train, 2)},
                              "thresholds": {"train_floor": TRAIN_FLOOR,
                                             "retain_target": RETAIN_TARGET}},
-                    figures=[rel], details=details)
+                    figures=[rel, *dm_figs], details=details)
+
+
+#: claim budget -> budget of the ``dm`` protocol read beside the bins protocol
+DM_BUDGET = {"smoke": "smoke", "quick": "quick", "full": "full"}
+
+
+def _dm_protocol(ctx: Context):
+    from .claims_stack_dm import dm_protocol_at
+
+    return dm_protocol_at(DM_BUDGET.get(ctx.budget, ctx.budget))
 
 
 def _num(v) -> str:

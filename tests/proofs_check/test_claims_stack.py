@@ -161,8 +161,20 @@ def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
     mf = results[2].metrics["per_language"]["dyck1"]
     assert {"full", "frozen_memory", "memoryless"} <= set(mf)
     assert mf["full"]["memory_function"][0]["kind"] in ("exponential", "polynomial", "none")
+    # the frozen-memory claim also reads the dm protocol (7 memory x freezing cells)
+    dm = results[0].metrics["dm_protocol"]
+    assert dm["protocol"] == "dm" and dm["budget"] == "smoke"
+    cells = dm["per_task"]["reverse_string"]
+    assert set(cells["superposition"]) == {"sequence", "30"}
+    assert set(cells["nondeterministic+frozen_memory"]) == {"sequence"}
+    assert set(cells["none"]) == {"none"}
+    v = cells["superposition+frozen_memory"]["30"]
+    assert v["curve"]["lengths"] == [41, 42]
+    assert math.isclose(v["retained"]["mean"], v["score"]["mean"] / v["train_score"]["mean"])
+    assert "DeepMind's protocol" in results[0].details and "Bins protocol" in results[0].details
+    assert results[0].metrics["protocol"] == "bins"
     # the three claims read the same three models: trained once, in the first sweep
-    assert [r.runs for r in results] == [{"total": 3, "trained": 3},
+    assert [r.runs for r in results] == [{"total": 10, "trained": 10},
                                          {"total": 1, "trained": 1},
                                          {"total": 3, "trained": 3}]
     again = run_claims(["stack-memory-function"], "smoke", tmp_path / "again",
@@ -216,6 +228,7 @@ def test_full_budget_structure_runs_end_to_end(tmp_path, monkeypatch):
                    memory_horizon=8, train_dtypes=("bfloat16", "float64"),
                    pure_dtypes=("bfloat16", "float16"), pure_languages=("dyck1",))
     monkeypatch.setattr(C, "sizes", lambda ctx: tiny)
+    monkeypatch.setitem(C.DM_BUDGET, "full", "smoke")  # the dm reading at smoke sizes
     results = run_claims(list(IDS), "full", tmp_path)
     for r in results:
         assert r.error is None, r.error
