@@ -105,12 +105,18 @@ def _expm1_build(e):
 
 
 def stable_form(expr: sp.Expr) -> sp.Expr:
-    """Rewrite overflow-prone sub-expressions into :class:`Softplus` / :class:`Sigmoid`.
+    """Rewrite overflow-prone sub-expressions into :class:`Softplus` / :class:`Sigmoid`,
+    and a rational sum over one denominator.
 
     The result is mathematically identical to ``expr``
     (``stable_form(e).rewrite(sp.exp) - e`` simplifies to 0; tested).
     """
     x = sp.Wild("x")
+    if expr.is_Add and expr.is_rational_function():
+        # a sum of fractions whose terms cancel loses relative accuracy as written
+        # (best_discrete's 1 - 1/(w^2 + 1) ~ w^2 has error u/w^2 near w = 0); over one
+        # denominator the cancellation is done symbolically: w^2/(w^2 + 1)
+        expr = sp.cancel(sp.together(expr))
     out = expr.replace(sp.log(1 + sp.exp(x)), lambda x: Softplus(x))
     out = out.replace(1 / (1 + sp.exp(x)), lambda x: Sigmoid(-x))
     out = out.replace(_expm1_match, _expm1_build)
