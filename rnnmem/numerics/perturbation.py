@@ -482,6 +482,19 @@ def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return b, math.sqrt(float(np.sum(res**2)) / dof / sxx)
 
 
+def _check_trend_options(slope_tol, alpha, min_widths) -> None:
+    """The options of a trend-in-log-m verdict (:func:`stability_verdict`,
+    :func:`blowup_verdict`), each refused by name."""
+    if not (isinstance(slope_tol, (int, float)) and math.isfinite(slope_tol)
+            and slope_tol >= 0):
+        raise InvalidParameterError(f"slope_tol must be finite and >= 0, got {slope_tol!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise InvalidParameterError(f"alpha must be in (0, 1), got {alpha!r}")
+    if isinstance(min_widths, bool) or not isinstance(min_widths, int) or min_widths < 3:
+        raise InvalidParameterError(f"min_widths must be an integer >= 3 (a slope needs a "
+                                    f"standard error), got {min_widths!r}")
+
+
 def stability_verdict(curves_by_m, *, threshold: float = 10.0, level: float | None = None,
                       slope_tol: float = 0.25, alpha: float = 0.05,
                       min_widths: int = 3) -> StabilityVerdict:
@@ -517,14 +530,7 @@ def stability_verdict(curves_by_m, *, threshold: float = 10.0, level: float | No
     from scipy import stats
 
     items = _curves(curves_by_m)
-    if not (isinstance(slope_tol, (int, float)) and math.isfinite(slope_tol)
-            and slope_tol >= 0):
-        raise InvalidParameterError(f"slope_tol must be finite and >= 0, got {slope_tol!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise InvalidParameterError(f"alpha must be in (0, 1), got {alpha!r}")
-    if isinstance(min_widths, bool) or not isinstance(min_widths, int) or min_widths < 3:
-        raise InvalidParameterError(f"min_widths must be an integer >= 3 (a slope needs a "
-                                    f"standard error), got {min_widths!r}")
+    _check_trend_options(slope_tol, alpha, min_widths)
     lv, rule = _family_level(items, threshold, level)
     widths = tuple(m for m, _ in items)
     cross = [_crossing(c.betas, c.envelope, lv) for _, c in items]
@@ -767,13 +773,7 @@ def blowup_verdict(curves_by_m, *, level_factor: float = 1.0,
     from scipy import stats
 
     items = _curves(curves_by_m)
-    if not (isinstance(slope_tol, (int, float)) and math.isfinite(slope_tol)
-            and slope_tol >= 0):
-        raise InvalidParameterError(f"slope_tol must be finite and >= 0, got {slope_tol!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise InvalidParameterError(f"alpha must be in (0, 1), got {alpha!r}")
-    if isinstance(min_widths, bool) or not isinstance(min_widths, int) or min_widths < 3:
-        raise InvalidParameterError(f"min_widths must be an integer >= 3, got {min_widths!r}")
+    _check_trend_options(slope_tol, alpha, min_widths)
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 100:
         raise InvalidParameterError(f"n_boot must be an integer >= 100, got {n_boot!r}")
     if level is not None:
