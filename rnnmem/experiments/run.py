@@ -47,6 +47,7 @@ from typing import Any, Mapping
 
 from ..errors import InvalidParameterError
 from ..train.config import TrainConfig
+from ..train.config import _thaw as _plain  # mappings and tuples to plain dicts and lists
 
 __all__ = ["Run", "Evaluation", "Resources", "RESULT_FORMAT", "TRAIN_FIELDS",
            "get_path", "set_path", "flatten"]
@@ -69,15 +70,6 @@ def _bad(path: str, msg: str) -> InvalidParameterError:
     err = InvalidParameterError(f"{path}: {msg}")
     err.field = path
     return err
-
-
-def _plain(v):
-    """Mappings and tuples to dicts and lists (deep copy)."""
-    if isinstance(v, Mapping):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def _freeze(v):
