@@ -28,6 +28,7 @@ from contextlib import contextmanager
 import torch
 
 from ._common import measure, row, unavailable
+from .bench_stacks import _fwd_bwd  # one fwd+bwd closure for every stack-RNN row
 
 SECTION = "e"
 #: the peer's fwd+bwd seconds quoted in the issue (batch 32, hidden 20, Q=2, S=3, 2 cores)
@@ -51,22 +52,6 @@ def _model(V: int, H: int, Q: int, S: int, window: int | None = None):
     return StackRNN(V, controller="lstm", stack="nondeterministic", width=H,
                     num_states=Q, stack_symbols=S, window=window, dtype="float32",
                     device="cpu", seed=0)
-
-
-def _fwd_bwd(model, B: int, T: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, model.vocab_size, (B, T), generator=g)
-    y = torch.randint(0, model.output_size, (B, T), generator=g)
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 y.reshape(-1))
-        loss.backward()
-        return loss.detach()
-
-    return step
 
 
 #: the peer harness, run in a subprocess with the peer's ``src`` directory on the path
