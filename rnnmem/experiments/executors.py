@@ -443,7 +443,19 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
             bar(event, run, detail)
 
         try:
-            ex.map(todo, store, on_event)
+            # runs that share a training (same Run.training_hash, e.g. an ablation that
+            # changes only the evaluation) are trained once: the first of each group goes
+            # in a first wave, the others then evaluate its stored weights
+            first, seen = [], set()
+            for r in todo:
+                if r.training_hash not in seen:
+                    seen.add(r.training_hash)
+                    first.append(r)
+            lead = {id(r) for r in first}
+            rest = [r for r in todo if id(r) not in lead]
+            for wave in (first, rest):
+                if wave:
+                    ex.map(wave, store, on_event)
         finally:
             bar.close()
             if isinstance(ex, RayExecutor):

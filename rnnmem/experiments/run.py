@@ -538,6 +538,18 @@ class Run:
                           allow_nan=False, ensure_ascii=True)
         return hashlib.sha256(text.encode("ascii")).hexdigest()
 
+    @cached_property
+    def training_hash(self) -> str:
+        """SHA-256 (hex) of what *training* depends on: :meth:`identity` without the
+        ``evaluate`` section. Two runs with the same training hash train the same weights
+        (same model, task, training options and seed), so a store trains them once and
+        evaluates each (:meth:`RunStore.trained_by`)."""
+        ident = self.identity()
+        ident = {**ident, "run": {k: v for k, v in ident["run"].items() if k != "evaluate"}}
+        text = json.dumps(ident, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                          ensure_ascii=True)
+        return hashlib.sha256(("training:" + text).encode("ascii")).hexdigest()
+
     @property
     def short(self) -> str:
         """The first 12 hex digits of :attr:`hash`."""

@@ -174,6 +174,41 @@ class RunStore:
             return []
         return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file())
 
+    # ------------------------------------------------------------------ shared training
+    def _training_index(self, run: Run) -> Path:
+        return self.root / "by-training" / run.training_hash
+
+    def trained_by(self, run: Run) -> str | None:
+        """The hash of a complete run in the store whose training is ``run``'s (same
+        :attr:`Run.training_hash`, finished ``ok``), or None. Its weights and training
+        curve are ``run``'s too: only the evaluations differ."""
+        try:
+            h = self._training_index(run).read_text().strip()
+        except OSError:
+            return None
+        if not h or not self.has(h):
+            return None
+        try:
+            other = self.load(h, verify=False)
+        except Exception:  # noqa: BLE001 - a damaged entry is not reused
+            return None
+        if not other.ok or other.run.training_hash != run.training_hash:
+            return None
+        return h
+
+    def note_training(self, run: Run) -> None:
+        """Record that the complete, ``ok`` run ``run`` holds the weights of its training
+        identity (a bookkeeping file renamed into place; losing it costs a retraining,
+        never a result)."""
+        p = self._training_index(run)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+            tmp.write_text(run.hash + "\n")
+            os.replace(tmp, p)
+        except OSError as exc:
+            raise storage_error(exc, p) from None
+
     # ------------------------------------------------------------------ attempts
     def attempts(self, run: Run | str) -> int:
         """How many times a worker started this run (1 unless it was retried)."""

@@ -139,11 +139,15 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
             return False
 
         status, error, res = "ok", None, None
-        try:
-            res = train(cfg.replace(threads=threads), task=task, progress=False,
-                        callback=watch)
-        except TrainingDivergedError as exc:
-            status, error = "diverged", str(exc)
+        source = store.trained_by(run)
+        if source is not None:  # the same training is in the store: evaluate its weights
+            res, steps, losses = _reuse_training(store, source, cfg, task)
+        else:
+            try:
+                res = train(cfg.replace(threads=threads), task=task, progress=False,
+                            callback=watch)
+            except TrainingDivergedError as exc:
+                status, error = "diverged", str(exc)
         t_train = time.perf_counter() - t_train
         if res is not None and res.stopped not in ("completed", "target_loss"):
             # Ctrl-C (or SIGTERM) stopped training early: that is not this run's result, so
@@ -166,13 +170,40 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
                        "train_s": t_train, "elapsed_s": time.perf_counter() - t0}
             if error:
                 metrics["error"] = error
+            if source is not None:
+                metrics["weights_from"] = source
             _put_json(d / "metrics.json", metrics)
             _tensorboard(d / "tensorboard", run, history, steps, losses, cfg.log_every)
             _put_json(d / "provenance.json",
                        provenance(run, device=str(resolve_device(cfg.device)), threads=threads,
-                                  started=started, executor=executor, attempt=attempt))
+                                  started=started, executor=executor, attempt=attempt)
+                       | ({"weights_from": source} if source is not None else {}))
+        if status == "ok" and source is None:
+            store.note_training(run)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _reuse_training(store: RunStore, source: str, cfg, task):
+    """``(result, steps, losses)`` of the training stored in run ``source`` (same
+    :attr:`Run.training_hash`): its weights (checked against their digest), its final
+    metrics and curves; ``task`` is configured as :func:`rnnmem.train.train` configures
+    it, so that the evaluations read the same data."""
+    from types import SimpleNamespace
+
+    from ..models._device import resolve_device, resolve_dtype
+
+    src = store.load(source)
+    device = resolve_device(cfg.device)
+    model = src.model(device=str(device))
+    dtype = next((p.dtype for p in model.parameters()), resolve_dtype(cfg.dtype))
+    task.configure(device=device, dtype=dtype, batch_size=cfg.batch_size, seed=cfg.seed,
+                   temporal_weighting=cfg.temporal_weighting)
+    curve, m = src.curve(), src.metrics
+    res = SimpleNamespace(model=model, history=curve.get("history", []),
+                          final_metrics=m.get("final", {}), steps=m.get("steps", 0),
+                          stopped=m.get("stopped", "completed"))
+    return res, list(curve.get("step", [])), list(curve.get("loss", []))
 
 
 def _evaluate(run: Run, model, task) -> tuple[dict, dict]:
