@@ -18,8 +18,10 @@ ORDER = 0
 
 
 def add_arguments(p):
-    p.add_argument("--budget", choices=("smoke", "quick", "full"), default="quick",
-                   help="study size: smoke (seconds), quick (minutes), full (paper scale)")
+    p.add_argument("--budget", choices=("smoke", "quick", "medium", "full"), default="quick",
+                   help="study size: smoke (seconds), quick (minutes), medium (up to an "
+                        "hour on 2 cores, for the claims that define it; the others run "
+                        "at quick), full (paper scale)")
     p.add_argument("--only", nargs="+", metavar="ID",
                    help="run only these claim ids (each once, in the order given)")
     p.add_argument("--out", default="report", help="output directory (default: report)")

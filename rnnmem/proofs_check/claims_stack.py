@@ -215,7 +215,7 @@ def precision_protocol():
 
 
 def _at(protocol, ctx: Context, **vary):
-    p = protocol.at(ctx.budget)
+    p = protocol.at(ctx.base_budget)
     if ctx.seed:
         vary["seed"] = list(sizes(ctx).seeds)
     return p.vary(**vary) if vary else p
@@ -345,7 +345,8 @@ def frozen_memory_verdict(per_language: dict, budget: str) -> tuple[str, str, di
                  "(mean training string accuracy >= 0.5). Frozen-controller, only-classifier "
                  "and memory-less models are reported alongside.",
        source=_SOURCE, group=_GROUP,
-       protocols=lambda ctx: [_at(lengths_protocol(), ctx), _dm_protocol(ctx)])
+       protocols=lambda ctx: [_at(lengths_protocol(), ctx), _dm_protocol(ctx)],
+       budgets=("medium",))
 def _check_frozen_memory(ctx: Context) -> Evidence:
     from ..train.evaluate import aggregate_seeds, evaluate_lengths
     from . import _plot
@@ -377,7 +378,7 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
             rows.append(f"| {lang} | {v} | {_fmt(a.train_accuracy)} | "
                         + " | ".join(_fmt(a.bin_accuracy[b]) for b in a.bins)
                         + f" | {_fmt(a.retained_mean)} | {_fmt(pos[a.bins[-1]])} |")
-    verdict, why, per = frozen_memory_verdict(per_language, ctx.budget)
+    verdict, why, per = frozen_memory_verdict(per_language, ctx.base_budget)
 
     plt = _plot.pyplot()
     fig, axes = plt.subplots(1, len(sz.languages), figsize=(5 * len(sz.languages), 3.8),
@@ -410,7 +411,7 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
     short = "; ".join(
         f"{lang}: rho frozen_memory {_num(summ[lang].get('frozen_memory'))} vs full "
         f"{_num(summ[lang].get('full'))}" for lang in sz.languages)
-    scale = f"{ctx.budget}: H={sz.hidden_size}, {sz.steps} steps, {len(sz.seeds)} seeds"
+    scale = f"{ctx.base_budget}: H={sz.hidden_size}, {sz.steps} steps, {len(sz.seeds)} seeds"
     # the same question under DeepMind's protocol (a second reading; the verdict above is
     # the bins protocol's): claims_stack_dm
     from .claims_stack_dm import dm_reading
@@ -430,7 +431,7 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
 
 
 #: claim budget -> budget of the ``dm`` protocol read beside the bins protocol
-DM_BUDGET = {"smoke": "smoke", "quick": "quick", "full": "full"}
+DM_BUDGET = {"smoke": "smoke", "quick": "quick", "medium": "medium", "full": "full"}
 
 
 def _dm_protocol(ctx: Context):

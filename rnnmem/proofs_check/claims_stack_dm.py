@@ -22,7 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dm_protocol_at", "dm_reading", "dm_table"]
+__all__ = ["dm_protocol_at", "dm_reading", "dm_table", "dm_verdict", "SOLVED", "RETAINED"]
+
+#: DeepMind's threshold for a task solved (score above 90%, Deletang et al. 2023, Sec. 5),
+#: applied here to the training lengths: a cell below it did not learn the task
+SOLVED = 0.9
+#: Das & Mali's "about 90% kept": the frozen cell's retained ratio must reach it (as the
+#: bins reading's ``RETAIN_TARGET``)
+RETAINED = 0.85
 
 
 def dm_protocol_at(budget: str):
@@ -74,6 +81,48 @@ def dm_table(results) -> dict:
     return out
 
 
+def dm_verdict(table: dict) -> tuple[str, dict]:
+    """Das & Mali's freezing claim read under ``dm``: for every task, memory (with a
+    frozen variant) and stack depth, the frozen cell (``M+frozen_memory``) against the
+    fully trained one (``M``). ``"supports"``: both solve the training lengths (score
+    1..40 >= :data:`SOLVED`), the frozen one keeps >= :data:`RETAINED` and more than the
+    trained one; ``"contradicts"``: both solve them and the frozen one keeps less than
+    :data:`RETAINED` or no more than the trained one; ``"not learned"``: either is below
+    :data:`SOLVED` on the training lengths (nothing to generalise). Returns the overall
+    verdict (``confirmed`` if some comparison supports and none contradicts, ``refuted`` if
+    some contradicts and none supports, else ``inconclusive``) and the comparisons."""
+    comps: dict = {}
+    for task, cells in table.items():
+        for cell, depths in cells.items():
+            if "+frozen_memory" not in cell:
+                continue
+            base = cell.split("+", 1)[0]
+            for d, fz in depths.items():
+                full = cells.get(base, {}).get(d)
+                if full is None:
+                    continue
+                tf, tt = fz["train_score"]["mean"], full["train_score"]["mean"]
+                rf, rt = fz["retained"]["mean"], full["retained"]["mean"]
+                if not (tf >= SOLVED and tt >= SOLVED):
+                    v = "not learned"
+                elif rf >= RETAINED and rf > rt:
+                    v = "supports"
+                else:
+                    v = "contradicts"
+                comps[f"{task}/{base}/{d}"] = {
+                    "verdict": v, "train_frozen": tf, "train_full": tt,
+                    "retained_frozen": rf, "retained_full": rt,
+                    "score_frozen": fz["score"]["mean"], "score_full": full["score"]["mean"]}
+    vs = {c["verdict"] for c in comps.values()}
+    if "supports" in vs and "contradicts" not in vs:
+        overall = "confirmed"
+    elif "contradicts" in vs and "supports" not in vs:
+        overall = "refuted"
+    else:
+        overall = "inconclusive"
+    return overall, comps
+
+
 def _f(s: dict) -> str:
     if not s or s["n"] == 0:
         return "-"
@@ -108,6 +157,19 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
              "that the model generalises; read it beside score 1..40.", "",
              "| task | memory (+freezing) | stack depth | score 1..40 | score 41..N | "
              "retained |", "|---|---|---|---|---|---|", *rows]
+    verdict, comps = dm_verdict(table)
+    counts = {k: sum(1 for c in comps.values() if c["verdict"] == k)
+              for k in ("supports", "contradicts", "not learned")}
+    lines += ["", f"**Das & Mali's freezing claim under dm: {verdict}** ({counts['supports']} "
+              f"comparisons support it, {counts['contradicts']} contradict it, "
+              f"{counts['not learned']} have a cell that did not solve the training lengths "
+              f"(score 1..40 < {SOLVED:g})). Supports: both cells solve 1..40, the frozen one "
+              f"keeps >= {RETAINED:g} and more than the trained one.", "",
+              "| task / memory / depth | score 1..40 frozen, trained | retained frozen, "
+              "trained | reading |", "|---|---|---|---|",
+              *(f"| {k} | {c['train_frozen']:.3f}, {c['train_full']:.3f} | "
+                f"{c['retained_frozen']:.3f}, {c['retained_full']:.3f} | {c['verdict']} |"
+                for k, c in comps.items())]
     plt = _plot.pyplot()
     tasks = list(table)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
@@ -133,10 +195,12 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
         for cell, depths in cells.items():
             for d, v in depths.items():
                 ret.setdefault(f"{cell} ({d})", []).append(v["retained"]["mean"])
-    summary = "dm protocol, mean retained over tasks: " + ", ".join(
+    summary = f"dm protocol: freezing claim {verdict} ({counts['supports']} support, " \
+        f"{counts['contradicts']} contradict, {counts['not learned']} not learned); " \
+        "mean retained over tasks: " + ", ".join(
         f"{k} {np.nanmean(v):.2f}" for k, v in ret.items()
         if k.startswith(("superposition", "none")))
     metrics = {"protocol": "dm", "budget": budget, "sizes": {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in sz.items()},
-        "per_task": table}
+        "per_task": table, "freezing_verdict": verdict, "freezing_comparisons": comps}
     return metrics, lines, [rel], summary

@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 Budget = Literal["smoke", "quick", "full"]
-BUDGETS: tuple[str, ...] = ("smoke", "quick", "full")
+BUDGETS: tuple[str, ...] = ("smoke", "quick", "medium", "full")
+#: the budgets every claim has; a claim without a ``medium`` size runs at ``quick`` there
+BASE_BUDGETS: tuple[str, ...] = ("smoke", "quick", "full")
 VERDICTS: tuple[str, ...] = ("confirmed", "refuted", "inconclusive")
 #: the verdict of a result whose check raised (an error of the run, not of the claim)
 ERROR_VERDICT = "error"
@@ -87,6 +89,9 @@ class Evidence:
                 f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
+_QUICK = object()
+
+
 @dataclass
 class Context:
     """What a check gets: the budget, where to write figures, a seed, and where runs live.
@@ -120,9 +125,18 @@ class Context:
         p = fig_dir / f"{claim_id}--{name}.png"
         return p, str(p.relative_to(self.out_dir))
 
-    def pick(self, smoke, quick, full):
-        """Choose a size by budget: ``ctx.pick(smoke=2, quick=8, full=64)``."""
+    def pick(self, smoke, quick, full, medium=_QUICK):
+        """Choose a size by budget: ``ctx.pick(smoke=2, quick=8, full=64)``; at ``medium``
+        the ``medium`` value when given, else the ``quick`` one."""
+        if self.budget == "medium":
+            return quick if medium is _QUICK else medium
         return {"smoke": smoke, "quick": quick, "full": full}[self.budget]
+
+    @property
+    def base_budget(self) -> str:
+        """The budget among smoke/quick/full whose sizes a part without a ``medium`` size
+        uses (``medium`` -> ``quick``)."""
+        return "quick" if self.budget == "medium" else self.budget
 
     def run_store(self):
         from ..experiments import RunStore
@@ -168,6 +182,13 @@ class Claim:
     group: str = ""
     #: ``ctx -> [Protocol, ...]``: the runs the check reads (``None``: it trains nothing)
     protocols: Callable[[Context], list] | None = None
+    #: the budgets the claim has sizes for; at another one it runs at :meth:`sized`'s
+    budgets: tuple[str, ...] = BASE_BUDGETS
+
+    def sized(self, budget: str) -> str:
+        """The budget the claim runs at when ``budget`` is asked: itself when the claim
+        has it, else ``quick`` (a claim without a ``medium`` size)."""
+        return budget if budget in self.budgets else "quick"
 
 
 @dataclass
@@ -222,16 +243,24 @@ _LOADED = False
 
 
 def claim(id: str, *, title: str, statement: str, source: str, must_hold: bool = False,
-          group: str = "", protocols: Callable[[Context], list] | None = None):
+          group: str = "", protocols: Callable[[Context], list] | None = None,
+          budgets: tuple[str, ...] = BASE_BUDGETS):
     """Decorator registering ``check(ctx) -> Evidence`` as a claim; ``protocols(ctx)``
-    lists the protocols (at ``ctx.budget``) whose runs the check reads. A claim with
+    lists the protocols (at ``ctx.budget``) whose runs the check reads; ``budgets`` the
+    budgets it has sizes for (smoke, quick and full always; ``medium`` where the claim
+    defines it, else ``rnnmem verify --budget medium`` runs it at ``quick``). A claim with
     protocols is also an analysis named after it (:func:`claim_analysis`), which the
     claim's protocol names."""
+    budgets = tuple(dict.fromkeys((*BASE_BUDGETS, *budgets)))
+    for b in budgets:
+        if b not in BUDGETS:
+            raise ValueError(f"claim {id!r}: unknown budget {b!r}")
 
     def deco(fn: Callable[[Context], Evidence]):
         if id in _REGISTRY:
             raise ValueError(f"claim {id!r} registered twice")
-        _REGISTRY[id] = Claim(id, title, statement, source, fn, must_hold, group, protocols)
+        _REGISTRY[id] = Claim(id, title, statement, source, fn, must_hold, group, protocols,
+                              budgets)
         if protocols is not None:
             from ..experiments import register_analysis
 
@@ -330,8 +359,8 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
     protocols, fresh = [], set()
     for c in claims:
         if c.protocols is not None:
-            protocols += c.protocols(Context(budget=budget, out_dir=out_dir, seed=seed,
-                                             **shared))
+            protocols += c.protocols(Context(budget=c.sized(budget), out_dir=out_dir,
+                                             seed=seed, **shared))
     if protocols:
         sweep = Context(budget=budget, out_dir=out_dir, seed=seed, **shared)
         if progress:
@@ -353,7 +382,7 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
     for c in claims:
         if progress:
             progress(f"[{c.id}] running ({budget}) ...")
-        ctx = Context(budget=budget, out_dir=out_dir, seed=seed, **shared)
+        ctx = Context(budget=c.sized(budget), out_dir=out_dir, seed=seed, **shared)
         t0 = time.perf_counter()
         try:
             ev = c.check(ctx)
@@ -369,7 +398,7 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
                     "trained": sum(1 for h, t in ctx.used.items() if t or h in fresh)}
         res = Result(c.id, c.title, c.source, c.statement,
                      ERROR_VERDICT if err is not None else ev.verdict, ev.summary, ev.metrics,
-                     ev.figures, ev.details, dt, budget, c.must_hold, err, runs)
+                     ev.figures, ev.details, dt, ctx.budget, c.must_hold, err, runs)
         results.append(res)
         if progress:
             progress(f"[{c.id}] {res.verdict} in {dt:.1f}s: {res.summary}")

@@ -311,6 +311,10 @@ def table_verdict(comparison: dict) -> str:
 
 
 def _protocols(ctx: Context) -> list:
+    if ctx.budget == "medium":
+        from .protocol_table import medium_protocols
+
+        return medium_protocols(ctx)
     return [at(table_protocol(), ctx)]
 
 
@@ -321,9 +325,16 @@ def _protocols(ctx: Context) -> list:
                  "perturbation error shrink to 0 as the width grows); a stable "
                  "reparameterisation (softplus diagonal SSM) approximates both stably.",
        source=WLL2024 + ", Def. 3.4-3.5, Sec. 4; " + STABLESSM + ", Sec. 3-4",
-       group="curse of memory", protocols=_protocols)
+       group="curse of memory", protocols=_protocols, budgets=("medium",))
 @smoke_inconclusive
 def check_table(ctx: Context) -> Evidence:
+    """At smoke, quick and full: rnnmem's own protocol (below). At ``medium``: the seed
+    table under the original's protocols and the paper's, with the PerturbationError
+    figures and the ablation (:func:`.protocol_table.check_medium`)."""
+    if ctx.budget == "medium":
+        from .protocol_table import check_medium
+
+        return check_medium(ctx, "curse-of-memory-table")
     rows = TABLE_ROWS
     results = ctx.results(*_protocols(ctx))
     res, metrics, figs = measure_cells(ctx, results, rows, TARGET_NAMES,

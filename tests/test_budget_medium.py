@@ -1,0 +1,54 @@
+"""The ``medium`` budget of ``rnnmem verify``: claims that define it run at it, the others
+at ``quick``; Das & Mali's freezing claim read under ``dm``."""
+
+from pathlib import Path
+
+import pytest
+
+from rnnmem.proofs_check.claims_stack_dm import RETAINED, SOLVED, dm_verdict
+from rnnmem.proofs_check.registry import BUDGETS, Context, all_claims, get_claim
+
+
+def test_medium_is_a_budget_and_pick_falls_back_to_quick():
+    assert "medium" in BUDGETS
+    ctx = Context("medium", Path("."))
+    assert ctx.pick(smoke=1, quick=2, full=3) == 2
+    assert ctx.pick(smoke=1, quick=2, full=3, medium=5) == 5
+    assert ctx.base_budget == "quick"
+    assert Context("full", Path(".")).base_budget == "full"
+
+
+def test_claims_without_a_medium_size_run_at_quick():
+    assert get_claim("frozen-memory-length-generalisation").sized("medium") == "medium"
+    assert get_claim("curse-of-memory-table").sized("medium") == "medium"
+    others = [c for c in all_claims() if "medium" not in c.budgets]
+    assert others, "some claim has no medium size"
+    assert all(c.sized("medium") == "quick" for c in others)
+    assert all(c.sized(b) == b for c in others for b in ("smoke", "quick", "full"))
+
+
+def _cell(train, retained):
+    return {"train_score": {"mean": train}, "retained": {"mean": retained},
+            "score": {"mean": train * retained}}
+
+
+@pytest.mark.parametrize("frozen, full, expected", [
+    ((0.95, 0.95), (0.95, 0.60), "supports"),        # the paper's picture
+    ((0.95, 0.70), (0.95, 0.60), "contradicts"),     # frozen keeps less than RETAINED
+    ((0.95, 0.90), (0.95, 0.95), "contradicts"),     # trained keeps more
+    ((0.50, 0.99), (0.95, 0.60), "not learned"),     # frozen never solved 1..40
+])
+def test_dm_verdict_per_comparison(frozen, full, expected):
+    table = {"reverse_string": {"superposition": {"30": _cell(*full)},
+                                "superposition+frozen_memory": {"30": _cell(*frozen)}}}
+    overall, comps = dm_verdict(table)
+    assert comps["reverse_string/superposition/30"]["verdict"] == expected
+    assert overall == {"supports": "confirmed", "contradicts": "refuted",
+                       "not learned": "inconclusive"}[expected]
+
+
+def test_dm_verdict_thresholds_are_the_documented_ones():
+    assert SOLVED == 0.9 and RETAINED == 0.85
+    at = {"t": {"m": {"30": _cell(SOLVED, 0.5)}, "m+frozen_memory": {"30": _cell(SOLVED,
+                                                                                 RETAINED)}}}
+    assert dm_verdict(at)[1]["t/m/30"]["verdict"] == "supports"
