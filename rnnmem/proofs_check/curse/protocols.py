@@ -110,7 +110,7 @@ SIZES = {
                       steps=150, batch_size=128, eval_every=50, n_eval=128,
                       betas="original", repeats=8),
     "medium": ComSizes(rows=TABLE_ROWS, widths=(8, 16, 32, 64), length=100, n_samples=2560,
-                       steps=300, batch_size=512, eval_every=50, n_eval=256,
+                       steps=300, batch_size=512, eval_every=50, n_eval=64,
                        betas="original", repeats=30),
     "full": ComSizes(rows=TABLE_ROWS, widths=(8, 16, 32, 64), length=100, n_samples=12800,
                      steps=20000, batch_size=512, eval_every=200, n_eval=1000,
