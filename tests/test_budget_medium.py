@@ -52,3 +52,21 @@ def test_dm_verdict_thresholds_are_the_documented_ones():
     at = {"t": {"m": {"30": _cell(SOLVED, 0.5)}, "m+frozen_memory": {"30": _cell(SOLVED,
                                                                                  RETAINED)}}}
     assert dm_verdict(at)[1]["t/m/30"]["verdict"] == "supports"
+
+
+def test_medium_curse_runs_are_the_protocols_and_the_ablation():
+    from rnnmem.experiments import get_protocol
+    from rnnmem.proofs_check.curse.ablation import ablation_variants
+    from rnnmem.proofs_check.curse.protocols import PROTOCOL_NAMES
+
+    ctx = Context("medium", Path("."))
+    got = {r.hash for p in get_claim("curse-of-memory-table").protocols(ctx)
+           for r in p.runs()}
+    expected = {r.hash for n in PROTOCOL_NAMES for r in get_protocol(n).at("medium").runs()}
+    expected |= {r.hash for _, p in ablation_variants("com-original", budget="medium").values()
+                 if p is not None for r in p.runs()}
+    assert got == expected
+    # the dm runs at medium are the registered protocol's
+    dm = {r.hash for p in get_claim("frozen-memory-length-generalisation").protocols(ctx)
+          for r in p.runs()}
+    assert {r.hash for r in get_protocol("dm").at("medium").runs()} <= dm

@@ -322,7 +322,7 @@ def test_slowest_rate_matches_the_memory_decay():
 
 
 def test_sizes_by_budget():
-    for b in R.BUDGETS:
+    for b in R.BASE_BUDGETS:
         s = C.sizes(R.Context(b, Path(".")))
         assert len(s.widths) >= 3  # a slope with an error needs three widths
         assert list(s.betas) == sorted(s.betas)
@@ -334,6 +334,9 @@ def test_sizes_by_budget():
         assert run.evaluate.perturbation["repeats"] == s.repeats
     q = C.sizes(R.Context("quick", Path(".")))
     assert q.widths == (2, 4, 8, 16)
+    # these claims have no medium size of their own: medium is quick
+    assert C.sizes(R.Context("medium", Path("."))) == q
+    assert TABLE.table_protocol().budgets.keys() >= {"smoke", "quick", "full"}
 
 
 def test_claim_protocols_are_registered_and_cover_the_claims():
@@ -347,7 +350,7 @@ def test_claim_protocols_are_registered_and_cover_the_claims():
             "approximation-rate", "stable-reparam-lr-robustness",
             "frozen-memory-length-generalisation", "precision-dependence",
             "frozen-memory-ptb"} <= names
-    for b in R.BUDGETS:
+    for b in R.BASE_BUDGETS:  # medium: tests/test_budget_medium.py
         registered = set()
         for n in names - {"smoke-sweep"}:
             registered |= {r.hash for r in get_protocol(n).at(b).runs()}

@@ -70,7 +70,8 @@ SIZES = {
 
 
 def sizes(ctx: Context) -> Sizes:
-    return SIZES[ctx.budget]
+    """The sizes of ``ctx.budget`` (``quick``'s at ``medium``, which these have not)."""
+    return SIZES.get(ctx.budget) or SIZES[ctx.base_budget]
 
 
 def smoke_inconclusive(check):
@@ -211,7 +212,7 @@ def curse_protocol(name: str, pairs_by_budget: dict, description: str):
 
 def at(protocol, ctx: Context):
     """``protocol`` at the context's budget and seed (the data seed follows the seed)."""
-    p = protocol.at(ctx.budget)
+    p = protocol.at(ctx.budget if ctx.budget in protocol.budgets else ctx.base_budget)
     if ctx.seed:
         p = p.vary(**{"seed": ctx.seed, "task.seed": ctx.seed})
     return p
@@ -301,3 +302,13 @@ def eigen_summary(run: Trained) -> str:
     edge = (f"max Re lambda {ev.real.max():.4f}" if spec.time == "continuous"
             else f"max|lambda| {np.abs(ev).max():.4f}")
     return f"{edge} ({spec.time} time), slowest decay rate {spec.slowest_decay_rate():.4g}"
+
+
+def table_verdict(comparison: dict) -> str:
+    """The table's overall verdict from the per-cell comparisons with the seed:
+    *refuted* if a cell is measured the other way, else *inconclusive* if a cell is
+    inconclusive, else *confirmed*."""
+    values = list(comparison.values())
+    if "DIFFERS" in values:
+        return "refuted"
+    return "inconclusive" if "inconclusive" in values else "confirmed"

@@ -12,9 +12,8 @@ reported beside it, cell by cell, so that a difference names the protocol it com
 from __future__ import annotations
 
 from ..registry import Context, Evidence, claim
-from .common import SEED_TABLE, STABLESSM, WLL2024, smoke_inconclusive
+from .common import SEED_TABLE, STABLESSM, WLL2024, smoke_inconclusive, table_verdict
 from .protocols import PROTOCOL_NAMES, build_protocol, cell_line, cell_results, markdown_table
-from .table import table_verdict
 
 #: the budgets of ``rnnmem verify`` -> the protocols' budgets
 _BUDGETS = {"smoke": "smoke", "quick": "quick", "full": "full"}
@@ -28,6 +27,18 @@ def _compare(measured: str, seed: str) -> str:
     if measured in ("inconclusive", "training_failed"):
         return measured
     return "match" if measured == seed else "DIFFERS"
+
+
+def protocol_view(ctx: Context, p) -> tuple[dict, str, dict]:
+    """One protocol's seed table: ``(cells, verdict, metrics entry)`` (a training_failed
+    cell counts as inconclusive for the table's verdict)."""
+    cells = cell_results(ctx.results(p), seed=ctx.seed)
+    comp = {f"{r}/{t}": _compare(c["verdict"], SEED_TABLE[r][t])
+            for (r, t), c in cells.items()}
+    verdict = table_verdict({k: (v if v in ("match", "DIFFERS") else "inconclusive")
+                             for k, v in comp.items()})
+    return cells, verdict, {"verdict": verdict, "comparison": comp,
+                            "cells": {f"{r}/{t}": cell_line(c) for (r, t), c in cells.items()}}
 
 
 @claim("curse-of-memory-protocols",
@@ -49,15 +60,7 @@ def check_protocol_tables(ctx: Context) -> Evidence:
                "with a failed ratio is `training_failed`, not a verdict).", ""]
     verdicts = {}
     for p in _protocols(ctx):
-        cells = cell_results(ctx.results(p), seed=ctx.seed)
-        comp = {f"{r}/{t}": _compare(c["verdict"], SEED_TABLE[r][t])
-                for (r, t), c in cells.items()}
-        # training_failed counts as inconclusive for the table's verdict
-        verdicts[p.name] = table_verdict({k: (v if v in ("match", "DIFFERS")
-                                              else "inconclusive") for k, v in comp.items()})
-        metrics["protocols"][p.name] = {
-            "verdict": verdicts[p.name], "comparison": comp,
-            "cells": {f"{r}/{t}": cell_line(c) for (r, t), c in cells.items()}}
+        cells, verdicts[p.name], metrics["protocols"][p.name] = protocol_view(ctx, p)
         details += [f"### {p.name}: {verdicts[p.name]}", "", markdown_table(cells), ""]
     verdict = verdicts["com-original"]
     summary = "; ".join(f"{n}: {v}" for n, v in verdicts.items())
@@ -190,15 +193,8 @@ def check_medium(ctx: Context, claim_id: str) -> Evidence:
                "and the ratios of consecutive widths' validation losses.", ""]
     figs, verdicts = [], {}
     for name in PROTOCOL_NAMES:
-        p = build_protocol(name).at(ctx.budget)
-        cells = cell_results(ctx.results(p), seed=ctx.seed)
-        comp = {f"{r}/{t}": _compare(c["verdict"], SEED_TABLE[r][t])
-                for (r, t), c in cells.items()}
-        verdicts[name] = table_verdict({k: (v if v in ("match", "DIFFERS")
-                                            else "inconclusive") for k, v in comp.items()})
-        metrics["protocols"][name] = {
-            "verdict": verdicts[name], "comparison": comp,
-            "cells": {f"{r}/{t}": cell_line(c) for (r, t), c in cells.items()}}
+        cells, verdicts[name], metrics["protocols"][name] = protocol_view(
+            ctx, build_protocol(name).at(ctx.budget))
         figs.append(plot_protocol(ctx, claim_id, name, cells))
         details += [f"### {name}: {verdicts[name]}", "", markdown_table(cells), "",
                     f"Figure: `{figs[-1]}` (log-log E_m(beta), one curve per width; dashed: "

@@ -18,7 +18,7 @@ from ...experiments import register_protocol
 from ..registry import Context, Evidence, claim
 from .common import (ROWS, SEED_TABLE, STABLESSM, TABLE_ROWS, TARGET_NAMES, WLL2024, Sizes,
                      at, curse_protocol, eigen_summary, fmt, json_curve, loglog_slope,
-                     sizes, slowest_rate, smoke_inconclusive, trained_runs)
+                     sizes, slowest_rate, smoke_inconclusive, table_verdict, trained_runs)
 
 #: levels (multiples of the target's scale |y|^2, the loss of the zero output) at which a
 #: cell's verdict must agree to count; the rule is blowup_verdict, shared with
@@ -298,16 +298,6 @@ def _explain_difference(row: str, target: str, cell: dict, s: Sizes) -> str:
                 "shows the mechanism on the closed form, and the full budget (T = 100, widths "
                 "to 64, 6000 steps) is the real test.")
     return base
-
-
-def table_verdict(comparison: dict) -> str:
-    """The table's overall verdict from the per-cell comparisons with the seed:
-    *refuted* if a cell is measured the other way, else *inconclusive* if a cell is
-    inconclusive, else *confirmed*."""
-    values = list(comparison.values())
-    if "DIFFERS" in values:
-        return "refuted"
-    return "inconclusive" if "inconclusive" in values else "confirmed"
 
 
 def _protocols(ctx: Context) -> list:
