@@ -809,9 +809,10 @@ def blowup_verdict(curves_by_m, *, level_factor: float = 1.0,
     return _judge(common, status, min_widths)
 
 
-def _bootstrap_ci(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
+def _bootstrap_ci_loop(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
     """Percentile interval of the blow-up slope over resamples of each width's repeats
-    (nan with fewer than two widths or a curve with one repeat)."""
+    (nan with fewer than two widths or a curve with one repeat). The reference, one
+    resample at a time; :func:`_bootstrap_ci` is the same computation vectorised."""
     if len(items) < 2 or any(c.repeats < 2 for _, c in items):
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
@@ -821,6 +822,52 @@ def _bootstrap_ci(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
                 for _, c in items]
         bb, _ = _radii(items, level, sups)
         slopes[r] = _slope(x, np.log(bb))[0]
+    return (float(np.quantile(slopes, alpha / 2)), float(np.quantile(slopes, 1 - alpha / 2)))
+
+
+def _crossings_columns(betas: np.ndarray, env: np.ndarray, level: float) -> np.ndarray:
+    """:func:`_crossing` (inclusive) of every column of ``env`` (n_beta, n): the radii."""
+    lb = np.log(betas)
+    above = env >= level
+    anyab = above.any(axis=0)
+    i = np.where(anyab, above.argmax(axis=0), 0)
+    j = np.maximum(i - 1, 0)
+    cols = np.arange(env.shape[1])
+    e_lo, e_hi = env[j, cols], env[i, cols]
+    ok = np.isfinite(e_hi) & (e_lo > 0) & (level > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y0 = np.log(np.where(ok, e_lo, 1.0))
+        y1 = np.log(np.where(ok, e_hi, 1.0))
+        frac = np.where(y1 > y0, (math.log(level) - y0) / (y1 - y0) if level > 0 else 0.5,
+                        1.0)
+    frac = np.clip(np.where(ok, frac, 0.5), 0.0, 1.0)
+    beta = np.exp(lb[j] + frac * (lb[i] - lb[j]))
+    beta = np.where(i == 0, betas[0], beta)
+    return np.where(anyab, beta, betas[-1])
+
+
+def _bootstrap_ci(items, x, level, alpha, n_boot, seed) -> tuple[float, float]:
+    """:func:`_bootstrap_ci_loop` vectorised over the resamples (the same random draws:
+    one block of indices per width and resample, in the loop's order); widths with
+    different numbers of repeats take the loop."""
+    if len(items) < 2 or any(c.repeats < 2 for _, c in items):
+        return (float("nan"), float("nan"))
+    ks = {c.repeats for _, c in items}
+    if len(ks) != 1 or len({c.betas.size for _, c in items}) != 1:
+        return _bootstrap_ci_loop(items, x, level, alpha, n_boot, seed)
+    k = ks.pop()
+    idx = np.random.default_rng(seed).integers(0, k, (n_boot, len(items), k))
+    logb = np.empty((n_boot, len(items)))
+    for j, (_, c) in enumerate(items):
+        sup = c.samples[:, idx[:, j, :]].max(axis=2)  # (n_beta, n_boot)
+        env = np.maximum.accumulate(np.maximum(sup, c.e0), axis=0)
+        logb[:, j] = np.log(_crossings_columns(c.betas, env, level))
+    xm = x.mean()
+    sxx = float(np.sum((x - xm) ** 2))
+    if sxx == 0:
+        slopes = np.full(n_boot, np.nan)
+    else:
+        slopes = ((x - xm)[None, :] * (logb - logb.mean(axis=1, keepdims=True))).sum(1) / sxx
     return (float(np.quantile(slopes, alpha / 2)), float(np.quantile(slopes, 1 - alpha / 2)))
 
 
