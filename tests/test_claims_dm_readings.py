@@ -75,7 +75,9 @@ def test_precision_reading_is_the_stored_score_in_float32(ctx, precision):
             assert math.isfinite(d) and -1 <= d <= 1
             assert math.isclose(d, row["float64"]["score"]["mean"] - row[dt]["score"]["mean"])
     assert not metrics["unsupported_on_cpu"]
-    assert "k = min(k, 16) = 2" in "\n".join(lines) and "dm protocol (smoke, 1 seed)" in summary
+    assert "k = min(k, 16) = 2" in "\n".join(lines) and "dm protocol (smoke, 1 seed" in summary
+    assert metrics["solved"] == [f"reverse_string/{c}" for c, row in table.items()
+                                 if row["float64"]["train_score"]["mean"] >= D.SOLVED]
     assert all((ctx.out_dir / f).is_file() for f in figs)
 
 
@@ -97,6 +99,7 @@ def test_memory_reading_profiles_every_cell(ctx, memory):
     for c in comps.values():
         assert c["seeds"] == 1 and c["spread"] == 0.0  # one seed: no spread invented
         assert c["slower"] == (c["rate_frozen"] < c["rate_full"])
+        assert isinstance(c["learned"], bool)
     assert metrics["slower"] == sum(c["slower"] for c in comps.values())
     assert f"in {metrics['slower']} of {len(comps)} task/memory pairs" in summary
     assert "1 seed, no seed spread" in "\n".join(lines)

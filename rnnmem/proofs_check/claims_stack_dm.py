@@ -369,13 +369,14 @@ def _precision_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
     xs = range(len(PRECISION_DTYPES))
     for ax, task in zip(axes[0], tasks):
         for i, (cell, row) in enumerate(table[task].items()):
-            for key, style, which in (("score", "-o", "test"), ("train_score", "--x", "train")):
+            for key, style, which in (("drop", "-o", "test"), ("train_drop", "--x", "train")):
                 ax.plot(xs, [row[dt][key]["mean"] for dt in PRECISION_DTYPES], style,
-                        color=f"C{i % 10}", label=f"{cell} ({which})")
+                        color=f"C{i % 10}", label=f"{cell} ({which} lengths)")
+        ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xticks(list(xs), PRECISION_DTYPES)
-        ax.set_title(f"dm:{task} ({budget}): same weights, evaluation precision")
-        ax.set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("DeepMind score (masked per-token acc.)")
+        ax.set_title(f"dm:{task} ({budget})")
+        ax.set_xlabel("evaluation precision (same float32-trained weights)")
+    axes[0][0].set_ylabel("score(float64) - score(dtype)")
     axes[0][-1].legend(fontsize=6)
     path, rel = ctx.figure_path(claim_id, "dm-precision")
     _plot.save(fig, path)
@@ -416,7 +417,14 @@ def dm_precision_reading(ctx, claim_id: str, budget: str | None = None
              *([f"Unsupported on CPU (protocol dm): "
                 + "; ".join(f"{d}: {w}" for d, w in bad.items())] if bad else [])]
     mean = _mean_drops(table)
-    summary = (f"dm protocol ({budget}, {_seeds(budget)}): score drop from float64 on the "
+    solved = [(t, c) for t, cells in table.items() for c, row in cells.items()
+              if row["float64"]["train_score"]["mean"] >= SOLVED]
+    n_cells = sum(len(cells) for cells in table.values())
+    lines += ["", f"{len(solved)} of {n_cells} cells solve the training lengths (float64 "
+              f"score >= {SOLVED:g}, DeepMind's threshold); a drop on a cell that did not "
+              "learn the task says little about precision."]
+    summary = (f"dm protocol ({budget}, {_seeds(budget)}; {len(solved)} of {n_cells} cells "
+               "solve the training lengths): score drop from float64 on the "
                "test lengths, mean over tasks and stack memories: " + ", ".join(
                    f"{dt} {mean[dt]['test']:+.3f}" for dt in PRECISION_DTYPES[1:])
                + " (training lengths: " + ", ".join(
@@ -425,6 +433,7 @@ def dm_precision_reading(ctx, claim_id: str, budget: str | None = None
     metrics = {"protocol": "dm", "budget": budget, "evaluated": {
         "every": PRECISION_EVERY, "k": k, "stack_depth": "sequence", "lengths": choices},
         "per_task": table, "mean_drop": mean, "unsupported_on_cpu": bad,
+        "solved": [f"{t}/{c}" for t, c in solved],
         "timing": {"evaluation_s": round(seconds, 2), "runs": len(results)}}
     return metrics, lines, [fig], summary
 
@@ -458,25 +467,34 @@ def _jacobian_of(r, strings: int) -> tuple[np.ndarray, int]:
     return temporal_jacobian(model, tape(t, b["x"], dtype=torch.float64)), n
 
 
+def _stored_train_score(r) -> float:
+    """The run's stored DeepMind score on the training lengths at the sequence depth."""
+    reps = r.dm_reports("train")
+    return reps["none" if "none" in reps else "sequence"].score
+
+
 def dm_memory_table(results, strings: int = JACOBIAN_STRINGS) -> dict:
-    """``{task: {cell: {rate, J_tau0, J_end, curve, length, steps}}}`` of ``dm`` runs:
-    the decay rate of J(tau) (fitted per run, :func:`~.claims_stack.jacobian_decay_rate`)
-    and J at both ends aggregated over seeds; ``curve``: the mean J(tau) over seeds."""
+    """``{task: {cell: {rate, J_tau0, J_end, train_score, curve, length, steps}}}`` of
+    ``dm`` runs: the decay rate of J(tau) (fitted per run,
+    :func:`~.claims_stack.jacobian_decay_rate`), J at both ends and the stored score on the
+    training lengths aggregated over seeds; ``curve``: the mean J(tau) over seeds."""
     from .claims_stack import jacobian_decay_rate
 
     per: dict = {}
     with one_thread():
         for r in results:
             if r.ok:
-                per.setdefault((_task(r), _cell(r.run)), []).append(_jacobian_of(r, strings))
+                per.setdefault((_task(r), _cell(r.run)), []).append(
+                    (*_jacobian_of(r, strings), _stored_train_score(r)))
     table: dict = {}
     for (task, cell), runs in sorted(per.items()):
-        curves = np.stack([j for j, _ in runs])
+        curves = np.stack([j for j, _, _ in runs])
         rates = [jacobian_decay_rate(c) for c in curves]
         table.setdefault(task, {})[cell] = {
             "rate": _mean_std(np.nan if v is None else v for v in rates),
             "J_tau0": _mean_std(c[0] for c in curves),
             "J_end": _mean_std(c[-1] for c in curves),
+            "train_score": _mean_std(s for _, _, s in runs),
             "curve": curves.mean(0).tolist(), "length": runs[0][1],
             "steps": int(curves.shape[1])}
     return table
@@ -502,6 +520,9 @@ def dm_memory_comparisons(table: dict) -> dict:
                 rt["mean"] - rf["mean"] > spread)
             comps[f"{task}/{base}"] = {"rate_frozen": rf["mean"], "rate_full": rt["mean"],
                                        "spread": spread, "seeds": min(rf["n"], rt["n"]),
+                                       "learned": bool(min(fz["train_score"]["mean"],
+                                                           full["train_score"]["mean"])
+                                                       >= SOLVED),
                                        "slower": slower}
     return comps
 
@@ -550,24 +571,28 @@ def dm_memory_reading(ctx, claim_id: str, budget: str | None = None
                  f"{t}: n={n}, T={T}" for t, (n, T) in lengths.items())
              + "), stack depth `sequence`")
     rows = [f"| {task} | {cell} | {_f(v['rate'])} | {v['J_tau0']['mean']:.3g} | "
-            f"{v['J_end']['mean']:.3g} |" for task, cells in table.items()
-            for cell, v in cells.items()]
+            f"{v['J_end']['mean']:.3g} | {_f(v['train_score'])} |"
+            for task, cells in table.items() for cell, v in cells.items()]
     n_slow = sum(1 for c in comps.values() if c["slower"])
+    n_learned = sum(1 for c in comps.values() if c["learned"])
     lines = ["", f"**Under DeepMind's protocol** ({where}). Decay rate = -slope of ln J(tau) "
              "on tau >= 1 (the fit of the bins reading); the claim's comparison: frozen "
              "memory decays more slowly than full training (rate frozen < rate full"
              + (", beyond the sum of the seed standard deviations" if any(
                  c["seeds"] > 1 for c in comps.values()) else "; 1 seed, no seed spread")
-             + ").", "", "| task | memory (+freezing) | decay rate | J(0) | J(T-1) |",
-             "|---|---|---|---|---|", *rows, "",
+             + ").", "", "| task | memory (+freezing) | decay rate | J(0) | J(T-1) | "
+             "score 1..40 (stored) |", "|---|---|---|---|---|---|", *rows, "",
              f"Frozen memory decays more slowly in {n_slow} of {len(comps)} task/memory "
-             "pairs (protocol dm):", "",
-             "| task / memory | rate frozen | rate full | frozen slower |", "|---|---|---|---|",
+             f"pairs (protocol dm); both cells solve the training lengths (score >= "
+             f"{SOLVED:g}) in {n_learned} of them:", "",
+             "| task / memory | rate frozen | rate full | frozen slower | both solve 1..40 |",
+             "|---|---|---|---|---|",
              *(f"| {k} | {c['rate_frozen']:.4f} | {c['rate_full']:.4f} | "
-               f"{'-' if c['slower'] is None else ('yes' if c['slower'] else 'no')} |"
-               for k, c in comps.items())]
+               f"{'-' if c['slower'] is None else ('yes' if c['slower'] else 'no')} | "
+               f"{'yes' if c['learned'] else 'no'} |" for k, c in comps.items())]
     summary = (f"dm protocol ({budget}, {_seeds(budget)}): J(tau) of frozen memory decays "
-               f"more slowly than full training in {n_slow} of {len(comps)} task/memory pairs")
+               f"more slowly than full training in {n_slow} of {len(comps)} task/memory pairs "
+               f"(both cells solve the training lengths in {n_learned})")
     fig = _memory_figure(ctx, claim_id, table, budget)
     for cells in table.values():  # curves in the figure, not the metrics
         for v in cells.values():
