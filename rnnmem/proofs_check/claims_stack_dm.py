@@ -234,7 +234,8 @@ def dm_cells_at(budget: str, freeze: str | None = None):
 
 
 def every_nth(lengths, every: int) -> tuple[int, ...]:
-    """Every ``every``-th of the sorted ``lengths``, the first and the last always kept."""
+    """Every ``every``-th of the sorted ``lengths`` (a task's valid lengths: every 5th of
+    41..60 is 41, 46, 51, 56, 60), the first and the last always kept."""
     from ..errors import InvalidParameterError
 
     ls = sorted(int(n) for n in lengths)
@@ -263,7 +264,7 @@ def _dm_setup(r) -> tuple:
     dm = r.run.evaluate.dm
     if not dm:
         raise InvalidParameterError(f"run {r.run.short} has no evaluate.dm to read")
-    t = get_transduction(r.run.task.split(":", 1)[1])
+    t = get_transduction(_task(r))
     return (t, transduction_lengths(t, dm["lengths"]),
             transduction_lengths(t, dm["train_lengths"]), int(dm["k"]))
 
