@@ -286,7 +286,11 @@ def _task(r) -> str:
 #: the evaluation precisions of :func:`dm_precision_reading` (float64: the reference)
 PRECISION_DTYPES = ("float64", "float32", "bfloat16", "float16")
 #: its cost bounds: at most ``PRECISION_K`` strings per length, every ``PRECISION_EVERY``-th
-#: length (first and last kept), stack depth ``"sequence"`` only
+#: length (first and last kept), stack depth ``"sequence"`` only. Timed on 2 shared CPU
+#: cores: 33-37 s at quick (16 runs), 265 s at medium (most of it the nondeterministic stack
+#: on reverse_string and stack_manipulation, tapes up to 200 steps; its float32 pass is about
+#: 3x slower than float64 there: subnormal numbers, gone with ``torch.set_flush_denormal``,
+#: which is not used here since it changes float32 arithmetic)
 PRECISION_K = 16
 PRECISION_EVERY = 5
 #: what a CPU without a kernel for a dtype raises (reported as unsupported, not upcast)
@@ -581,7 +585,11 @@ def dm_memory_reading(ctx, claim_id: str, budget: str | None = None
              "memory decays more slowly than full training (rate frozen < rate full"
              + (", beyond the sum of the seed standard deviations" if any(
                  c["seeds"] > 1 for c in comps.values()) else "; 1 seed, no seed spread")
-             + ").", "", "| task | memory (+freezing) | decay rate | J(0) | J(T-1) | "
+             + "). A single exponential rate assumes J(tau) decays; where the task's last "
+             "output depends on the first input (reverse_string writes x_1 last), a model "
+             "that solves it has J(tau) rising again towards tau = T-1 (see the figure), and "
+             "the rate is no measure of its memory.", "",
+             "| task | memory (+freezing) | decay rate | J(0) | J(T-1) | "
              "score 1..40 (stored) |", "|---|---|---|---|---|---|", *rows, "",
              f"Frozen memory decays more slowly in {n_slow} of {len(comps)} task/memory "
              f"pairs (protocol dm); both cells solve the training lengths (score >= "
