@@ -434,10 +434,12 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
 DM_BUDGET = {"smoke": "smoke", "quick": "quick", "medium": "medium", "full": "full"}
 
 
-def _dm_protocol(ctx: Context):
-    from .claims_stack_dm import dm_protocol_at
+def _dm_protocol(ctx: Context, freeze: str | None = None):
+    """The ``dm`` runs read beside the bins protocol (``freeze``: only the cells with that
+    freezing mode)."""
+    from .claims_stack_dm import dm_cells_at
 
-    return dm_protocol_at(DM_BUDGET.get(ctx.budget, ctx.budget))
+    return dm_cells_at(DM_BUDGET.get(ctx.budget, ctx.budget), freeze)
 
 
 def _num(v) -> str:
@@ -505,7 +507,8 @@ def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
                  "grows with the time step t (log-log slope > 0 with t-statistic >= 3 for "
                  "every low precision). Refuted if no precision lowers long-string accuracy "
                  "beyond max(0.01, seed spread).",
-       source=_SOURCE, group=_GROUP, protocols=lambda ctx: _precision_protocols(ctx))
+       source=_SOURCE, group=_GROUP,
+       protocols=lambda ctx: [*_precision_protocols(ctx), _dm_protocol(ctx, "none")])
 def _check_precision(ctx: Context) -> Evidence:
     import torch
 
@@ -675,14 +678,21 @@ def _check_precision(ctx: Context) -> Evidence:
             f"{k}: {v}" for k, v in unsupported.items())])
     drops = ", ".join(f"{lang}/{dt} {_fmt(v['long'], 3)}" for lang, by in acc_drop.items()
                       for dt, v in by.items())
-    return Evidence(verdict, summary=f"{why} (long position-accuracy drop vs float64: {drops})",
-                    metrics={"sizes": sz.as_metrics(), "accuracy": table,
+    from .claims_stack_dm import dm_precision_reading  # a second reading; verdict: bins
+
+    dm_metrics, dm_lines, dm_figs, dm_short = dm_precision_reading(
+        ctx, "precision-dependence", DM_BUDGET.get(ctx.budget, ctx.budget))
+    details = "\n".join(["**Bins protocol** (languages; the verdict):", details, *dm_lines])
+    return Evidence(verdict, summary=f"{why} (bins protocol: long position-accuracy drop vs "
+                                     f"float64: {drops}. {dm_short})",
+                    metrics={"sizes": sz.as_metrics(), "accuracy": table, "protocol": "bins",
+                             "dm_protocol": dm_metrics,
                              "drop_vs_float64": acc_drop, "drift_slopes": slopes,
                              "trained_in_precision": amp, "trained_pure": pure_tab,
                              "unsupported_on_cpu": unsupported,
                              "autocast_kept_float32": kept,
                              "timing": {**_timing(models), "train_wall_s": round(t_train, 2)}},
-                    figures=[rel], details=details)
+                    figures=[rel, *dm_figs], details=details)
 
 
 # ============================================================================ claim 3
@@ -721,6 +731,15 @@ def temporal_jacobian(model, x, chunk: int | None = None) -> np.ndarray:
         g = g.reshape(H, b, T, A).double()
         fro.append(g.square().sum(dim=(0, 3)).sqrt())  # (b, T)
     return torch.cat(fro).mean(dim=0).flip(0).numpy()  # index tau = T - 1 - t
+
+
+def jacobian_decay_rate(curve) -> float | None:
+    """The exponential decay rate of a Jacobian profile: -slope of ln J(tau) on the
+    positive J(tau) with tau >= 1 (None with fewer than 3 such points)."""
+    c = np.asarray(curve, dtype=float)
+    tau = np.arange(c.size)
+    sel = (tau >= 1) & (c > 0)
+    return -_slope(tau[sel], np.log(c[sel]))[0] if sel.sum() >= 3 else None
 
 
 def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
@@ -773,7 +792,7 @@ def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
                  "with the trained weights run in float64).",
        source=_SOURCE + "; memory function: Wang, Li & Li (ICLR 2024), Def. 3.1",
        group=_GROUP, protocols=lambda ctx: [_at(lengths_protocol(), ctx, **{
-           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)})])
+           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)}), _dm_protocol(ctx)])
 def _check_stack_memory(ctx: Context) -> Evidence:
     import torch
 
@@ -814,11 +833,7 @@ def _check_stack_memory(ctx: Context) -> Evidence:
             ss = [s for s in specs if s.language == lang and s.variant == v]
             curves = np.stack([jac[s] for s in ss])  # (S, T)
             logj = np.log10(np.maximum(curves, 1e-300))
-            rates = []
-            for c in curves:
-                tau = np.arange(c.size)
-                sel = (tau >= 1) & (c > 0)
-                rates.append(-_slope(tau[sel], np.log(c[sel]))[0] if sel.sum() >= 3 else None)
+            rates = [jacobian_decay_rate(c) for c in curves]
             disp = float(np.mean(np.std(logj, axis=0, ddof=1))) if len(ss) > 1 else None
             fits = []
             for s in ss:
@@ -878,8 +893,14 @@ def _check_stack_memory(ctx: Context) -> Evidence:
     short = "; ".join(
         f"{lang}: rate frozen {_fmt(per_language[lang]['frozen_memory']['rate'], 3)} vs full "
         f"{_fmt(per_language[lang]['full']['rate'], 3)}" for lang in sz.languages)
-    return Evidence(verdict, summary=f"{why} ({short})",
+    from .claims_stack_dm import dm_memory_reading  # a second reading; verdict: bins
+
+    dm_metrics, dm_lines, dm_figs, dm_short = dm_memory_reading(
+        ctx, "stack-memory-function", DM_BUDGET.get(ctx.budget, ctx.budget))
+    details = "\n".join(["**Bins protocol** (languages; the verdict):", details, *dm_lines])
+    return Evidence(verdict, summary=f"{why} (bins protocol: {short}. {dm_short})",
                     metrics={"sizes": sz.as_metrics(), "per_language": per_language,
-                             "verdict_per_language": per,
+                             "verdict_per_language": per, "protocol": "bins",
+                             "dm_protocol": dm_metrics,
                              "timing": {**_timing(models), "train_wall_s": round(t_train, 2)}},
-                    figures=[rel], details=details)
+                    figures=[rel, *dm_figs], details=details)

@@ -173,13 +173,18 @@ def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
     assert math.isclose(v["retained"]["mean"], v["score"]["mean"] / v["train_score"]["mean"])
     assert "DeepMind's protocol" in results[0].details and "Bins protocol" in results[0].details
     assert results[0].metrics["protocol"] == "bins"
-    # the three claims read the same three models: trained once, in the first sweep
+    # the other two claims read the dm runs too (precision: the 4 fully trained cells)
+    for r, name in ((results[1], "dm-precision"), (results[2], "dm-jacobian")):
+        assert r.metrics["dm_protocol"]["protocol"] == "dm" and r.metrics["protocol"] == "bins"
+        assert r.metrics["dm_protocol"]["budget"] == "smoke" and "dm protocol (smoke" in r.summary
+        assert "DeepMind's protocol" in r.details and any(name in f for f in r.figures)
+    # the three claims read the same models: trained once, in the first sweep
     assert [r.runs for r in results] == [{"total": 10, "trained": 10},
-                                         {"total": 1, "trained": 1},
-                                         {"total": 3, "trained": 3}]
+                                         {"total": 1 + 4, "trained": 5},
+                                         {"total": 3 + 7, "trained": 10}]
     again = run_claims(["stack-memory-function"], "smoke", tmp_path / "again",
                        store=tmp_path / "store")
-    assert again[0].runs == {"total": 3, "trained": 0}
+    assert again[0].runs == {"total": 10, "trained": 0}
     assert json.dumps(to_jsonable(again[0].metrics["per_language"]["dyck1"])) == \
         json.dumps(to_jsonable(mf))
 
