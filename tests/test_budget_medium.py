@@ -27,30 +27,32 @@ def test_claims_without_a_medium_size_run_at_quick():
     assert all(c.sized(b) == b for c in others for b in ("smoke", "quick", "full"))
 
 
-def _cell(train, retained):
+def _cell(train, retained, hw=0.0):
     return {"train_score": {"mean": train}, "retained": {"mean": retained},
-            "score": {"mean": train * retained}}
+            "score": {"mean": train * retained}, "score_hw": hw, "train_hw": hw}
 
 
-@pytest.mark.parametrize("frozen, full, expected", [
-    ((0.95, 0.95), (0.95, 0.60), "supports"),        # the paper's picture
-    ((0.95, 0.70), (0.95, 0.60), "contradicts"),     # frozen keeps less than RETAINED
-    ((0.95, 0.90), (0.95, 0.95), "contradicts"),     # trained keeps more
-    ((0.50, 0.99), (0.95, 0.60), "not learned"),     # frozen never solved 1..40
+@pytest.mark.parametrize("frozen, full, hw, expected", [
+    ((0.95, 0.95), (0.95, 0.60), 0.0, "supports"),               # the paper's picture
+    ((0.95, 0.70), (0.95, 0.60), 0.0, "better, below target"),  # below RETAINED
+    ((0.95, 0.90), (0.95, 0.95), 0.0, "contradicts"),            # trained keeps more
+    ((0.95, 0.90), (0.95, 0.95), 0.05, "no difference"),         # ... within the bands
+    ((1.00, 1.00), (1.00, 1.00), 0.0, "no difference"),          # both generalise
+    ((0.50, 0.99), (0.95, 0.60), 0.0, "not learned"),            # frozen never solved 1..40
 ])
-def test_dm_verdict_per_comparison(frozen, full, expected):
-    table = {"reverse_string": {"superposition": {"30": _cell(*full)},
-                                "superposition+frozen_memory": {"30": _cell(*frozen)}}}
+def test_dm_verdict_per_comparison(frozen, full, hw, expected):
+    table = {"reverse_string": {"superposition": {"30": _cell(*full, hw)},
+                                "superposition+frozen_memory": {"30": _cell(*frozen, hw)}}}
     overall, comps = dm_verdict(table)
     assert comps["reverse_string/superposition/30"]["verdict"] == expected
-    assert overall == {"supports": "confirmed", "contradicts": "refuted",
-                       "not learned": "inconclusive"}[expected]
+    assert overall == {"supports": "confirmed", "contradicts": "refuted"}.get(
+        expected, "inconclusive")
 
 
 def test_dm_verdict_thresholds_are_the_documented_ones():
     assert SOLVED == 0.9 and RETAINED == 0.85
-    at = {"t": {"m": {"30": _cell(SOLVED, 0.5)}, "m+frozen_memory": {"30": _cell(SOLVED,
-                                                                                 RETAINED)}}}
+    at = {"t": {"m": {"30": _cell(SOLVED, 0.5)},
+                "m+frozen_memory": {"30": _cell(SOLVED, RETAINED)}}}
     assert dm_verdict(at)[1]["t/m/30"]["verdict"] == "supports"
 
 
@@ -70,3 +72,12 @@ def test_medium_curse_runs_are_the_protocols_and_the_ablation():
     dm = {r.hash for p in get_claim("frozen-memory-length-generalisation").protocols(ctx)
           for r in p.runs()}
     assert {r.hash for r in get_protocol("dm").at("medium").runs()} <= dm
+
+
+def test_score_halfwidth_of_independent_lengths():
+    from types import SimpleNamespace
+
+    from rnnmem.proofs_check.claims_stack_dm import _score_halfwidth
+
+    rep = SimpleNamespace(band_lo=[0.4, 0.5, 0.6, 0.7], band_hi=[0.6, 0.7, 0.8, 0.9])
+    assert _score_halfwidth(rep) == pytest.approx(0.1 * 2 / 4)  # sqrt(4 * 0.01) / 4

@@ -508,7 +508,8 @@ def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
                  "every low precision). Refuted if no precision lowers long-string accuracy "
                  "beyond max(0.01, seed spread).",
        source=_SOURCE, group=_GROUP,
-       protocols=lambda ctx: [*_precision_protocols(ctx), _dm_protocol(ctx, "none")])
+       protocols=lambda ctx: [*_precision_protocols(ctx), _dm_protocol(ctx, "none")],
+       budgets=("medium",))
 def _check_precision(ctx: Context) -> Evidence:
     import torch
 
@@ -604,7 +605,7 @@ def _check_precision(ctx: Context) -> Evidence:
             b, se = _slope(np.log(t[sel]), np.log(c[sel]))
             slopes[f"{lang}/{dt}"] = {"slope": b, "se": se, "at_t5": float(c[sel][0]),
                                       "at_end": float(c[-1]), "T": int(c.size)}
-    verdict, why = precision_verdict(acc_drop, slopes, ctx.budget, learned)
+    verdict, why = precision_verdict(acc_drop, slopes, ctx.base_budget, learned)
 
     plt = _plot.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -792,7 +793,8 @@ def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
                  "with the trained weights run in float64).",
        source=_SOURCE + "; memory function: Wang, Li & Li (ICLR 2024), Def. 3.1",
        group=_GROUP, protocols=lambda ctx: [_at(lengths_protocol(), ctx, **{
-           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)}), _dm_protocol(ctx)])
+           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)}), _dm_protocol(ctx)],
+       budgets=("medium",))
 def _check_stack_memory(ctx: Context) -> Evidence:
     import torch
 
@@ -857,7 +859,7 @@ def _check_stack_memory(ctx: Context) -> Evidence:
                 f"{_fmt(per_language[lang][v]['tail_ratio'], 3)} |")
             mf_rows.append(f"| {lang} | {v} | "
                            + ", ".join(f"{f['kind']} ({f['rate']:.3g})" for f in fits) + " |")
-    verdict, why, per = stability_verdict(per_language, ctx.budget)
+    verdict, why, per = stability_verdict(per_language, ctx.base_budget)
 
     plt = _plot.pyplot()
     n = len(sz.languages)

@@ -30,6 +30,8 @@ Every number states the protocol and budget it comes from.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._threads import one_thread
@@ -87,6 +89,8 @@ def dm_table(results) -> dict:
             "train_score": _mean_std(r.score for r in tr),
             "retained": _mean_std(a.score / b.score if b.score > 0 else float("nan")
                                   for a, b in zip(te, tr)),
+            "score_hw": float(np.mean([_score_halfwidth(r) for r in te])),
+            "train_hw": float(np.mean([_score_halfwidth(r) for r in tr])),
             "curve": {"lengths": te[0].lengths,
                       "accuracy": np.mean([r.accuracy for r in te], 0).tolist(),
                       "band_lo": np.mean([r.band_lo for r in te], 0).tolist(),
@@ -95,14 +99,36 @@ def dm_table(results) -> dict:
     return out
 
 
+def _score_halfwidth(rep) -> float:
+    """95% half-width of a DeepMind score (a mean over lengths of independent per-length
+    estimates): :math:`\sqrt{\sum_n h_n^2} / N` with :math:`h_n` the half-width of length
+    :math:`n`'s band."""
+    h = (np.asarray(rep.band_hi, float) - np.asarray(rep.band_lo, float)) / 2
+    return float(np.sqrt(np.sum(h ** 2)) / max(h.size, 1))
+
+
+def _retained_margin(fz: dict, full: dict) -> float:
+    """95% half-width of the difference of two retained ratios, each
+    :math:`\rho = s/s_{train}` with its relative half-width from its two scores'."""
+    def hw(c):
+        s, t, r = c["score"]["mean"], c["train_score"]["mean"], c["retained"]["mean"]
+        if not (s > 0 and t > 0):
+            return float("inf")
+        return abs(r) * math.hypot(c.get("score_hw", 0.0) / s, c.get("train_hw", 0.0) / t)
+    return math.hypot(hw(fz), hw(full))
+
+
 def dm_verdict(table: dict) -> tuple[str, dict]:
     """Das & Mali's freezing claim read under ``dm``: for every task, memory (with a
     frozen variant) and stack depth, the frozen cell (``M+frozen_memory``) against the
-    fully trained one (``M``). ``"supports"``: both solve the training lengths (score
-    1..40 >= :data:`SOLVED`), the frozen one keeps >= :data:`RETAINED` and more than the
-    trained one; ``"contradicts"``: both solve them and the frozen one keeps less than
-    :data:`RETAINED` or no more than the trained one; ``"not learned"``: either is below
-    :data:`SOLVED` on the training lengths (nothing to generalise). Returns the overall
+    fully trained one (``M``), with ``margin`` the 95% half-width of the difference of
+    their retained ratios (from the per-length bands, :func:`_retained_margin`):
+
+    ``"not learned"``: either is below :data:`SOLVED` on the training lengths (nothing to
+    generalise); ``"supports"``: the frozen one keeps >= :data:`RETAINED` and more than the
+    trained one by more than the margin; ``"contradicts"``: it keeps less than the trained
+    one by more than the margin; ``"no difference"``: within the margin; ``"better, below
+    target"``: more than the trained one but less than :data:`RETAINED`. Returns the overall
     verdict (``confirmed`` if some comparison supports and none contradicts, ``refuted`` if
     some contradicts and none supports, else ``inconclusive``) and the comparisons."""
     comps: dict = {}
@@ -117,15 +143,18 @@ def dm_verdict(table: dict) -> tuple[str, dict]:
                     continue
                 tf, tt = fz["train_score"]["mean"], full["train_score"]["mean"]
                 rf, rt = fz["retained"]["mean"], full["retained"]["mean"]
+                margin = _retained_margin(fz, full)
                 if not (tf >= SOLVED and tt >= SOLVED):
                     v = "not learned"
-                elif rf >= RETAINED and rf > rt:
-                    v = "supports"
-                else:
+                elif abs(rf - rt) <= margin:
+                    v = "no difference"
+                elif rf < rt:
                     v = "contradicts"
+                else:
+                    v = "supports" if rf >= RETAINED else "better, below target"
                 comps[f"{task}/{base}/{d}"] = {
                     "verdict": v, "train_frozen": tf, "train_full": tt,
-                    "retained_frozen": rf, "retained_full": rt,
+                    "retained_frozen": rf, "retained_full": rt, "margin": margin,
                     "score_frozen": fz["score"]["mean"], "score_full": full["score"]["mean"]}
     vs = {c["verdict"] for c in comps.values()}
     if "supports" in vs and "contradicts" not in vs:
@@ -173,17 +202,22 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
              "retained |", "|---|---|---|---|---|---|", *rows]
     verdict, comps = dm_verdict(table)
     counts = {k: sum(1 for c in comps.values() if c["verdict"] == k)
-              for k in ("supports", "contradicts", "not learned")}
+              for k in ("supports", "contradicts", "no difference", "better, below target",
+                        "not learned")}
     lines += ["", f"**Das & Mali's freezing claim under dm: {verdict}** ({counts['supports']} "
               f"comparisons support it, {counts['contradicts']} contradict it, "
-              f"{counts['not learned']} have a cell that did not solve the training lengths "
-              f"(score 1..40 < {SOLVED:g})). Supports: both cells solve 1..40, the frozen one "
-              f"keeps >= {RETAINED:g} and more than the trained one.", "",
+              f"{counts['no difference']} show no difference beyond the margin, "
+              f"{counts['better, below target']} keep more when frozen but less than "
+              f"{RETAINED:g}, {counts['not learned']} have a cell that did not solve the "
+              f"training lengths (score 1..40 < {SOLVED:g})). Supports: both cells solve "
+              f"1..40 and the frozen one keeps >= {RETAINED:g} and more than the trained one "
+              "by more than the margin (the 95% half-width of the difference of the retained "
+              "ratios, from the per-length bands).", "",
               "| task / memory / depth | score 1..40 frozen, trained | retained frozen, "
-              "trained | reading |", "|---|---|---|---|",
+              "trained | margin | reading |", "|---|---|---|---|---|",
               *(f"| {k} | {c['train_frozen']:.3f}, {c['train_full']:.3f} | "
-                f"{c['retained_frozen']:.3f}, {c['retained_full']:.3f} | {c['verdict']} |"
-                for k, c in comps.items())]
+                f"{c['retained_frozen']:.3f}, {c['retained_full']:.3f} | {c['margin']:.3f} | "
+                f"{c['verdict']} |" for k, c in comps.items())]
     plt = _plot.pyplot()
     tasks = list(table)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
@@ -210,7 +244,8 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
             for d, v in depths.items():
                 ret.setdefault(f"{cell} ({d})", []).append(v["retained"]["mean"])
     summary = f"dm protocol: freezing claim {verdict} ({counts['supports']} support, " \
-        f"{counts['contradicts']} contradict, {counts['not learned']} not learned); " \
+        f"{counts['contradicts']} contradict, {counts['no difference']} no difference, " \
+        f"{counts['not learned']} not learned); " \
         "mean retained over tasks: " + ", ".join(
         f"{k} {np.nanmean(v):.2f}" for k, v in ret.items()
         if k.startswith(("superposition", "none")))
