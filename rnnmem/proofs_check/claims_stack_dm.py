@@ -101,7 +101,7 @@ def dm_table(results) -> dict:
 
 def _score_halfwidth(rep) -> float:
     """95% half-width of a DeepMind score (a mean over lengths of independent per-length
-    estimates): :math:`\sqrt{\sum_n h_n^2} / N` with :math:`h_n` the half-width of length
+    estimates): :math:`\\sqrt{\\sum_n h_n^2} / N` with :math:`h_n` the half-width of length
     :math:`n`'s band."""
     h = (np.asarray(rep.band_hi, float) - np.asarray(rep.band_lo, float)) / 2
     return float(np.sqrt(np.sum(h ** 2)) / max(h.size, 1))
@@ -109,7 +109,7 @@ def _score_halfwidth(rep) -> float:
 
 def _retained_margin(fz: dict, full: dict) -> float:
     """95% half-width of the difference of two retained ratios, each
-    :math:`\rho = s/s_{train}` with its relative half-width from its two scores'."""
+    :math:`\\rho = s/s_{train}` with its relative half-width from its two scores'."""
     def hw(c):
         s, t, r = c["score"]["mean"], c["train_score"]["mean"], c["retained"]["mean"]
         if not (s > 0 and t > 0):
