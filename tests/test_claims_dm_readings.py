@@ -116,3 +116,16 @@ def test_claims_list_the_dm_runs_they_read():
     assert len(dm_prec) == 4 and len(dm_all) == 7
     assert dm_prec <= {r.hash for p in prec for r in p.runs()}
     assert dm_all <= {r.hash for p in mem for r in p.runs()}
+
+
+def test_readings_are_kept_in_the_store_and_read_back(ctx, precision, memory):
+    """The second reading reads what the first computed (RunResult.derived): same numbers,
+    no model evaluated again."""
+    from rnnmem.proofs_check.claims_stack_dm import dm_memory_reading, dm_precision_reading
+
+    root = ctx.run_store().root / "derived"
+    assert list(root.glob("*/dm-precision-*.json")) and list(root.glob("*/dm-jacobian-*.json"))
+    again_p = dm_precision_reading(ctx, "precision-dependence", "smoke")[0]
+    again_m = dm_memory_reading(ctx, "stack-memory-function", "smoke")[0]
+    assert again_p["per_task"] == precision[0]["per_task"]
+    assert again_m["per_task"] == memory[0]["per_task"]

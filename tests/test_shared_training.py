@@ -70,3 +70,27 @@ def test_a_diverged_training_is_not_shared(tmp_path):
     if store.load(a).ok:
         pytest.skip("this lr did not diverge here")
     assert store.trained_by(_run("inf", lr=1e30)) is None
+
+
+def test_derived_values_are_computed_once_per_store(tmp_path):
+    a = _run("spectral")
+    store = RunStore(tmp_path / "d")
+    execute([a], store=store, progress=False)
+    r = store.load(a)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": [1.0, 2.5], "n": 3, "nan": float("nan")}
+
+    v1 = r.derived("thing", {"k": 1}, compute)
+    v2 = store.load(a).derived("thing", {"k": 1}, compute)
+    assert v1 == v2 == {"x": [1.0, 2.5], "n": 3, "nan": None}  # as JSON keeps it
+    assert len(calls) == 1
+    store.load(a).derived("thing", {"k": 2}, compute)  # other parameters: computed again
+    assert len(calls) == 2
+    # a damaged file is computed again, not an error
+    f = next((store.root / "derived" / a.hash).glob("thing-*.json"))
+    f.write_text("{not json")
+    assert store.load(a).derived("thing", {"k": 1}, compute)["n"] == 3
+    assert len(calls) == 3

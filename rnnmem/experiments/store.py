@@ -26,6 +26,7 @@ newer result format is refused in one line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..errors import (CorruptCheckpointError, CorruptFileError, InvalidParameterError,
-                      StorageError)
+                      RnnmemError, StorageError)
 from ..files import DirLock, read_json, storage_error, verify_manifest, write_json
 from .run import RESULT_FORMAT, Run, flatten
 
@@ -370,6 +371,31 @@ class RunResult:
     @property
     def hash(self) -> str:
         return self.run.hash
+
+    def derived(self, name: str, params: Mapping, compute):
+        """What an analysis computes from this run (a JSON-able value), computed once per
+        store: kept in ``<store>/derived/<hash>/<name>-<key>.json`` with ``key`` the
+        SHA-256 of ``params`` (everything the value depends on besides the run: lengths,
+        sizes, a version the caller bumps when the computation changes) and the rnnmem
+        version. A damaged or unreadable file is computed again; a store that cannot be
+        written is only read (the value is then not kept)."""
+        from .. import __version__
+
+        text = json.dumps({"params": params, "rnnmem": __version__}, sort_keys=True,
+                          separators=(",", ":"), default=str)
+        key = hashlib.sha256(text.encode()).hexdigest()[:20]
+        path = self.dir.parent.parent / "derived" / self.hash / f"{name}-{key}.json"
+        try:
+            return read_json(path)["value"]
+        except (OSError, ValueError, KeyError, TypeError, RnnmemError):
+            pass
+        value = compute()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, {"name": name, "params": params, "value": value})
+        except (OSError, RnnmemError):
+            pass
+        return read_json(path)["value"] if path.is_file() else value
 
     @property
     def status(self) -> str:

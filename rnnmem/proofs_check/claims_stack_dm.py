@@ -367,7 +367,10 @@ def dm_precision_table(results, every: int = PRECISION_EVERY, k_max: int = PRECI
         for r in results:
             if not r.ok or r.run.config.freeze != "none":
                 continue
-            scores, why, chosen = _scores_by_dtype(r, every, k_max)
+            scores, why, chosen = r.derived(
+                "dm-precision", {"every": every, "k_max": k_max, "dtypes": PRECISION_DTYPES,
+                                 "version": 1},
+                lambda r=r: list(_scores_by_dtype(r, every, k_max)))
             bad.update(why)
             choices[_task(r)] = chosen
             per.setdefault((_task(r), _cell(r.run)), []).append(scores)
@@ -524,8 +527,10 @@ def dm_memory_table(results, strings: int = JACOBIAN_STRINGS) -> dict:
     with one_thread():
         for r in results:
             if r.ok:
+                j, n = r.derived("dm-jacobian", {"strings": strings, "version": 1},
+                                 lambda r=r: list(_jacobian_of(r, strings)))
                 per.setdefault((_task(r), _cell(r.run)), []).append(
-                    (*_jacobian_of(r, strings), _stored_train_score(r)))
+                    (np.asarray(j, dtype=float), int(n), _stored_train_score(r)))
     table: dict = {}
     for (task, cell), runs in sorted(per.items()):
         curves = np.stack([j for j, _, _ in runs])
