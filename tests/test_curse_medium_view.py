@@ -64,3 +64,25 @@ def test_factor_answer_names_a_factor_that_reproduces_the_row():
     _, ans = factor_answer(ab)
     assert ans["r"]["ruled"] == ["norm"]
     assert ans["r"]["unruled"] == ["norm", "scope"]
+
+
+def test_figure_draws_blowups_overflows_and_zeros(tmp_path):
+    """E_m(beta) of a blown-up model reaches 1e300 and inf (the medium run's com_* cells
+    did): the figure caps them relative to the level instead of failing to lay out."""
+    import numpy as np
+
+    from rnnmem.numerics.perturbation import PerturbationCurve, blowup_verdict
+    from rnnmem.proofs_check.curse.protocol_table import plot_protocol
+
+    betas = 1e-3 * 2 ** (np.arange(21) / 2)
+    curves = {}
+    for j, m in enumerate((8, 16, 32, 64)):
+        s = np.tile((betas * m) ** 2, (3, 1)).T
+        s[-4:, :] = [1e300, np.inf, 1e308, np.inf][j]
+        s[0, 0] = 0.0
+        curves[m] = PerturbationCurve.from_samples(betas, s, 0.0, {"target_scale": 1.0})
+    v = blowup_verdict(curves, level_factor=1.0, n_boot=100)
+    cell = {"verdict": v.verdict, "curves": curves, "stability": v, "unruled": v}
+    ctx = Context("smoke", tmp_path)
+    rel = plot_protocol(ctx, "curse-of-memory-table", "test", {("r", "polynomial"): cell})
+    assert (tmp_path / rel).read_bytes()[:4] == b"\x89PNG"

@@ -85,6 +85,21 @@ def medium_protocols(ctx: Context) -> list:
         p for f, (_, p) in variants.items() if f != "base" and p is not None]
 
 
+def _plot_range(curves: dict, level: float | None) -> tuple[float, float]:
+    """The drawn range of E_m(beta): from a tenth of the smallest positive value to 1e4 x
+    the level (blow-ups, infinities and overflowing values are drawn at that cap, as the
+    original's figures end where the error explodes)."""
+    import numpy as np
+
+    vals = np.concatenate([np.asarray(c.envelope, float) for c in curves.values()])
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    lo = float(pos.min()) / 10 if pos.size else 1e-12
+    top = level if level and np.isfinite(level) and level > 0 else (
+        float(pos.max()) if pos.size else 1.0)
+    cap = max(1e4 * top, lo * 100)
+    return max(lo, 1e-300), min(cap, 1e300)
+
+
 def plot_protocol(ctx: Context, claim_id: str, name: str, cells: dict) -> str:
     """The original's PerturbationError figure for every cell of one protocol: E_m(beta)
     (the envelope) against beta on log-log axes, one curve per width, the level |y|^2 of
@@ -109,14 +124,12 @@ def plot_protocol(ctx: Context, claim_id: str, name: str, cells: dict) -> str:
             if not cell or not cell["curves"]:
                 continue
             curves = cell["curves"]
-            finite = [float(np.max(c.envelope[np.isfinite(c.envelope)]))
-                      for c in curves.values() if np.isfinite(c.envelope).any()]
-            cap = 10 * max(finite) if finite else 1.0
-            for k, (m, c) in enumerate(sorted(curves.items())):
-                env = np.where(np.isfinite(c.envelope), c.envelope, cap)
-                ax.loglog(c.betas, np.maximum(env, 1e-300), "-", color=f"C{k}", lw=1.2,
-                          label=f"m={m}")
             v = cell["stability"] or cell.get("unruled")
+            lo, cap = _plot_range(curves, v.level if v is not None else None)
+            for k, (m, c) in enumerate(sorted(curves.items())):
+                env = np.clip(np.where(np.isnan(c.envelope), cap, c.envelope), lo, cap)
+                ax.loglog(c.betas, env, "-", color=f"C{k}", lw=1.2, label=f"m={m}")
+            ax.set_ylim(lo / 2, cap * 2)
             if v is not None:
                 ax.axhline(v.level, color="k", lw=0.6, ls="--")
                 for k, (m, b) in enumerate(zip(v.widths, v.beta0)):
@@ -127,7 +140,7 @@ def plot_protocol(ctx: Context, claim_id: str, name: str, cells: dict) -> str:
                         continue
                     c = curves[int(it.narrow)]
                     y = float(np.exp(np.interp(np.log(it.beta), np.log(c.betas),
-                                               np.log(np.clip(c.envelope, 1e-300, cap)))))
+                                               np.log(np.clip(c.envelope, lo, cap)))))
                     ax.plot([it.beta], [y], "o", mfc="none", mec="k", ms=6)
             ax.tick_params(labelsize=7)
             if i == len(rows) - 1:
