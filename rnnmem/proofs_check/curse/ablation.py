@@ -153,6 +153,12 @@ def run_ablation(name: str, factors=FACTORS, *, budget: str = "smoke", store=Non
     return out
 
 
+def _change(base: str, variant: str, is_base: bool) -> str:
+    if is_base:
+        return variant
+    return f"{base} -> **{variant}**" if variant != base else f"{base} -> {variant}"
+
+
 def ablation_markdown(ab: dict) -> str:
     """The ablation table: factor -> verdict per cell (changed ones marked), the blow-up
     radius per width and the slope with its 95% interval."""
@@ -162,20 +168,21 @@ def ablation_markdown(ab: dict) -> str:
     lines = [f"Ablation of `{ab['protocol']}` at budget `{ab['budget']}` "
              f"({ab['report']['trained']} runs trained, {ab['report']['cached']} read "
              "from the store).", "",
-             "| factor | change | cell | verdict (base -> variant) | blow-up radius by width "
-             "| slope [95% CI] |", "|---|---|---|---|---|---|"]
+             "| factor | change | cell | verdict (base -> variant) | without the ensure rule "
+             "(base -> variant) | blow-up radius by width | slope [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
     for factor, v in ab["variants"].items():
         if v["cells"] is None:
-            lines.append(f"| {factor} | {v['change']} | - | - | - | - |")
+            lines.append(f"| {factor} | {v['change']} | - | - | - | - | - |")
             continue
         for cell, d in v["cells"].items():
-            b = base.get(cell, {}).get("verdict", "-")
-            verdict = d["verdict"] if factor == "base" else (
-                f"{b} -> **{d['verdict']}**" if d["verdict"] != b else f"{b} -> {d['verdict']}")
+            verdict, unruled = (_change(base.get(cell, {}).get(k, "-"), d.get(k, "-"),
+                                        factor == "base")
+                                for k in ("verdict", "verdict_without_rule"))
             radii = ", ".join(f"{m}:{fmt(x)}" for m, x in d.get("beta_blowup", {}).items()) \
                 or "-"
             slope = (f"{fmt(d['slope'])} [{fmt(d['slope_ci'][0])}, {fmt(d['slope_ci'][1])}]"
                      if "slope" in d else "-")
-            lines.append(f"| {factor} | {v['change']} | {cell} | {verdict} | {radii} | "
-                         f"{slope} |")
+            lines.append(f"| {factor} | {v['change']} | {cell} | {verdict} | {unruled} | "
+                         f"{radii} | {slope} |")
     return "\n".join(lines)

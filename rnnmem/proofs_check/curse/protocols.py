@@ -316,12 +316,26 @@ def cell_line(cell: dict) -> dict:
     return out
 
 
+def intersections_text(d: dict) -> str:
+    """``8>16:0.011, 16>32:none, ...; moving left: yes/no`` from :func:`cell_line`."""
+    its = d.get("intersections") or []
+    if not its:
+        return "-"
+    parts = [f"{i['narrow']}>{i['wide']}:"
+             + (fmt(i["beta"]) if i["kind"] == "crossing" else
+                {"never_below": "never below", "right": "none"}.get(i["kind"], i["kind"]))
+             for i in its]
+    left = d.get("intersections_move_left")
+    return ", ".join(parts) + ("" if left is None else
+                               f"; moving left: {'yes' if left else 'no'}")
+
+
 def markdown_table(cells: dict) -> str:
     """One line per cell: the seed, the verdict, the blow-up radii, the slope and its CI,
     the ensure rule's ratios."""
     lines = ["| row | target | seed | verdict | without the ensure rule | blow-up radius by "
-             "width | slope [95% CI] | ensure ratios (factor 0.5) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "width | slope [95% CI] | intersections (the original's reading) | ensure "
+             "ratios (factor 0.5) |", "|---|---|---|---|---|---|---|---|---|"]
     for (row, target), cell in cells.items():
         d = cell_line(cell)
         radii = ", ".join(f"{m}:{fmt(b)}" for m, b in d.get("beta_blowup", {}).items()) or "-"
@@ -330,7 +344,7 @@ def markdown_table(cells: dict) -> str:
         ratios = ", ".join(f"{m}:{x}" for m, x in d["ensure_ratio"].items()) or "-"
         lines.append(f"| {row} | {target} | {SEED_TABLE.get(row, {}).get(target, '-')} | "
                      f"**{d['verdict']}** | {d['verdict_without_rule']} | {radii} | {slope} | "
-                     f"{ratios} |")
+                     f"{intersections_text(d)} | {ratios} |")
     return "\n".join(lines)
 
 
