@@ -274,7 +274,10 @@ def test_interrupted_run_is_not_stored(tmp_path, store):
     from rnnmem.experiments import Protocol
 
     f.write_text(Protocol("long", run).to_toml())
-    proc = _spawn(["-m", "rnnmem", "run", str(f), "--store", str(store.root), "-q"])
+    # a Ctrl-C reaches the child even where this process was started with SIGINT ignored
+    # (a background job of a non-interactive shell): the child starts with the default
+    proc = _spawn(["-m", "rnnmem", "run", str(f), "--store", str(store.root), "-q"],
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (store.root / ".attempts" / run.hash).exists():
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
