@@ -501,7 +501,7 @@ def _jacobian_of(r, strings: int) -> tuple[np.ndarray, int]:
 
     from ..tasks.transduction_task import tape
     from ..train.evaluate import model_in_dtype
-    from .claims_stack import temporal_jacobian
+    from ._jacobian import temporal_jacobian
 
     t, _, train, _ = _dm_setup(r)
     n = max(train)
@@ -519,9 +519,9 @@ def _stored_train_score(r) -> float:
 def dm_memory_table(results, strings: int = JACOBIAN_STRINGS) -> dict:
     """``{task: {cell: {rate, J_tau0, J_end, train_score, curve, length, steps}}}`` of
     ``dm`` runs: the decay rate of J(tau) (fitted per run,
-    :func:`~.claims_stack.jacobian_decay_rate`), J at both ends and the stored score on the
+    :func:`~._jacobian.jacobian_decay_rate`), J at both ends and the stored score on the
     training lengths aggregated over seeds; ``curve``: the mean J(tau) over seeds."""
-    from .claims_stack import jacobian_decay_rate
+    from ._jacobian import jacobian_decay_rate
 
     per: dict = {}
     with one_thread():
