@@ -48,6 +48,13 @@ EXPONENT_SHAPE = dict(B=4, N=16)
 EXPONENT_T = (100, 1_000, 10_000, 100_000)
 
 
+def _native() -> list[str]:
+    """``["native"]`` where the compiled kernels build here, else nothing."""
+    from rnnmem.models import _native as nat
+
+    return ["native"] if nat.available() else []
+
+
 def _best_times(fns: dict, reps: int) -> dict:
     """Minimum wall time of each callable, interleaved over ``reps`` rounds (after a warm-up)."""
     for f in fns.values():
@@ -100,11 +107,11 @@ def target_rows(bw: dict, quick: bool) -> list[dict]:
         if kind == "time_invariant":
             a = 0.5 + 0.49 * torch.rand(N, generator=gen)
             tensors_moved = 2 + 3  # fwd: x, h;  bwd: dh, h, dx
-            methods = ["loop", "chunked", "auto"] + ([] if quick else ["scan", "fft"])
+            methods = ["loop", "chunked", "auto"] + _native() + ([] if quick else ["scan", "fft"])
         else:
             a = 0.5 + 0.49 * torch.rand(B, T, N, generator=gen)
             tensors_moved = 3 + 5  # fwd: x, a, h;  bwd: dh, h, a, dx, da
-            methods = ["loop", "chunked", "auto"] + ([] if quick else ["scan"])
+            methods = ["loop", "chunked", "auto"] + _native() + ([] if quick else ["scan"])
         nbytes = tensors_moved * x.numel() * x.element_size()
         floor = nbytes / (bw["copy_GBps"] * 1e9)
         alloc_floor = nbytes / (bw["alloc_copy_GBps"] * 1e9)
@@ -142,7 +149,7 @@ def exponent_rows(quick: bool) -> list[dict]:
     for T in EXPONENT_T:
         x = torch.randn(B, T, N, generator=gen)
         g = torch.randn(B, T, N, generator=gen)
-        methods = ["chunked", "scan", "fft", "auto"]
+        methods = ["chunked", "scan", "fft", "auto"] + _native()
         if not (quick and T > 10_000):
             methods.append("loop")  # loop at T = 1e5 takes seconds per repetition
         best = _best_times({m: _fwd_bwd(a, x, g, m) for m in methods}, 3 if quick else 5)

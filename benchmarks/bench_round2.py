@@ -18,8 +18,10 @@ quoted in the notes only, never used in a ratio):
   the fused update Function against the same model with the plain-operation update
   (fwd+bwd); the section (e) rows judge the stack-LSTM/LSTM ratio (<= 3x) and the training
   step against the GEMM floor (<= 1.3x).
-* **linear recurrence** -- ``method="chunked"`` against the ``loop`` reference at B=128,
-  N=256, T=1024, float32, forward + backward (target >= 5x), with the output buffers
+* **linear recurrence** -- ``method="native"`` (the compiled kernel that ``"auto"`` runs
+  on CPU, :mod:`rnnmem.models._native`) and ``method="chunked"`` (torch operations only,
+  the fallback without a C compiler) against the ``loop`` reference at B=128, N=256,
+  T=1024, float32, forward + backward (target >= 5x); ``chunked`` with the output buffers
   reused (default) and, for comparison, with fresh buffers every call (the pool off).
 
 Run alone: ``python -m benchmarks.bench_round2 [--quick]``.
@@ -35,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._common import measure, row
+from ._common import measure, row, unavailable
 
 SECTION = "h"
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,7 +194,7 @@ def fused_update_rows(T: int, reps: int, B: int = 32, H: int = 20, W: int = 8,
 def recurrence_rows(reps: int, B: int = 128, T: int = 1024, N: int = 256) -> list[dict]:
     import torch
 
-    from rnnmem.models import _buffers
+    from rnnmem.models import _buffers, _native
     from rnnmem.models.recurrence import linear_recurrence
 
     from .bench_recurrence import _fwd_bwd
@@ -200,48 +202,65 @@ def recurrence_rows(reps: int, B: int = 128, T: int = 1024, N: int = 256) -> lis
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(B, T, N, generator=gen)
     g = torch.randn(B, T, N, generator=gen)
+    native = _native.available()
     rows = []
     for kind in ("time-invariant", "time-varying"):
         shape = (N,) if kind == "time-invariant" else (B, T, N)
         a = 0.5 + 0.49 * torch.rand(shape, generator=gen)
-        loop = _fwd_bwd(a, x, g, "loop")
-        fast = _fwd_bwd(a, x, g, "chunked")
-        # interleaved: loop, chunked (pool), chunked (fresh buffers), per repetition
-        times = {"loop": [], "pool": [], "fresh": []}
-        cpu = {"loop": [], "pool": []}
-        loop(), fast()
+        fns = {"loop": _fwd_bwd(a, x, g, "loop"), "pool": _fwd_bwd(a, x, g, "chunked"),
+               "fresh": _fwd_bwd(a, x, g, "chunked")}
+        if native:
+            fns["native"] = _fwd_bwd(a, x, g, "native")
+        # interleaved: loop, chunked (pool), chunked (fresh buffers), native, per repetition
+        times = {k: [] for k in fns}
+        cpu = {k: [] for k in fns}
+        for fn in fns.values():
+            fn()
         min_bytes, held = _buffers.MIN_BYTES, 0
         for _ in range(reps):
-            for key, fn in (("loop", loop), ("pool", fast), ("fresh", fast)):
+            for key, fn in fns.items():
                 # fresh: the pool is bypassed (its buffers kept for the next pooled run)
                 _buffers.MIN_BYTES = (1 << 62) if key == "fresh" else min_bytes
                 c0, w0 = time.process_time(), time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - w0)
-                if key in cpu:
-                    cpu[key].append(time.process_time() - c0)
+                cpu[key].append(time.process_time() - c0)
                 if key == "pool":
                     held = _buffers.held_bytes()
         _buffers.MIN_BYTES = min_bytes
         med = {k: statistics.median(v) for k, v in times.items()}
+        mcpu = {k: statistics.median(v) for k, v in cpu.items()}
+        config = dict(B=B, T=T, N=N, dtype="float32", reps=reps)
         ratio = med["loop"] / med["pool"]
-        rows.append(row(SECTION, f"linear_recurrence chunked vs loop ({kind})",
-                        config=dict(B=B, T=T, N=N, dtype="float32", reps=reps),
-                        seconds=med["pool"], repeats=reps, ratio=ratio,
-                        ratio_label="speed-up vs loop (fwd+bwd)", target=">= 5x",
-                        met=ratio >= 5.0,
+        rows.append(row(SECTION, f"linear_recurrence chunked (torch ops) vs loop ({kind})",
+                        config=config, seconds=med["pool"], repeats=reps, ratio=ratio,
+                        ratio_label="speed-up vs loop (fwd+bwd)",
+                        target=">= 5x (torch-only path)", met=ratio >= 5.0,
                         values=dict(loop_s=med["loop"], fresh_buffers_s=med["fresh"],
                                     fresh_speedup=med["loop"] / med["fresh"],
-                                    cpu_ratio=statistics.median(cpu["loop"])
-                                    / statistics.median(cpu["pool"]),
+                                    cpu_ratio=mcpu["loop"] / mcpu["pool"],
                                     pool_held_MiB=held >> 20),
-                        note="issue 14 quoted 1.8x (time-invariant) before"))
+                        note="one torch op per step; used where no C compiler is found "
+                             "(issue 14 quoted 1.8x time-invariant before)"))
+        if native:
+            ratio = med["loop"] / med["native"]
+            rows.append(row(SECTION, f"linear_recurrence native (auto) vs loop ({kind})",
+                            config=config, seconds=med["native"], repeats=reps, ratio=ratio,
+                            ratio_label="speed-up vs loop (fwd+bwd)", target=">= 5x",
+                            met=ratio >= 5.0,
+                            values=dict(loop_s=med["loop"], chunked_s=med["pool"],
+                                        vs_chunked=med["pool"] / med["native"],
+                                        cpu_ratio=mcpu["loop"] / mcpu["native"]),
+                            note="compiled C kernel per batch row (rnnmem.models._native), "
+                                 "what method='auto' runs on CPU"))
+        else:
+            rows.append(unavailable(SECTION, f"linear_recurrence native (auto) vs loop ({kind})",
+                                    f"compiled kernels unavailable: {_native.reason()}",
+                                    target=">= 5x"))
     return rows
 
 
 def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
-    from ._common import unavailable
-
     if tiny:
         parts = [("cli", lambda: cli_rows(1, tiny=True)),
                  ("dense memory", lambda: dense_memory_rows([64], 1, 1.0, n=8)),

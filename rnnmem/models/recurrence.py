@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidParameterError, ShapeError
+from . import _buffers, _native
 from . import _scan_kernels as _k
 
 __all__ = ["linear_recurrence", "METHODS", "choose_method"]
 
 #: the methods ``linear_recurrence`` accepts
-METHODS = ("auto", "loop", "chunked", "scan", "fft")
+METHODS = ("auto", "loop", "chunked", "scan", "fft", "native")
 
 
 def _loop(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
@@ -35,6 +36,10 @@ def _loop(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None) -> torch.Te
 # ---------------------------------------------------------------------- autograd
 
 def _forward_kernel(method, a, x, h0):
+    if method == "native":
+        if _native.supports(a, x, h0):
+            return _native.recurrence_forward(a, x, h0, _buffers.empty_like(x))
+        method = "chunked"  # wrapped tensors (torch.func), subclasses, tracing
     if method == "chunked":
         B, T, N = x.shape
         return _k.chunked_forward(a, x, h0, _k.default_chunks(B, T, N, x.element_size(),
@@ -47,6 +52,12 @@ def _forward_kernel(method, a, x, h0):
 def _adjoint(method, a, g, h, h0, need_a):
     """``(dL/dx, dL/da)`` from ``g = dL/dh`` by the adjoint recurrence with ``method``."""
     B, T, N = g.shape
+    if method == "native":
+        if _native.supports(a, g, h, h0):
+            gx = _buffers.empty_like(g)
+            da = _buffers.empty_like(g) if need_a and a.dim() == 3 else None
+            return _native.recurrence_adjoint(a, g, h if need_a else None, h0, gx, need_a, da)
+        method = "chunked"
     if method == "chunked":
         K = _k.default_chunks(B, T, N, g.element_size(), g.device)
         if K <= 1:  # one fused in-place sweep, dL/da accumulated on the way
@@ -220,9 +231,12 @@ def _adjoint_reference(a, g, method=None):
 def choose_method(a: torch.Tensor, x: torch.Tensor) -> str:
     """The method ``"auto"`` resolves to for these inputs (see :func:`linear_recurrence`).
 
-    On CPU: ``loop`` for the shortest sequences (nothing amortises the setup), ``scan`` when
-    each of its :math:`\\log_2 T` whole-tensor levels is tiny (op count dominates), else
-    ``chunked``. Elsewhere (not measured: no accelerator was available) ``chunked``.
+    On CPU: ``loop`` for the shortest sequences (nothing amortises the setup), then
+    ``native`` where the compiled kernels are available (:mod:`rnnmem.models._native`: a C
+    compiler on the machine, ``RNNMEM_NATIVE`` not 0) for plain tensors of a supported
+    dtype; otherwise ``scan`` when each of its :math:`\\log_2 T` whole-tensor levels is tiny
+    (op count dominates), else ``chunked``. Elsewhere (not measured: no accelerator was
+    available) ``chunked``.
     """
     B, T, N = x.shape
     tv = a.dim() == 3
@@ -230,6 +244,8 @@ def choose_method(a: torch.Tensor, x: torch.Tensor) -> str:
         return "loop"
     if x.device.type != "cpu":
         return "chunked"
+    if _native.supports(a, x):
+        return "native"
     if (B * N <= (_SCAN_MAX_BN_TV if tv else _SCAN_MAX_BN)
             and B * N * T <= (_SCAN_MAX_WORK_TV if tv else _SCAN_MAX_WORK)):
         return "scan"
@@ -269,6 +285,11 @@ def _check(a, x, h0, method):
                              f"{tuple(getattr(h0, 'shape', ()))}")
     if method not in METHODS:
         raise InvalidParameterError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "native":
+        if x.device.type != "cpu" or not _native.available():
+            why = (f"x is on {x.device}" if x.device.type != "cpu" else _native.reason())
+            raise InvalidParameterError(f"method 'native' (compiled CPU kernels) cannot run: "
+                                        f"{why}; use 'auto' or 'chunked'")
     if method == "fft" and a.dim() == 3:
         raise InvalidParameterError("method 'fft' needs a time-invariant a of shape (N,); "
                                     f"got a time-varying a of shape {tuple(a.shape)}")
@@ -291,9 +312,17 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
     a : tensor (N,) time-invariant or (B, T, N) time-varying; real or complex
     x : tensor (B, T, N)
     h0 : tensor (B, N), optional
-    method : {"auto", "loop", "chunked", "scan", "fft"}
+    method : {"auto", "loop", "chunked", "scan", "fft", "native"}
         ``loop``: the reference, one step at a time with plain autograd (readable, slow to
-        differentiate). ``chunked``: three-phase chunked scan written in place (the fast
+        differentiate). ``native``: compiled C kernels (CPU; float32/64, complex64/128):
+        one pass over time per batch row, the adjoint fused with
+        :math:`\\partial L/\\partial a`, rows split over ``torch.get_num_threads()``
+        threads; built on first use with the system C compiler and cached
+        (:mod:`rnnmem.models._native`; ``RNNMEM_NATIVE=0`` turns it off). Its real forward
+        is bit-for-bit the loop's. Under ``torch.func`` wrappers, for tensor subclasses,
+        while ``torch.compile`` traces and for other dtypes it runs ``chunked``; asked for
+        explicitly where it cannot build (no compiler) or off the CPU it raises.
+        ``chunked``: three-phase chunked scan written in place (the fast torch-only
         method on CPU; see :mod:`rnnmem.models._scan_kernels`), with no quotients of
         cumulative products, so it cannot overflow for :math:`|a|\\le 1`. ``scan``:
         Hillis–Steele parallel scan, :math:`O(T\\log T)` work in :math:`\\log_2 T` tensor
@@ -323,7 +352,8 @@ def linear_recurrence(a: torch.Tensor, x: torch.Tensor, *, h0: torch.Tensor | No
     ShapeError
         ``x`` not 3-D, ``a`` neither ``(N,)`` nor ``x.shape``, ``h0`` not ``(B, N)``.
     InvalidParameterError
-        unknown ``method``; ``fft`` with a time-varying ``a``.
+        unknown ``method``; ``fft`` with a time-varying ``a``; ``native`` off the CPU or
+        where the compiled kernels cannot be built (the reason is in the message).
 
     Notes
     -----

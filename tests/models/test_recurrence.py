@@ -16,7 +16,7 @@ from rnnmem.models import linear_recurrence
 from rnnmem.models.recurrence import METHODS, _loop, choose_method
 from rnnmem.numerics import tolerance
 
-FAST = ("chunked", "scan", "fft")
+FAST = ("chunked", "scan", "fft", "native")
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
           "complex64": torch.complex64, "complex128": torch.complex128}
 
@@ -508,6 +508,7 @@ def test_vmap_auto_chooses_for_the_folded_shapes(monkeypatch):
     """One problem's steps are tiny (auto: scan), the P stacked ones are not (chunked)."""
     from rnnmem.models import recurrence as R
 
+    monkeypatch.setattr(R._native, "available", lambda: False)  # the torch kernels' choice
     seen = []
     kernel = R._forward_kernel
     monkeypatch.setattr(R, "_forward_kernel",

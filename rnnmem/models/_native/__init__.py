@@ -1,0 +1,246 @@
+"""Compiled CPU kernels, built on first use with the system C compiler and called through
+:mod:`ctypes` (an optional fast path: everything here has a pure-torch fallback).
+
+Why: the sequential kernels of :mod:`rnnmem.models._scan_kernels` issue one torch
+operation per time step; at B=128, T=1024, N=256 (float32) each step touches 128 rows of
+1 KiB spread over 128 MiB, and the adjoint adds a second pass for the coefficient
+gradient. A C loop over time *per batch row* reads each row of ``x`` once, front to back,
+with the previous step in L1, and fuses the adjoint with the coefficient gradient: it is
+bound by memory traffic alone (measured in ``benchmarks`` section (h)).
+
+Build: ``recurrence.c`` (next to this file) is compiled with ``$CC`` (else the first of
+``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99 with ``-O3 -ffp-contract=off`` and no
+``-march`` (the library may be shared between machines through a common cache; the
+kernels are memory-bound, so baseline vector instructions lose nothing measurable). The
+shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
+:func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
+``--version`` output, the flags and the machine architecture: an edit of the source or a
+new compiler gives a new library. It is written under a temporary name and renamed, so
+concurrent first uses (processes of one study) never load a half-written file.
+
+Off switch: ``RNNMEM_NATIVE=0``. Without a compiler, or when the build fails,
+:func:`available` is False, :func:`reason` says why, and callers use their torch kernels.
+
+Threads: the batch rows are split over ``torch.get_num_threads()`` Python threads; ctypes
+releases the GIL for the duration of a foreign call, so they run in parallel. Rows are
+independent, so results are bit-for-bit the same for any thread count. Threads are
+started per call (no pool that a ``fork`` could leave without its workers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from ..._diskcache import cache_dir
+
+__all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
+           "supports", "SOURCE"]
+
+SOURCE = Path(__file__).with_name("recurrence.c")
+FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
+_ABI = 1
+#: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
+MIN_ELEMENTS_PER_THREAD = 1 << 18
+
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "c64",
+           torch.complex128: "c128"}
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _compiler() -> str | None:
+    env = os.environ.get("CC")
+    if env:
+        return shutil.which(env) or (env if os.path.isfile(env) else None)
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _build_key(cc: str, source: bytes) -> str:
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"{cc} --version failed: {exc}") from exc
+    h = hashlib.sha256()
+    for part in (source, version.encode(), " ".join(FLAGS).encode(),
+                 platform.machine().encode(), str(_ABI).encode()):
+        h.update(part + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _build() -> ctypes.CDLL:
+    if os.environ.get("RNNMEM_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        raise RuntimeError("turned off by RNNMEM_NATIVE=0")
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC, or install cc/gcc/clang)")
+    source = SOURCE.read_bytes()
+    folder = cache_dir() / "native" / _build_key(cc, source)
+    lib = folder / "librnnmem_recurrence.so"
+    if not lib.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            r = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True,
+                               text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"{cc} failed: {r.stderr.strip()[-400:]}")
+            os.replace(tmp, lib)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    dll = ctypes.CDLL(str(lib))
+    if dll.rn_abi_version() != _ABI:
+        raise RuntimeError(f"{lib} has ABI {dll.rn_abi_version()}, expected {_ABI}")
+    P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+    for suf in _SUFFIX.values():
+        getattr(dll, f"rn_fwd_{suf}").argtypes = [P, I, P, P, P, L, L, L, L]
+        getattr(dll, f"rn_fwd_{suf}").restype = None
+        getattr(dll, f"rn_adj_{suf}").argtypes = [P, I, P, P, P, P, P, P, I, L, L, L, L]
+        getattr(dll, f"rn_adj_{suf}").restype = None
+    _state["path"] = lib
+    return dll
+
+
+def _library() -> ctypes.CDLL | None:
+    with _lock:
+        if "dll" not in _state:
+            try:
+                _state["dll"], _state["reason"] = _build(), None
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                _state["dll"], _state["reason"] = None, str(exc)
+        return _state["dll"]
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (building them on the first call)."""
+    return _library() is not None
+
+
+def reason() -> str | None:
+    """Why :func:`available` is False (None when it is True)."""
+    _library()
+    return _state.get("reason")
+
+
+def library_path() -> Path | None:
+    """The loaded shared library (None when unavailable)."""
+    return _state.get("path") if available() else None
+
+
+def _reset() -> None:
+    """Forget the loaded library (tests: rebuild under another environment)."""
+    with _lock:
+        _state.clear()
+
+
+def supports(*tensors) -> bool:
+    """Whether the kernels can run on these tensors: plain CPU tensors (no ``torch.func``
+    wrappers, no subclasses, not under ``torch.compile`` tracing) of one supported dtype,
+    and the library is available."""
+    ts = [t for t in tensors if t is not None]
+    if not ts or ts[0].dtype not in _SUFFIX:
+        return False
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if compiling is not None and compiling():
+        return False
+    for t in ts:
+        if (type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != ts[0].dtype
+                or torch._C._functorch.is_functorch_wrapped_tensor(t)):
+            return False
+    return available()
+
+
+def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Contiguous memory holding the values of ``t`` (lazy conjugate/negative views
+    resolved: their data pointer holds the un-conjugated numbers)."""
+    if t is None:
+        return None
+    return t.resolve_conj().resolve_neg().contiguous()
+
+
+def _ptr(t: torch.Tensor | None):
+    return None if t is None else t.data_ptr()
+
+
+def _split(fn, B: int, work: int, args_for) -> None:
+    """Call ``fn(*args_for(b0, b1))`` on row ranges covering ``[0, B)``, in parallel."""
+    n = max(1, min(torch.get_num_threads(), B, work // MIN_ELEMENTS_PER_THREAD))
+    if n == 1:
+        fn(*args_for(0, B))
+        return
+    bounds = [B * i // n for i in range(n + 1)]
+    errors: list[BaseException] = []
+
+    def run(b0, b1):
+        try:
+            fn(*args_for(b0, b1))
+        except BaseException as exc:  # pragma: no cover - ctypes argument errors
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(bounds[i], bounds[i + 1]), daemon=True)
+               for i in range(1, n)]
+    for th in threads:
+        th.start()
+    run(bounds[0], bounds[1])
+    for th in threads:
+        th.join()
+    if errors:  # pragma: no cover
+        raise errors[0]
+
+
+def recurrence_forward(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None,
+                       out: torch.Tensor) -> torch.Tensor:
+    """``out[:, t] = a_t * out[:, t-1] + x[:, t]`` (``out[:, -1] = h0``, zero if None).
+
+    ``a`` (N,) or (B, T, N), ``x`` and ``out`` (B, T, N) contiguous, one dtype; call only
+    when :func:`supports` is True. Returns ``out``."""
+    dll = _library()
+    B, T, N = x.shape
+    a, x, h0 = _plain(a), _plain(x), _plain(h0)
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous")
+    fn = getattr(dll, f"rn_fwd_{_SUFFIX[x.dtype]}")
+    tv = int(a.dim() == 3)
+    _split(fn, B, B * T * N,
+           lambda b0, b1: (_ptr(a), tv, _ptr(x), _ptr(h0), _ptr(out), b0, b1, T, N))
+    return out
+
+
+def recurrence_adjoint(a: torch.Tensor, g: torch.Tensor, h: torch.Tensor | None,
+                       h0: torch.Tensor | None, gx: torch.Tensor, need_a: bool,
+                       da: torch.Tensor | None = None):
+    """The adjoint sweep into ``gx`` and, when ``need_a``, :math:`\\partial L/\\partial a`:
+    into ``da`` (B, T, N) for a time-varying ``a``; returned as (N,) for a time-invariant
+    one (per-row sums over time, then over the batch). Returns ``(gx, da)``."""
+    dll = _library()
+    B, T, N = g.shape
+    a, g, h, h0 = _plain(a), _plain(g), _plain(h), _plain(h0)
+    tv = int(a.dim() == 3)
+    acc = None
+    if need_a and not tv:
+        acc = torch.zeros(B, N, dtype=g.dtype)
+    if need_a and tv and (da is None or not da.is_contiguous()):
+        raise ValueError("a contiguous da is needed for a time-varying a")
+    fn = getattr(dll, f"rn_adj_{_SUFFIX[g.dtype]}")
+    _split(fn, B, B * T * N,
+           lambda b0, b1: (_ptr(a), tv, _ptr(g), _ptr(h), _ptr(h0), _ptr(gx),
+                           _ptr(da if tv else None), _ptr(acc), int(need_a), b0, b1, T, N))
+    if need_a and not tv:
+        da = acc.sum(0)
+    return gx, (da if need_a else None)

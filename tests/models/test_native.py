@@ -1,0 +1,162 @@
+"""The compiled CPU kernels of the linear recurrence (rnnmem.models._native): the build,
+its cache and off switches, and the kernels against the reference loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnmem.errors import InvalidParameterError
+from rnnmem.models import _native, linear_recurrence
+from rnnmem.models.recurrence import _loop, choose_method
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_native = pytest.mark.skipif(not _native.available(),
+                                  reason=f"compiled kernels unavailable: {_native.reason()}")
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """An empty cache directory and a forgotten library (restored afterwards)."""
+    monkeypatch.setenv("RNNMEM_CACHE_DIR", str(tmp_path / "cache"))
+    _native._reset()
+    yield tmp_path / "cache"
+    monkeypatch.undo()
+    _native._reset()
+
+
+def _inputs(seed, B, T, N, dtype, tv):
+    gen = torch.Generator().manual_seed(seed)
+    a = 0.99 * torch.rand((B, T, N) if tv else (N,), generator=gen, dtype=torch.float64)
+    a = torch.where(torch.rand(a.shape, generator=gen) < 0.2, -a, a)
+    x = torch.randn(B, T, N, generator=gen, dtype=torch.float64)
+    h0 = torch.randn(B, N, generator=gen, dtype=torch.float64)
+    return a.to(dtype), x.to(dtype), h0.to(dtype)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tv", [False, True])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_forward_is_bit_for_bit_the_loop(dtype, tv, with_h0):
+    """Each element is the same two IEEE operations as the loop (a * h, then + x; no FMA
+    contraction), so real forward outputs agree exactly, not only to a tolerance."""
+    a, x, h0 = _inputs(1, 3, 37, 5, dtype, tv)
+    h0 = h0 if with_h0 else None
+    assert torch.equal(linear_recurrence(a, x, h0=h0, method="native"), _loop(a, x, h0))
+
+
+@needs_native
+@pytest.mark.parametrize("tv", [False, True])
+def test_results_do_not_depend_on_the_thread_split(monkeypatch, tv):
+    a, x, h0 = _inputs(2, 7, 50, 6, torch.float64, tv)
+    g = torch.randn_like(x)
+
+    def run():
+        a_, x_, h0_ = (t.clone().requires_grad_() for t in (a, x, h0))
+        h = linear_recurrence(a_, x_, h0=h0_, method="native")
+        return (h.detach(), *torch.autograd.grad(h, (a_, x_, h0_), g))
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(3)
+        monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # split 7 rows in 3
+        three = run()
+    finally:
+        torch.set_num_threads(old)
+    for u, v in zip(one, three):
+        assert torch.equal(u, v)
+
+
+@needs_native
+def test_auto_runs_native_on_cpu_and_conjugate_views_are_read_as_values():
+    a, x, _ = _inputs(3, 2, 20, 4, torch.complex128, False)
+    assert choose_method(a, x) == "native"
+    lazy = a.conj()  # a view with the conjugate bit: its memory holds a, not conj(a)
+    assert lazy.is_conj()
+    got = linear_recurrence(lazy, x, method="native")
+    ref = _loop(a.conj().resolve_conj(), x, None)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_native_on_another_device_is_a_named_error():
+    a, x = torch.rand(4, device="meta"), torch.randn(2, 5, 4, device="meta")
+    with pytest.raises(InvalidParameterError, match="native"):
+        linear_recurrence(a, x, method="native")
+
+
+def test_off_switch_falls_back_to_the_torch_kernels(fresh_native, monkeypatch):
+    monkeypatch.setenv("RNNMEM_NATIVE", "0")
+    _native._reset()
+    assert not _native.available()
+    assert "RNNMEM_NATIVE" in _native.reason()
+    a, x, h0 = _inputs(4, 2, 40, 3, torch.float64, False)
+    assert choose_method(a, x) != "native"
+    assert torch.allclose(linear_recurrence(a, x, h0=h0), _loop(a, x, h0), rtol=1e-12,
+                          atol=1e-12)
+    with pytest.raises(InvalidParameterError, match="RNNMEM_NATIVE=0"):
+        linear_recurrence(a, x, method="native")
+
+
+def test_missing_compiler_is_reported(fresh_native, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    assert not _native.available()
+    assert "no C compiler" in _native.reason()
+
+
+def test_failing_compiler_is_reported_and_leaves_no_partial_library(fresh_native, monkeypatch,
+                                                                     tmp_path):
+    cc = tmp_path / "badcc"
+    cc.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo badcc 1.0; exit 0; fi\n"
+                  "echo 'error: refused' >&2\nexit 1\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    assert not _native.available()
+    assert "refused" in _native.reason()
+    assert not list(fresh_native.rglob("*.so"))
+
+
+@needs_native
+def test_the_build_is_cached_and_keyed_by_source_and_compiler(fresh_native):
+    assert _native.available()
+    lib = _native.library_path()
+    assert lib.is_file() and fresh_native in lib.parents
+    mtime = lib.stat().st_mtime_ns
+    _native._reset()
+    assert _native.available() and _native.library_path() == lib
+    assert lib.stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    cc = _native._compiler()
+    src = _native.SOURCE.read_bytes()
+    assert _native._build_key(cc, src) != _native._build_key(cc, src + b"\n/* edit */\n")
+
+
+@needs_native
+def test_concurrent_first_builds_both_load_a_whole_library(tmp_path):
+    code = """
+        import torch
+        from rnnmem.models import _native, linear_recurrence
+        from rnnmem.models.recurrence import _loop
+        assert _native.available(), _native.reason()
+        a, x = torch.rand(5, dtype=torch.float64), torch.randn(2, 30, 5, dtype=torch.float64)
+        assert torch.equal(linear_recurrence(a, x, method="native"), _loop(a, x, None))
+        print("ok")
+    """
+    env = {"RNNMEM_CACHE_DIR": str(tmp_path / "shared")}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert p.returncode == 0 and out.strip() == "ok", err[-500:]
+    libs = list((tmp_path / "shared").rglob("*.so"))
+    assert len(libs) == 1 and libs[0].name == "librnnmem_recurrence.so"
