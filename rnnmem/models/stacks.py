@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError, ShapeError
+from . import _native
 
 __all__ = [
     "SuperpositionStack",
@@ -150,10 +151,19 @@ def _superposition_composed(state: torch.Tensor, actions: torch.Tensor, values: 
     return a[:, :, PUSH] * pushed + a[:, :, POP] * popped + a[:, :, NOOP] * state
 
 
+def _native_ok(*ts) -> bool:
+    """Whether the compiled superposition kernels (:mod:`rnnmem.models._native`) can run:
+    plain real float32/float64 CPU tensors of one dtype, and a C compiler was found."""
+    return ts[0].dtype in (torch.float32, torch.float64) and _native.supports(*ts)
+
+
 def _superposition_forward(state, actions, values, new_depth):
     """The update of :func:`_superposition_composed` written into one fresh tensor: the
     push term, then the pop and no-op terms added in place (same order of the sums);
-    three passes over the state and no intermediate (B, K, d, W) tensors."""
+    three passes over the state and no intermediate (B, K, d, W) tensors. On CPU with
+    the compiled kernels: the same sums in the same order, in one pass."""
+    if _native_ok(state, actions, values):
+        return _native.superposition_forward(state, actions, values, new_depth)
     B, K, d, W = state.shape
     nd = new_depth
     a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
@@ -237,6 +247,11 @@ class _SuperpositionUpdate(torch.autograd.Function):
             return (*grads, None)
         B, K, d, W = state.shape
         g = g.contiguous()
+        if _native_ok(state, actions, values, g):  # one pass, all three gradients
+            gs, ga, gv = _native.superposition_backward(state, actions, values, g)
+            return (gs if ctx.needs_input_grad[0] else None,
+                    ga if ctx.needs_input_grad[1] else None,
+                    gv if ctx.needs_input_grad[2] else None, None)
         a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
         ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
         gs = ga = gv = None

@@ -8,13 +8,13 @@ gradient. A C loop over time *per batch row* reads each row of ``x`` once, front
 with the previous step in L1, and fuses the adjoint with the coefficient gradient: it is
 bound by memory traffic alone (measured in ``benchmarks`` section (h)).
 
-Build: ``recurrence.c`` (next to this file) is compiled with ``$CC`` (else the first of
+Build: ``recurrence.c`` and ``superposition.c`` (next to this file) are compiled with ``$CC`` (else the first of
 ``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99 with ``-O3 -ffp-contract=off`` and no
 ``-march`` (the library may be shared between machines through a common cache; the
 kernels are memory-bound, so baseline vector instructions lose nothing measurable). The
 shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
 :func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
-``--version`` output, the flags and the machine architecture: an edit of the source or a
+``--version`` output, the flags and the machine architecture: an edit of a source or a
 new compiler gives a new library. It is written under a temporary name and renamed, so
 concurrent first uses (processes of one study) never load a half-written file.
 
@@ -44,9 +44,9 @@ import torch
 from ..._diskcache import cache_dir
 
 __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
-           "supports", "SOURCE"]
+           "superposition_forward", "superposition_backward", "supports", "SOURCES"]
 
-SOURCE = Path(__file__).with_name("recurrence.c")
+SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("superposition.c"))
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
 _ABI = 1
 #: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
@@ -88,16 +88,16 @@ def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install cc/gcc/clang)")
-    source = SOURCE.read_bytes()
+    source = b"\0".join(f.read_bytes() for f in SOURCES)
     folder = cache_dir() / "native" / _build_key(cc, source)
-    lib = folder / "librnnmem_recurrence.so"
+    lib = folder / "librnnmem_native.so"
     if not lib.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
         os.close(fd)
         try:
-            r = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True,
-                               text=True, timeout=300)
+            r = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)],
+                               capture_output=True, text=True, timeout=300)
             if r.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {r.stderr.strip()[-400:]}")
             os.replace(tmp, lib)
@@ -113,6 +113,11 @@ def _build() -> ctypes.CDLL:
         getattr(dll, f"rn_fwd_{suf}").restype = None
         getattr(dll, f"rn_adj_{suf}").argtypes = [P, I, P, P, P, P, P, P, I, L, L, L, L]
         getattr(dll, f"rn_adj_{suf}").restype = None
+    for suf in ("f32", "f64"):
+        getattr(dll, f"rn_sup_fwd_{suf}").argtypes = [P, P, P, P, L, L, L, L, L]
+        getattr(dll, f"rn_sup_fwd_{suf}").restype = None
+        getattr(dll, f"rn_sup_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, L, L, L, L, L]
+        getattr(dll, f"rn_sup_bwd_{suf}").restype = None
     _state["path"] = lib
     return dll
 
@@ -244,3 +249,34 @@ def recurrence_adjoint(a: torch.Tensor, g: torch.Tensor, h: torch.Tensor | None,
     if need_a and not tv:
         da = acc.sum(0)
     return gx, (da if need_a else None)
+
+
+def superposition_forward(state: torch.Tensor, actions: torch.Tensor, values: torch.Tensor,
+                          new_depth: int) -> torch.Tensor:
+    """The superposition-stack update (see ``stacks._superposition_forward``) in one pass:
+    ``state`` (B, K, d, W), ``actions`` (B, K, 3), ``values`` (B, K, W) -> a fresh
+    (B, K, new_depth, W). Real float32/float64 only; call when :func:`supports` is True."""
+    dll = _library()
+    B, K, d, W = state.shape
+    s, act, v = _plain(state), _plain(actions), _plain(values)
+    out = s.new_empty(B, K, new_depth, W)
+    fn = getattr(dll, f"rn_sup_fwd_{_SUFFIX[s.dtype]}")
+    _split(fn, B * K, B * K * new_depth * W,
+           lambda r0, r1: (_ptr(s), _ptr(act), _ptr(v), _ptr(out), r0, r1, d, new_depth, W))
+    return out
+
+
+def superposition_backward(state: torch.Tensor, actions: torch.Tensor, values: torch.Tensor,
+                           g: torch.Tensor):
+    """Gradients ``(dL/dstate, dL/dactions, dL/dvalues)`` of the update from
+    ``g = dL/dout`` (B, K, nd, W), in one pass (see ``stacks._SuperpositionUpdate``)."""
+    dll = _library()
+    B, K, d, W = state.shape
+    nd = g.shape[2]
+    s, act, v, g = _plain(state), _plain(actions), _plain(values), _plain(g)
+    gs, ga, gv = torch.empty_like(s), torch.empty_like(act), torch.empty_like(v)
+    fn = getattr(dll, f"rn_sup_bwd_{_SUFFIX[s.dtype]}")
+    _split(fn, B * K, B * K * nd * W,
+           lambda r0, r1: (_ptr(s), _ptr(act), _ptr(v), _ptr(g), _ptr(gs), _ptr(ga), _ptr(gv),
+                           r0, r1, d, nd, W))
+    return gs, ga, gv
