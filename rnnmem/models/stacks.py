@@ -294,6 +294,15 @@ def _superposition_update(state, actions, values, new_depth):
     dropped. The form here saves no per-step copies for backward: at T = 500 the plain
     form keeps three shifted (B, K, d, W) copies and three products per step alive until
     backward (O(T^2) fresh memory, page-faulted), this one none.
+
+    On CPU, for real float32/float64 tensors, its forward and backward run the compiled
+    kernels of :mod:`rnnmem.models._native` (``superposition.c``: one pass each, the
+    gradient inner products fused with ``dL/dstate``) when a C compiler is found, else the
+    torch operations above. Measured in one run (``benchmarks.bench_round2``, stack-LSTM
+    fwd+bwd, T = 500, batch 32, hidden 20, width 8, 2 threads): 0.59 s with the kernels,
+    0.75 s with the torch form, 0.89 s with plain operations; the plain LSTM 0.17 s. With
+    flush-to-zero (a process-wide CPU flag rnnmem never sets) the kernels' run is 2.4x
+    the LSTM instead of 3.4x: the deep cells of a long stack are float32 subnormals.
     """
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     if (compiling is not None and compiling()) or not _plain_autograd(state, actions, values):
