@@ -176,7 +176,6 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
                ) -> tuple[dict, list[str], list[str], str]:
     """Train (or read) the ``dm`` runs at ``budget`` (default ``ctx.budget``) and read
     them: ``(metrics, details lines, figure paths, one-line summary)``."""
-    from . import _plot
     from ..experiments.builtin_dm import DM_SIZES
 
     budget = budget or ctx.budget
@@ -218,10 +217,7 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
               *(f"| {k} | {c['train_frozen']:.3f}, {c['train_full']:.3f} | "
                 f"{c['retained_frozen']:.3f}, {c['retained_full']:.3f} | {c['margin']:.3f} | "
                 f"{c['verdict']} |" for k, c in comps.items())]
-    plt = _plot.pyplot()
-    tasks = list(table)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    def draw(ax, task):
         for i, (cell, depths) in enumerate(table[task].items()):
             color = f"C{i % 10}"
             for d, v in depths.items():
@@ -234,10 +230,9 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
         ax.set_title(f"dm:{task}")
         ax.set_xlabel("test length")
         ax.set_ylim(-0.05, 1.05)
-    axes[0][0].set_ylabel("masked per-token accuracy (dm)")
-    axes[0][-1].legend(fontsize=6)
-    path, rel = ctx.figure_path(claim_id, "dm-accuracy-by-length")
-    _plot.save(fig, path)
+
+    rel = _task_panels(ctx, claim_id, "dm-accuracy-by-length", list(table), draw,
+                       "masked per-token accuracy (dm)")
     ret = {}
     for cells in table.values():
         for cell, depths in cells.items():
@@ -403,14 +398,27 @@ def _mean_drops(table: dict) -> dict:
     return out
 
 
-def _precision_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
+def _task_panels(ctx, claim_id: str, name: str, tasks: list, draw, ylabel: str) -> str:
+    """One panel per task in a row, ``draw(ax, task)`` filling each; the first panel's
+    y label, the last one's legend; saved as figure ``name`` of the claim (relative path
+    returned)."""
     from . import _plot
 
     plt = _plot.pyplot()
-    tasks = list(table)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-    xs = range(len(PRECISION_DTYPES))
     for ax, task in zip(axes[0], tasks):
+        draw(ax, task)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=6)
+    path, rel = ctx.figure_path(claim_id, name)
+    _plot.save(fig, path)
+    return rel
+
+
+def _precision_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
+    xs = range(len(PRECISION_DTYPES))
+
+    def draw(ax, task):
         for i, (cell, row) in enumerate(table[task].items()):
             for key, style, which in (("drop", "-o", "test"), ("train_drop", "--x", "train")):
                 ax.plot(xs, [row[dt][key]["mean"] for dt in PRECISION_DTYPES], style,
@@ -419,11 +427,9 @@ def _precision_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
         ax.set_xticks(list(xs), PRECISION_DTYPES)
         ax.set_title(f"dm:{task} ({budget})")
         ax.set_xlabel("evaluation precision (same float32-trained weights)")
-    axes[0][0].set_ylabel("score(float64) - score(dtype)")
-    axes[0][-1].legend(fontsize=6)
-    path, rel = ctx.figure_path(claim_id, "dm-precision")
-    _plot.save(fig, path)
-    return rel
+
+    return _task_panels(ctx, claim_id, "dm-precision", list(table), draw,
+                        "score(float64) - score(dtype)")
 
 
 def dm_precision_reading(ctx, claim_id: str, budget: str | None = None
@@ -573,12 +579,7 @@ def dm_memory_comparisons(table: dict) -> dict:
 
 
 def _memory_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
-    from . import _plot
-
-    plt = _plot.pyplot()
-    tasks = list(table)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    def draw(ax, task):
         colors: dict = {}
         for cell, v in table[task].items():
             mem = cell.split("+", 1)[0]
@@ -588,11 +589,8 @@ def _memory_figure(ctx, claim_id: str, table: dict, budget: str) -> str:
                         color=color, label=cell)
         ax.set_title(f"dm:{task} ({budget}): ||dh_T/dx_(T-tau)||_F")
         ax.set_xlabel("tau = T - t (tape steps)")
-    axes[0][0].set_ylabel("J(tau), float64")
-    axes[0][-1].legend(fontsize=6)
-    path, rel = ctx.figure_path(claim_id, "dm-jacobian")
-    _plot.save(fig, path)
-    return rel
+
+    return _task_panels(ctx, claim_id, "dm-jacobian", list(table), draw, "J(tau), float64")
 
 
 def dm_memory_reading(ctx, claim_id: str, budget: str | None = None
