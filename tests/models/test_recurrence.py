@@ -508,7 +508,7 @@ def test_vmap_auto_chooses_for_the_folded_shapes(monkeypatch):
     """One problem's steps are tiny (auto: scan), the P stacked ones are not (chunked)."""
     from rnnmem.models import recurrence as R
 
-    monkeypatch.setattr(R._native, "available", lambda: False)  # the torch kernels' choice
+    monkeypatch.setattr(R._native, "supports", lambda *ts: False)  # the torch kernels' choice
     seen = []
     kernel = R._forward_kernel
     monkeypatch.setattr(R, "_forward_kernel",

@@ -132,6 +132,11 @@ def _library() -> ctypes.CDLL | None:
         return _state["dll"]
 
 
+def _dll() -> ctypes.CDLL | None:
+    """The loaded library without taking the lock once loaded (the per-step path)."""
+    return _state["dll"] if "dll" in _state else _library()
+
+
 def available() -> bool:
     """Whether the compiled kernels can be used (building them on the first call)."""
     return _library() is not None
@@ -154,21 +159,30 @@ def _reset() -> None:
         _state.clear()
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+
 def supports(*tensors) -> bool:
-    """Whether the kernels can run on these tensors: plain CPU tensors (no ``torch.func``
-    wrappers, no subclasses, not under ``torch.compile`` tracing) of one supported dtype,
-    and the library is available."""
-    ts = [t for t in tensors if t is not None]
-    if not ts or ts[0].dtype not in _SUFFIX:
+    """Whether the kernels can run on these tensors (``None`` entries ignored): plain CPU
+    tensors (no ``torch.func`` wrappers, no subclasses, not under ``torch.compile``
+    tracing) of one supported dtype, and the library is available. Called once per step
+    of a model, so it is kept cheap (no lock once the library is loaded)."""
+    if _dll() is None:
         return False
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    if compiling is not None and compiling():
-        return False
-    for t in ts:
-        if (type(t) is not torch.Tensor or t.device.type != "cpu" or t.dtype != ts[0].dtype
-                or torch._C._functorch.is_functorch_wrapped_tensor(t)):
+    dtype = None
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) is not torch.Tensor or not t.is_cpu or _is_wrapped(t):
             return False
-    return available()
+        if dtype is None:
+            dtype = t.dtype
+            if dtype not in _SUFFIX:
+                return False
+        elif t.dtype != dtype:
+            return False
+    return dtype is not None and not (_is_compiling is not None and _is_compiling())
 
 
 def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -176,7 +190,9 @@ def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
     resolved: their data pointer holds the un-conjugated numbers)."""
     if t is None:
         return None
-    return t.resolve_conj().resolve_neg().contiguous()
+    if t.is_conj() or t.is_neg():
+        t = t.resolve_conj().resolve_neg()
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _ptr(t: torch.Tensor | None):
@@ -215,7 +231,7 @@ def recurrence_forward(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None
 
     ``a`` (N,) or (B, T, N), ``x`` and ``out`` (B, T, N) contiguous, one dtype; call only
     when :func:`supports` is True. Returns ``out``."""
-    dll = _library()
+    dll = _dll()
     B, T, N = x.shape
     a, x, h0 = _plain(a), _plain(x), _plain(h0)
     if not out.is_contiguous():
@@ -233,7 +249,7 @@ def recurrence_adjoint(a: torch.Tensor, g: torch.Tensor, h: torch.Tensor | None,
     """The adjoint sweep into ``gx`` and, when ``need_a``, :math:`\\partial L/\\partial a`:
     into ``da`` (B, T, N) for a time-varying ``a``; returned as (N,) for a time-invariant
     one (per-row sums over time, then over the batch). Returns ``(gx, da)``."""
-    dll = _library()
+    dll = _dll()
     B, T, N = g.shape
     a, g, h, h0 = _plain(a), _plain(g), _plain(h), _plain(h0)
     tv = int(a.dim() == 3)
@@ -256,7 +272,7 @@ def superposition_forward(state: torch.Tensor, actions: torch.Tensor, values: to
     """The superposition-stack update (see ``stacks._superposition_forward``) in one pass:
     ``state`` (B, K, d, W), ``actions`` (B, K, 3), ``values`` (B, K, W) -> a fresh
     (B, K, new_depth, W). Real float32/float64 only; call when :func:`supports` is True."""
-    dll = _library()
+    dll = _dll()
     B, K, d, W = state.shape
     s, act, v = _plain(state), _plain(actions), _plain(values)
     out = s.new_empty(B, K, new_depth, W)
@@ -270,7 +286,7 @@ def superposition_backward(state: torch.Tensor, actions: torch.Tensor, values: t
                            g: torch.Tensor):
     """Gradients ``(dL/dstate, dL/dactions, dL/dvalues)`` of the update from
     ``g = dL/dout`` (B, K, nd, W), in one pass (see ``stacks._SuperpositionUpdate``)."""
-    dll = _library()
+    dll = _dll()
     B, K, d, W = state.shape
     nd = g.shape[2]
     s, act, v, g = _plain(state), _plain(actions), _plain(values), _plain(g)
