@@ -48,7 +48,7 @@ __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurre
 
 SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("superposition.c"))
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
-_ABI = 1
+_ABI = 2
 #: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
 
@@ -107,7 +107,7 @@ def _build() -> ctypes.CDLL:
     dll = ctypes.CDLL(str(lib))
     if dll.rn_abi_version() != _ABI:
         raise RuntimeError(f"{lib} has ABI {dll.rn_abi_version()}, expected {_ABI}")
-    P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+    P, L, I = ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int
     for suf in _SUFFIX.values():
         getattr(dll, f"rn_fwd_{suf}").argtypes = [P, I, P, P, P, L, L, L, L]
         getattr(dll, f"rn_fwd_{suf}").restype = None

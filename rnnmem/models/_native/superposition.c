@@ -38,50 +38,50 @@
 
 #define RN_SUP(SUF, TY)                                                                  \
 RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out,       \
-                                long r0, long r1, long d, long nd, long W)               \
+                                long long r0, long long r1, long long d, long long nd, long long W)               \
 {                                                                                        \
-    for (long r = r0; r < r1; r++) {                                                     \
+    for (long long r = r0; r < r1; r++) {                                                     \
         const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];              \
         const TY *restrict sr = s + r * d * W;                                           \
         const TY *restrict vr = v + r * W;                                               \
         TY *restrict o = out + r * nd * W;                                               \
         /* row 0: push v */                                                              \
         if (d >= 2) {                                                                    \
-            for (long w = 0; w < W; w++) {                                               \
+            for (long long w = 0; w < W; w++) {                                               \
                 TY t = ap * vr[w];                                                       \
                 t = t + ao * sr[W + w];                                                  \
                 o[w] = t + an * sr[w];                                                   \
             }                                                                            \
         } else if (d == 1) {                                                             \
-            for (long w = 0; w < W; w++) { TY t = ap * vr[w]; o[w] = t + an * sr[w]; }  \
+            for (long long w = 0; w < W; w++) { TY t = ap * vr[w]; o[w] = t + an * sr[w]; }  \
         } else {                                                                         \
-            for (long w = 0; w < W; w++) o[w] = ap * vr[w];                             \
+            for (long long w = 0; w < W; w++) o[w] = ap * vr[w];                             \
         }                                                                                \
         /* rows 1 .. d-2: all three terms; flat index i = j W + w */                    \
-        for (long i = W; i < (d - 1) * W; i++) {                                         \
+        for (long long i = W; i < (d - 1) * W; i++) {                                         \
             TY t = ap * sr[i - W];                                                       \
             t = t + ao * sr[i + W];                                                      \
             o[i] = t + an * sr[i];                                                       \
         }                                                                                \
         /* row d-1 (when d >= 2): push and no-op */                                      \
         if (d >= 2) {                                                                    \
-            for (long i = (d - 1) * W; i < d * W; i++) {                                 \
+            for (long long i = (d - 1) * W; i < d * W; i++) {                                 \
                 TY t = ap * sr[i - W];                                                   \
                 o[i] = t + an * sr[i];                                                   \
             }                                                                            \
         }                                                                                \
         /* grown bottom row d: push only */                                              \
         if (nd > d && d >= 1) {                                                          \
-            for (long i = d * W; i < nd * W; i++) o[i] = ap * sr[i - W];                \
+            for (long long i = d * W; i < nd * W; i++) o[i] = ap * sr[i - W];                \
         }                                                                                \
     }                                                                                    \
 }                                                                                        \
                                                                                          \
 RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,   \
-                                TY *gs, TY *ga, TY *gv, long r0, long r1, long d,        \
-                                long nd, long W)                                         \
+                                TY *gs, TY *ga, TY *gv, long long r0, long long r1, long long d,        \
+                                long long nd, long long W)                                         \
 {                                                                                        \
-    for (long r = r0; r < r1; r++) {                                                     \
+    for (long long r = r0; r < r1; r++) {                                                     \
         const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];              \
         const TY *restrict sr = s + r * d * W;                                           \
         const TY *restrict vr = v + r * W;                                               \
@@ -89,13 +89,13 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
         TY *restrict gsr = gs + r * d * W;                                               \
         TY lp[LANES] = {0}, lo[LANES] = {0}, ln[LANES] = {0};                            \
         double push = 0, pop = 0, noop = 0;                                              \
-        for (long w = 0; w < W; w++) {                                                   \
+        for (long long w = 0; w < W; w++) {                                                   \
             push += (double)(gr[w] * vr[w]);                                             \
             gv[r * W + w] = gr[w] * ap;                                                  \
         }                                                                                \
-        const long n = d * W;              /* cells of s */                              \
-        const long up = (nd - 1) * W;      /* i < up: g[i + W] exists (push term) */     \
-        long i = 0;                                                                      \
+        const long long n = d * W;              /* cells of s */                              \
+        const long long up = (nd - 1) * W;      /* i < up: g[i + W] exists (push term) */     \
+        long long i = 0;                                                                      \
         /* i < W: row 0 (no pop term) */                                                 \
         for (; i < W && i < n; i++) {                                                    \
             TY t = gr[i] * an;                                                           \
@@ -104,9 +104,9 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
             noop += (double)(gr[i] * sr[i]);                                             \
         }                                                                                \
         /* interior rows: all three terms, in blocks of LANES */                         \
-        long end = n < up ? n : up;                                                      \
+        long long end = n < up ? n : up;                                                      \
         for (; i + LANES <= end; i += LANES) {                                           \
-            for (long k = 0; k < LANES; k++) {                                           \
+            for (long long k = 0; k < LANES; k++) {                                           \
                 const TY gi = gr[i + k], sk = sr[i + k];                                 \
                 TY t = gi * an;                                                          \
                 t = t + gr[i + k + W] * ap;                                              \
@@ -125,7 +125,7 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
             noop += (double)(gr[i] * sr[i]);                                             \
             pop += (double)(gr[i - W] * sr[i]);                                          \
         }                                                                                \
-        for (long k = 0; k < LANES; k++) {                                               \
+        for (long long k = 0; k < LANES; k++) {                                               \
             push += (double)lp[k]; pop += (double)lo[k]; noop += (double)ln[k];          \
         }                                                                                \
         ga[3 * r] = (TY)push;                                                            \
