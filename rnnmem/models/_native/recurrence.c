@@ -21,64 +21,64 @@
 
 #define RN_REAL_CONJ(v) (v)
 
-#define RN_DEFINE(SUF, TY, CONJ)                                                         \
-void rn_fwd_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,              \
-                  long long b0, long long b1, long long T, long long N)                                      \
-{                                                                                        \
-    for (long long b = b0; b < b1; b++) {                                                     \
-        const TY *xb = x + b * T * N;                                                    \
-        TY *ob = out + b * T * N;                                                        \
-        const TY *ab = tv ? a + b * T * N : a;                                           \
-        if (T <= 0) continue;                                                            \
-        if (h0) {                                                                        \
-            const TY *restrict hb = h0 + b * N;                                          \
-            const TY *restrict a0 = ab;                                                  \
-            const TY *restrict x0 = xb;                                                  \
-            TY *restrict o0 = ob;                                                        \
-            for (long long n = 0; n < N; n++) o0[n] = a0[n] * hb[n] + x0[n];                 \
-        } else {                                                                         \
-            for (long long n = 0; n < N; n++) ob[n] = xb[n];                                 \
-        }                                                                                \
-        for (long long t = 1; t < T; t++) {                                                   \
-            const TY *restrict at = tv ? ab + t * N : a;                                 \
-            const TY *restrict xt = xb + t * N;                                          \
-            const TY *restrict op = ob + (t - 1) * N;                                    \
-            TY *restrict o = ob + t * N;                                                 \
-            for (long long n = 0; n < N; n++) o[n] = at[n] * op[n] + xt[n];                  \
-        }                                                                                \
-    }                                                                                    \
-}                                                                                        \
-                                                                                         \
-void rn_adj_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0, TY *gx,  \
-                  TY *da, TY *acc, int need_a, long long b0, long long b1, long long T, long long N)         \
-{                                                                                        \
-    for (long long b = b0; b < b1; b++) {                                                     \
-        const TY *gb = g + b * T * N;                                                    \
-        const TY *hb = h ? h + b * T * N : NULL;                                         \
-        const TY *ab = tv ? a + b * T * N : a;                                           \
-        TY *ob = gx + b * T * N;                                                         \
-        for (long long t = T - 1; t >= 0; t--) {                                              \
-            const TY *restrict gt = gb + t * N;                                          \
-            TY *restrict o = ob + t * N;                                                 \
-            if (t == T - 1) {                                                            \
-                for (long long n = 0; n < N; n++) o[n] = gt[n];                              \
-            } else {                                                                     \
-                const TY *restrict an = tv ? ab + (t + 1) * N : a;                       \
-                const TY *restrict on = ob + (t + 1) * N;                                \
-                for (long long n = 0; n < N; n++) o[n] = gt[n] + CONJ(an[n]) * on[n];        \
-            }                                                                            \
-            if (!need_a) continue;                                                       \
-            const TY *restrict p = t > 0 ? hb + (t - 1) * N : (h0 ? h0 + b * N : NULL); \
-            if (tv) {                                                                    \
-                TY *restrict d = da + b * T * N + t * N;                                 \
-                if (p) { for (long long n = 0; n < N; n++) d[n] = o[n] * CONJ(p[n]); }       \
-                else   { for (long long n = 0; n < N; n++) d[n] = 0; }                       \
-            } else if (p) {                                                              \
-                TY *restrict s = acc + b * N;                                            \
-                for (long long n = 0; n < N; n++) s[n] += o[n] * CONJ(p[n]);                 \
-            }                                                                            \
-        }                                                                                \
-    }                                                                                    \
+#define RN_DEFINE(SUF, TY, CONJ)                                                               \
+void rn_fwd_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,                     \
+                  long long b0, long long b1, long long T, long long N)                        \
+{                                                                                              \
+    for (long long b = b0; b < b1; b++) {                                                      \
+        const TY *xb = x + b * T * N;                                                          \
+        TY *ob = out + b * T * N;                                                              \
+        const TY *ab = tv ? a + b * T * N : a;                                                 \
+        if (T <= 0) continue;                                                                  \
+        if (h0) {                                                                              \
+            const TY *restrict hb = h0 + b * N;                                                \
+            const TY *restrict a0 = ab;                                                        \
+            const TY *restrict x0 = xb;                                                        \
+            TY *restrict o0 = ob;                                                              \
+            for (long long n = 0; n < N; n++) o0[n] = a0[n] * hb[n] + x0[n];                   \
+        } else {                                                                               \
+            for (long long n = 0; n < N; n++) ob[n] = xb[n];                                   \
+        }                                                                                      \
+        for (long long t = 1; t < T; t++) {                                                    \
+            const TY *restrict at = tv ? ab + t * N : a;                                       \
+            const TY *restrict xt = xb + t * N;                                                \
+            const TY *restrict op = ob + (t - 1) * N;                                          \
+            TY *restrict o = ob + t * N;                                                       \
+            for (long long n = 0; n < N; n++) o[n] = at[n] * op[n] + xt[n];                    \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+void rn_adj_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0, TY *gx,         \
+                  TY *da, TY *acc, int need_a, long long b0, long long b1, long long T, long long N) \
+{                                                                                              \
+    for (long long b = b0; b < b1; b++) {                                                      \
+        const TY *gb = g + b * T * N;                                                          \
+        const TY *hb = h ? h + b * T * N : NULL;                                               \
+        const TY *ab = tv ? a + b * T * N : a;                                                 \
+        TY *ob = gx + b * T * N;                                                               \
+        for (long long t = T - 1; t >= 0; t--) {                                               \
+            const TY *restrict gt = gb + t * N;                                                \
+            TY *restrict o = ob + t * N;                                                       \
+            if (t == T - 1) {                                                                  \
+                for (long long n = 0; n < N; n++) o[n] = gt[n];                                \
+            } else {                                                                           \
+                const TY *restrict an = tv ? ab + (t + 1) * N : a;                             \
+                const TY *restrict on = ob + (t + 1) * N;                                      \
+                for (long long n = 0; n < N; n++) o[n] = gt[n] + CONJ(an[n]) * on[n];          \
+            }                                                                                  \
+            if (!need_a) continue;                                                             \
+            const TY *restrict p = t > 0 ? hb + (t - 1) * N : (h0 ? h0 + b * N : NULL);        \
+            if (tv) {                                                                          \
+                TY *restrict d = da + b * T * N + t * N;                                       \
+                if (p) { for (long long n = 0; n < N; n++) d[n] = o[n] * CONJ(p[n]); }         \
+                else   { for (long long n = 0; n < N; n++) d[n] = 0; }                         \
+            } else if (p) {                                                                    \
+                TY *restrict s = acc + b * N;                                                  \
+                for (long long n = 0; n < N; n++) s[n] += o[n] * CONJ(p[n]);                   \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
 }
 
 RN_DEFINE(f32, float, RN_REAL_CONJ)

@@ -36,102 +36,102 @@
 
 #define LANES 16
 
-#define RN_SUP(SUF, TY)                                                                  \
-RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out,       \
-                                long long r0, long long r1, long long d, long long nd, long long W)               \
-{                                                                                        \
-    for (long long r = r0; r < r1; r++) {                                                     \
-        const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];              \
-        const TY *restrict sr = s + r * d * W;                                           \
-        const TY *restrict vr = v + r * W;                                               \
-        TY *restrict o = out + r * nd * W;                                               \
-        /* row 0: push v */                                                              \
-        if (d >= 2) {                                                                    \
-            for (long long w = 0; w < W; w++) {                                               \
-                TY t = ap * vr[w];                                                       \
-                t = t + ao * sr[W + w];                                                  \
-                o[w] = t + an * sr[w];                                                   \
-            }                                                                            \
-        } else if (d == 1) {                                                             \
-            for (long long w = 0; w < W; w++) { TY t = ap * vr[w]; o[w] = t + an * sr[w]; }  \
-        } else {                                                                         \
-            for (long long w = 0; w < W; w++) o[w] = ap * vr[w];                             \
-        }                                                                                \
-        /* rows 1 .. d-2: all three terms; flat index i = j W + w */                    \
-        for (long long i = W; i < (d - 1) * W; i++) {                                         \
-            TY t = ap * sr[i - W];                                                       \
-            t = t + ao * sr[i + W];                                                      \
-            o[i] = t + an * sr[i];                                                       \
-        }                                                                                \
-        /* row d-1 (when d >= 2): push and no-op */                                      \
-        if (d >= 2) {                                                                    \
-            for (long long i = (d - 1) * W; i < d * W; i++) {                                 \
-                TY t = ap * sr[i - W];                                                   \
-                o[i] = t + an * sr[i];                                                   \
-            }                                                                            \
-        }                                                                                \
-        /* grown bottom row d: push only */                                              \
-        if (nd > d && d >= 1) {                                                          \
-            for (long long i = d * W; i < nd * W; i++) o[i] = ap * sr[i - W];                \
-        }                                                                                \
-    }                                                                                    \
-}                                                                                        \
-                                                                                         \
-RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,   \
-                                TY *gs, TY *ga, TY *gv, long long r0, long long r1, long long d,        \
-                                long long nd, long long W)                                         \
-{                                                                                        \
-    for (long long r = r0; r < r1; r++) {                                                     \
-        const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];              \
-        const TY *restrict sr = s + r * d * W;                                           \
-        const TY *restrict vr = v + r * W;                                               \
-        const TY *restrict gr = g + r * nd * W;                                          \
-        TY *restrict gsr = gs + r * d * W;                                               \
-        TY lp[LANES] = {0}, lo[LANES] = {0}, ln[LANES] = {0};                            \
-        double push = 0, pop = 0, noop = 0;                                              \
-        for (long long w = 0; w < W; w++) {                                                   \
-            push += (double)(gr[w] * vr[w]);                                             \
-            gv[r * W + w] = gr[w] * ap;                                                  \
-        }                                                                                \
-        const long long n = d * W;              /* cells of s */                              \
-        const long long up = (nd - 1) * W;      /* i < up: g[i + W] exists (push term) */     \
-        long long i = 0;                                                                      \
-        /* i < W: row 0 (no pop term) */                                                 \
-        for (; i < W && i < n; i++) {                                                    \
-            TY t = gr[i] * an;                                                           \
-            if (i < up) { t = t + gr[i + W] * ap; push += (double)(gr[i + W] * sr[i]); } \
-            gsr[i] = t;                                                                  \
-            noop += (double)(gr[i] * sr[i]);                                             \
-        }                                                                                \
-        /* interior rows: all three terms, in blocks of LANES */                         \
-        long long end = n < up ? n : up;                                                      \
-        for (; i + LANES <= end; i += LANES) {                                           \
-            for (long long k = 0; k < LANES; k++) {                                           \
-                const TY gi = gr[i + k], sk = sr[i + k];                                 \
-                TY t = gi * an;                                                          \
-                t = t + gr[i + k + W] * ap;                                              \
-                gsr[i + k] = t + gr[i + k - W] * ao;                                     \
-                ln[k] += gi * sk;                                                        \
-                lp[k] += gr[i + k + W] * sk;                                             \
-                lo[k] += gr[i + k - W] * sk;                                             \
-            }                                                                            \
-        }                                                                                \
-        /* the rest: bounds checked per cell */                                          \
-        for (; i < n; i++) {                                                             \
-            TY t = gr[i] * an;                                                           \
-            if (i < up) { t = t + gr[i + W] * ap; push += (double)(gr[i + W] * sr[i]); } \
-            t = t + gr[i - W] * ao;                                                      \
-            gsr[i] = t;                                                                  \
-            noop += (double)(gr[i] * sr[i]);                                             \
-            pop += (double)(gr[i - W] * sr[i]);                                          \
-        }                                                                                \
-        for (long long k = 0; k < LANES; k++) {                                               \
-            push += (double)lp[k]; pop += (double)lo[k]; noop += (double)ln[k];          \
-        }                                                                                \
-        ga[3 * r] = (TY)push;                                                            \
-        ga[3 * r + 1] = (TY)pop;                                                         \
-        ga[3 * r + 2] = (TY)noop;                                                        \
-    }                                                                                    \
+#define RN_SUP(SUF, TY)                                                                        \
+RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out,              \
+                                long long r0, long long r1, long long d, long long nd, long long W) \
+{                                                                                              \
+    for (long long r = r0; r < r1; r++) {                                                      \
+        const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];                    \
+        const TY *restrict sr = s + r * d * W;                                                 \
+        const TY *restrict vr = v + r * W;                                                     \
+        TY *restrict o = out + r * nd * W;                                                     \
+        /* row 0: push v */                                                                    \
+        if (d >= 2) {                                                                          \
+            for (long long w = 0; w < W; w++) {                                                \
+                TY t = ap * vr[w];                                                             \
+                t = t + ao * sr[W + w];                                                        \
+                o[w] = t + an * sr[w];                                                         \
+            }                                                                                  \
+        } else if (d == 1) {                                                                   \
+            for (long long w = 0; w < W; w++) { TY t = ap * vr[w]; o[w] = t + an * sr[w]; }    \
+        } else {                                                                               \
+            for (long long w = 0; w < W; w++) o[w] = ap * vr[w];                               \
+        }                                                                                      \
+        /* rows 1 .. d-2: all three terms; flat index i = j W + w */                           \
+        for (long long i = W; i < (d - 1) * W; i++) {                                          \
+            TY t = ap * sr[i - W];                                                             \
+            t = t + ao * sr[i + W];                                                            \
+            o[i] = t + an * sr[i];                                                             \
+        }                                                                                      \
+        /* row d-1 (when d >= 2): push and no-op */                                            \
+        if (d >= 2) {                                                                          \
+            for (long long i = (d - 1) * W; i < d * W; i++) {                                  \
+                TY t = ap * sr[i - W];                                                         \
+                o[i] = t + an * sr[i];                                                         \
+            }                                                                                  \
+        }                                                                                      \
+        /* grown bottom row d: push only */                                                    \
+        if (nd > d && d >= 1) {                                                                \
+            for (long long i = d * W; i < nd * W; i++) o[i] = ap * sr[i - W];                  \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,          \
+                                TY *gs, TY *ga, TY *gv, long long r0, long long r1, long long d, \
+                                long long nd, long long W)                                     \
+{                                                                                              \
+    for (long long r = r0; r < r1; r++) {                                                      \
+        const TY ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];                    \
+        const TY *restrict sr = s + r * d * W;                                                 \
+        const TY *restrict vr = v + r * W;                                                     \
+        const TY *restrict gr = g + r * nd * W;                                                \
+        TY *restrict gsr = gs + r * d * W;                                                     \
+        TY lp[LANES] = {0}, lo[LANES] = {0}, ln[LANES] = {0};                                  \
+        double push = 0, pop = 0, noop = 0;                                                    \
+        for (long long w = 0; w < W; w++) {                                                    \
+            push += (double)(gr[w] * vr[w]);                                                   \
+            gv[r * W + w] = gr[w] * ap;                                                        \
+        }                                                                                      \
+        const long long n = d * W;              /* cells of s */                               \
+        const long long up = (nd - 1) * W;      /* i < up: g[i + W] exists (push term) */      \
+        long long i = 0;                                                                       \
+        /* i < W: row 0 (no pop term) */                                                       \
+        for (; i < W && i < n; i++) {                                                          \
+            TY t = gr[i] * an;                                                                 \
+            if (i < up) { t = t + gr[i + W] * ap; push += (double)(gr[i + W] * sr[i]); }       \
+            gsr[i] = t;                                                                        \
+            noop += (double)(gr[i] * sr[i]);                                                   \
+        }                                                                                      \
+        /* interior rows: all three terms, in blocks of LANES */                               \
+        long long end = n < up ? n : up;                                                       \
+        for (; i + LANES <= end; i += LANES) {                                                 \
+            for (long long k = 0; k < LANES; k++) {                                            \
+                const TY gi = gr[i + k], sk = sr[i + k];                                       \
+                TY t = gi * an;                                                                \
+                t = t + gr[i + k + W] * ap;                                                    \
+                gsr[i + k] = t + gr[i + k - W] * ao;                                           \
+                ln[k] += gi * sk;                                                              \
+                lp[k] += gr[i + k + W] * sk;                                                   \
+                lo[k] += gr[i + k - W] * sk;                                                   \
+            }                                                                                  \
+        }                                                                                      \
+        /* the rest: bounds checked per cell */                                                \
+        for (; i < n; i++) {                                                                   \
+            TY t = gr[i] * an;                                                                 \
+            if (i < up) { t = t + gr[i + W] * ap; push += (double)(gr[i + W] * sr[i]); }       \
+            t = t + gr[i - W] * ao;                                                            \
+            gsr[i] = t;                                                                        \
+            noop += (double)(gr[i] * sr[i]);                                                   \
+            pop += (double)(gr[i - W] * sr[i]);                                                \
+        }                                                                                      \
+        for (long long k = 0; k < LANES; k++) {                                                \
+            push += (double)lp[k]; pop += (double)lo[k]; noop += (double)ln[k];                \
+        }                                                                                      \
+        ga[3 * r] = (TY)push;                                                                  \
+        ga[3 * r + 1] = (TY)pop;                                                               \
+        ga[3 * r + 2] = (TY)noop;                                                              \
+    }                                                                                          \
 }
 
 RN_SUP(f32, float)
