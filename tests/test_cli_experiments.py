@@ -39,9 +39,9 @@ def test_protocols_lists_and_prints_toml(capsys, tmp_path):
 def test_run_then_runs(capsys, proto_file, tmp_path):
     store = str(tmp_path / "store")
     assert main(["run", str(proto_file), "--store", store, "-q"]) == 0
-    assert "2 runs: 2 trained, 0 already in the store" in capsys.readouterr().out
+    assert "2 runs: 2 trained, 0 evaluated on shared weights, 0 already in the store" in capsys.readouterr().out
     assert main(["run", str(proto_file), "--store", store, "-q"]) == 0
-    assert "0 trained, 2 already in the store" in capsys.readouterr().out
+    assert "0 trained, 0 evaluated on shared weights, 2 already in the store" in capsys.readouterr().out
     assert main(["runs", str(proto_file), "--store", store, "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["seed"] for r in rows] == [0, 1] and all(r["status"] == "ok" for r in rows)

@@ -46,6 +46,7 @@ def run(args) -> int:
     rep = results.report
     budget = protocol.budget or protocol.default_budget or "base"
     print(f"{protocol.name} ({budget}): {rep['total']} runs: {rep['trained']} trained, "
+          f"{rep['reused']} evaluated on shared weights, "
           f"{rep['cached']} already in the store, {len(rep['failed'])} failed "
           f"in {rep['seconds']:.1f}s; store: {store.root}")
     for h, n in rep["retried"].items():

@@ -13,9 +13,10 @@ the rest to an executor:
     ``"ray:ADDRESS"`` joins a cluster. Workers write into the shared store.
 
 An executor's ``map(runs, store, on_event)`` makes every run complete in the store and
-reports ``("start" | "trained" | "cached" | "failed", run, detail)`` events; the progress
-display (:class:`Progress`) counts them: a tqdm bar across runs (done, running, failed,
-ETA) on a terminal, plain log lines every ``log_every`` seconds otherwise.
+reports ``("start" | "trained" | "reused" | "cached" | "failed", run, detail)`` events
+(``reused``: completed from the stored weights of a run with the same training); the
+progress display (:class:`Progress`) counts them: a tqdm bar across runs (done, running,
+failed, ETA) on a terminal, plain log lines every ``log_every`` seconds otherwise.
 
 Two processes executing the same protocol on one store train each run once: a run is
 trained under its lock (:meth:`RunStore.lock`); a process that finds a run locked goes on
@@ -32,7 +33,7 @@ from typing import Callable, Iterable
 from ..errors import ExecutorError, InvalidParameterError
 from .run import Run
 from .store import Results, RunStore
-from .worker import CACHED, DONE, LOCKED, run_one
+from .worker import CACHED, DONE, LOCKED, REUSED, run_one
 
 __all__ = ["execute", "get_executor", "LocalExecutor", "RayExecutor", "Progress",
            "SweepReport"]
@@ -41,7 +42,8 @@ Event = Callable[[str, Run, str], None]
 
 
 class SweepReport(dict):
-    """Counts and details of one execution: ``trained``, ``cached``, ``failed`` (hash ->
+    """Counts and details of one execution: ``trained``, ``reused`` (completed from the
+    stored weights of a run with the same training), ``cached``, ``failed`` (hash ->
     message), ``retried`` (hash -> attempts), ``seconds``."""
 
 
@@ -71,7 +73,7 @@ class Progress:
             self.cached += 1
             if self.bar is not None:
                 self.bar.update(1)
-        elif event in ("trained", "cached", "failed"):
+        elif event in ("trained", "reused", "cached", "failed"):
             self.running = max(0, self.running - 1)
             if event == "failed":
                 self.failed += 1
@@ -416,7 +418,7 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
         raise InvalidParameterError("runs: expected Run objects")
     store = store if isinstance(store, RunStore) else RunStore(store)
     todo = [r for r in runs if not store.has(r)]
-    report = SweepReport(total=len(runs), trained=0, cached=len(runs) - len(todo),
+    report = SweepReport(total=len(runs), trained=0, reused=0, cached=len(runs) - len(todo),
                          failed={}, retried={}, seconds=0.0)
     t0 = time.monotonic()
     before = {r.hash: store.attempts(r) for r in todo}
@@ -436,6 +438,8 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
         def on_event(event, run, detail):
             if event == DONE:
                 report["trained"] += 1
+            elif event == REUSED:
+                report["reused"] += 1
             elif event == CACHED:
                 report["cached"] += 1
             elif event == "failed":

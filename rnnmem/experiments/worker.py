@@ -26,9 +26,11 @@ from ..files import to_jsonable
 from .run import Run
 from .store import RunStore
 
-__all__ = ["run_one", "provenance", "LOCKED", "DONE", "CACHED"]
+__all__ = ["run_one", "provenance", "LOCKED", "DONE", "CACHED", "REUSED"]
 
 DONE, CACHED, LOCKED = "trained", "cached", "locked"
+#: the run was completed by evaluating the stored weights of a run with the same training
+REUSED = "reused"
 
 
 def _now() -> str:
@@ -86,7 +88,9 @@ def provenance(run: Run, *, device: str, threads: int, started: str, executor: s
 
 def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = True,
             executor: str = "local") -> str:
-    """Make the run (its JSON, or the Run in this process) complete in the store; return ``"trained"``, ``"cached"`` (it was
+    """Make the run (its JSON, or the Run in this process) complete in the store; return
+    ``"trained"``, ``"reused"`` (completed by evaluating the stored weights of a run with the
+    same training, :meth:`.RunStore.trained_by`), ``"cached"`` (it was
     already there, or another process finished it while this one waited) or ``"locked"``
     (another process is training it and ``wait`` is false)."""
     from ..errors import DirectoryLockedError
@@ -109,13 +113,15 @@ def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = Tru
         if marker and not os.path.exists(marker):
             Path(marker).write_text(f"{os.getpid()}\n")
             os._exit(17)  # test only: a worker killed on its first attempt
-        _train_and_write(run, store, executor=executor, attempt=attempt)
-        return DONE
+        reused = _train_and_write(run, store, executor=executor, attempt=attempt)
+        return REUSED if reused else DONE
     finally:
         lock.release()
 
 
-def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) -> None:
+def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) -> bool:
+    """Train (or evaluate the shared training of) ``run`` and write it; True when the
+    weights came from another run."""
     import torch
 
     from ..models._device import resolve_device
@@ -180,6 +186,7 @@ def _train_and_write(run: Run, store: RunStore, *, executor: str, attempt: int) 
                        | ({"weights_from": source} if source is not None else {}))
         if status == "ok" and source is None:
             store.note_training(run)
+        return source is not None
     finally:
         torch.set_num_threads(old_threads)
 

@@ -42,7 +42,7 @@ def test_claim_protocols_are_listed_and_run_alone(tmp_path, capsys):
     assert main(args) == 0
     assert "6 runs: 6 trained" in capsys.readouterr().out
     assert main(args) == 0
-    assert "0 trained, 6 already in the store" in capsys.readouterr().out
+    assert "0 trained, 0 evaluated on shared weights, 6 already in the store" in capsys.readouterr().out
     # verify reads exactly those runs: nothing left to train
     assert _verify(store, tmp_path / "out") == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())[0]

@@ -136,7 +136,7 @@ def run_ablation(name: str, factors=FACTORS, *, budget: str = "smoke", store=Non
     store = store if isinstance(store, RunStore) else RunStore(store)
     variants = ablation_variants(name, factors, budget)
     out: dict[str, Any] = {"protocol": name, "budget": budget, "variants": {}}
-    trained = cached = 0
+    trained = reused = cached = 0
     for factor, (desc, p) in variants.items():
         if p is None:
             out["variants"][factor] = {"change": desc, "cells": None}
@@ -144,12 +144,13 @@ def run_ablation(name: str, factors=FACTORS, *, budget: str = "smoke", store=Non
         results = execute(p, store=store, executor=executor, jobs=jobs, progress=progress)
         rep = results.report
         trained += int(rep.get("trained", 0))
+        reused += int(rep.get("reused", 0))
         cached += int(rep.get("cached", 0))
         cells = cell_results(results, seed=seed)
         out["variants"][factor] = {"change": desc, "runs": len(results),
                                    "cells": {f"{r}/{t}": cell_line(c)
                                              for (r, t), c in cells.items()}}
-    out["report"] = {"trained": trained, "cached": cached}
+    out["report"] = {"trained": trained, "reused": reused, "cached": cached}
     return out
 
 
@@ -166,8 +167,9 @@ def ablation_markdown(ab: dict) -> str:
 
     base = ab["variants"]["base"]["cells"]
     lines = [f"Ablation of `{ab['protocol']}` at budget `{ab['budget']}` "
-             f"({ab['report']['trained']} runs trained, {ab['report']['cached']} read "
-             "from the store).", "",
+             f"({ab['report']['trained']} runs trained, {ab['report'].get('reused', 0)} "
+             f"evaluated on a shared training, {ab['report']['cached']} read from the "
+             "store).", "",
              "| factor | change | cell | verdict (base -> variant) | without the ensure rule "
              "(base -> variant) | blow-up radius by width | slope [95% CI] |",
              "|---|---|---|---|---|---|---|"]
