@@ -225,3 +225,19 @@ def test_stack_rnn_runs_the_superposition_kernels(monkeypatch):
     assert calls.count("superposition_forward") == 7
     # the last update feeds no logit (its read would enter step 8): no gradient reaches it
     assert calls.count("superposition_backward") == 6
+
+
+@needs_native
+def test_an_unwritable_cache_builds_a_private_library(monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be\n")
+    monkeypatch.setenv("RNNMEM_CACHE_DIR", str(blocker))
+    _native._reset()
+    try:
+        assert _native.available(), _native.reason()
+        assert blocker not in _native.library_path().parents
+        a, x = torch.rand(3, dtype=torch.float64), torch.randn(2, 9, 3, dtype=torch.float64)
+        assert torch.equal(linear_recurrence(a, x, method="native"), _loop(a, x, None))
+    finally:
+        monkeypatch.undo()
+        _native._reset()

@@ -16,7 +16,8 @@ shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
 :func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
 ``--version`` output, the flags and the machine architecture: an edit of a source or a
 new compiler gives a new library. It is written under a temporary name and renamed, so
-concurrent first uses (processes of one study) never load a half-written file.
+concurrent first uses (processes of one study) never load a half-written file. Where the
+cache cannot be written, the library is built into a temporary directory of the process.
 
 Off switch: ``RNNMEM_NATIVE=0``. Without a compiler, or when the build fails,
 :func:`available` is False, :func:`reason` says why, and callers use their torch kernels.
@@ -29,6 +30,7 @@ started per call (no pool that a ``fork`` could leave without its workers).
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -89,10 +91,18 @@ def _build() -> ctypes.CDLL:
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install cc/gcc/clang)")
     source = b"\0".join(f.read_bytes() for f in SOURCES)
-    folder = cache_dir() / "native" / _build_key(cc, source)
+    key = _build_key(cc, source)
+    folder = cache_dir() / "native" / key
     lib = folder / "librnnmem_native.so"
     if not lib.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+            probe.close()
+        except OSError:  # the cache cannot be written: a private build for this process
+            folder = Path(tempfile.mkdtemp(prefix=f"rnnmem-native-{key[:8]}-"))
+            atexit.register(shutil.rmtree, folder, True)  # a loaded library may be unlinked
+            lib = folder / "librnnmem_native.so"
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
         os.close(fd)
         try:
