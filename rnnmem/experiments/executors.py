@@ -436,12 +436,8 @@ def execute(protocol_or_runs, *, store: RunStore | str | None = None, executor="
                 bar("skip", r, "")
 
         def on_event(event, run, detail):
-            if event == DONE:
-                report["trained"] += 1
-            elif event == REUSED:
-                report["reused"] += 1
-            elif event == CACHED:
-                report["cached"] += 1
+            if event in (DONE, REUSED, CACHED):
+                report[{DONE: "trained", REUSED: "reused", CACHED: "cached"}[event]] += 1
             elif event == "failed":
                 report["failed"][run.hash] = detail
             bar(event, run, detail)

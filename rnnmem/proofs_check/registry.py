@@ -370,9 +370,8 @@ def run_claims(ids: list[str] | None, budget: str, out_dir: Path, *, seed: int =
             res = sweep.results(*protocols)
             if progress:
                 rep = res.report
-                progress(f"[runs] {rep['trained']} trained, "
-                         f"{rep.get('reused', 0)} evaluated on shared weights, "
-                         f"{rep['cached']} from the store in {rep['seconds']:.1f}s")
+                progress(f"[runs] {rep['trained']} trained, {rep['reused']} evaluated on "
+                         f"shared weights, {rep['cached']} from the store in {rep['seconds']:.1f}s")
         except Exception as exc:  # noqa: BLE001 - the claims report what is missing
             if not isinstance(exc, RnnmemError) or "did not finish" not in str(exc):
                 raise
