@@ -298,11 +298,14 @@ def _superposition_update(state, actions, values, new_depth):
     On CPU, for real float32/float64 tensors, its forward and backward run the compiled
     kernels of :mod:`rnnmem.models._native` (``superposition.c``: one pass each, the
     gradient inner products fused with ``dL/dstate``) when a C compiler is found, else the
-    torch operations above. Measured in one run (``benchmarks.bench_round2``, stack-LSTM
-    fwd+bwd, T = 500, batch 32, hidden 20, width 8, 2 threads): 0.59 s with the kernels,
-    0.75 s with the torch form, 0.89 s with plain operations; the plain LSTM 0.17 s. With
-    flush-to-zero (a process-wide CPU flag rnnmem never sets) the kernels' run is 2.4x
-    the LSTM instead of 3.4x: the deep cells of a long stack are float32 subnormals.
+    torch operations above. For float32 the kernels compute in double and round each
+    output cell to float32 once (the state stays float32; float16/bfloat16 use the torch
+    form): the deep cells of a long stack are float32 subnormals, whose float arithmetic
+    takes the CPU's slow path, and in double it does not (all-subnormal state, depth 500:
+    1.85 ms forward in float, 0.09 ms in double). Measured (``benchmarks``, stack-LSTM
+    fwd+bwd, T = 500, batch 32, hidden 20, width 8, 2 threads): 2.8-3.6x the plain LSTM
+    of the same loop with the kernels, 4.2-5.2x with the torch form, 4.4-7.5x with plain
+    operations.
     """
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     if (compiling is not None and compiling()) or not _plain_autograd(state, actions, values):
