@@ -396,6 +396,9 @@ class StackRNN(RecurrentModel):
         else:
             controls = self.memory.controls_from_logits(torch.addmm(interface[1], h,
                                                                     interface[0]))
+        if hasattr(self.memory, "step_read"):  # update and read as one autograd node
+            stack, read = self.memory.step_read(state.stack, controls, grow)
+            return h, StackRNNState(c, stack, read), controls
         if grow is None:
             stack = self.memory.step(state.stack, controls)
         else:

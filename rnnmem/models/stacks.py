@@ -272,6 +272,56 @@ class _SuperpositionUpdate(torch.autograd.Function):
         return gs, ga, gv, None
 
 
+class _SuperpositionUpdateRead(torch.autograd.Function):
+    """The update and a read of its top ``r`` cells, ``(new_state, read (B, K, r, W))``,
+    as ONE node: the read's gradient is added to the state gradient's top rows inside the
+    compiled backward. Reading the top cells with a slice instead makes autograd build a
+    zero tensor of the whole state for the slice's gradient and add it to the update's,
+    every step (measured: more time than the update itself at T = 500). Used only where
+    the compiled kernels run (:func:`_native_ok`); other paths slice."""
+
+    @staticmethod
+    def forward(ctx, state, actions, values, new_depth, r):
+        ctx.save_for_backward(state, actions, values)
+        ctx.new_depth, ctx.r = new_depth, r
+        ctx.set_materialize_grads(False)
+        out = _superposition_forward(state, actions, values, new_depth)
+        return out, out[:, :, :r].clone()
+
+    @staticmethod
+    def backward(ctx, g, g_read):
+        state, actions, values = ctx.saved_tensors
+        nd, r = ctx.new_depth, ctx.r
+        if g is None and g_read is None:
+            return None, None, None, None, None
+        if g is None:  # only the read is used (the last step): the state gradient is 0
+            g = state.new_zeros(state.shape[:2] + (nd,) + state.shape[3:])
+        if torch.is_grad_enabled() or not _native_ok(state, actions, values, g):
+            # double backward, or an input the kernels do not take: the plain form
+            ins = (state, actions, values)
+            want = [i for i, t in enumerate(ins) if ctx.needs_input_grad[i] and t.requires_grad]
+            with torch.enable_grad():
+                leaves = [t if t.requires_grad else t.detach() for t in ins]
+                out = _superposition_composed(*leaves, nd)
+                outs, cots = [out], [g]
+                if g_read is not None:
+                    outs.append(out[:, :, :r])
+                    cots.append(g_read)
+                got = torch.autograd.grad(outs, [leaves[i] for i in want], cots,
+                                          create_graph=torch.is_grad_enabled(),
+                                          allow_unused=True) if want else ()
+            grads = [None, None, None]
+            for i, gi in zip(want, got):
+                grads[i] = gi
+            return (*grads, None, None)
+        gs, ga, gv = _native.superposition_backward(
+            state, actions, values, g.contiguous(),
+            None if g_read is None else g_read.contiguous())
+        return (gs if ctx.needs_input_grad[0] else None,
+                ga if ctx.needs_input_grad[1] else None,
+                gv if ctx.needs_input_grad[2] else None, None, None)
+
+
 def _plain_autograd(*ts) -> bool:
     """Whether the fused Function may run: no :mod:`torch.func` wrappers (vmap, grad) and
     no tensor subclasses, which its in-place backward does not support."""
@@ -463,6 +513,24 @@ class SuperpositionStack(_InterfacedStack):
         d = state.shape[2]
         return _superposition_update(state, controls.actions, controls.values,
                                      min(d + 1, max(d, limit)))
+
+    def step_read(self, state: torch.Tensor, controls: SuperpositionControls,
+                  grow: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(new_state, read(new_state))``: :meth:`step` (or :meth:`grow_step` up to
+        ``grow``) and :meth:`read` of its result, the same values; with the compiled
+        kernels one autograd node (the read's gradient joins the state's in the kernel)."""
+        self._check(state, controls)
+        d = state.shape[2]
+        nd = d if grow is None else min(d + 1, max(d, grow))
+        B = state.shape[0]
+        a, v = controls.actions, controls.values
+        if (torch.is_grad_enabled() and (state.requires_grad or a.requires_grad
+                                         or v.requires_grad)
+                and nd >= self.read_depth and _native_ok(state, a, v)):
+            new, top = _SuperpositionUpdateRead.apply(state, a, v, nd, self.read_depth)
+            return new, top.reshape(B, self.read_size)
+        new = _superposition_update(state, a, v, nd)
+        return new, self.read(new)
 
     def pad(self, state: torch.Tensor, depth: int) -> torch.Tensor:
         """``state`` with empty cells appended at the bottom up to ``depth``."""

@@ -241,3 +241,66 @@ def test_an_unwritable_cache_builds_a_private_library(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         _native._reset()
+
+
+def _step_read_grads(stack, state, controls, grow, use, cot_state, cot_read):
+    ins = [state.clone().requires_grad_(), controls.actions.clone().requires_grad_(),
+           controls.values.clone().requires_grad_()]
+    new, read = stack.step_read(ins[0], S.SuperpositionControls(ins[1], ins[2]), grow)
+    outs, cots = [], []
+    if "state" in use:
+        outs.append(new)
+        cots.append(cot_state)
+    if "read" in use:
+        outs.append(read)
+        cots.append(cot_read)
+    return (new.detach(), read.detach(), *torch.autograd.grad(outs, ins, cots))
+
+
+@needs_native
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 2), st.integers(1, 30),
+       st.integers(1, 9), st.integers(1, 3), st.booleans(),
+       st.sampled_from([("state", "read"), ("state",), ("read",)]),
+       st.sampled_from(["float32", "float64"]))
+def test_step_read_is_step_then_read(seed, B, K, d, W, rd, grow, use, dtype):
+    """One node (update + read, the read's gradient joined inside the kernel) against the
+    torch update followed by a slice: values and all gradients, whichever outputs are
+    used."""
+    dt = getattr(torch, dtype)
+    rd = min(rd, d)
+    stack = S.SuperpositionStack(None, W, read_depth=rd, n_stacks=K)
+    gen = torch.Generator().manual_seed(seed)
+    state = torch.rand(B, K, d, W, generator=gen, dtype=torch.float64).to(dt)
+    actions = torch.softmax(torch.randn(B, K, 3, generator=gen, dtype=torch.float64),
+                            -1).to(dt)
+    values = torch.rand(B, K, W, generator=gen, dtype=torch.float64).to(dt)
+    controls = S.SuperpositionControls(actions, values)
+    limit = d + 1 if grow else None
+    nd = d + 1 if grow else d
+    cot_state = torch.randn(B, K, nd, W, generator=gen, dtype=torch.float64).to(dt)
+    cot_read = torch.randn(B, K * rd * W, generator=gen, dtype=torch.float64).to(dt)
+    got = _step_read_grads(stack, state, controls, limit, use, cot_state, cot_read)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(S, "_native_ok", lambda *ts: False)
+        ref = _step_read_grads(stack, state, controls, limit, use, cot_state, cot_read)
+    tol = tolerance(dt, n_ops=3 * nd * W, scale=float(cot_state.abs().max() + 2))
+    for u, v in zip(got, ref):
+        assert tol.allclose(u.double().numpy(), v.double().numpy()), \
+            tol.max_violation(u.double().numpy(), v.double().numpy())
+
+
+@needs_native
+def test_step_read_gradcheck_and_double_backward():
+    stack = S.SuperpositionStack(None, 3, read_depth=2)
+    gen = torch.Generator().manual_seed(5)
+    ins = (torch.rand(2, 1, 4, 3, generator=gen, dtype=torch.float64).requires_grad_(),
+           torch.softmax(torch.randn(2, 1, 3, generator=gen, dtype=torch.float64),
+                         -1).requires_grad_(),
+           torch.rand(2, 1, 3, generator=gen, dtype=torch.float64).requires_grad_())
+
+    def f(s, a, v):
+        return stack.step_read(s, S.SuperpositionControls(a, v), 5)
+
+    assert torch.autograd.gradcheck(f, ins)
+    assert torch.autograd.gradgradcheck(f, ins)

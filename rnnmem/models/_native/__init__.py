@@ -50,7 +50,7 @@ __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurre
 
 SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("superposition.c"))
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
-_ABI = 2
+_ABI = 3
 #: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
 
@@ -126,7 +126,8 @@ def _build() -> ctypes.CDLL:
     for suf in ("f32", "f64"):
         getattr(dll, f"rn_sup_fwd_{suf}").argtypes = [P, P, P, P, L, L, L, L, L]
         getattr(dll, f"rn_sup_fwd_{suf}").restype = None
-        getattr(dll, f"rn_sup_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, L, L, L, L, L]
+        getattr(dll, f"rn_sup_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, L, L, L,
+                                                      L]
         getattr(dll, f"rn_sup_bwd_{suf}").restype = None
     _state["path"] = lib
     return dll
@@ -293,16 +294,19 @@ def superposition_forward(state: torch.Tensor, actions: torch.Tensor, values: to
 
 
 def superposition_backward(state: torch.Tensor, actions: torch.Tensor, values: torch.Tensor,
-                           g: torch.Tensor):
+                           g: torch.Tensor, g_read: torch.Tensor | None = None):
     """Gradients ``(dL/dstate, dL/dactions, dL/dvalues)`` of the update from
-    ``g = dL/dout`` (B, K, nd, W), in one pass (see ``stacks._SuperpositionUpdate``)."""
+    ``g = dL/dout`` (B, K, nd, W), in one pass (see ``stacks._SuperpositionUpdate``);
+    ``g_read`` (B, K, r, W), the gradient of a read of the output's top ``r`` cells, is
+    added to ``g``'s top rows on the way (no full-size sum)."""
     dll = _dll()
     B, K, d, W = state.shape
     nd = g.shape[2]
-    s, act, v, g = _plain(state), _plain(actions), _plain(values), _plain(g)
+    s, act, v, g, gt = _plain(state), _plain(actions), _plain(values), _plain(g), _plain(g_read)
+    rd = 0 if gt is None else gt.shape[2]
     gs, ga, gv = torch.empty_like(s), torch.empty_like(act), torch.empty_like(v)
     fn = getattr(dll, f"rn_sup_bwd_{_SUFFIX[s.dtype]}")
     _split(fn, B * K, B * K * nd * W,
            lambda r0, r1: (_ptr(s), _ptr(act), _ptr(v), _ptr(g), _ptr(gs), _ptr(ga), _ptr(gv),
-                           r0, r1, d, nd, W))
+                           _ptr(gt), rd, r0, r1, d, nd, W))
     return gs, ga, gv

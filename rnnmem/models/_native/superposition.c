@@ -13,6 +13,8 @@
  * bwd:  gs[j] = an g[j] [+ ap g[j+1] if j < nd-1] [+ ao g[j-1] if j >= 1]
  *       ga    = (<g[0], v> + <g[1:nd], s[:nd-1]>, <g[:d-1], s[1:]>, <g[:d], s>)
  *       gv    = ap g[0]
+ *       with g replaced by g + gt on the top rd rows when gt (R, rd, W), the gradient of
+ *       a read of the top cells returned by the same step, is given (no full-size sum)
  * Arithmetic in CT = double, also for float data: a product of two floats is exact in
  * double, and each output is rounded to float once (the torch form rounds each product
  * and sum in float, or fuses some into FMAs; the two agree to rounding, not bit for bit).  The reason is speed: the
@@ -40,7 +42,7 @@
 
 #define LANES 16
 
-#define RN_SUP(SUF, TY, CT)                                                                        \
+#define RN_SUP(SUF, TY, CT)                                                                    \
 RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out,              \
                                 long long r0, long long r1, long long d, long long nd, long long W) \
 {                                                                                              \
@@ -54,36 +56,37 @@ RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out
             for (long long w = 0; w < W; w++) {                                                \
                 CT t = ap * vr[w];                                                             \
                 t = t + ao * sr[W + w];                                                        \
-                o[w] = (TY)(t + an * sr[w]);                                                         \
+                o[w] = (TY)(t + an * sr[w]);                                                   \
             }                                                                                  \
         } else if (d == 1) {                                                                   \
-            for (long long w = 0; w < W; w++) { CT t = ap * vr[w]; o[w] = (TY)(t + an * sr[w]); }    \
+            for (long long w = 0; w < W; w++) { CT t = ap * vr[w]; o[w] = (TY)(t + an * sr[w]); } \
         } else {                                                                               \
-            for (long long w = 0; w < W; w++) o[w] = (TY)(ap * vr[w]);                               \
+            for (long long w = 0; w < W; w++) o[w] = (TY)(ap * vr[w]);                         \
         }                                                                                      \
         /* rows 1 .. d-2: all three terms; flat index i = j W + w */                           \
         for (long long i = W; i < (d - 1) * W; i++) {                                          \
             CT t = ap * sr[i - W];                                                             \
             t = t + ao * sr[i + W];                                                            \
-            o[i] = (TY)(t + an * sr[i]);                                                             \
+            o[i] = (TY)(t + an * sr[i]);                                                       \
         }                                                                                      \
         /* row d-1 (when d >= 2): push and no-op */                                            \
         if (d >= 2) {                                                                          \
             for (long long i = (d - 1) * W; i < d * W; i++) {                                  \
                 CT t = ap * sr[i - W];                                                         \
-                o[i] = (TY)(t + an * sr[i]);                                                         \
+                o[i] = (TY)(t + an * sr[i]);                                                   \
             }                                                                                  \
         }                                                                                      \
         /* grown bottom row d: push only */                                                    \
         if (nd > d && d >= 1) {                                                                \
-            for (long long i = d * W; i < nd * W; i++) o[i] = (TY)(ap * sr[i - W]);                  \
+            for (long long i = d * W; i < nd * W; i++) o[i] = (TY)(ap * sr[i - W]);            \
         }                                                                                      \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
 RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,          \
-                                TY *gs, TY *ga, TY *gv, long long r0, long long r1, long long d, \
-                                long long nd, long long W)                                     \
+                                TY *gs, TY *ga, TY *gv, const TY *gt, long long rd,            \
+                                long long r0, long long r1, long long d, long long nd,         \
+                                long long W)                                                   \
 {                                                                                              \
     for (long long r = r0; r < r1; r++) {                                                      \
         const CT ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];                    \
@@ -94,8 +97,8 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
         CT lp[LANES] = {0}, lo[LANES] = {0}, ln[LANES] = {0};                                  \
         double push = 0, pop = 0, noop = 0;                                                    \
         for (long long w = 0; w < W; w++) {                                                    \
-            push += (CT)gr[w] * vr[w];                                                   \
-            gv[r * W + w] = (TY)(gr[w] * ap);                                                        \
+            push += (CT)gr[w] * vr[w];                                                         \
+            gv[r * W + w] = (TY)(gr[w] * ap);                                                  \
         }                                                                                      \
         const long long n = d * W;              /* cells of s */                               \
         const long long up = (nd - 1) * W;      /* i < up: g[i + W] exists (push term) */      \
@@ -103,9 +106,9 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
         /* i < W: row 0 (no pop term) */                                                       \
         for (; i < W && i < n; i++) {                                                          \
             CT t = gr[i] * an;                                                                 \
-            if (i < up) { t = t + gr[i + W] * ap; push += (CT)gr[i + W] * sr[i]; }       \
-            gsr[i] = (TY)t;                                                                        \
-            noop += (CT)gr[i] * sr[i];                                                   \
+            if (i < up) { t = t + gr[i + W] * ap; push += (CT)gr[i + W] * sr[i]; }             \
+            gsr[i] = (TY)t;                                                                    \
+            noop += (CT)gr[i] * sr[i];                                                         \
         }                                                                                      \
         /* interior rows: all three terms, in blocks of LANES */                               \
         long long end = n < up ? n : up;                                                       \
@@ -114,29 +117,52 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
                 const TY gi = gr[i + k], sk = sr[i + k];                                       \
                 CT t = gi * an;                                                                \
                 t = t + gr[i + k + W] * ap;                                                    \
-                gsr[i + k] = (TY)(t + gr[i + k - W] * ao);                                           \
-                ln[k] += (CT)gi * sk;                                                              \
-                lp[k] += (CT)gr[i + k + W] * sk;                                                   \
-                lo[k] += (CT)gr[i + k - W] * sk;                                                   \
+                gsr[i + k] = (TY)(t + gr[i + k - W] * ao);                                     \
+                ln[k] += (CT)gi * sk;                                                          \
+                lp[k] += (CT)gr[i + k + W] * sk;                                               \
+                lo[k] += (CT)gr[i + k - W] * sk;                                               \
             }                                                                                  \
         }                                                                                      \
         /* the rest: bounds checked per cell */                                                \
         for (; i < n; i++) {                                                                   \
             CT t = gr[i] * an;                                                                 \
-            if (i < up) { t = t + gr[i + W] * ap; push += (CT)gr[i + W] * sr[i]; }       \
+            if (i < up) { t = t + gr[i + W] * ap; push += (CT)gr[i + W] * sr[i]; }             \
             t = t + gr[i - W] * ao;                                                            \
-            gsr[i] = (TY)t;                                                                        \
-            noop += (CT)gr[i] * sr[i];                                                   \
-            pop += (CT)gr[i - W] * sr[i];                                                \
+            gsr[i] = (TY)t;                                                                    \
+            noop += (CT)gr[i] * sr[i];                                                         \
+            pop += (CT)gr[i - W] * sr[i];                                                      \
         }                                                                                      \
         for (long long k = 0; k < LANES; k++) {                                                \
-            push += lp[k]; pop += lo[k]; noop += ln[k];                \
+            push += lp[k]; pop += lo[k]; noop += ln[k];                                        \
+        }                                                                                      \
+        if (gt) {  /* dL/dread of the top rd cells: the same formulas on g's top rows */       \
+            const TY *restrict tr = gt + r * rd * W;                                           \
+            for (long long j = 0; j <= rd && j < d; j++) {                                     \
+                for (long long w = 0; w < W; w++) {                                            \
+                    const CT sj = sr[j * W + w];                                               \
+                    CT t = 0;                                                                  \
+                    if (j < rd) { t = t + tr[j * W + w] * an; noop += tr[j * W + w] * sj; }    \
+                    if (j + 1 < rd && j < nd - 1) {                                            \
+                        t = t + tr[(j + 1) * W + w] * ap;                                      \
+                        push += tr[(j + 1) * W + w] * sj;                                      \
+                    }                                                                          \
+                    if (j >= 1 && j - 1 < rd) {                                                \
+                        t = t + tr[(j - 1) * W + w] * ao;                                      \
+                        pop += tr[(j - 1) * W + w] * sj;                                       \
+                    }                                                                          \
+                    gsr[j * W + w] = (TY)(gsr[j * W + w] + t);                                 \
+                }                                                                              \
+            }                                                                                  \
+            for (long long w = 0; w < W; w++) {                                                \
+                push += (CT)tr[w] * vr[w];                                                     \
+                gv[r * W + w] = (TY)(gv[r * W + w] + tr[w] * ap);                              \
+            }                                                                                  \
         }                                                                                      \
         ga[3 * r] = (TY)push;                                                                  \
         ga[3 * r + 1] = (TY)pop;                                                               \
         ga[3 * r + 2] = (TY)noop;                                                              \
     }                                                                                          \
-}
+}                                                                                              \
 
 RN_SUP(f32, float, double)
 RN_SUP(f64, double, double)
