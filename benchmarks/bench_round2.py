@@ -17,9 +17,10 @@ quoted in the notes only, never used in a ratio):
   needs the eigenvalues (``eigh(eigvals_only=True)``, the tridiagonal reduction and its
   eigenvalues).
 * **superposition update fused vs plain** -- the stack-LSTM of section (e) at T = 500 with
-  the fused update Function against the same model with the plain-operation update
-  (fwd+bwd); the section (e) rows judge the stack-LSTM/LSTM ratio (<= 3x) and the training
-  step against the GEMM floor (<= 1.3x).
+  the fused update (compiled kernels where they build) against the same model with the
+  plain-operation update (fwd+bwd); the torch form of the fused update (kernels off) in
+  ``values``; the section (e) rows judge the stack-LSTM/LSTM ratio (<= 3x) and the
+  training step against the GEMM floor (<= 1.3x).
 * **linear recurrence** -- ``method="native"`` (the compiled kernel that ``"auto"`` runs
   on CPU, :mod:`rnnmem.models._native`) and ``method="chunked"`` (torch operations only,
   the fallback without a C compiler) against the ``loop`` reference at B=128, N=256,
@@ -160,12 +161,14 @@ def fused_update_rows(T: int, reps: int, B: int = 32, H: int = 20, W: int = 8,
     fused_step, plain_step = _fwd_bwd(m, B, T), _fwd_bwd(plain, B, T)
     tf = measure(fused_step, repeats=reps)
     tp = measure(plain_step, repeats=reps)
-    orig = S._superposition_update
-    S._superposition_update = S._superposition_composed  # the plain-operation form
+    orig, orig_ok = S._superposition_update, S._native_ok
+    S._native_ok = lambda *ts: False  # the torch form of the fused update (no kernels)
     try:
+        tt = measure(fused_step, repeats=reps)
+        S._superposition_update = S._superposition_composed  # the plain-operation form
         to = measure(fused_step, repeats=reps)
     finally:
-        S._superposition_update = orig
+        S._superposition_update, S._native_ok = orig, orig_ok
     # deep cells of a long stack hold products of hundreds of probabilities: float32
     # subnormals, whose arithmetic is slow on x86. Measured with flush-to-zero (a
     # process-wide CPU flag that changes results below 1.2e-38; not set by rnnmem)
@@ -188,6 +191,8 @@ def fused_update_rows(T: int, reps: int, B: int = 32, H: int = 20, W: int = 8,
                 config=dict(T=T, batch=B, hidden=H, width=W, depth=T), timing=tf,
                 ratio=to.seconds / tf.seconds, ratio_label="speed-up of fused",
                 values=dict(plain_ops_s=to.seconds, plain_lstm_s=tp.seconds,
+                            torch_fused_s=tt.seconds,
+                            torch_fused_vs_lstm=tt.seconds / tp.seconds,
                             cpu_ratio=to.cpu_seconds / tf.cpu_seconds,
                             fused_vs_lstm=tf.seconds / tp.seconds,
                             plain_ops_vs_lstm=to.seconds / tp.seconds,
