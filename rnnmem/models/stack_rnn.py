@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
+from . import lstm_sequence
 from ._common import CompiledStep
 from .base import RecurrentModel, map_tensors
 from .nondeterministic import NondeterministicStack, stack_rnn_options
@@ -277,6 +278,10 @@ class StackRNN(RecurrentModel):
                             n_stacks, read_depth, embedding_dim)
         self.use_compile = bool(compile)
         self._compiled = CompiledStep(self._step_impl, "StackRNN") if compile else None
+        #: run :meth:`forward` of an LSTM controller with a superposition stack (or none)
+        #: as one autograd node (:mod:`rnnmem.models.lstm_sequence`) where it can; False:
+        #: always the step-by-step graph (the same values to rounding). Not in the config.
+        self.fused_sequence = True
 
     def _build(self, controller, stack, hidden_size, stack_width, stack_depth, n_stacks,
                read_depth, embedding_dim) -> None:
@@ -475,6 +480,8 @@ class StackRNN(RecurrentModel):
                                                        state.stack))
         else:
             self._check_state(state, B)
+        if self._fused_ok(emb, state, record_stack):
+            return self._fused_forward(emb, state, depth, return_state)
         step = self._step_fn()
         iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
@@ -496,6 +503,40 @@ class StackRNN(RecurrentModel):
         if record_stack:
             out.append(self._trace(rec))
         return out[0] if len(out) == 1 else tuple(out)
+
+    def _fused_ok(self, emb, state: StackRNNState, record_stack: bool) -> bool:
+        """Whether :meth:`forward` may run as one node (see ``fused_sequence``)."""
+        cell = self.controller.cell
+        if (not self.fused_sequence or record_stack or self.use_compile
+                or self.controller.kind != "lstm" or cell.bias_ih is None
+                or self.stack_kind not in ("none", "superposition")):
+            return False
+        h, c = state.controller
+        return lstm_sequence.usable(emb, cell.weight_ih, cell.weight_hh, h, c,
+                                    *((state.stack, state.read) if self.has_stack else ()))
+
+    def _fused_forward(self, emb, state: StackRNNState, depth: int | None, return_state):
+        """:meth:`forward` through :func:`~rnnmem.models.lstm_sequence.lstm_stack_sequence`."""
+        cell = self.controller.cell
+        h0, c0 = state.controller
+        if self.has_stack:
+            m = self.memory
+            spec = lstm_sequence.SequenceSpec(m.n_stacks, m.read_depth, m.width, depth,
+                                              m.action_softmax == "joint")
+            extra = (*m.merged_interface(), h0, c0, state.stack, state.read)
+        else:
+            spec = lstm_sequence.SequenceSpec(0, 1, 1, None, False)
+            extra = (None, None, h0, c0, None, None)
+        out = lstm_sequence.lstm_stack_sequence(spec, emb, cell.weight_ih, cell.weight_hh,
+                                                cell.bias_ih, cell.bias_hh, *extra)
+        hs, c = out[0], out[1]
+        logits = self.classifier(hs)  # (B, T, O)
+        if not return_state:
+            return logits
+        stack, read = (out[2], out[3]) if self.has_stack else (None, None)
+        if depth is not None:
+            stack = self.memory.pad(stack, depth)
+        return logits, StackRNNState((hs[:, -1], c), stack, read)
 
     def _trace(self, rec) -> dict:
         if not rec:

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad as _forward_ad
 
 from ..errors import InvalidParameterError, ShapeError
 from . import _native
@@ -245,31 +246,39 @@ class _SuperpositionUpdate(torch.autograd.Function):
             for i, gi in zip(want, got):
                 grads[i] = gi
             return (*grads, None)
-        B, K, d, W = state.shape
-        g = g.contiguous()
-        if _native_ok(state, actions, values, g):  # one pass, all three gradients
-            gs, ga, gv = _native.superposition_backward(state, actions, values, g)
-            return (gs if ctx.needs_input_grad[0] else None,
-                    ga if ctx.needs_input_grad[1] else None,
-                    gv if ctx.needs_input_grad[2] else None, None)
-        a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
-        ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
-        gs = ga = gv = None
-        if ctx.needs_input_grad[0]:
-            gs = torch.mul(g[:, :, :d], an)  # (B, K, d, W)
-            if nd > 1:
-                gs[:, :, :nd - 1].addcmul_(g[:, :, 1:nd], ap)
-            if d > 1:
-                gs[:, :, 1:].addcmul_(g[:, :, :d - 1], ao)
-        if ctx.needs_input_grad[1]:
-            ga = torch.stack([
-                (g[:, :, 0] * values).sum(-1) + _dot_cells(g[:, :, 1:nd],
-                                                                     state[:, :, :nd - 1]),
-                _dot_cells(g[:, :, :d - 1], state[:, :, 1:]),
-                _dot_cells(g[:, :, :d], state)], dim=-1)  # (B, K, 3), order of PUSH/POP/NOOP
-        if ctx.needs_input_grad[2]:
-            gv = g[:, :, 0] * ap[:, :, 0]  # (B, K, W)
-        return gs, ga, gv, None
+        gs, ga, gv = _superposition_backward(state, actions, values, g)
+        return (gs if ctx.needs_input_grad[0] else None,
+                ga if ctx.needs_input_grad[1] else None,
+                gv if ctx.needs_input_grad[2] else None, None)
+
+
+def _superposition_backward(state, actions, values, g, g_read=None):
+    """``(dL/dstate, dL/dactions, dL/dvalues)`` of the update from ``g = dL/dout``
+    (B, K, nd, W), plus ``g_read`` (B, K, r, W), the gradient of a read of the output's
+    top ``r`` cells, when given (the formulas of :class:`_SuperpositionUpdate`). One pass
+    of the compiled kernel where it runs, else torch operations."""
+    g = g.contiguous()
+    if _native_ok(state, actions, values, g):  # one pass, all three gradients
+        return _native.superposition_backward(
+            state, actions, values, g, None if g_read is None else g_read.contiguous())
+    if g_read is not None:
+        g = g.clone()
+        g[:, :, :g_read.shape[2]] += g_read
+    B, K, d, W = state.shape
+    nd = g.shape[2]
+    a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
+    ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
+    gs = torch.mul(g[:, :, :d], an)  # (B, K, d, W)
+    if nd > 1:
+        gs[:, :, :nd - 1].addcmul_(g[:, :, 1:nd], ap)
+    if d > 1:
+        gs[:, :, 1:].addcmul_(g[:, :, :d - 1], ao)
+    ga = torch.stack([
+        (g[:, :, 0] * values).sum(-1) + _dot_cells(g[:, :, 1:nd], state[:, :, :nd - 1]),
+        _dot_cells(g[:, :, :d - 1], state[:, :, 1:]),
+        _dot_cells(g[:, :, :d], state)], dim=-1)  # (B, K, 3), order of PUSH/POP/NOOP
+    gv = g[:, :, 0] * ap[:, :, 0]  # (B, K, W)
+    return gs, ga, gv
 
 
 class _SuperpositionUpdateRead(torch.autograd.Function):
@@ -526,7 +535,8 @@ class SuperpositionStack(_InterfacedStack):
         a, v = controls.actions, controls.values
         if (torch.is_grad_enabled() and (state.requires_grad or a.requires_grad
                                          or v.requires_grad)
-                and nd >= self.read_depth and _native_ok(state, a, v)):
+                and nd >= self.read_depth and _native_ok(state, a, v)
+                and _forward_ad.__dict__.get("_current_level", -1) < 0):  # no jvp here
             new, top = _SuperpositionUpdateRead.apply(state, a, v, nd, self.read_depth)
             return new, top.reshape(B, self.read_size)
         new = _superposition_update(state, a, v, nd)

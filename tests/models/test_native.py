@@ -210,21 +210,28 @@ def test_superposition_kernels_equal_the_torch_form(seed, B, K, d, W, grow, dtyp
 
 
 @needs_native
-def test_stack_rnn_runs_the_superposition_kernels(monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
     from rnnmem.models import StackRNN
 
+    names = (("superposition_control_forward", "superposition_control_backward",
+              "lstm_cell_backward") if fused
+             else ("superposition_forward", "superposition_backward"))
     calls = []
-    for name in ("superposition_forward", "superposition_backward"):
+    for name in names:
         fn = getattr(_native, name)
         monkeypatch.setattr(_native, name,
                             lambda *a, _fn=fn, _n=name: (calls.append(_n), _fn(*a))[1])
     m = StackRNN(3, controller="lstm", stack="superposition", width=5, stack_width=4,
                  dtype="float64", device="cpu", seed=0)
+    m.fused_sequence = fused
     x = torch.randint(0, 3, (2, 7), generator=torch.Generator().manual_seed(0))
     m(x).sum().backward()
-    assert calls.count("superposition_forward") == 7
+    assert calls.count(names[0]) == 7
     # the last update feeds no logit (its read would enter step 8): no gradient reaches it
-    assert calls.count("superposition_backward") == 6
+    assert calls.count(names[1]) == 6
+    if fused:  # the cell's backward runs at every step
+        assert calls.count(names[2]) == 7
 
 
 @needs_native

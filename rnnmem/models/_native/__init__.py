@@ -8,8 +8,8 @@ gradient. A C loop over time *per batch row* reads each row of ``x`` once, front
 with the previous step in L1, and fuses the adjoint with the coefficient gradient: it is
 bound by memory traffic alone (measured in ``benchmarks`` section (h)).
 
-Build: ``recurrence.c`` and ``superposition.c`` (next to this file) are compiled with ``$CC`` (else the first of
-``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99 with ``-O3 -ffp-contract=off`` and no
+Build: ``recurrence.c``, ``superposition.c`` and ``lstm.c`` (next to this file) are
+compiled with ``$CC`` (else the first of ``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99 with ``-O3 -ffp-contract=off`` and no
 ``-march`` (the library may be shared between machines through a common cache; the
 kernels are memory-bound, so baseline vector instructions lose nothing measurable). The
 shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
@@ -46,11 +46,15 @@ import torch
 from ..._diskcache import cache_dir
 
 __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
-           "superposition_forward", "superposition_backward", "supports", "SOURCES"]
+           "superposition_forward", "superposition_backward", "lstm_cell_backward",
+           "superposition_control_forward", "superposition_control_backward", "supports",
+           "SOURCES"]
 
-SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("superposition.c"))
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
+                                                     "lstm.c"))
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
-_ABI = 3
+LIBS = ("-lm",)
+_ABI = 4
 #: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
 
@@ -78,7 +82,7 @@ def _build_key(cc: str, source: bytes) -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"{cc} --version failed: {exc}") from exc
     h = hashlib.sha256()
-    for part in (source, version.encode(), " ".join(FLAGS).encode(),
+    for part in (source, version.encode(), " ".join(FLAGS + LIBS).encode(),
                  platform.machine().encode(), str(_ABI).encode()):
         h.update(part + b"\0")
     return h.hexdigest()[:32]
@@ -106,7 +110,7 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
         os.close(fd)
         try:
-            r = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES)],
+            r = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), *LIBS],
                                capture_output=True, text=True, timeout=300)
             if r.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {r.stderr.strip()[-400:]}")
@@ -129,6 +133,14 @@ def _build() -> ctypes.CDLL:
         getattr(dll, f"rn_sup_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, L, L, L,
                                                       L]
         getattr(dll, f"rn_sup_bwd_{suf}").restype = None
+        getattr(dll, f"rn_lstm_bwd_{suf}").argtypes = [P, P, P, P, P, P, L, L, L]
+        getattr(dll, f"rn_supctl_fwd_{suf}").argtypes = [P, L, I, P, P, P, P, P, L, L, L, L,
+                                                         L, L, L, L]
+        getattr(dll, f"rn_supctl_fwd_{suf}").restype = None
+        getattr(dll, f"rn_supctl_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, P, L,
+                                                         I, L, L, L, L, L, L]
+        getattr(dll, f"rn_supctl_bwd_{suf}").restype = None
+        getattr(dll, f"rn_lstm_bwd_{suf}").restype = None
     _state["path"] = lib
     return dll
 
@@ -310,3 +322,68 @@ def superposition_backward(state: torch.Tensor, actions: torch.Tensor, values: t
            lambda r0, r1: (_ptr(s), _ptr(act), _ptr(v), _ptr(g), _ptr(gs), _ptr(ga), _ptr(gv),
                            _ptr(gt), rd, r0, r1, d, nd, W))
     return gs, ga, gv
+
+
+def lstm_cell_backward(act: torch.Tensor, c_prev: torch.Tensor, tanh_c: torch.Tensor,
+                       g_h: torch.Tensor, g_c: torch.Tensor, out: torch.Tensor) -> None:
+    """Backward of one LSTM cell step (``lstm.c``) from its saved activations: ``act``
+    (B, 4H) the activated gates in the order i, f, o, g; ``c_prev``, ``tanh_c``, ``g_h``
+    (B, H). Writes ``dL/d(pre-activations)`` into ``out`` (B, 4H) and replaces ``g_c``
+    (B, H), dL/dc_t on entry, by dL/dc_{t-1}. All contiguous, one real dtype."""
+    dll = _dll()
+    B, H = g_h.shape
+    fn = getattr(dll, f"rn_lstm_bwd_{_SUFFIX[act.dtype]}")
+    _split(fn, B, 4 * B * H,
+           lambda r0, r1: (_ptr(act), _ptr(c_prev), _ptr(tanh_c), _ptr(g_h), _ptr(g_c),
+                           _ptr(out), r0, r1, H))
+
+
+def _rows(t: torch.Tensor) -> int:
+    """Stride between the rows of a (B, n) view whose rows are contiguous."""
+    if t.dim() != 2 or (t.shape[1] > 1 and t.stride(1) != 1):
+        raise ValueError("expected a (B, n) view with contiguous rows")
+    return t.stride(0)
+
+
+def superposition_control_forward(z: torch.Tensor, joint: bool, state: torch.Tensor,
+                                  new_depth: int, read_out: torch.Tensor, read_depth: int):
+    """One stack step of a sequence model (``superposition.c``, ``rn_supctl_fwd``): the
+    actions (softmax of ``z[:, :3K]``, per stack or ``joint``) and values (sigmoid of
+    ``z[:, 3K:3K + KW]``) from the interface logits ``z`` (B, >= 3K + KW, contiguous
+    rows), the update of ``state`` (B, K, d, W) to a fresh (B, K, new_depth, W), and its
+    top ``read_depth`` cells written into ``read_out`` (B, K * read_depth * W, contiguous
+    rows). Returns ``(new_state, actions, values)``."""
+    dll = _dll()
+    B, K, d, W = state.shape
+    s = _plain(state)
+    out = s.new_empty(B, K, new_depth, W)
+    act, v = s.new_empty(B, K, 3), s.new_empty(B, K, W)
+    fn = getattr(dll, f"rn_supctl_fwd_{_SUFFIX[s.dtype]}")
+    ldz, ldr = _rows(z), _rows(read_out)
+    _split(fn, B, B * K * new_depth * W,
+           lambda r0, r1: (_ptr(z), ldz, int(joint), _ptr(s), _ptr(act), _ptr(v), _ptr(out),
+                           _ptr(read_out), ldr, read_depth, r0, r1, K, d, new_depth, W))
+    return out, act, v
+
+
+def superposition_control_backward(state: torch.Tensor, actions: torch.Tensor,
+                                   values: torch.Tensor, g: torch.Tensor, g_read: torch.Tensor,
+                                   read_depth: int, joint: bool, dz_out: torch.Tensor,
+                                   scratch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The backward of :func:`superposition_control_forward`: from ``g`` = dL/dnew_state
+    (B, K, nd, W) and ``g_read`` = dL/dread (B, K * read_depth * W, contiguous rows),
+    writes dL/dz into ``dz_out`` (B, 3K + KW, contiguous rows) and returns dL/dstate.
+    ``scratch``: two tensors shaped like ``actions`` and ``values`` (overwritten)."""
+    dll = _dll()
+    B, K, d, W = state.shape
+    nd = g.shape[2]
+    s, g = _plain(state), _plain(g)
+    gs = torch.empty_like(s)
+    ga, gv = scratch
+    fn = getattr(dll, f"rn_supctl_bwd_{_SUFFIX[s.dtype]}")
+    ldt, ldz = _rows(g_read), _rows(dz_out)
+    _split(fn, B, B * K * nd * W,
+           lambda r0, r1: (_ptr(s), _ptr(actions), _ptr(values), _ptr(g), _ptr(gs), _ptr(ga),
+                           _ptr(gv), _ptr(g_read), ldt, read_depth, _ptr(dz_out), ldz,
+                           int(joint), r0, r1, K, d, nd, W))
+    return gs

@@ -166,3 +166,82 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
 
 RN_SUP(f32, float, double)
 RN_SUP(f64, double, double)
+
+/*
+ * The stack step of a whole-sequence model (rnnmem.models.lstm_sequence): the controls
+ * from the interface logits, the update and the read, in one call; and back.  Rows are
+ * batch rows b in [b0, b1) (each holding K stacks); the update itself is rn_sup_fwd /
+ * rn_sup_bwd on the K rows of the batch row.
+ *
+ * z (B, ldz): logits, the first 3K the actions (push, pop, no-op of stack 0, then stack
+ *   1, ...), the next KW the values; act (B, K, 3) = softmax over each stack's 3 logits
+ *   (joint != 0: over all 3K), v (B, K, W) = sigmoid; s (B, K, d, W) -> out (B, K, nd, W);
+ *   rd (B, ldr): the top rdp cells of every stack, (K, rdp, W) flattened, written.
+ * bwd: g (B, K, nd, W) = dL/dout, gt (B, ldt) = dL/drd (K, rdp, W) flattened; writes
+ *   gs (B, K, d, W), ga (B, K, 3), gv (B, K, W) as rn_sup_bwd, and dz (B, ldz):
+ *   dz_a = a (ga - <ga, a>) over each softmax group, dz_v = gv v (1 - v).
+ * Controls computed in double and rounded once: softmax as exp(z - max) / sum.
+ */
+#include <math.h>
+
+static void rn_softmax_d(const double *x, double *p, long long n)
+{
+    double m = x[0], t = 0;
+    for (long long j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+    for (long long j = 0; j < n; j++) { p[j] = exp(x[j] - m); t += p[j]; }
+    for (long long j = 0; j < n; j++) p[j] /= t;
+}
+
+#define RN_SUPCTL(SUF, TY)                                                                     \
+void rn_supctl_fwd_##SUF(const TY *z, long long ldz, int joint, const TY *s, TY *act, TY *v,  \
+                         TY *out, TY *rd, long long ldr, long long rdp, long long b0,          \
+                         long long b1, long long K, long long d, long long nd, long long W)    \
+{                                                                                              \
+    double x[3], p[3];                                                                         \
+    for (long long b = b0; b < b1; b++) {                                                      \
+        const TY *zb = z + b * ldz;                                                            \
+        TY *ab = act + b * K * 3, *vb = v + b * K * W;                                         \
+        if (joint) {                                                                           \
+            double m = zb[0], t = 0;                                                           \
+            for (long long j = 1; j < 3 * K; j++) m = zb[j] > m ? zb[j] : m;                   \
+            for (long long j = 0; j < 3 * K; j++) t += exp((double)zb[j] - m);                 \
+            for (long long j = 0; j < 3 * K; j++) ab[j] = (TY)(exp((double)zb[j] - m) / t);    \
+        } else {                                                                               \
+            for (long long k = 0; k < K; k++) {                                                \
+                for (int j = 0; j < 3; j++) x[j] = zb[3 * k + j];                              \
+                rn_softmax_d(x, p, 3);                                                         \
+                for (int j = 0; j < 3; j++) ab[3 * k + j] = (TY)p[j];                          \
+            }                                                                                  \
+        }                                                                                      \
+        for (long long j = 0; j < K * W; j++)                                                  \
+            vb[j] = (TY)(1.0 / (1.0 + exp(-(double)zb[3 * K + j])));                          \
+        rn_sup_fwd_##SUF(s + b * K * d * W, ab, vb, out + b * K * nd * W, 0, K, d, nd, W);     \
+        for (long long k = 0; k < K; k++)                                                      \
+            for (long long j = 0; j < rdp * W; j++)                                            \
+                rd[b * ldr + k * rdp * W + j] = out[(b * K + k) * nd * W + j];                 \
+    }                                                                                          \
+}                                                                                              \
+void rn_supctl_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, TY *gs,        \
+                         TY *ga, TY *gv, const TY *gt, long long ldt, long long rdp, TY *dz,   \
+                         long long ldz, int joint, long long b0, long long b1, long long K,    \
+                         long long d, long long nd, long long W)                               \
+{                                                                                              \
+    for (long long b = b0; b < b1; b++) {                                                      \
+        const TY *ab = act + b * K * 3, *vb = v + b * K * W;                                   \
+        TY *gab = ga + b * K * 3, *gvb = gv + b * K * W, *zb = dz + b * ldz;                   \
+        rn_sup_bwd_##SUF(s + b * K * d * W, ab, vb, g + b * K * nd * W, gs + b * K * d * W,    \
+                         gab, gvb, gt ? gt + b * ldt : NULL, gt ? rdp : 0, 0, K, d, nd, W);    \
+        const long long n = joint ? 3 * K : 3;                                                 \
+        for (long long k0 = 0; k0 < 3 * K; k0 += n) {                                          \
+            double dot = 0;                                                                    \
+            for (long long j = k0; j < k0 + n; j++) dot += (double)gab[j] * ab[j];             \
+            for (long long j = k0; j < k0 + n; j++)                                            \
+                zb[j] = (TY)((double)ab[j] * ((double)gab[j] - dot));                          \
+        }                                                                                      \
+        for (long long j = 0; j < K * W; j++)                                                  \
+            zb[3 * K + j] = (TY)((double)gvb[j] * vb[j] * (1.0 - (double)vb[j]));              \
+    }                                                                                          \
+}
+
+RN_SUPCTL(f32, float)
+RN_SUPCTL(f64, double)

@@ -1,0 +1,186 @@
+"""The whole-sequence LSTM (+ superposition stack) node against its plain reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rnnmem.models import StackRNN, _native, lstm_sequence
+from rnnmem.models.lstm_sequence import (SequenceSpec, _cell_backward_torch,
+                                         lstm_stack_sequence, lstm_stack_sequence_reference)
+from rnnmem.numerics.tolerances import tolerance
+
+NAMES = ("emb", "W_ih", "W_hh", "b_ih", "b_hh", "W_if", "b_if", "h0", "c0", "stack0", "read0")
+
+
+def _inputs(B, T, E, H, K, r, W, d, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
+
+    R = K * r * W
+    ins = [rnd(B, T, E), rnd(4 * H, E + R, scale=0.5), rnd(4 * H, H, scale=0.5), rnd(4 * H),
+           rnd(4 * H)]
+    if K:
+        stack0 = torch.rand(B, K, d, W, generator=g, dtype=dtype).requires_grad_()
+        ins += [rnd(H, 3 * K + K * W), rnd(3 * K + K * W), rnd(B, H), rnd(B, H), stack0,
+                stack0.detach()[:, :, :r].reshape(B, R).clone().requires_grad_()]
+    else:
+        ins += [None, None, rnd(B, H), rnd(B, H), None, None]
+    return ins
+
+
+def _run(fn, spec, ins, cots):
+    outs = fn(spec, *ins)
+    loss = sum((o * c).sum() for o, c in zip(outs, cots))
+    leaves = [t for t in ins if t is not None]
+    return [o.detach() for o in outs], torch.autograd.grad(loss, leaves)
+
+
+def _compare(spec, ins, dtype, T):
+    with torch.no_grad():
+        shapes = [o.shape for o in lstm_stack_sequence_reference(spec, *ins)]
+    g = torch.Generator().manual_seed(1)
+    cots = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    ref_out, ref_grad = _run(lstm_stack_sequence_reference, spec, ins, cots)
+    out, grad = _run(lstm_stack_sequence, spec, ins, cots)
+    # a chain of T steps, each a few dozen roundings; the gates are contractions
+    tol = tolerance(dtype, n_ops=40 * T, scale=1.0)
+    for a, b in zip(out, ref_out):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.atol)
+    for a, b in zip(grad, ref_grad):
+        scale = float(b.abs().max()) + 1.0
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * scale)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(B=st.integers(1, 3), T=st.integers(1, 7), E=st.integers(1, 4), H=st.integers(1, 6),
+       K=st.integers(0, 2), r=st.integers(1, 2), W=st.integers(1, 3), grow=st.booleans(),
+       joint=st.booleans(), native=st.booleans())
+def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, joint, native):
+    if native and not _native.available():
+        native = False
+    d = r if grow else r + T // 2  # a growing stack starts at its read depth
+    spec = SequenceSpec(K, r, W, d + T if grow else None, joint)
+    ins = _inputs(B, T, E, H, K, r, W, d, torch.float64)
+    if native:
+        _compare(spec, ins, torch.float64, T)
+    else:  # the torch fallbacks (off CPU, or without a compiler)
+        orig = _native.supports
+        _native.supports = lambda *ts: False
+        try:
+            _compare(spec, ins, torch.float64, T)
+        finally:
+            _native.supports = orig
+
+
+def test_float32_matches_the_reference():
+    spec = SequenceSpec(2, 1, 4, 20, False)
+    ins = _inputs(4, 12, 3, 16, 2, 1, 4, 1, torch.float32)
+    _compare(spec, ins, torch.float32, 12)
+
+
+@pytest.mark.parametrize("K", [0, 1])
+def test_gradcheck_and_double_backward(K):
+    spec = SequenceSpec(K, 1, 2, 6 if K else None, True)
+    ins = _inputs(2, 4, 2, 3, K, 1, 2, 1, torch.float64)
+    used = [t for t in ins if t is not None]
+
+    def f(*ts):
+        it = iter(ts)
+        return lstm_stack_sequence(spec, *[None if t is None else next(it) for t in ins])
+
+    assert torch.autograd.gradcheck(f, used)
+    assert torch.autograd.gradgradcheck(f, used)
+
+
+def test_second_backward_with_retain_graph_recomputes():
+    spec = SequenceSpec(1, 1, 3, 8, False)
+    ins = _inputs(2, 5, 3, 4, 1, 1, 3, 1, torch.float64)
+    loss = sum(o.sum() for o in lstm_stack_sequence(spec, *ins))
+    first = torch.autograd.grad(loss, ins[1], retain_graph=True)[0]
+    second = torch.autograd.grad(loss, ins[1])[0]
+    torch.testing.assert_close(second, first, rtol=1e-12, atol=1e-12)
+
+
+def test_no_grad_forward_equals_the_recorded_one():
+    spec = SequenceSpec(1, 2, 3, 9, False)
+    ins = _inputs(3, 6, 2, 5, 1, 2, 3, 2, torch.float64)
+    recorded = lstm_stack_sequence(spec, *ins)
+    with torch.no_grad():
+        plain = lstm_stack_sequence(spec, *ins)
+    for a, b in zip(recorded, plain):
+        assert torch.equal(a.detach(), b)
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cell_kernel_equals_its_torch_form(dtype):
+    g = torch.Generator().manual_seed(0)
+    B, H = 5, 37
+    act = torch.rand(B, 4 * H, generator=g, dtype=dtype)
+    c, tc, gh = (torch.randn(B, H, generator=g, dtype=dtype) for _ in range(3))
+    dc = torch.randn(B, H, generator=g, dtype=dtype)
+    dc2, out, out2 = dc.clone(), torch.empty_like(act), torch.empty_like(act)
+    _native.lstm_cell_backward(act, c, tc, gh, dc, out)
+    _cell_backward_torch(act, c, tc, gh, dc2, out2)
+    # the same operations in the same order, no FMA contraction on either side
+    tol = tolerance(dtype, n_ops=8)
+    torch.testing.assert_close(out, out2, rtol=tol.rtol, atol=tol.rtol)
+    torch.testing.assert_close(dc, dc2, rtol=tol.rtol, atol=tol.rtol)
+
+
+@pytest.mark.parametrize("stack", ["superposition", "none"])
+def test_model_forward_equals_the_step_by_step_graph(stack):
+    m = StackRNN(5, controller="lstm", stack=stack, width=7, dtype="float64", device="cpu",
+                 seed=3, n_stacks=1 if stack == "none" else 2, read_depth=2 if stack != "none"
+                 else 1)
+    x = torch.randint(0, 5, (3, 11), generator=torch.Generator().manual_seed(0))
+    res = []
+    for fused in (True, False):
+        m.fused_sequence = fused
+        m.zero_grad()
+        y, state = m(x, return_state=True)
+        loss = y.square().sum() + state.controller[1].sum()
+        if state.read is not None:
+            loss = loss + state.read.sum() + state.stack.square().sum()
+        loss.backward()
+        res.append((y.detach(), [p.grad.clone() for p in m.parameters()]))
+    tol = tolerance("float64", n_ops=40 * 11)
+    torch.testing.assert_close(res[0][0], res[1][0], rtol=tol.rtol, atol=tol.rtol)
+    for a, b in zip(res[0][1], res[1][1]):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * (b.abs().max() + 1))
+
+
+def test_forward_mode_ad_falls_back_to_the_step_graph():
+    import torch.autograd.forward_ad as fwAD
+
+    m = StackRNN(4, controller="lstm", stack="superposition", width=5, dtype="float64",
+                 device="cpu", seed=0)
+    x = torch.softmax(torch.randn(2, 5, 4, dtype=torch.float64), dim=-1)
+    dx = torch.randn_like(x)
+    with fwAD.dual_level():
+        y = m(fwAD.make_dual(x, dx))
+        tangent = fwAD.unpack_dual(y).tangent
+    eps = 1e-6
+    with torch.no_grad():
+        fd = (m(x + eps * dx) - m(x - eps * dx)) / (2 * eps)
+    torch.testing.assert_close(tangent, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_usable_refuses_what_the_node_cannot_take():
+    x = torch.zeros(2, 3, 4, dtype=torch.float32)
+    assert lstm_sequence.usable(x, torch.nn.Parameter(torch.zeros(2, dtype=torch.float32)))
+    assert not lstm_sequence.usable(x.to(torch.bfloat16))
+    assert not lstm_sequence.usable(x, torch.zeros(2, dtype=torch.float64))
+    seen = []
+
+    def probe(t):
+        seen.append(lstm_sequence.usable(t))
+        return t
+
+    torch.func.vmap(probe)(x)
+    assert seen == [False]  # a torch.func wrapper: the step graph runs
