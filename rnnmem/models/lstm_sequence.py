@@ -74,13 +74,16 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 def usable(*tensors) -> bool:
     """Whether the fused node may run on these tensors: plain real float32/float64 tensors
-    (no :mod:`torch.func` wrappers or subclasses), not while ``torch.compile`` traces and not
-    under forward-mode AD (the node has no forward derivative); elsewhere the step-by-step
-    model runs."""
+    (no :mod:`torch.func` wrappers or subclasses), not while ``torch.compile`` traces, not
+    under forward-mode AD (the node has no forward derivative) and not under
+    :func:`torch.autocast` (whose per-operator casts the node's in-place products would
+    break); elsewhere the step-by-step model runs."""
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     if (compiling is not None and compiling()) or getattr(forward_ad, "_current_level", -1) >= 0:
         return False
     dt = tensors[0].dtype
+    if torch.is_autocast_enabled(tensors[0].device.type):  # autocast casts per operator
+        return False
     return dt in (torch.float32, torch.float64) and all(
         t is None or (type(t) in _PLAIN and t.dtype == dt
                       and not torch._C._functorch.is_functorch_wrapped_tensor(t))

@@ -180,6 +180,12 @@ class StackRNN(RecurrentModel):
     compile : bool
         Run the step function through :func:`torch.compile`; if compiling fails the model
         warns once and runs eagerly.
+
+        With an LSTM controller and a superposition stack (or none), :meth:`forward` runs
+        the whole sequence as one autograd node (:mod:`rnnmem.models.lstm_sequence`) for
+        float32/float64 without ``compile``, ``record_stack``, :mod:`torch.func` or
+        forward-mode AD; set the attribute ``fused_sequence = False`` for the step-by-step
+        graph (same values to rounding).
     dtype, device
         Parameter dtype (``float16``, ``bfloat16``, ``float32``, ``float64``) and device
         (``"auto"``: CUDA when available). All computation is in this dtype.

@@ -176,6 +176,8 @@ def test_usable_refuses_what_the_node_cannot_take():
     assert lstm_sequence.usable(x, torch.nn.Parameter(torch.zeros(2, dtype=torch.float32)))
     assert not lstm_sequence.usable(x.to(torch.bfloat16))
     assert not lstm_sequence.usable(x, torch.zeros(2, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not lstm_sequence.usable(x)
     seen = []
 
     def probe(t):
@@ -184,3 +186,14 @@ def test_usable_refuses_what_the_node_cannot_take():
 
     torch.func.vmap(probe)(x)
     assert seen == [False]  # a torch.func wrapper: the step graph runs
+
+
+def test_autocast_runs_the_step_graph():
+    m = StackRNN(4, controller="lstm", stack="superposition", width=6, dtype="float32",
+                 device="cpu", seed=0)
+    x = torch.randint(0, 4, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+        m.fused_sequence = False
+        y_step = m(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_step)
