@@ -324,7 +324,7 @@ def sequence_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int, R: int,
             torch.addmm(bc, h, Wc)
             h.addmm_(dC, Wc.t())
             dG.mm(Wrh)
-        dGs.t().mm(RHs), dGs.t().mm(X), Hs.t().mm(dCs)
+        dGs.t().mm(RHs), X.t().mm(dGs), dCs.t().mm(Hs)  # the node's orientations
         torch.addmm(bo, Hs, Wo.t())
         dY.mm(Wo), dY.t().mm(Hs)
 

@@ -226,14 +226,16 @@ def _weight_grads(f, dgates, dz, need, E):
     if need[1] or need[2]:
         d_rh = (dg.t() @ f["rh"][:-1].reshape(T * B, -1))[inv]  # (4H, R + H)
         if need[1]:
-            out["W_ih"] = torch.cat([(dg.t() @ f["e_tb"])[inv], d_rh[:, :R]], dim=1)
+            # a skinny result (E columns) as the transpose of (E, T B) @ (T B, 4H): measured
+            # 2x faster than (4H, T B) @ (T B, E) with OpenBLAS/MKL at E = 10
+            out["W_ih"] = torch.cat([(f["e_tb"].t() @ dg).t()[inv], d_rh[:, :R]], dim=1)
         if need[2]:
             out["W_hh"] = d_rh[:, R:]
     if need[3] or need[4]:
         out["b"] = dg.sum(0)[inv]
     if dz is not None and (need[5] or need[6]):
         dzf = dz.view(T * B, -1)
-        out["W_if"] = f["rh"][1:, :, R:].reshape(T * B, -1).t() @ dzf
+        out["W_if"] = (dzf.t() @ f["rh"][1:, :, R:].reshape(T * B, -1)).t()  # skinny too
         out["b_if"] = dzf.sum(0)
     return out
 
