@@ -113,6 +113,9 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
     native = bool(K) and _native.supports(emb, stack0)
+    if native:  # the controls of all steps, written in place by the kernel
+        a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
+        z_all = emb.new_empty(T, B, nA + K * Wd)
     for t in range(T):
         g = act[t]
         g.addmm_(rh[t], W_rhT)
@@ -124,11 +127,12 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
         h = rh[t + 1, :, R:]
         torch.mul(g[:, 2 * H:3 * H], tc[t], out=h)
         if K:
-            z = torch.addmm(b_if, h, W_if)
+            z = torch.addmm(b_if, h, W_if, out=z_all[t]) if native else torch.addmm(b_if, h,
+                                                                                     W_if)
             s, nd = stacks[-1], _new_depth(stacks[-1].shape[2], spec.grow)
             if native:  # controls, update and read in one call
-                s, a, v = _native.superposition_control_forward(z, spec.joint, s, nd,
-                                                                rh[t + 1, :, :R], r)
+                s, a, v = _native.superposition_control_forward(
+                    z, spec.joint, s, nd, rh[t + 1, :, :R], r, a_all[t], v_all[t])
             else:
                 a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
                 s = _superposition_forward(s, a, v, nd)

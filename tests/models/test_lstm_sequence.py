@@ -59,12 +59,13 @@ def _compare(spec, ins, dtype, T):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(B=st.integers(1, 3), T=st.integers(1, 7), E=st.integers(1, 4), H=st.integers(1, 6),
        K=st.integers(0, 2), r=st.integers(1, 2), W=st.integers(1, 3), grow=st.booleans(),
-       joint=st.booleans(), native=st.booleans())
-def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, joint, native):
+       room=st.integers(0, 8), joint=st.booleans(), native=st.booleans())
+def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, room, joint, native):
     if native and not _native.available():
         native = False
     d = r if grow else r + T // 2  # a growing stack starts at its read depth
-    spec = SequenceSpec(K, r, W, d + T if grow else None, joint)
+    # the depth limit of a growing stack: reached within the sequence when room < T
+    spec = SequenceSpec(K, r, W, d + room if grow else None, joint)
     ins = _inputs(B, T, E, H, K, r, W, d, torch.float64)
     if native:
         _compare(spec, ins, torch.float64, T)
@@ -133,11 +134,12 @@ def test_cell_kernel_equals_its_torch_form(dtype):
     torch.testing.assert_close(dc, dc2, rtol=tol.rtol, atol=tol.rtol)
 
 
-@pytest.mark.parametrize("stack", ["superposition", "none"])
-def test_model_forward_equals_the_step_by_step_graph(stack):
+@pytest.mark.parametrize("stack,depth", [("superposition", None), ("superposition", 4),
+                                         ("none", None)])
+def test_model_forward_equals_the_step_by_step_graph(stack, depth):
     m = StackRNN(5, controller="lstm", stack=stack, width=7, dtype="float64", device="cpu",
                  seed=3, n_stacks=1 if stack == "none" else 2, read_depth=2 if stack != "none"
-                 else 1)
+                 else 1, stack_depth=depth)
     x = torch.randint(0, 5, (3, 11), generator=torch.Generator().manual_seed(0))
     res = []
     for fused in (True, False):
