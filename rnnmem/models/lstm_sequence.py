@@ -72,6 +72,13 @@ def _actions(z: torch.Tensor, spec: SequenceSpec) -> torch.Tensor:
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
 def usable(*tensors) -> bool:
     """Whether the fused node may run on these tensors: plain real float32/float64 tensors
     (no :mod:`torch.func` wrappers or subclasses), not while ``torch.compile`` traces, not
@@ -82,7 +89,7 @@ def usable(*tensors) -> bool:
     if (compiling is not None and compiling()) or getattr(forward_ad, "_current_level", -1) >= 0:
         return False
     dt = tensors[0].dtype
-    if torch.is_autocast_enabled(tensors[0].device.type):  # autocast casts per operator
+    if _autocast_on(tensors[0].device.type):  # autocast casts per operator
         return False
     return dt in (torch.float32, torch.float64) and all(
         t is None or (type(t) in _PLAIN and t.dtype == dt
