@@ -362,9 +362,10 @@ def _superposition_update(state, actions, values, new_depth):
     form): the deep cells of a long stack are float32 subnormals, whose float arithmetic
     takes the CPU's slow path, and in double it does not (all-subnormal state, depth 500:
     1.85 ms forward in float, 0.09 ms in double). Measured (``benchmarks``, stack-LSTM
-    fwd+bwd, T = 500, batch 32, hidden 20, width 8, 2 threads): 2.8-3.6x the plain LSTM
-    of the same loop with the kernels, 4.2-5.2x with the torch form, 4.4-7.5x with plain
-    operations.
+    fwd+bwd, T = 500, batch 32, hidden 20, width 8, 2 threads; the step-by-step graph):
+    2.8-3.6x the plain LSTM of the same loop with the kernels, 4.2-5.2x with the torch
+    form, 4.4-7.5x with plain operations. A whole sequence of an LSTM controller skips
+    this Function altogether (:mod:`rnnmem.models.lstm_sequence`).
     """
     compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
     if (compiling is not None and compiling()) or not _plain_autograd(state, actions, values):
