@@ -288,7 +288,8 @@ class _LSTMStackSequence(torch.autograd.Function):
         w = _weight_grads(f, dgates, dz, need, ins[0].shape[2])
         R = f["R"]
         b = w.get("b")
-        res = [w.get("emb"), w.get("W_ih"), w.get("W_hh"), b, None if b is None else b.clone(),
+        res = [w.get("emb"), w.get("W_ih"), w.get("W_hh"), b if need[3] else None,
+               b.clone() if need[4] else None,
                w.get("W_if"), w.get("b_if"), drh[:, R:] if need[7] else None,
                dc if need[8] else None, gs if need[9] else None,
                drh[:, :R] if (need[10] and K) else None]

@@ -199,3 +199,25 @@ def test_autocast_runs_the_step_graph():
         m.fused_sequence = False
         y_step = m(x)
     assert y.dtype == torch.bfloat16 and torch.equal(y, y_step)
+
+
+@pytest.mark.parametrize("frozen", ["memory", "controller"])
+def test_frozen_parts_get_no_gradient_and_the_rest_the_step_graphs(frozen):
+    m = StackRNN(4, controller="lstm", stack="superposition", width=6, dtype="float64",
+                 device="cpu", seed=1, embedding_dim=3)
+    for p in getattr(m, "memory" if frozen == "memory" else "controller").parameters():
+        p.requires_grad_(False)
+    x = torch.randint(0, 4, (2, 9), generator=torch.Generator().manual_seed(2))
+    grads = []
+    for fused in (True, False):
+        m.fused_sequence = fused
+        m.zero_grad(set_to_none=True)
+        m(x).square().sum().backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    tol = tolerance("float64", n_ops=40 * 9)
+    for name, p in m.named_parameters():
+        if not p.requires_grad:
+            assert grads[0][name] is None and grads[1][name] is None, name
+        else:
+            torch.testing.assert_close(grads[0][name], grads[1][name], rtol=tol.rtol,
+                                       atol=tol.rtol * (grads[1][name].abs().max() + 1))
