@@ -222,12 +222,14 @@ class _SuperpositionUpdate(torch.autograd.Function):
         state, actions, values = ctx.saved_tensors
         nd = ctx.new_depth
         out = None
+        # the plain form: jvp runs with grad mode on, where the out= products of the torch
+        # form of _superposition_forward refuse inputs that require grad
         if t_state is not None or t_values is not None:
-            out = _superposition_forward(
+            out = _superposition_composed(
                 torch.zeros_like(state) if t_state is None else t_state, actions,
                 torch.zeros_like(values) if t_values is None else t_values, nd)
         if t_actions is not None:
-            da = _superposition_forward(state, t_actions, values, nd)
+            da = _superposition_composed(state, t_actions, values, nd)
             out = da if out is None else out + da
         return torch.zeros(state.shape[:2] + (nd,) + state.shape[3:], dtype=state.dtype,
                            device=state.device) if out is None else out

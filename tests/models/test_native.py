@@ -26,6 +26,7 @@ needs_native = pytest.mark.skipif(not _native.available(),
 def fresh_native(monkeypatch, tmp_path):
     """An empty cache directory and a forgotten library (restored afterwards)."""
     monkeypatch.setenv("RNNMEM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RNNMEM_NATIVE", raising=False)  # the build itself is under test
     _native._reset()
     yield tmp_path / "cache"
     monkeypatch.undo()

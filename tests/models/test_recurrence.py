@@ -11,12 +11,16 @@ from hypothesis import strategies as st
 from torch.func import vmap
 
 from rnnmem.errors import InvalidParameterError, ShapeError
+from rnnmem.models import _native
 from rnnmem.models import _scan_kernels as K
 from rnnmem.models import linear_recurrence
 from rnnmem.models.recurrence import METHODS, _loop, choose_method
 from rnnmem.numerics import tolerance
 
-FAST = ("chunked", "scan", "fft", "native")
+# "native" only where the compiled kernels build (no C compiler, or RNNMEM_NATIVE=0: the
+# explicit method is refused with a named error, tested in test_native.py)
+FAST = ("chunked", "scan", "fft") + (("native",) if _native.available() else ())
+RUNNABLE = tuple(m for m in METHODS if m != "native" or _native.available())
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
           "complex64": torch.complex64, "complex128": torch.complex128}
 
@@ -249,7 +253,7 @@ def test_promotion_real_a_complex_x_gradient_is_real():
 
 def test_empty_and_length_one():
     a = torch.tensor([0.5])
-    for method in METHODS:
+    for method in RUNNABLE:
         assert linear_recurrence(a, torch.zeros(2, 0, 1), method=method).shape == (2, 0, 1)
         x = torch.randn(2, 1, 1)
         h0 = torch.randn(2, 1)
@@ -276,7 +280,7 @@ def test_auto_choice_is_a_method():
 ])
 def test_bad_shapes(a_shape, x_shape, h0_shape):
     h0 = None if h0_shape is None else torch.zeros(h0_shape)
-    for method in METHODS:
+    for method in RUNNABLE:
         with pytest.raises(ShapeError):
             linear_recurrence(torch.zeros(a_shape), torch.zeros(x_shape), h0=h0, method=method)
 
@@ -341,7 +345,7 @@ def _vmapped(method, dims, h0_given):
 
 
 def _methods(tv):
-    return [m for m in METHODS if not (m == "fft" and tv)]
+    return [m for m in RUNNABLE if not (m == "fft" and tv)]
 
 
 @settings(max_examples=25)
