@@ -33,10 +33,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch.autograd import forward_ad
 
 from . import _native
-from .stacks import _superposition_backward, _superposition_forward, _superposition_update
+from .stacks import (_compiling, _forward_ad_active, _grown_depth, _plain_form_grads,
+                     _superposition_backward, _superposition_forward, _superposition_update)
 
 __all__ = ["SequenceSpec", "lstm_stack_sequence", "lstm_stack_sequence_reference", "usable"]
 
@@ -50,10 +50,6 @@ class SequenceSpec(NamedTuple):
     width: int
     grow: int | None
     joint: bool
-
-
-def _new_depth(d: int, grow: int | None) -> int:
-    return d if grow is None else min(d + 1, max(d, grow))
 
 
 def _gate_order(H: int, device) -> torch.Tensor:
@@ -85,8 +81,7 @@ def usable(*tensors) -> bool:
     under forward-mode AD (the node has no forward derivative) and not under
     :func:`torch.autocast` (whose per-operator casts the node's in-place products would
     break); elsewhere the step-by-step model runs."""
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    if (compiling is not None and compiling()) or getattr(forward_ad, "_current_level", -1) >= 0:
+    if _compiling() or _forward_ad_active():
         return False
     dt = tensors[0].dtype
     if _autocast_on(tensors[0].device.type):  # autocast casts per operator
@@ -136,7 +131,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
         if K:
             z = torch.addmm(b_if, h, W_if, out=z_all[t]) if native else torch.addmm(b_if, h,
                                                                                      W_if)
-            s, nd = stacks[-1], _new_depth(stacks[-1].shape[2], spec.grow)
+            s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
             if native:  # controls, update and read in one call
                 s, a, v = _native.superposition_control_forward(
                     z, spec.joint, s, nd, rh[t + 1, :, :R], r, a_all[t], v_all[t])
@@ -195,7 +190,7 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read):
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             if gs is None:
                 B_, K_, d, W_ = s.shape
-                gs = s.new_zeros(B_, K_, _new_depth(d, spec.grow), W_)
+                gs = s.new_zeros(B_, K_, _grown_depth(d, spec.grow), W_)
             if native:  # the stack's and the controls' derivatives in one call
                 gs = _native.superposition_control_backward(
                     s, a, v, gs, drh[:, :R], spec.read_depth, spec.joint, dz[t], scratch)
@@ -299,20 +294,8 @@ class _LSTMStackSequence(torch.autograd.Function):
 def _reference_grads(spec, ins, grads, need):
     """Gradients through :func:`lstm_stack_sequence_reference` (differentiable themselves
     when grad mode is on)."""
-    want = [i for i, t in enumerate(ins) if need[i] and t is not None and t.requires_grad]
-    create = torch.is_grad_enabled()
-    with torch.enable_grad():
-        leaves = [t if t is None or t.requires_grad else t.detach() for t in ins]
-        outs = lstm_stack_sequence_reference(spec, *leaves)
-        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
-        got = torch.autograd.grad([o for o, _ in pairs], [leaves[i] for i in want],
-                                  [g for _, g in pairs],
-                                  create_graph=create,
-                                  allow_unused=True) if want and pairs else ()
-    res = [None] * len(ins)
-    for i, gi in zip(want, got):
-        res[i] = gi
-    return res
+    return _plain_form_grads(lambda *ts: lstm_stack_sequence_reference(spec, *ts), ins, grads,
+                             need)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -349,7 +332,7 @@ def lstm_stack_sequence_reference(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_h
             z = torch.addmm(b_if, h, W_if)
             a = _actions(z[:, :3 * K], spec)
             v = torch.sigmoid(z[:, 3 * K:]).view(B, K, spec.width)
-            s = _superposition_update(s, a, v, _new_depth(s.shape[2], spec.grow))
+            s = _superposition_update(s, a, v, _grown_depth(s.shape[2], spec.grow))
             rd = s[:, :, :r].reshape(B, -1)
     out = (torch.stack(hs, dim=1), c)
     return out + (s, rd) if K else out

@@ -62,6 +62,42 @@ def _check_shape(name: str, t: torch.Tensor, shape: tuple) -> None:
         raise ShapeError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
 
 
+def _grown_depth(d: int, grow: int | None) -> int:
+    """Depth after one step of a stack stored ``d`` cells deep that grows by one cell per
+    step up to ``grow`` (``None``: a fixed depth); see ``SuperpositionStack.grow_step``."""
+    return d if grow is None else min(d + 1, max(d, grow))
+
+
+def _compiling() -> bool:
+    """Whether ``torch.compile`` is tracing (the fused Functions are not traced)."""
+    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return compiling is not None and compiling()
+
+
+def _forward_ad_active() -> bool:
+    """Whether a forward-mode AD level is open (a Function without ``jvp`` would raise)."""
+    return getattr(_forward_ad, "_current_level", -1) >= 0
+
+
+def _plain_form_grads(fn, ins, cotangents, needs) -> list:
+    """The gradients of ``fn(*ins)`` (a tuple of outputs, plain differentiable operations)
+    against ``cotangents`` (``None`` entries skipped), for the inputs that ``needs`` and
+    that require grad (others ``None``); differentiable themselves when grad mode is on.
+    What the hand-written backwards here fall back to for a double backward."""
+    want = [i for i, t in enumerate(ins) if needs[i] and t is not None and t.requires_grad]
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        leaves = [t if t is None or t.requires_grad else t.detach() for t in ins]
+        pairs = [(o, g) for o, g in zip(fn(*leaves), cotangents) if g is not None]
+        got = torch.autograd.grad([o for o, _ in pairs], [leaves[i] for i in want],
+                                  [g for _, g in pairs], create_graph=create,
+                                  allow_unused=True) if want and pairs else ()
+    res = [None] * len(ins)
+    for i, gi in zip(want, got):
+        res[i] = gi
+    return res
+
+
 class _InterfacedStack(nn.Module):
     """What both stacks share: the optional interface layers from the controller state
     :math:`h_t` (``action``: :attr:`n_actions` logits per stack; ``value``: ``W`` per stack),
@@ -239,14 +275,9 @@ class _SuperpositionUpdate(torch.autograd.Function):
         state, actions, values = ctx.saved_tensors
         nd = ctx.new_depth
         if torch.is_grad_enabled():  # double backward: differentiate the plain form
-            ins = (state, actions, values)
-            want = [i for i, t in enumerate(ins) if ctx.needs_input_grad[i] and t.requires_grad]
-            out = _superposition_composed(state, actions, values, nd)
-            got = torch.autograd.grad(out, [ins[i] for i in want], g, create_graph=True,
-                                      allow_unused=True) if want else ()
-            grads = [None, None, None]
-            for i, gi in zip(want, got):
-                grads[i] = gi
+            grads = _plain_form_grads(
+                lambda s, a, v: (_superposition_composed(s, a, v, nd),),
+                (state, actions, values), (g,), ctx.needs_input_grad)
             return (*grads, None)
         gs, ga, gv = _superposition_backward(state, actions, values, g)
         return (gs if ctx.needs_input_grad[0] else None,
@@ -307,27 +338,16 @@ class _SuperpositionUpdateRead(torch.autograd.Function):
             return None, None, None, None, None
         if g is None:  # only the read is used (the last step): the state gradient is 0
             g = state.new_zeros(state.shape[:2] + (nd,) + state.shape[3:])
-        if torch.is_grad_enabled() or not _native_ok(state, actions, values, g):
-            # double backward, or an input the kernels do not take: the plain form
-            ins = (state, actions, values)
-            want = [i for i, t in enumerate(ins) if ctx.needs_input_grad[i] and t.requires_grad]
-            with torch.enable_grad():
-                leaves = [t if t.requires_grad else t.detach() for t in ins]
-                out = _superposition_composed(*leaves, nd)
-                outs, cots = [out], [g]
-                if g_read is not None:
-                    outs.append(out[:, :, :r])
-                    cots.append(g_read)
-                got = torch.autograd.grad(outs, [leaves[i] for i in want], cots,
-                                          create_graph=torch.is_grad_enabled(),
-                                          allow_unused=True) if want else ()
-            grads = [None, None, None]
-            for i, gi in zip(want, got):
-                grads[i] = gi
+        if torch.is_grad_enabled():  # double backward: differentiate the plain form
+
+            def update_and_top(s, a, v):
+                out = _superposition_composed(s, a, v, nd)
+                return out, out[:, :, :r]
+
+            grads = _plain_form_grads(update_and_top, (state, actions, values), (g, g_read),
+                                      ctx.needs_input_grad)
             return (*grads, None, None)
-        gs, ga, gv = _native.superposition_backward(
-            state, actions, values, g.contiguous(),
-            None if g_read is None else g_read.contiguous())
+        gs, ga, gv = _superposition_backward(state, actions, values, g, g_read)
         return (gs if ctx.needs_input_grad[0] else None,
                 ga if ctx.needs_input_grad[1] else None,
                 gv if ctx.needs_input_grad[2] else None, None, None)
@@ -369,8 +389,7 @@ def _superposition_update(state, actions, values, new_depth):
     form, 4.4-7.5x with plain operations. A whole sequence of an LSTM controller skips
     this Function altogether (:mod:`rnnmem.models.lstm_sequence`).
     """
-    compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    if (compiling is not None and compiling()) or not _plain_autograd(state, actions, values):
+    if _compiling() or not _plain_autograd(state, actions, values):
         return _superposition_composed(state, actions, values, new_depth)
     if torch.is_grad_enabled() and (state.requires_grad or actions.requires_grad
                                     or values.requires_grad):
@@ -524,7 +543,7 @@ class SuperpositionStack(_InterfacedStack):
         self._check(state, controls)
         d = state.shape[2]
         return _superposition_update(state, controls.actions, controls.values,
-                                     min(d + 1, max(d, limit)))
+                                     _grown_depth(d, limit))
 
     def step_read(self, state: torch.Tensor, controls: SuperpositionControls,
                   grow: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -533,13 +552,13 @@ class SuperpositionStack(_InterfacedStack):
         kernels one autograd node (the read's gradient joins the state's in the kernel)."""
         self._check(state, controls)
         d = state.shape[2]
-        nd = d if grow is None else min(d + 1, max(d, grow))
+        nd = _grown_depth(d, grow)
         B = state.shape[0]
         a, v = controls.actions, controls.values
         if (torch.is_grad_enabled() and (state.requires_grad or a.requires_grad
                                          or v.requires_grad)
                 and nd >= self.read_depth and _native_ok(state, a, v)
-                and _forward_ad.__dict__.get("_current_level", -1) < 0):  # no jvp here
+                and not _forward_ad_active()):  # the node has no jvp
             new, top = _SuperpositionUpdateRead.apply(state, a, v, nd, self.read_depth)
             return new, top.reshape(B, self.read_size)
         new = _superposition_update(state, a, v, nd)
