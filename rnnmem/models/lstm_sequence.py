@@ -115,9 +115,10 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
     native = bool(K) and _native.supports(emb, stack0)
-    if native:  # the controls of all steps, written in place by the kernel
-        a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
+    if K:  # the interface logits of all steps (and, for the kernel, the controls)
         z_all = emb.new_empty(T, B, nA + K * Wd)
+    if native:
+        a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
     for t in range(T):
         g = act[t]
         g.addmm_(rh[t], W_rhT)
@@ -129,8 +130,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
         h = rh[t + 1, :, R:]
         torch.mul(g[:, 2 * H:3 * H], tc[t], out=h)
         if K:
-            z = torch.addmm(b_if, h, W_if, out=z_all[t]) if native else torch.addmm(b_if, h,
-                                                                                     W_if)
+            z = torch.addmm(b_if, h, W_if, out=z_all[t])
             s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
             if native:  # controls, update and read in one call
                 s, a, v = _native.superposition_control_forward(

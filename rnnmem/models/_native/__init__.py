@@ -9,9 +9,10 @@ with the previous step in L1, and fuses the adjoint with the coefficient gradien
 bound by memory traffic alone (measured in ``benchmarks`` section (h)).
 
 Build: ``recurrence.c``, ``superposition.c`` and ``lstm.c`` (next to this file) are
-compiled with ``$CC`` (else the first of ``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99 with ``-O3 -ffp-contract=off`` and no
-``-march`` (the library may be shared between machines through a common cache; the
-kernels are memory-bound, so baseline vector instructions lose nothing measurable). The
+compiled with ``$CC`` (else the first of ``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99
+with ``-O3 -ffp-contract=off`` and no ``-march`` (the library may be shared between
+machines through a common cache; the kernels are memory-bound, so baseline vector
+instructions lose nothing measurable). The
 shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
 :func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
 ``--version`` output, the flags and the machine architecture: an edit of a source or a
@@ -134,13 +135,13 @@ def _build() -> ctypes.CDLL:
                                                       L]
         getattr(dll, f"rn_sup_bwd_{suf}").restype = None
         getattr(dll, f"rn_lstm_bwd_{suf}").argtypes = [P, P, P, P, P, P, L, L, L]
+        getattr(dll, f"rn_lstm_bwd_{suf}").restype = None
         getattr(dll, f"rn_supctl_fwd_{suf}").argtypes = [P, L, I, P, P, P, P, P, L, L, L, L,
                                                          L, L, L, L]
         getattr(dll, f"rn_supctl_fwd_{suf}").restype = None
         getattr(dll, f"rn_supctl_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, P, L,
                                                          I, L, L, L, L, L, L]
         getattr(dll, f"rn_supctl_bwd_{suf}").restype = None
-        getattr(dll, f"rn_lstm_bwd_{suf}").restype = None
     _state["path"] = lib
     return dll
 
