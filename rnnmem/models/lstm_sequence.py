@@ -5,13 +5,17 @@ written out by hand.
 Why: the step-by-step model (:meth:`StackRNN._step_impl`) records about forty autograd
 nodes per time step (the LSTM cell alone is some fifteen operations), so at hidden size
 256, batch 128, length 40 the framework and the small element-wise operations cost as much
-as the matrix products (profile in ``benchmarks/bench_stacks.py``). Here, per time step,
-the forward is one gate product, four element-wise passes of the cell, the interface
-product, softmax and sigmoid, the stack update and a copy of its top cells; the backward is
-the stack kernel, the control derivatives, one product back through the interface, one
-compiled cell kernel (``_native/lstm.c``) and one product back through the gates. The
-weight gradients are summed over time by one matrix product each at the end, and the
-input part of the gates (the embedding) is multiplied for all steps at once.
+as the matrix products (profile in ``benchmarks/bench_stacks.py``). Here each step's
+inputs sit in one row ``[r_{t-1} | h_{t-1} | e_t | 1]`` of a buffer, and the gate weights
+and both biases in one matrix with the same columns (:func:`_layout`). Per time step the
+forward is one gate product, four element-wise passes of the cell, the interface product
+and one compiled call for the controls (softmax, sigmoid), the stack update and the copy of
+its top cells; the backward is one compiled call for the stack and its controls, one for
+the cell (``_native/lstm.c``, which also adds the gradient coming back through the
+interface), the gate gradient accumulated into the merged weights' gradient while it is
+still in cache (the biases' gradient comes out as the column of ones), and one product
+back to all three inputs of the step. Measured at that size, this arrangement's matrix
+products take about 0.9x the time of the step-by-step graph's (0.87 and 0.91 in two runs).
 
 The same computation written with plain differentiable operations,
 :func:`lstm_stack_sequence_reference` (same signature), is the slow reference that the
@@ -93,66 +97,81 @@ def usable(*tensors) -> bool:
 
 
 # --------------------------------------------------------------------------- forward
+def _layout(spec: SequenceSpec, E: int, H: int):
+    """Columns of one row of the step inputs ``xb[t]`` (B, P): ``[r_{t-1} | h_{t-1} | e_t |
+    1]``, so that one product with the merged weights ``[W_r, W_hh, W_e, b]`` gives the
+    gate pre-activations, one product back gives the gradients of all three inputs, and one
+    accumulated product gives every weight's and the bias's gradient."""
+    R = spec.n_stacks * spec.read_depth * spec.width
+    return R, R + H, R + H + E + 1  # R, start of e_t, P
+
+
 def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
     """The loop, without a graph; returns what the backward needs (a dict)."""
     B, T, E = emb.shape
     H = W_hh.shape[1]
     K, r, Wd = spec.n_stacks, spec.read_depth, spec.width
-    R = K * r * Wd
+    R, e0, P = _layout(spec, E, H)
     perm = _gate_order(H, emb.device)
-    W_e, W_rh = W_ih[:, :E][perm], torch.cat([W_ih[:, E:], W_hh], dim=1)[perm]  # (4H, .)
-    e_tb = emb.transpose(0, 1).reshape(T * B, E)
-    # gates: the input part of every step at once, then one product per step
-    act = torch.addmm((b_ih + b_hh)[perm], e_tb, W_e.t()).view(T, B, 4 * H)
-    rh = emb.new_empty(T + 1, B, R + H)  # [r_{t-1}; h_{t-1}] of step t in rh[t]
-    rh[0, :, R:] = h0
+    W_all = torch.cat([W_ih[:, E:], W_hh, W_ih[:, :E], (b_ih + b_hh)[:, None]],
+                      dim=1)[perm]  # (4H, P)
+    xb = emb.new_empty(T + 1, B, P)
+    xb[:T, :, e0:P - 1] = emb.transpose(0, 1)
+    xb[:, :, P - 1] = 1
+    xb[0, :, R:e0] = h0
     if K:
-        rh[0, :, :R] = read0
+        xb[0, :, :R] = read0
+    act = emb.new_empty(T, B, 4 * H)
     c = emb.new_empty(T + 1, B, H)
     c[0] = c0
     tc = emb.new_empty(T, B, H)
-    W_rhT = W_rh.t()
+    W_allT = W_all.t()
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
     native = bool(K) and _native.supports(emb, stack0)
     if K:  # the interface logits of all steps (and, for the kernel, the controls)
         z_all = emb.new_empty(T, B, nA + K * Wd)
+        zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
     if native:
         a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
+        a_s, v_s = a_all.unbind(0), v_all.unbind(0)
+    # every step's views made at once (indexing in the loop costs more than the kernels
+    # at small sizes)
+    gs_, sig, th = act.unbind(0), act[:, :, :3 * H].unbind(0), act[:, :, 3 * H:].unbind(0)
+    gi, gf, go = (act[:, :, k * H:(k + 1) * H].unbind(0) for k in range(3))
+    xs, hs, cs, tcs = xb.unbind(0), xb[:, :, R:e0].unbind(0), c.unbind(0), tc.unbind(0)
     for t in range(T):
-        g = act[t]
-        g.addmm_(rh[t], W_rhT)
-        g[:, :3 * H].sigmoid_()
-        g[:, 3 * H:].tanh_()
-        torch.mul(g[:, H:2 * H], c[t], out=c[t + 1])
-        c[t + 1].addcmul_(g[:, :H], g[:, 3 * H:])
-        torch.tanh(c[t + 1], out=tc[t])
-        h = rh[t + 1, :, R:]
-        torch.mul(g[:, 2 * H:3 * H], tc[t], out=h)
+        torch.mm(xs[t], W_allT, out=gs_[t])
+        sig[t].sigmoid_()
+        th[t].tanh_()
+        torch.mul(gf[t], cs[t], out=cs[t + 1])
+        cs[t + 1].addcmul_(gi[t], th[t])
+        torch.tanh(cs[t + 1], out=tcs[t])
+        h = torch.mul(go[t], tcs[t], out=hs[t + 1])
         if K:
-            z = torch.addmm(b_if, h, W_if, out=z_all[t])
+            z = torch.addmm(b_if, h, W_if, out=zs[t])
             s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
             if native:  # controls, update and read in one call
                 s, a, v = _native.superposition_control_forward(
-                    z, spec.joint, s, nd, rh[t + 1, :, :R], r, a_all[t], v_all[t])
+                    z, spec.joint, s, nd, reads[t + 1], r, a_s[t], v_s[t])
             else:
                 a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
                 s = _superposition_forward(s, a, v, nd)
-                rh[t + 1, :, :R] = s[:, :, :r].reshape(B, R)
+                reads[t + 1].copy_(s[:, :, :r].reshape(B, R))
             stacks.append(s)
             acts.append(a)
             vals.append(v)
-    return dict(perm=perm, W_e=W_e, W_rh=W_rh, e_tb=e_tb, act=act, rh=rh, c=c, tc=tc,
-                stacks=stacks, acts=acts, vals=vals, R=R)
+    return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
+                vals=vals, R=R, E=E)
 
 
 def _outputs(f, spec):
-    T, B = f["tc"].shape[:2]
-    R = f["R"]
-    hs = f["rh"][1:, :, R:].transpose(0, 1).contiguous()  # (B, T, H)
+    T = f["tc"].shape[0]
+    R, H = f["R"], f["tc"].shape[2]
+    hs = f["xb"][1:, :, R:R + H].transpose(0, 1).contiguous()  # (B, T, H)
     out = (hs, f["c"][T].clone())
     if spec.n_stacks:
-        out += (f["stacks"][-1], f["rh"][T, :, :R].clone())
+        out += (f["stacks"][-1], f["xb"][T, :, :R].clone())
     return out
 
 
@@ -166,50 +185,69 @@ def _control_grads(ga, gv, a, v, spec) -> torch.Tensor:
     return torch.cat([za.reshape(B, -1), zv.reshape(B, -1)], dim=1)
 
 
-def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read):
-    """The loop back in time: dL/d(gate pre-activations) of every step (T, B, 4H), of the
-    interface logits (T, B, C) or None, and the gradients of the initial state."""
-    act, rh, c, tc, R = f["act"], f["rh"], f["c"], f["tc"], f["R"]
+def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
+    """The loop back in time. Returns ``dx`` (T, B, P), the gradients of every step's inputs
+    ``[r_{t-1} | h_{t-1} | e_t | 1]``; dL/d(interface logits) (T, B, C) or None; the
+    merged weights' gradient (4H, P), accumulated step by step while each step's gate
+    gradient is still in cache (None unless ``need_w``); dL/dc_0 and dL/dstack_0."""
+    act, xb, c, tc, R, W_all = f["act"], f["xb"], f["c"], f["tc"], f["R"], f["W_all"]
     T, B, H4 = act.shape
     H, K = H4 // 4, spec.n_stacks
-    dgates = torch.empty_like(act)
+    P = xb.shape[2]
+    dgates = act.new_empty(B, H4)  # one step's, reused
+    dx = act.new_empty(T, B, P)
+    dW = act.new_zeros(H4, P) if need_w else None
     dz = act.new_empty(T, B, 3 * K + K * spec.width) if K else None
-    drh = rh.new_zeros(B, R + H)
+    nxt = act.new_zeros(B, P)  # the gradient arriving from step T (none but the read's)
     if K and g_read is not None:
-        drh[:, :R] = g_read
+        nxt[:, :R] = g_read
     dc = g_c.clone() if g_c is not None else c.new_zeros(B, H)
     gs = g_stack
     native = _native.supports(act, dc)
-    W_ifT = W_if.t() if K else None
+    W_ifT = W_if.t().contiguous() if K else None
     scratch = (act.new_empty(B, K, 3), act.new_empty(B, K, spec.width)) if K else None
+    acts_, cs, tcs, xs, dxs = act.unbind(0), c.unbind(0), tc.unbind(0), xb.unbind(0), dx.unbind(0)
+    d_read, d_h = dx[:, :, :R].unbind(0), dx[:, :, R:R + H].unbind(0)
+    g_outs = [None] * T if g_hs is None else g_hs.unbind(1)
+    dzs = dz.unbind(0) if K else None
+    nxt_read, nxt_h = nxt[:, :R], nxt[:, R:R + H]  # from step t + 1
     for t in range(T - 1, -1, -1):
-        gh = drh[:, R:].clone() if g_hs is None else drh[:, R:] + g_hs[:, t]
-        if K and gs is None and t == T - 1 and g_read is None:
-            dz[t].zero_()  # the last step's stack feeds no output: nothing to send back
-        elif K:
+        gz = None
+        if K and not (gs is None and t == T - 1 and g_read is None):
+            # (else the last step's stack feeds no output: nothing to send back)
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             if gs is None:
                 B_, K_, d, W_ = s.shape
                 gs = s.new_zeros(B_, K_, _grown_depth(d, spec.grow), W_)
+            gz = dzs[t]
             if native:  # the stack's and the controls' derivatives in one call
                 gs = _native.superposition_control_backward(
-                    s, a, v, gs, drh[:, :R], spec.read_depth, spec.joint, dz[t], scratch)
+                    s, a, v, gs, nxt_read, spec.read_depth, spec.joint, gz, scratch)
             else:
                 gs, ga, gv = _superposition_backward(
-                    s, a, v, gs, drh[:, :R].view(B, K, spec.read_depth, spec.width))
-                dz[t] = _control_grads(ga, gv, a, v, spec)
-            gh.addmm_(dz[t], W_ifT)
-        if native:
-            _native.lstm_cell_backward(act[t], c[t], tc[t], gh, dc, dgates[t])
+                    s, a, v, gs, nxt_read.view(B, K, spec.read_depth, spec.width))
+                gz.copy_(_control_grads(ga, gv, a, v, spec))
+        elif K:
+            dzs[t].zero_()
+        if native:  # dL/dh_t summed and the cell's derivatives in one call
+            _native.lstm_cell_backward(acts_[t], cs[t], tcs[t], nxt_h, dc, dgates, g_outs[t],
+                                       gz, W_ifT)
         else:
-            _cell_backward_torch(act[t], c[t], tc[t], gh, dc, dgates[t])
-        drh = dgates[t] @ f["W_rh"]
-    return dgates, dz, drh, dc, gs
+            gh = nxt_h if g_outs[t] is None else nxt_h + g_outs[t]
+            if gz is not None:
+                gh = torch.addmm(gh, gz, W_ifT)
+            _cell_backward_torch(acts_[t], cs[t], tcs[t], gh, dc, dgates)
+        if need_w:
+            dW.addmm_(dgates.t(), xs[t])
+        torch.mm(dgates, W_all, out=dxs[t])
+        nxt_read, nxt_h = d_read[t], d_h[t]
+    return dx, dz, dW, dc, gs
 
 
 def _cell_backward_torch(act, c_prev, tc, gh, dc, out) -> None:
     """:func:`rnnmem.models._native.lstm_cell_backward` in torch operations (same
-    signature and formulas: the fallback off CPU or without a compiler, and its test)."""
+    formulas, for ``g_h`` alone: the fallback off CPU or without a compiler, and its
+    test)."""
     H = gh.shape[1]
     i, f, o, g = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
     dc += gh * o * (1 - tc * tc)
@@ -220,33 +258,32 @@ def _cell_backward_torch(act, c_prev, tc, gh, dc, out) -> None:
     dc *= f
 
 
-def _weight_grads(f, dgates, dz, need, E):
-    """Gradients of the inputs from the per-step ones, one product per weight."""
-    T, B, H4 = dgates.shape
-    R = f["R"]
-    inv = torch.argsort(f["perm"])
-    dg = dgates.view(T * B, H4)
+def _input_grads(f, dx, dz, dW, need):
+    """The gradients of the node's inputs from the loop's results."""
+    T, B, P = dx.shape
+    R, E = f["R"], f["E"]
+    e0 = P - 1 - E
     out = {}
     if need[0]:
-        out["emb"] = (dg @ f["W_e"]).view(T, B, E).transpose(0, 1)
-    if need[1] or need[2]:
-        d_rh = (dg.t() @ f["rh"][:-1].reshape(T * B, -1))[inv]  # (4H, R + H)
+        out["emb"] = dx[:, :, e0:P - 1].transpose(0, 1)
+    if dW is not None:
+        dW = dW[torch.argsort(f["perm"])]
         if need[1]:
-            # a skinny result (E columns) as the transpose of (E, T B) @ (T B, 4H): measured
-            # 2x faster than (4H, T B) @ (T B, E) with OpenBLAS/MKL at E = 10
-            out["W_ih"] = torch.cat([(f["e_tb"].t() @ dg).t()[inv], d_rh[:, :R]], dim=1)
+            out["W_ih"] = torch.cat([dW[:, e0:P - 1], dW[:, :R]], dim=1)
         if need[2]:
-            out["W_hh"] = d_rh[:, R:]
-    if need[3] or need[4]:
-        out["b"] = dg.sum(0)[inv]
+            out["W_hh"] = dW[:, R:e0]
+        out["b"] = dW[:, P - 1]
     if dz is not None and (need[5] or need[6]):
         dzf = dz.view(T * B, -1)
-        out["W_if"] = (dzf.t() @ f["rh"][1:, :, R:].reshape(T * B, -1)).t()  # skinny too
+        hs = f["xb"][1:, :, R:e0].reshape(T * B, e0 - R)
+        # a skinny result (C columns) as the transpose of (H, T B) @ (T B, C): measured
+        # 2x faster than (C, T B) @ (T B, H) with OpenBLAS/MKL at C = 11
+        out["W_if"] = (dzf.t() @ hs).t()
         out["b_if"] = dzf.sum(0)
     return out
 
 
-_BUFFERS = ("act", "rh", "c", "tc", "W_e", "W_rh", "e_tb", "perm")
+_BUFFERS = ("act", "xb", "c", "tc", "W_all", "perm")
 
 
 class _LSTMStackSequence(torch.autograd.Function):
@@ -270,7 +307,7 @@ class _LSTMStackSequence(torch.autograd.Function):
         need = ctx.needs_input_grad[1:]
         if torch.is_grad_enabled():  # double backward: differentiate the plain form
             return (None, *_reference_grads(spec, ins, grads, need))
-        f = dict(zip(_BUFFERS, buf), R=ctx.R)
+        f = dict(zip(_BUFFERS, buf), R=ctx.R, E=ins[0].shape[2])
         n = len(_BUFFERS)
         K = spec.n_stacks
         if K:  # stacks 0..T-1 (the last one is not needed), actions, values
@@ -279,15 +316,17 @@ class _LSTMStackSequence(torch.autograd.Function):
             f["vals"] = list(buf[n + 2 * T - 1:n + 3 * T - 1])
         g_hs, g_c = grads[0], grads[1]
         g_stack, g_read = (grads[2], grads[3]) if K else (None, None)
-        dgates, dz, drh, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read)
-        w = _weight_grads(f, dgates, dz, need, ins[0].shape[2])
-        R = f["R"]
+        need_w = any(need[1:5])
+        dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
+                                            need_w)
+        w = _input_grads(f, dx, dz, dW, need)
+        R, H = f["R"], ins[2].shape[1]
         b = w.get("b")
         res = [w.get("emb"), w.get("W_ih"), w.get("W_hh"), b if need[3] else None,
                b.clone() if need[4] else None,
-               w.get("W_if"), w.get("b_if"), drh[:, R:] if need[7] else None,
+               w.get("W_if"), w.get("b_if"), dx[0, :, R:R + H] if need[7] else None,
                dc if need[8] else None, gs if need[9] else None,
-               drh[:, :R] if (need[10] and K) else None]
+               dx[0, :, :R] if (need[10] and K) else None]
         return (None, *res)
 
 

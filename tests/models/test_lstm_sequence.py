@@ -119,19 +119,34 @@ def test_no_grad_forward_equals_the_recorded_one():
 
 @pytest.mark.skipif(not _native.available(), reason="no C compiler")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cell_kernel_equals_its_torch_form(dtype):
+@pytest.mark.parametrize("extra", [False, True])
+def test_cell_kernel_equals_its_torch_form(dtype, extra):
     g = torch.Generator().manual_seed(0)
-    B, H = 5, 37
+    B, H, C = 5, 37, 4
     act = torch.rand(B, 4 * H, generator=g, dtype=dtype)
-    c, tc, gh = (torch.randn(B, H, generator=g, dtype=dtype) for _ in range(3))
+    c, tc = (torch.randn(B, H, generator=g, dtype=dtype) for _ in range(2))
+    # dL/dh as a column slice of a wider buffer (rows apart by more than H), as in the loop
+    gh = torch.randn(B, H + 9, generator=g, dtype=dtype)[:, 3:3 + H]
+    gh2 = torch.randn(B, 2, H, generator=g, dtype=dtype)[:, 1] if extra else None
+    gz = torch.randn(B, C + 2, generator=g, dtype=dtype)[:, :C] if extra else None
+    wT = torch.randn(C, H, generator=g, dtype=dtype) if extra else None
     dc = torch.randn(B, H, generator=g, dtype=dtype)
     dc2, out, out2 = dc.clone(), torch.empty_like(act), torch.empty_like(act)
-    _native.lstm_cell_backward(act, c, tc, gh, dc, out)
-    _cell_backward_torch(act, c, tc, gh, dc2, out2)
-    # the same operations in the same order, no FMA contraction on either side
-    tol = tolerance(dtype, n_ops=8)
+    _native.lstm_cell_backward(act, c, tc, gh, dc, out, gh2, gz, wT)
+    gh_all = gh + gh2 + gz @ wT if extra else gh
+    _cell_backward_torch(act, c, tc, gh_all, dc2, out2)
+    # the same operations, the sum over the C interface columns in another order
+    tol = tolerance(dtype, n_ops=8 + 2 * C)
     torch.testing.assert_close(out, out2, rtol=tol.rtol, atol=tol.rtol)
     torch.testing.assert_close(dc, dc2, rtol=tol.rtol, atol=tol.rtol)
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+def test_cell_kernel_rejects_an_interface_gradient_without_its_weights():
+    t = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="w_zT"):
+        _native.lstm_cell_backward(torch.zeros(2, 12), t, t, t, t.clone(), torch.zeros(2, 12),
+                                   None, torch.zeros(2, 4), None)
 
 
 @pytest.mark.parametrize("stack,depth", [("superposition", None), ("superposition", 4),

@@ -55,7 +55,7 @@ SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposi
                                                      "lstm.c"))
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
 LIBS = ("-lm",)
-_ABI = 4
+_ABI = 5
 #: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
 
@@ -134,7 +134,8 @@ def _build() -> ctypes.CDLL:
         getattr(dll, f"rn_sup_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, L, L, L,
                                                       L]
         getattr(dll, f"rn_sup_bwd_{suf}").restype = None
-        getattr(dll, f"rn_lstm_bwd_{suf}").argtypes = [P, P, P, P, P, P, L, L, L]
+        getattr(dll, f"rn_lstm_bwd_{suf}").argtypes = [P, P, P, P, L, P, L, P, L, P, L, P, P,
+                                                       L, L, L]
         getattr(dll, f"rn_lstm_bwd_{suf}").restype = None
         getattr(dll, f"rn_supctl_fwd_{suf}").argtypes = [P, L, I, P, P, P, P, P, L, L, L, L,
                                                          L, L, L, L]
@@ -326,17 +327,40 @@ def superposition_backward(state: torch.Tensor, actions: torch.Tensor, values: t
 
 
 def lstm_cell_backward(act: torch.Tensor, c_prev: torch.Tensor, tanh_c: torch.Tensor,
-                       g_h: torch.Tensor, g_c: torch.Tensor, out: torch.Tensor) -> None:
+                       g_h: torch.Tensor, g_c: torch.Tensor, out: torch.Tensor,
+                       g_h2: torch.Tensor | None = None, g_z: torch.Tensor | None = None,
+                       w_zT: torch.Tensor | None = None) -> None:
     """Backward of one LSTM cell step (``lstm.c``) from its saved activations: ``act``
-    (B, 4H) the activated gates in the order i, f, o, g; ``c_prev``, ``tanh_c``, ``g_h``
-    (B, H). Writes ``dL/d(pre-activations)`` into ``out`` (B, 4H) and replaces ``g_c``
-    (B, H), dL/dc_t on entry, by dL/dc_{t-1}. All contiguous, one real dtype."""
+    (B, 4H) the activated gates in the order i, f, o, g; ``c_prev``, ``tanh_c`` (B, H).
+    dL/dh_t is ``g_h`` (B, H) plus, when given, ``g_h2`` (B, H) and ``g_z @ w_zT``
+    (``g_z`` (B, C), ``w_zT`` (C, H) contiguous): the gradient through the stack interface,
+    summed in the kernel. Writes ``dL/d(pre-activations)`` into ``out`` (B, 4H) and replaces
+    ``g_c`` (B, H), dL/dc_t on entry, by dL/dc_{t-1}. ``act``, ``c_prev``, ``tanh_c``,
+    ``g_c`` and ``out`` contiguous; ``g_h``, ``g_h2`` and ``g_z`` need contiguous rows
+    only. One real dtype."""
     dll = _dll()
     B, H = g_h.shape
+    if g_z is not None and (w_zT is None or not w_zT.is_contiguous()
+                            or w_zT.shape != (g_z.shape[1], H)):
+        raise ValueError("g_z needs w_zT, contiguous, of shape (g_z.shape[1], H)")
     fn = getattr(dll, f"rn_lstm_bwd_{_SUFFIX[act.dtype]}")
+    g_h, g_h2, g_z = _row_major(g_h), _row_major(g_h2), _row_major(g_z)
+    ld1 = _rows(g_h)
+    ld2 = 0 if g_h2 is None else _rows(g_h2)
+    ldz = 0 if g_z is None else _rows(g_z)
+    C = 0 if g_z is None else g_z.shape[1]
     _split(fn, B, 4 * B * H,
-           lambda r0, r1: (_ptr(act), _ptr(c_prev), _ptr(tanh_c), _ptr(g_h), _ptr(g_c),
-                           _ptr(out), r0, r1, H))
+           lambda r0, r1: (_ptr(act), _ptr(c_prev), _ptr(tanh_c), _ptr(g_h), ld1, _ptr(g_h2),
+                           ld2, _ptr(g_z), ldz, _ptr(w_zT), C, _ptr(g_c), _ptr(out), r0, r1,
+                           H))
+
+
+def _row_major(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` (B, n) itself when its rows are contiguous, else a contiguous copy (an
+    expanded gradient, for instance)."""
+    if t is None or t.shape[1] <= 1 or t.stride(1) == 1:
+        return t
+    return t.contiguous()
 
 
 def _rows(t: torch.Tensor) -> int:

@@ -86,4 +86,4 @@ RN_DEFINE(f64, double, RN_REAL_CONJ)
 RN_DEFINE(c64, float _Complex, conjf)
 RN_DEFINE(c128, double _Complex, conj)
 
-int rn_abi_version(void) { return 4; }
+int rn_abi_version(void) { return 5; }
