@@ -53,7 +53,7 @@ def test_precision_reading_is_the_stored_score_in_float32(ctx, precision):
     table = metrics["per_task"]["reverse_string"]
     assert set(table) == STACKS  # the fully trained cells only, the memory-less one included
     chosen = metrics["evaluated"]["lengths"]["reverse_string"]
-    runs = [r for r in ctx.results(D.dm_cells_at("smoke", "none"))]
+    runs = [r for r in ctx.results(D.dm_cells_at("smoke", "none", "sequence"))]
     assert {r.run.config.freeze for r in runs} == {"none"}
     for r in runs:
         depth = "none" if r.run.model_options["stack"] == "none" else "sequence"
@@ -85,7 +85,7 @@ def test_memory_reading_profiles_every_cell(ctx, memory):
     metrics, lines, figs, summary = memory
     cells = metrics["per_task"]["reverse_string"]
     assert set(cells) == {f"{m}+frozen_{f}" if f != "none" else m for m, f in MEMORY_CELLS}
-    runs = ctx.results(D.dm_cells_at("smoke"))
+    runs = ctx.results(D.dm_cells_at("smoke", train_depth="sequence"))
     table = D.dm_memory_table(runs, strings=2)
     for v in table["reverse_string"].values():
         c = np.asarray(v["curve"])
@@ -111,11 +111,16 @@ def test_claims_list_the_dm_runs_they_read():
     ctx = Context("smoke", Path("."))
     prec = get_claim("precision-dependence").protocols(ctx)
     mem = get_claim("stack-memory-function").protocols(ctx)
-    dm_prec = {r.hash for r in D.dm_cells_at("smoke", "none").runs()}
+    frozen_claim = get_claim("frozen-memory-length-generalisation").protocols(ctx)
+    # the precision and memory readings use the cells trained at the sequence length; the
+    # freezing claim reads every cell, both training depths
+    dm_prec = {r.hash for r in D.dm_cells_at("smoke", "none", "sequence").runs()}
+    dm_seq = {r.hash for r in D.dm_cells_at("smoke", train_depth="sequence").runs()}
     dm_all = {r.hash for r in D.dm_cells_at("smoke").runs()}
-    assert len(dm_prec) == 4 and len(dm_all) == 7
+    assert len(dm_prec) == 4 and len(dm_seq) == 7 and len(dm_all) == 11
     assert dm_prec <= {r.hash for p in prec for r in p.runs()}
-    assert dm_all <= {r.hash for p in mem for r in p.runs()}
+    assert dm_seq <= {r.hash for p in mem for r in p.runs()}
+    assert dm_all <= {r.hash for p in frozen_claim for r in p.runs()}
 
 
 def test_readings_are_kept_in_the_store_and_read_back(ctx, precision, memory):
@@ -129,3 +134,60 @@ def test_readings_are_kept_in_the_store_and_read_back(ctx, precision, memory):
     again_m = dm_memory_reading(ctx, "stack-memory-function", "smoke")[0]
     assert again_p["per_task"] == precision[0]["per_task"]
     assert again_m["per_task"] == memory[0]["per_task"]
+
+
+def test_dm_trains_the_stacks_with_a_depth_at_both_training_depths():
+    from rnnmem.experiments.builtin_dm import DM_AXIS, DM_CELLS, TRAIN_DEPTHS
+
+    assert TRAIN_DEPTHS == ("sequence", 30)
+    for m, f in MEMORY_CELLS:
+        depths = {d for m2, f2, d in DM_CELLS if (m2, f2) == (m, f)}
+        # DeepMind trains and tests at 30; the nondeterministic stack has no depth to fix
+        assert depths == ({"sequence", 30} if m in ("superposition", "stratification")
+                          else {"sequence"})
+    runs = D.dm_protocol_at("smoke").runs()
+    assert len(runs) == len(DM_CELLS) == 11
+    got = {(r.model_options["stack"], r.config.freeze, r.model_options["stack_depth"])
+           for r in runs}
+    assert got == set(DM_CELLS)
+    assert DM_AXIS in D.dm_protocol_at("smoke").to_toml()  # a TOML-writable axis
+
+
+def test_cell_names_carry_a_fixed_training_depth():
+    from rnnmem.experiments import Run
+
+    def run(stack, freeze, depth):
+        opts = {"name": "stack_rnn", "stack": stack, "width": 4, "stack_width": 2}
+        if depth is not None:
+            opts["stack_depth"] = depth
+        return Run.make(opts, "dm:reverse_string", train={"freeze": freeze, "steps": 1})
+
+    assert D._cell(run("superposition", "none", None)) == "superposition"
+    assert D._cell(run("superposition", "none", "sequence")) == "superposition"
+    assert D._cell(run("superposition", "none", 30)) == "superposition@30"
+    assert D._cell(run("stratification", "memory", 30)) == "stratification@30+frozen_memory"
+    assert D._cell(run("none", "none", "sequence")) == "none"
+
+
+def test_the_freezing_reading_pairs_cells_within_one_training_depth(ctx):
+    results = ctx.results(D.dm_protocol_at("smoke"))
+    table = D.dm_table(results)["reverse_string"]
+    assert {"superposition@30", "superposition@30+frozen_memory", "stratification@30",
+            "stratification@30+frozen_memory"} <= set(table)
+    _, comps = D.dm_verdict({"reverse_string": table})
+    # every frozen cell against the fully trained cell of its own memory and training depth
+    assert {k.rsplit("/", 1)[0] for k in comps} == {
+        f"reverse_string/{m}" for m in ("superposition", "superposition@30", "stratification",
+                                        "stratification@30", "nondeterministic")}
+    # at smoke the strings (training lengths 1..3, test 41..42: tapes far below 30 on the
+    # training side) never fill a depth-30 stack in training, so training at 30 equals
+    # training at the sequence length: the same losses to the last bit
+    by = {(r.run.model_options["stack"], r.run.config.freeze,
+           r.run.model_options["stack_depth"]): r for r in results}
+    for m in ("superposition", "stratification"):
+        for f in ("none", "memory"):
+            a, b = by[(m, f, "sequence")], by[(m, f, 30)]
+            fa, fb = a.metrics["final"], b.metrics["final"]
+            for k in ("train_loss", "valid_loss", "grad_norm"):
+                assert fa[k] == fb[k], (m, f, k)
+            assert a.dm_reports("test")["30"].accuracy == b.dm_reports("test")["30"].accuracy

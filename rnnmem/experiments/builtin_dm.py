@@ -10,25 +10,31 @@ r"""The length-generalisation protocols of the field: ``dm`` and ``ns``.
     score = mean over test lengths, the same on the training lengths 1..40 and the
     retained ratio score(test) / score(train) of Das & Mali 2024), at the sequence-length
     stack depth and DeepMind's fixed depth 30 (the nondeterministic stack has no depth to
-    fix: sequence only). Grid: task x memory x freezing mode x seed, the memory and
-    freezing mode one joint axis ``model.stack+train.freeze`` (a memory-less model has no
-    memory to freeze):
+    fix: sequence only). Grid: task x memory x freezing mode x training stack depth x
+    seed, the memory, freezing mode and training depth one joint axis
+    ``model.stack+train.freeze+model.stack_depth`` (a memory-less model has no memory to
+    freeze; the superposition and stratification stacks are trained both at the sequence
+    length, ``"sequence"``, and at DeepMind's fixed depth 30, the depth DeepMind trains at,
+    so that training depth and test depth are separate factors; :data:`DM_CELLS`):
 
-    ====================  =====================================================
-    memory                freezing modes
-    ====================  =====================================================
-    none                  none
-    superposition         none, memory (Joulin & Mikolov 2015; Das & Mali 2024)
-    stratification        none, memory (Grefenstette et al. 2015)
-    nondeterministic      none, memory (DuSell & Chiang 2020/2022, RNS-RNN)
-    ====================  =====================================================
+    ====================  =======================================  ================
+    memory                freezing modes                           training depth
+    ====================  =======================================  ================
+    none                  none                                     (no stack)
+    superposition         none, memory (Joulin & Mikolov 2015;     sequence, 30
+                          Das & Mali 2024)
+    stratification        none, memory (Grefenstette et al. 2015)  sequence, 30
+    nondeterministic      none, memory (DuSell & Chiang            sequence
+                          2020/2022, RNS-RNN)
+    ====================  =======================================  ================
 
 ``ns``
     DuSell & Chiang (2022), ICLR: the same models trained as language models on
     ``ns:marked_reversal``, ``ns:unmarked_reversal``, ``ns:padded_reversal``, ``ns:dyck``,
     ``ns:hardest_cfl`` (training lengths 40..80, the tasks' default), scored by the
     cross-entropy above the exact per-length lower bound on the test lengths 40..100
-    (``evaluate.ns``).
+    (``evaluate.ns``); stacks at the sequence length (DuSell & Chiang fix no depth), so
+    its joint axis is ``model.stack+train.freeze`` over :data:`MEMORY_CELLS`.
 
 Budgets (:data:`DM_SIZES`, :data:`NS_SIZES`): ``smoke`` (the machinery, seconds; one task),
 ``quick`` (minutes), ``medium`` (at most 60 minutes on 2 CPU cores with ``--jobs 2``,
@@ -42,7 +48,7 @@ from .protocol import Protocol
 from .run import Run
 
 __all__ = ["dm_protocol", "ns_protocol", "DCF_TASKS", "NS_TASKS", "MEMORY_CELLS",
-           "DM_SIZES", "NS_SIZES", "MEDIUM_NOTE"]
+           "DM_CELLS", "DM_AXIS", "TRAIN_DEPTHS", "DM_SIZES", "NS_SIZES", "MEDIUM_NOTE"]
 
 #: DeepMind's deterministic-context-free transductions
 DCF_TASKS = ("reverse_string", "stack_manipulation", "modular_arithmetic_brackets",
@@ -55,6 +61,15 @@ MEMORY_CELLS = (("none", "none"),
                 ("stratification", "none"), ("stratification", "memory"),
                 ("nondeterministic", "none"), ("nondeterministic", "memory"))
 _AXIS = "model.stack+train.freeze"
+#: the stack depths ``dm`` trains at: the sequence length and DeepMind's fixed 30
+#: (Deletang et al. 2023, their stack RNN's default stack size, used in training and test)
+TRAIN_DEPTHS = ("sequence", 30)
+#: the joint ``model.stack + train.freeze + model.stack_depth`` cells of ``dm``: every
+#: memory x freezing cell at every training depth where the memory has a depth to fix
+DM_CELLS = tuple((m, f, d) for m, f in MEMORY_CELLS
+                 for d in (TRAIN_DEPTHS if m in ("superposition", "stratification")
+                           else ("sequence",)))
+DM_AXIS = "model.stack+train.freeze+model.stack_depth"
 
 #: budget -> sizes of ``dm``: tasks, seeds, training (steps, batch, lr), model (width,
 #: stack_width), evaluation (N = last test length, k strings per length)
@@ -81,7 +96,8 @@ NS_SIZES = {
 }
 #: how ``medium`` was sized (timed runs on 2 shared cores, ``--jobs 2``)
 MEDIUM_NOTE = (
-    "dm medium (28 runs, 1 seed) estimated at about 35 minutes on 2 CPU cores with --jobs 2, "
+    "dm medium (first 28 runs, 1 seed) estimated at about 35 minutes on 2 CPU cores with "
+    "--jobs 2, "
     "from timed runs: the whole quick budget took 206 s wall; per training step (batch 32, "
     "two jobs) the nondeterministic stack took 0.41 s (reverse_string), 0.37 s "
     "(stack_manipulation), 0.19-0.20 s (modular_arithmetic_brackets, solve_equation), "
@@ -95,7 +111,13 @@ MEDIUM_NOTE = (
     "The nondeterministic stack is about 60% of the cost (cubic in "
     "the tape length). ns medium (35 runs, 600 steps): estimated about 30 minutes from "
     "one timed nondeterministic run on marked_reversal (0.49 s per step, one job; 7.5 s to "
-    "evaluate lengths 40..100 with k=32) and a superposition run (0.085 s per step).")
+    "evaluate lengths 40..100 with k=32) and a superposition run (0.085 s per step). "
+    "dm medium was then run whole: 28 runs in 46.5 minutes with --jobs 2 (contended). "
+    "Training at depth 30 as well adds 16 runs (superposition and stratification, each "
+    "trained and frozen, on 4 tasks): timed at medium on reverse_string, two jobs, 20 s "
+    "(superposition@30) and 69 s (stratification@30) each, evaluation included; with the "
+    "other tasks at 0.6-1x of that, about 570 job-seconds, some 5 minutes on two jobs: "
+    "about 52 minutes for the 44 runs (estimated, not run whole).")
 
 
 def _model(stack: str, width: int, stack_width: int) -> dict:
@@ -126,7 +148,8 @@ def _ns_eval(sz: dict) -> dict:
     return {"ns.lengths": sz["lengths"], "ns.k": sz["k"]}
 
 
-def _protocol(name, family, sizes, evaluation, evaluate_table, description) -> Protocol:
+def _protocol(name, family, sizes, evaluation, evaluate_table, description, axis=_AXIS,
+              cells=MEMORY_CELLS) -> Protocol:
     q = sizes["quick"]
     base = Run.make(_model("superposition", q["width"], q["stack_width"]),
                     {"name": f"{family}:{q['tasks'][0]}", "valid_size": 64}, seed=0,
@@ -134,7 +157,7 @@ def _protocol(name, family, sizes, evaluation, evaluate_table, description) -> P
 
     def grid(sz):
         return {"task.name": [f"{family}:{t}" for t in sz["tasks"]],
-                _AXIS: [list(c) for c in MEMORY_CELLS], "seed": list(sz["seeds"])}
+                axis: [list(c) for c in cells], "seed": list(sz["seeds"])}
 
     budgets = {b: {"set": _sets(sz, evaluation(sz)), "grid": grid(sz)}
                for b, sz in sizes.items()}
@@ -149,8 +172,9 @@ def dm_protocol() -> Protocol:
         lambda sz: {"dm": {"lengths": f"41:{sz['N']}", "k": sz["k"],
                            "train_lengths": sz["train_lengths"]}},
         "stack RNNs on DeepMind's DCF transductions: train 1..40, per-token masked "
-        "accuracy at every length 41..N (k strings each), stack depth = sequence and 30; "
-        "task x memory x freezing mode x seed (Deletang et al. 2023)")
+        "accuracy at every length 41..N (k strings each), stack depth = sequence and 30 "
+        "in training and in test; task x memory x freezing mode x training depth x seed "
+        "(Deletang et al. 2023)", axis=DM_AXIS, cells=DM_CELLS)
 
 
 def ns_protocol() -> Protocol:

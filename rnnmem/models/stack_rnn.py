@@ -147,10 +147,11 @@ class StackRNN(RecurrentModel):
         deprecated).
     stack_width : int
         Width :math:`W` of a stack element.
-    stack_depth : int, optional
-        Depth limit (superposition) or buffer capacity (stratification). ``None``: the
-        length of the first sequence (chunk) the state is created for, so nothing is ever
-        dropped within it.
+    stack_depth : int or "sequence", optional
+        Depth limit (superposition) or buffer capacity (stratification). ``None`` (also
+        spelt ``"sequence"``, the name protocol files and reports use, since TOML has no
+        null): the length of the first sequence (chunk) the state is created for, so
+        nothing is ever dropped within it.
     n_stacks : int
         Independent stacks driven by the controller.
     read_depth : int
@@ -226,12 +227,16 @@ class StackRNN(RecurrentModel):
         if output_size is None:
             output_size = 2 if mode == "recognition" else vocab_size
         hidden_size = width
+        if isinstance(stack_depth, str) and stack_depth == "sequence":
+            stack_depth = None
         for nm, v in (("output_size", output_size), ("width", width),
                       ("stack_width", stack_width), ("n_stacks", n_stacks),
                       ("read_depth", read_depth)):
             _check_positive(nm, v)
-        if stack_depth is not None:
-            _check_positive("stack_depth", stack_depth)
+        if stack_depth is not None and (isinstance(stack_depth, bool)
+                                        or not isinstance(stack_depth, int) or stack_depth < 1):
+            raise InvalidParameterError("stack_depth must be a positive integer or "
+                                        f"'sequence', got {stack_depth!r}")
         if embedding_dim is not None:
             _check_positive("embedding_dim", embedding_dim)
         if action_softmax not in ACTION_SOFTMAX:

@@ -424,12 +424,12 @@ def _check_frozen_memory(ctx: Context) -> Evidence:
 DM_BUDGET = {"smoke": "smoke", "quick": "quick", "medium": "medium", "full": "full"}
 
 
-def _dm_protocol(ctx: Context, freeze: str | None = None):
-    """The ``dm`` runs read beside the bins protocol (``freeze``: only the cells with that
-    freezing mode)."""
+def _dm_protocol(ctx: Context, freeze: str | None = None, train_depth=None):
+    """The ``dm`` runs read beside the bins protocol (``freeze``, ``train_depth``: only the
+    cells with that freezing mode, trained at that stack depth)."""
     from .claims_stack_dm import dm_cells_at
 
-    return dm_cells_at(DM_BUDGET.get(ctx.budget, ctx.budget), freeze)
+    return dm_cells_at(DM_BUDGET.get(ctx.budget, ctx.budget), freeze, train_depth)
 
 
 def _num(v) -> str:
@@ -498,7 +498,8 @@ def precision_verdict(acc_drop: dict, drift_slopes: dict, budget: str,
                  "every low precision). Refuted if no precision lowers long-string accuracy "
                  "beyond max(0.01, seed spread).",
        source=_SOURCE, group=_GROUP,
-       protocols=lambda ctx: [*_precision_protocols(ctx), _dm_protocol(ctx, "none")],
+       protocols=lambda ctx: [*_precision_protocols(ctx),
+                             _dm_protocol(ctx, "none", "sequence")],
        budgets=("medium",))
 def _check_precision(ctx: Context) -> Evidence:
     import torch
@@ -740,7 +741,8 @@ def stability_verdict(per_language: dict, budget: str) -> tuple[str, str, dict]:
                  "with the trained weights run in float64).",
        source=_SOURCE + "; memory function: Wang, Li & Li (ICLR 2024), Def. 3.1",
        group=_GROUP, protocols=lambda ctx: [_at(lengths_protocol(), ctx, **{
-           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)}), _dm_protocol(ctx)],
+           "model.stack+train.freeze": _variant_axis(_MEMORY_VARIANTS)}),
+           _dm_protocol(ctx, train_depth="sequence")],
        budgets=("medium",))
 def _check_stack_memory(ctx: Context) -> Evidence:
     import torch

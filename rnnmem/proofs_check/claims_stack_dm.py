@@ -3,9 +3,10 @@ r"""The Das & Mali claims re-measured under DeepMind's protocol ``dm``.
 A reading of the runs of the built-in protocol ``dm`` (:mod:`rnnmem.experiments.builtin_dm`:
 stack RNNs with an LSTM controller on DeepMind's deterministic-context-free transductions,
 trained on lengths 1..40, every memory x freezing mode), added beside the bins-based
-reading of ``frozen-memory-length-generalisation``. For each task, memory, freezing mode
-and stack depth (the sequence length, and DeepMind's fixed 30; the nondeterministic stack
-has no depth to fix):
+reading of ``frozen-memory-length-generalisation``. For each task, memory, freezing mode,
+training stack depth and test stack depth (each the sequence length or DeepMind's fixed
+30; the nondeterministic stack has no depth to fix; a cell trained at 30 is named
+``M@30``):
 
 * the per-length accuracy curve (masked per-token accuracy, Delétang et al. 2023), mean over
   seeds with the mean of the seeds' 95% bands;
@@ -56,7 +57,12 @@ def dm_protocol_at(budget: str):
 
 
 def _cell(run) -> str:
+    """The run's memory, ``@D`` when it was trained at a fixed stack depth D, and
+    ``+frozen_<mode>`` when frozen: ``superposition@30+frozen_memory``."""
     stack, freeze = run.model_options.get("stack"), run.config.freeze
+    depth = run.model_options.get("stack_depth")
+    if depth is not None and depth != "sequence" and stack != "none":
+        stack = f"{stack}@{depth}"
     return stack if freeze == "none" else f"{stack}+frozen_{freeze}"
 
 
@@ -120,7 +126,7 @@ def _retained_margin(fz: dict, full: dict) -> float:
 
 def dm_verdict(table: dict) -> tuple[str, dict]:
     """Das & Mali's freezing claim read under ``dm``: for every task, memory (with a
-    frozen variant) and stack depth, the frozen cell (``M+frozen_memory``) against the
+    frozen variant; trained at one stack depth) and test stack depth, the frozen cell (``M+frozen_memory``) against the
     fully trained one (``M``), with ``margin`` the 95% half-width of the difference of
     their retained ratios (from the per-length bands, :func:`_retained_margin`):
 
@@ -193,8 +199,10 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
                             f"{_f(v['score'])} | {_f(v['retained'])} |")
     lines = ["", f"**Under DeepMind's protocol** ({where}). Score = mean masked per-token "
              "accuracy over the test lengths (DeepMind); retained = score(41..N) / "
-             "score(1..40) (Das & Mali's ratio, per-token); stack depth `sequence` = the "
-             "sequence length, `30` = DeepMind's fixed depth, `none` = no stack. A retained "
+             "score(1..40) (Das & Mali's ratio, per-token); stack depth (in test) "
+             "`sequence` = the sequence length, `30` = DeepMind's fixed depth, `none` = no "
+             "stack; a memory written `M@30` was trained at depth 30 (DeepMind's own "
+             "training setting), the others at the sequence length. A retained "
              "ratio near 1 with a training score near chance means nothing was learned, not "
              "that the model generalises; read it beside score 1..40.", "",
              "| task | memory (+freezing) | stack depth | score 1..40 | score 41..N | "
@@ -251,16 +259,18 @@ def dm_reading(ctx, claim_id: str, budget: str | None = None
 
 
 # ============================================================================ shared
-def dm_cells_at(budget: str, freeze: str | None = None):
-    """The ``dm`` protocol at ``budget``, restricted to the memory x freezing cells with
-    freezing mode ``freeze`` (``None``: every cell)."""
-    from ..experiments.builtin_dm import MEMORY_CELLS
+def dm_cells_at(budget: str, freeze: str | None = None, train_depth: str | int | None = None):
+    """The ``dm`` protocol at ``budget``, restricted to the memory x freezing x training
+    depth cells with freezing mode ``freeze`` and training depth ``train_depth``
+    (``None``: every one)."""
+    from ..experiments.builtin_dm import DM_AXIS, DM_CELLS
 
     p = dm_protocol_at(budget)
-    if freeze is None:
+    if freeze is None and train_depth is None:
         return p
-    return p.vary(**{"model.stack+train.freeze": [list(c) for c in MEMORY_CELLS
-                                                  if c[1] == freeze]})
+    return p.vary(**{DM_AXIS: [list(c) for c in DM_CELLS
+                               if (freeze is None or c[1] == freeze)
+                               and (train_depth is None or c[2] == train_depth)]})
 
 
 def every_nth(lengths, every: int) -> tuple[int, ...]:
@@ -442,7 +452,7 @@ def dm_precision_reading(ctx, claim_id: str, budget: str | None = None
     from ..experiments.builtin_dm import DM_SIZES
 
     budget = budget or ctx.budget
-    results = ctx.results(dm_cells_at(budget, "none"))
+    results = ctx.results(dm_cells_at(budget, "none", "sequence"))
     t0 = time.perf_counter()
     table, bad, choices = dm_precision_table(results)
     seconds = time.perf_counter() - t0
@@ -451,7 +461,7 @@ def dm_precision_reading(ctx, claim_id: str, budget: str | None = None
              f"and every {PRECISION_EVERY}th training length (first and last kept: "
              + "; ".join(f"{t}: {c['test']}, {c['train']}" for t, c in choices.items())
              + f"), k = min(k, {PRECISION_K}) = {k} strings per length, stack depth "
-             "`sequence` only")
+             "`sequence` only, in training and in test")
     rows = [f"| {task} | {cell} | {dt} | {_f(v['train_score'])} | {_f(v['score'])} | "
             f"{_f(v['train_drop'])} | {_f(v['drop'])} | {v['nonfinite']} |"
             for task, cells in table.items() for cell, row in cells.items()
@@ -601,7 +611,7 @@ def dm_memory_reading(ctx, claim_id: str, budget: str | None = None
     import time
 
     budget = budget or ctx.budget
-    results = ctx.results(dm_cells_at(budget))
+    results = ctx.results(dm_cells_at(budget, train_depth="sequence"))
     t0 = time.perf_counter()
     table = dm_memory_table(results)
     seconds = time.perf_counter() - t0
@@ -612,7 +622,7 @@ def dm_memory_reading(ctx, claim_id: str, budget: str | None = None
              f"{JACOBIAN_STRINGS} tapes per run at the longest training length n (input, "
              "then the blanks: T = n + m(n) steps; " + ", ".join(
                  f"{t}: n={n}, T={T}" for t, (n, T) in lengths.items())
-             + "), stack depth `sequence`")
+             + "), stack depth `sequence`, in training and here")
     rows = [f"| {task} | {cell} | {_f(v['rate'])} | {v['J_tau0']['mean']:.3g} | "
             f"{v['J_end']['mean']:.3g} | {_f(v['train_score'])} |"
             for task, cells in table.items() for cell, v in cells.items()]

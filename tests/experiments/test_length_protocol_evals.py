@@ -109,7 +109,9 @@ def test_dm_protocol_smoke_runs_in_seconds(store):
     from rnnmem.experiments import get_protocol
 
     res = get_protocol("dm").at("smoke").execute(store=store, progress=False)
-    assert not res.failed and len(res) == 7
+    # 7 memory x freezing cells, the 4 with a stack depth also trained at 30
+    assert not res.failed and len(res) == 11
+    assert sum(r.run.model_options["stack_depth"] == 30 for r in res) == 4
     for r in res:
         reps = r.dm_reports()
         assert all(rep.lengths == [41, 42] for rep in reps.values())

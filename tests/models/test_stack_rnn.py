@@ -260,3 +260,21 @@ def test_stack_none_as_python_none_is_the_memoryless_model():
     assert a.config["stack"] == "none" and not a.has_stack
     x = torch.randint(0, 3, (2, 5), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("stack", ["superposition", "stratification", "nondeterministic"])
+def test_stack_depth_sequence_is_the_default(stack):
+    """``stack_depth="sequence"`` (the name TOML protocols and reports use) is ``None``:
+    the same model, the same config, so checkpoints rebuild alike."""
+    kw = {"n_stacks": 1} if stack == "nondeterministic" else {}
+    a, b = make(stack, seed=3, **kw), make(stack, seed=3, stack_depth="sequence", **kw)
+    assert b.stack_depth is None and b.config == a.config
+    x = tokens()
+    assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("bad", [0, -3, "seq", 2.5, True])
+def test_stack_depth_names_what_it_accepts(bad):
+    with pytest.raises(InvalidParameterError, match="stack_depth must be a positive integer "
+                                                    "or 'sequence'"):
+        make(stack_depth=bad)

@@ -168,6 +168,8 @@ def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
     assert set(cells["superposition"]) == {"sequence", "30"}
     assert set(cells["nondeterministic+frozen_memory"]) == {"sequence"}
     assert set(cells["none"]) == {"none"}
+    assert set(cells["superposition@30+frozen_memory"]) == {"sequence", "30"}
+    assert "nondeterministic@30" not in cells
     v = cells["superposition+frozen_memory"]["30"]
     assert v["curve"]["lengths"] == [41, 42]
     assert math.isclose(v["retained"]["mean"], v["score"]["mean"] / v["train_score"]["mean"])
@@ -179,7 +181,9 @@ def test_smoke_runs_report_sizes_figures_and_honest_verdicts(tmp_path):
         assert r.metrics["dm_protocol"]["budget"] == "smoke" and "dm protocol (smoke" in r.summary
         assert "DeepMind's protocol" in r.details and any(name in f for f in r.figures)
     # the three claims read the same models: trained once, in the first sweep
-    assert [r.runs for r in results] == [{"total": 10, "trained": 10},
+    # (the freezing claim: 3 bins runs and 11 dm cells, 4 of them trained at depth 30; the
+    # other two: the cells trained at the sequence length)
+    assert [r.runs for r in results] == [{"total": 3 + 11, "trained": 14},
                                          {"total": 1 + 4, "trained": 5},
                                          {"total": 3 + 7, "trained": 10}]
     again = run_claims(["stack-memory-function"], "smoke", tmp_path / "again",
