@@ -126,9 +126,10 @@ def _retained_margin(fz: dict, full: dict) -> float:
 
 def dm_verdict(table: dict) -> tuple[str, dict]:
     """Das & Mali's freezing claim read under ``dm``: for every task, memory (with a
-    frozen variant; trained at one stack depth) and test stack depth, the frozen cell (``M+frozen_memory``) against the
-    fully trained one (``M``), with ``margin`` the 95% half-width of the difference of
-    their retained ratios (from the per-length bands, :func:`_retained_margin`):
+    frozen variant; trained at one stack depth) and test stack depth, the frozen cell
+    (``M+frozen_memory``) against the fully trained one (``M``), with ``margin`` the 95%
+    half-width of the difference of their retained ratios (from the per-length bands,
+    :func:`_retained_margin`):
 
     ``"not learned"``: either is below :data:`SOLVED` on the training lengths (nothing to
     generalise); ``"supports"``: the frozen one keeps >= :data:`RETAINED` and more than the
