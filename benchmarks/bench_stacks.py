@@ -271,8 +271,6 @@ def step_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int, reps: int =
     the interface layer (B, H) -> (B, C), each with its two backward products (dL/dinput,
     dL/dweight); then the classifier on all (B T, H) states with its two. The floor of any
     implementation that leaves its matrix products to the same BLAS."""
-    from ._common import measure
-
     g = torch.Generator().manual_seed(0)
 
     def r(*shape):
@@ -303,8 +301,6 @@ def sequence_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int, reps: i
     through the interface, the weight gradient accumulated into one (4H, I + H + 1) matrix
     and one product back to all three inputs; then the interface's weight gradient over
     all steps and the classifier with its two."""
-    from ._common import measure
-
     g = torch.Generator().manual_seed(0)
 
     def r(*shape):
@@ -361,9 +357,9 @@ def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: in
     # the floor: this step's own matrix products replayed alone in this run (the rate of
     # the forward gate shape alone, rate_floor, misses the slower backward shapes)
     replay = step_gemm_replay(B, T, I, H, V, 3 + W, reps=reps)
-    # the floor of the whole-sequence node's arrangement of the same products (its weight
-    # gradients are one product each over all steps); the target is judged against the
-    # lower of the two
+    # the floor of the whole-sequence node's arrangement of the same products (one merged
+    # gate product per step each way, the weight gradients accumulated per step); the
+    # target is judged against the lower of the two
     seq_replay = sequence_gemm_replay(B, T, I, H, V, 3 + W, reps=reps)
     floor = min(replay.seconds, seq_replay.seconds)
     # issue 14: within 1.3x of the GEMM floor measured here (the issue "Speed" goal of

@@ -97,8 +97,7 @@ NS_SIZES = {
 #: how ``medium`` was sized (timed runs on 2 shared cores, ``--jobs 2``)
 MEDIUM_NOTE = (
     "dm medium (first 28 runs, 1 seed) estimated at about 35 minutes on 2 CPU cores with "
-    "--jobs 2, "
-    "from timed runs: the whole quick budget took 206 s wall; per training step (batch 32, "
+    "--jobs 2, from timed runs: the whole quick budget took 206 s wall; per training step (batch 32, "
     "two jobs) the nondeterministic stack took 0.41 s (reverse_string), 0.37 s "
     "(stack_manipulation), 0.19-0.20 s (modular_arithmetic_brackets, solve_equation), "
     "the other memories 0.02-0.05 s; evaluating lengths 41..100 with k=32 took 101 s "
@@ -114,11 +113,9 @@ MEDIUM_NOTE = (
     "evaluate lengths 40..100 with k=32) and a superposition run (0.085 s per step). "
     "dm medium was then run whole: 28 runs in 46.5 minutes with --jobs 2 (contended). "
     "Training at depth 30 as well adds 16 runs (superposition and stratification, each "
-    "trained and frozen, on 4 tasks): timed at medium on reverse_string, two jobs, 20 s "
-    "(superposition@30) and 69 s (stratification@30) each, evaluation included; with the "
-    "other tasks at 0.6-1x of that, about 570 job-seconds, some 5 minutes on two jobs. "
-    "Measured: the 16 depth-30 runs of medium alone took 348 s with --jobs 2 (16-87 s "
-    "each), so about 52 minutes for the 44 runs (the whole not run in one go).")
+    "trained and frozen, on 4 tasks): measured at medium alone, 348 s with --jobs 2 "
+    "(16-87 s each, evaluation included), so about 52 minutes for the 44 runs (the whole "
+    "not run in one go).")
 
 
 def _model(stack: str, width: int, stack_width: int) -> dict:

@@ -162,13 +162,13 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
-                vals=vals, R=R, E=E)
+                vals=vals, layout=(R, e0, P))
 
 
 def _outputs(f, spec):
     T = f["tc"].shape[0]
-    R, H = f["R"], f["tc"].shape[2]
-    hs = f["xb"][1:, :, R:R + H].transpose(0, 1).contiguous()  # (B, T, H)
+    R, e0, _ = f["layout"]
+    hs = f["xb"][1:, :, R:e0].transpose(0, 1).contiguous()  # (B, T, H)
     out = (hs, f["c"][T].clone())
     if spec.n_stacks:
         out += (f["stacks"][-1], f["xb"][T, :, :R].clone())
@@ -190,10 +190,10 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     ``[r_{t-1} | h_{t-1} | e_t | 1]``; dL/d(interface logits) (T, B, C) or None; the
     merged weights' gradient (4H, P), accumulated step by step while each step's gate
     gradient is still in cache (None unless ``need_w``); dL/dc_0 and dL/dstack_0."""
-    act, xb, c, tc, R, W_all = f["act"], f["xb"], f["c"], f["tc"], f["R"], f["W_all"]
+    act, xb, c, tc, W_all = f["act"], f["xb"], f["c"], f["tc"], f["W_all"]
+    R, e0, P = f["layout"]
     T, B, H4 = act.shape
     H, K = H4 // 4, spec.n_stacks
-    P = xb.shape[2]
     dgates = act.new_empty(B, H4)  # one step's, reused
     dx = act.new_empty(T, B, P)
     dW = act.new_zeros(H4, P) if need_w else None
@@ -207,10 +207,10 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     W_ifT = W_if.t().contiguous() if K else None
     scratch = (act.new_empty(B, K, 3), act.new_empty(B, K, spec.width)) if K else None
     acts_, cs, tcs, xs, dxs = act.unbind(0), c.unbind(0), tc.unbind(0), xb.unbind(0), dx.unbind(0)
-    d_read, d_h = dx[:, :, :R].unbind(0), dx[:, :, R:R + H].unbind(0)
+    d_read, d_h = dx[:, :, :R].unbind(0), dx[:, :, R:e0].unbind(0)
     g_outs = [None] * T if g_hs is None else g_hs.unbind(1)
     dzs = dz.unbind(0) if K else None
-    nxt_read, nxt_h = nxt[:, :R], nxt[:, R:R + H]  # from step t + 1
+    nxt_read, nxt_h = nxt[:, :R], nxt[:, R:e0]  # from step t + 1
     for t in range(T - 1, -1, -1):
         gz = None
         if K and not (gs is None and t == T - 1 and g_read is None):
@@ -260,9 +260,8 @@ def _cell_backward_torch(act, c_prev, tc, gh, dc, out) -> None:
 
 def _input_grads(f, dx, dz, dW, need):
     """The gradients of the node's inputs from the loop's results."""
-    T, B, P = dx.shape
-    R, E = f["R"], f["E"]
-    e0 = P - 1 - E
+    T, B, _ = dx.shape
+    R, e0, P = f["layout"]
     out = {}
     if need[0]:
         out["emb"] = dx[:, :, e0:P - 1].transpose(0, 1)
@@ -290,7 +289,7 @@ class _LSTMStackSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
         f = _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
-        ctx.spec, ctx.R, ctx.T = spec, f["R"], emb.shape[1]
+        ctx.spec, ctx.T = spec, emb.shape[1]
         # everything through save_for_backward: autograd frees it after a backward (and
         # keeps it under retain_graph), as for any operator
         ctx.save_for_backward(emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
@@ -307,7 +306,7 @@ class _LSTMStackSequence(torch.autograd.Function):
         need = ctx.needs_input_grad[1:]
         if torch.is_grad_enabled():  # double backward: differentiate the plain form
             return (None, *_reference_grads(spec, ins, grads, need))
-        f = dict(zip(_BUFFERS, buf), R=ctx.R, E=ins[0].shape[2])
+        f = dict(zip(_BUFFERS, buf), layout=_layout(spec, ins[0].shape[2], ins[2].shape[1]))
         n = len(_BUFFERS)
         K = spec.n_stacks
         if K:  # stacks 0..T-1 (the last one is not needed), actions, values
@@ -320,11 +319,11 @@ class _LSTMStackSequence(torch.autograd.Function):
         dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
                                             need_w)
         w = _input_grads(f, dx, dz, dW, need)
-        R, H = f["R"], ins[2].shape[1]
+        R, e0, _ = f["layout"]
         b = w.get("b")
         res = [w.get("emb"), w.get("W_ih"), w.get("W_hh"), b if need[3] else None,
                b.clone() if need[4] else None,
-               w.get("W_if"), w.get("b_if"), dx[0, :, R:R + H] if need[7] else None,
+               w.get("W_if"), w.get("b_if"), dx[0, :, R:e0] if need[7] else None,
                dc if need[8] else None, gs if need[9] else None,
                dx[0, :, :R] if (need[10] and K) else None]
         return (None, *res)

@@ -73,9 +73,12 @@ def _tree_map(fn, obj):
         f"unexpected object of type {type(o).__name__} in a state"))
 
 
-def _check_positive(name: str, value) -> int:
+def _check_positive(name: str, value, also: str = "") -> int:
+    """``value`` when it is a positive integer, else the error naming ``name`` (and
+    ``also``, another spelling the caller accepts)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
+        alt = f" or {also}" if also else ""
+        raise InvalidParameterError(f"{name} must be a positive integer{alt}, got {value!r}")
     return value
 
 
@@ -227,16 +230,14 @@ class StackRNN(RecurrentModel):
         if output_size is None:
             output_size = 2 if mode == "recognition" else vocab_size
         hidden_size = width
-        if isinstance(stack_depth, str) and stack_depth == "sequence":
+        if stack_depth == "sequence":
             stack_depth = None
         for nm, v in (("output_size", output_size), ("width", width),
                       ("stack_width", stack_width), ("n_stacks", n_stacks),
                       ("read_depth", read_depth)):
             _check_positive(nm, v)
-        if stack_depth is not None and (isinstance(stack_depth, bool)
-                                        or not isinstance(stack_depth, int) or stack_depth < 1):
-            raise InvalidParameterError("stack_depth must be a positive integer or "
-                                        f"'sequence', got {stack_depth!r}")
+        if stack_depth is not None:
+            _check_positive("stack_depth", stack_depth, also="'sequence'")
         if embedding_dim is not None:
             _check_positive("embedding_dim", embedding_dim)
         if action_softmax not in ACTION_SOFTMAX:
