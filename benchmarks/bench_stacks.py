@@ -128,7 +128,7 @@ def _fused_lstm(B: int, T: int, E: int, H: int, V: int):
 
 def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                          reps: int = 3, target_T: int = 500) -> list[dict]:
-    from rnnmem.models import StackRNN
+    from rnnmem.models import StackRNN, _native
 
     rows = []
     for T in lengths:
@@ -153,6 +153,7 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
                                     step_graph_s=gs.seconds, step_graph_plain_s=gp.seconds,
                                     step_graph_ratio=gs.seconds / gp.seconds,
                                     sequence_speedup=gs.seconds / ts.seconds,
+                                    kernel_threads=_native.threading_mode(),
                                     cpu_ratio=ts.cpu_seconds / tp.cpu_seconds)))
     return rows
 
@@ -331,7 +332,7 @@ def sequence_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int, reps: i
 
 def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: int = 5,
                        judge: bool = True) -> list[dict]:
-    from rnnmem.models import StackRNN
+    from rnnmem.models import StackRNN, _native
 
     from .bench_training import token_step
 
@@ -383,6 +384,7 @@ def training_step_rows(B: int, H: int, T: int, W: int = 8, V: int = 10, reps: in
                             cpu_ratio=t.cpu_seconds / replay.cpu_seconds,
                             lstm_gflop=flops / 1e9, length_plus_one_s=t2.seconds,
                             meets_40ms=t.seconds <= 0.040, compilations=compiled,
+                            kernel_threads=_native.threading_mode(),
                             **{f"profile_{k}": v for k, v in split.items()},
                             profile_gemm_vs_floor=(split["gemm_s"] / replay.cpu_seconds
                                                    if split else None)),

@@ -33,6 +33,14 @@ def fresh_native(monkeypatch, tmp_path):
     _native._reset()
 
 
+@pytest.fixture
+def grain_one():
+    """Every kernel call split over as many threads as there are rows (restored after)."""
+    _native.set_grain(1)
+    yield
+    _native.set_grain(_native.OPENMP_GRAIN)
+
+
 def _inputs(seed, B, T, N, dtype, tv):
     gen = torch.Generator().manual_seed(seed)
     a = 0.99 * torch.rand((B, T, N) if tv else (N,), generator=gen, dtype=torch.float64)
@@ -56,7 +64,7 @@ def test_forward_is_bit_for_bit_the_loop(dtype, tv, with_h0):
 
 @needs_native
 @pytest.mark.parametrize("tv", [False, True])
-def test_results_do_not_depend_on_the_thread_split(monkeypatch, tv):
+def test_results_do_not_depend_on_the_thread_split(monkeypatch, tv, grain_one):
     a, x, h0 = _inputs(2, 7, 50, 6, torch.float64, tv)
     g = torch.randn_like(x)
 
@@ -70,7 +78,8 @@ def test_results_do_not_depend_on_the_thread_split(monkeypatch, tv):
         torch.set_num_threads(1)
         one = run()
         torch.set_num_threads(3)
-        monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # split 7 rows in 3
+        # split 7 rows in 3 (Python threads; OpenMP threads: grain_one)
+        monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)
         three = run()
     finally:
         torch.set_num_threads(old)
@@ -312,3 +321,96 @@ def test_step_read_gradcheck_and_double_backward():
 
     assert torch.autograd.gradcheck(f, ins)
     assert torch.autograd.gradgradcheck(f, ins)
+
+
+# ------------------------------------------------------------------ threads (OpenMP or not)
+def _sequence_results(threads):
+    """Outputs and every input gradient of the fused stack-LSTM node (cell kernel, stack
+    kernels) and of the native recurrence, with ``threads`` torch threads."""
+    from rnnmem.models.lstm_sequence import SequenceSpec, lstm_stack_sequence
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        B, T, E, H, K, r, W = 7, 6, 3, 5, 2, 2, 3
+        R, C = K * r * W, 3 * K + K * W
+        ins = [torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in
+               ((B, T, E), (4 * H, E + R), (4 * H, H), (4 * H,), (4 * H,), (H, C), (C,),
+                (B, H), (B, H), (B, K, r, W), (B, R))]
+        outs = lstm_stack_sequence(SequenceSpec(K, r, W, r + T, False), *ins)
+        loss = sum((o * torch.sin(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum()
+                   for o in outs)
+        res = [o.detach() for o in outs] + list(torch.autograd.grad(loss, ins))
+        a, x, _ = _inputs(6, 7, 50, 6, torch.float64, True)
+        a, x = a.requires_grad_(), x.requires_grad_()
+        h = linear_recurrence(a, x, method="native")
+        return res + [h.detach(), *torch.autograd.grad(h.sum(), (a, x))]
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_native
+def test_every_kernel_gives_the_same_bits_for_any_thread_split(grain_one, monkeypatch):
+    """Rows are independent and each is computed the same way on any thread: one thread
+    and three (7 batch rows split 3/2/2, in whichever mode this machine runs) agree bit
+    for bit, for the cell kernel, the stack kernels and the recurrence."""
+    monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # the Python-thread mode
+    one, three = _sequence_results(1), _sequence_results(3)
+    for u, v in zip(one, three):
+        assert torch.equal(u, v)
+
+
+def _omp_library():
+    return _native.available() and bool(_native._dll().rn_openmp())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@needs_native
+def test_an_openmp_build_shares_torchs_runtime_and_follows_its_thread_count():
+    """Where the library was built with OpenMP it runs on torch's pool: one OpenMP runtime
+    mapped in the process, and torch.set_num_threads reaches the kernels."""
+    if not _omp_library():
+        pytest.skip("this compiler built the library without OpenMP")
+    assert _native.threading_mode() == "openmp"
+    runtimes = _native._openmp_runtimes()
+    assert len(runtimes) == 1, runtimes
+    dll, old = _native._dll(), torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            assert dll.rn_omp_max_threads() == n
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_native
+def test_the_openmp_off_switch_splits_over_python_threads(fresh_native, monkeypatch):
+    monkeypatch.setenv("RNNMEM_NATIVE_OPENMP", "0")
+    _native._reset()
+    assert _native.available() and _native.threading_mode() == "python-threads"
+    a, x, h0 = _inputs(8, 3, 30, 4, torch.float64, False)
+    assert torch.equal(linear_recurrence(a, x, h0=h0, method="native"), _loop(a, x, h0))
+
+
+@needs_native
+def test_a_compiler_without_openmp_builds_once_without_it(fresh_native, monkeypatch,
+                                                            tmp_path):
+    """A compiler that refuses -fopenmp: the library is built without it (rows split over
+    Python threads), and the refusal is remembered, not retried by every process."""
+    real, log = _native._compiler(), tmp_path / "calls.log"
+    cc = tmp_path / "noompcc"
+    cc.write_text(f"#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = -fopenmp ]; then\n"
+                  f"  echo omp >> '{log}'; echo 'error: no OpenMP here' >&2; exit 1; fi\n"
+                  f"done\nexec '{real}' \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    _native._reset()
+    assert _native.available(), _native.reason()
+    assert _native.threading_mode() == "python-threads" and not _native._dll().rn_openmp()
+    assert log.read_text().count("omp") == 1
+    assert len(list(fresh_native.rglob("build-failed"))) == 1
+    _native._reset()
+    assert _native.available() and log.read_text().count("omp") == 1  # not retried
+    a, x, _ = _inputs(9, 2, 20, 3, torch.float64, True)
+    assert torch.equal(linear_recurrence(a, x, method="native"), _loop(a, x, None))

@@ -12,8 +12,9 @@ Build: ``recurrence.c``, ``superposition.c`` and ``lstm.c`` (next to this file) 
 compiled with ``$CC`` (else the first of ``cc``, ``gcc``, ``clang`` on ``PATH``) as ISO C99
 with ``-O3 -ffp-contract=off`` and no ``-march`` (the library may be shared between
 machines through a common cache; the kernels are memory-bound, so baseline vector
-instructions lose nothing measurable). The
-shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
+instructions lose nothing measurable), first with ``-fopenmp`` (see Threads): a compiler
+that refuses it builds without, and a ``build-failed`` marker in that attempt's folder
+keeps later processes from retrying it. The shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
 :func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
 ``--version`` output, the flags and the machine architecture: an edit of a source or a
 new compiler gives a new library. It is written under a temporary name and renamed, so
@@ -23,10 +24,23 @@ cache cannot be written, the library is built into a temporary directory of the 
 Off switch: ``RNNMEM_NATIVE=0``. Without a compiler, or when the build fails,
 :func:`available` is False, :func:`reason` says why, and callers use their torch kernels.
 
-Threads: the batch rows are split over ``torch.get_num_threads()`` Python threads; ctypes
-releases the GIL for the duration of a foreign call, so they run in parallel. Rows are
-independent, so results are bit-for-bit the same for any thread count. Threads are
-started per call (no pool that a ``fork`` could leave without its workers).
+Threads: rows (batch rows, or stacks) are independent, so results are bit-for-bit the same
+for any split. Where the compiler has OpenMP the library is built with ``-fopenmp``
+(``rn_parallel.h``); on Linux its ``libgomp.so.1`` then resolves to the copy torch has
+already loaded, so the kernels split their rows over *torch's* thread pool: threads
+already awake after torch's own operations, ``torch.set_num_threads`` obeyed, from
+:data:`OPENMP_GRAIN` elements of work per thread. That is switched on only when exactly
+one OpenMP runtime is mapped into the process (read from ``/proc/self/maps``) and the
+library's thread count is torch's (:func:`threading_mode` says which mode runs; off
+switch ``RNNMEM_NATIVE_OPENMP=0``). Otherwise the rows are split over
+``torch.get_num_threads()`` Python threads started per call (ctypes releases the GIL
+during a foreign call), from :data:`MIN_ELEMENTS_PER_THREAD` elements per thread.
+Measured at the stack-LSTM training step (batch 128, hidden 256, length 40; ``benchmarks``
+section (e)): the cell and stack kernels take about 120 us per call on one thread, and a
+Python thread costs about 50 us to start, so only the shared pool pays at that size.
+A process forked after the pool has run cannot use it, exactly as for torch's own parallel
+operations (checked on this torch build: a forked child hangs in its first parallel
+``torch`` operation); rnnmem's process executor spawns its workers.
 """
 
 from __future__ import annotations
@@ -48,16 +62,23 @@ from ..._diskcache import cache_dir
 
 __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
+
            "superposition_control_forward", "superposition_control_backward", "supports",
-           "SOURCES"]
+           "SOURCES", "threading_mode"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
                                                      "lstm.c"))
+HEADERS = (Path(__file__).with_name("rn_parallel.h"),)
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
+OPENMP_FLAGS = ("-fopenmp",)
 LIBS = ("-lm",)
-_ABI = 5
-#: fewest elements of work per thread (below it one thread: starting one costs ~50 us)
+_ABI = 6
+#: fewest elements of work per Python thread (below it one thread: starting one costs
+#: ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
+#: fewest elements of work per thread of the shared OpenMP pool (waking a pool thread
+#: costs a few us)
+OPENMP_GRAIN = 1 << 14
 
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64", torch.complex64: "c64",
            torch.complex128: "c128"}
@@ -76,17 +97,56 @@ def _compiler() -> str | None:
     return None
 
 
-def _build_key(cc: str, source: bytes) -> str:
+def _build_key(cc: str, source: bytes, flags: tuple = FLAGS) -> str:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"{cc} --version failed: {exc}") from exc
     h = hashlib.sha256()
-    for part in (source, version.encode(), " ".join(FLAGS + LIBS).encode(),
+    for part in (source, version.encode(), " ".join(flags + LIBS).encode(),
                  platform.machine().encode(), str(_ABI).encode()):
         h.update(part + b"\0")
     return h.hexdigest()[:32]
+
+
+def _compiled(cc: str, source: bytes, flags: tuple, remember_failure: bool = False) -> Path:
+    """The cached library built with ``flags`` (built now if absent). With
+    ``remember_failure``, a failed build leaves a marker so that later processes do not
+    retry it (the OpenMP attempt of a compiler without OpenMP)."""
+    key = _build_key(cc, source, flags)
+    folder = cache_dir() / "native" / key
+    lib, failed = folder / "librnnmem_native.so", folder / "build-failed"
+    if lib.is_file():
+        return lib
+    if remember_failure and failed.is_file():
+        raise RuntimeError(failed.read_text())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
+        probe.close()
+    except OSError:  # the cache cannot be written: a private build for this process
+        folder = Path(tempfile.mkdtemp(prefix=f"rnnmem-native-{key[:8]}-"))
+        atexit.register(shutil.rmtree, folder, True)  # a loaded library may be unlinked
+        lib, failed = folder / "librnnmem_native.so", folder / "build-failed"
+    fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        r = subprocess.run([cc, *flags, "-o", tmp, *map(str, SOURCES), *LIBS],
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            msg = f"{cc} failed: {r.stderr.strip()[-400:]}"
+            if remember_failure:
+                try:
+                    failed.write_text(msg)
+                except OSError:
+                    pass
+            raise RuntimeError(msg)
+        os.replace(tmp, lib)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
 
 
 def _build() -> ctypes.CDLL:
@@ -95,30 +155,11 @@ def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC, or install cc/gcc/clang)")
-    source = b"\0".join(f.read_bytes() for f in SOURCES)
-    key = _build_key(cc, source)
-    folder = cache_dir() / "native" / key
-    lib = folder / "librnnmem_native.so"
-    if not lib.is_file():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-")
-            probe.close()
-        except OSError:  # the cache cannot be written: a private build for this process
-            folder = Path(tempfile.mkdtemp(prefix=f"rnnmem-native-{key[:8]}-"))
-            atexit.register(shutil.rmtree, folder, True)  # a loaded library may be unlinked
-            lib = folder / "librnnmem_native.so"
-        fd, tmp = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
-        os.close(fd)
-        try:
-            r = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), *LIBS],
-                               capture_output=True, text=True, timeout=300)
-            if r.returncode != 0:
-                raise RuntimeError(f"{cc} failed: {r.stderr.strip()[-400:]}")
-            os.replace(tmp, lib)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    source = b"\0".join(f.read_bytes() for f in SOURCES + HEADERS)
+    try:  # with OpenMP where the compiler has it (remembered when it has not)
+        lib = _compiled(cc, source, FLAGS + OPENMP_FLAGS, remember_failure=True)
+    except RuntimeError:
+        lib = _compiled(cc, source, FLAGS)
     dll = ctypes.CDLL(str(lib))
     if dll.rn_abi_version() != _ABI:
         raise RuntimeError(f"{lib} has ABI {dll.rn_abi_version()}, expected {_ABI}")
@@ -143,8 +184,53 @@ def _build() -> ctypes.CDLL:
         getattr(dll, f"rn_supctl_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, P, L,
                                                          I, L, L, L, L, L, L]
         getattr(dll, f"rn_supctl_bwd_{suf}").restype = None
+    dll.rn_set_parallel.argtypes = [I, L]
+    dll.rn_set_parallel.restype = None
     _state["path"] = lib
+    _state["mode"] = _configure_threads(dll)
     return dll
+
+
+_OMP_RUNTIME = ("libgomp", "libiomp", "libomp")
+
+
+def _openmp_runtimes() -> set[str] | None:
+    """Files of the OpenMP runtimes mapped into this process (None: cannot tell)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "/" in line}
+    except OSError:
+        return None
+    return {p for p in paths if os.path.basename(p).startswith(_OMP_RUNTIME)}
+
+
+def _configure_threads(dll) -> str:
+    """Switch the library's OpenMP row splitting on where it shares torch's runtime;
+    returns the mode (see :func:`threading_mode`)."""
+    off = os.environ.get("RNNMEM_NATIVE_OPENMP", "1").strip().lower() in ("0", "false", "no",
+                                                                          "off")
+    shared = False
+    if dll.rn_openmp() and not off:
+        runtimes = _openmp_runtimes()
+        shared = (runtimes is not None and len(runtimes) == 1
+                  and dll.rn_omp_max_threads() == torch.get_num_threads())
+    dll.rn_set_parallel(int(shared), OPENMP_GRAIN)
+    return "openmp" if shared else "python-threads"
+
+
+def threading_mode() -> str | None:
+    """How the kernels split their rows: ``"openmp"`` (torch's OpenMP pool, shared),
+    ``"python-threads"`` (threads started per call) or None when the library is
+    unavailable."""
+    return _state.get("mode") if available() else None
+
+
+def set_grain(grain: int) -> None:
+    """Set the fewest elements of work per OpenMP thread (tests: ``1`` splits even tiny
+    inputs). Does nothing when the library is unavailable."""
+    dll = _dll()
+    if dll is not None:
+        dll.rn_set_parallel(int(_state.get("mode") == "openmp"), int(grain))
 
 
 def _library() -> ctypes.CDLL | None:
@@ -225,7 +311,12 @@ def _ptr(t: torch.Tensor | None):
 
 
 def _split(fn, B: int, work: int, args_for) -> None:
-    """Call ``fn(*args_for(b0, b1))`` on row ranges covering ``[0, B)``, in parallel."""
+    """Call ``fn(*args_for(b0, b1))`` on row ranges covering ``[0, B)``, in parallel (in
+    the library over OpenMP threads when :func:`threading_mode` is ``"openmp"``, else over
+    Python threads)."""
+    if _state.get("mode") == "openmp":
+        fn(*args_for(0, B))
+        return
     n = max(1, min(torch.get_num_threads(), B, work // MIN_ELEMENTS_PER_THREAD))
     if n == 1:
         fn(*args_for(0, B))

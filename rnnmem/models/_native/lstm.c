@@ -21,6 +21,8 @@
  */
 #include <stddef.h>
 
+#include "rn_parallel.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define RN_LSTM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -61,11 +63,11 @@ static inline void rn_lstm_row_##SUF(const TY *restrict ai, const TY *restrict a
         dcb[j] = c * f;                                                                        \
     }                                                                                          \
 }                                                                                              \
-RN_LSTM_CLONES void rn_lstm_bwd_##SUF(const TY *act, const TY *cp, const TY *tc,               \
-                                      const TY *gh, long long ldgh, const TY *gh2,             \
-                                      long long ldgh2, const TY *dz, long long ldz,            \
-                                      const TY *wT, long long C, TY *dc, TY *dg,               \
-                                      long long b0, long long b1, long long H)                 \
+RN_LSTM_CLONES void rn_lstm_bwd_rows_##SUF(const TY *act, const TY *cp, const TY *tc,          \
+                                           const TY *gh, long long ldgh, const TY *gh2,        \
+                                           long long ldgh2, const TY *dz, long long ldz,       \
+                                           const TY *wT, long long C, TY *dc, TY *dg,          \
+                                           long long b0, long long b1, long long H)            \
 {                                                                                              \
     for (long long b = b0; b < b1; b++) {                                                      \
         const TY *ai = act + b * 4 * H;                                                        \
@@ -75,6 +77,15 @@ RN_LSTM_CLONES void rn_lstm_bwd_##SUF(const TY *act, const TY *cp, const TY *tc,
         rn_lstm_row_##SUF(ai, ai + H, ai + 2 * H, ai + 3 * H, cp + b * H, tc + b * H,          \
                           dc + b * H, di, di + H, di + 2 * H, di + 3 * H, H);                  \
     }                                                                                          \
+}                                                                                              \
+void rn_lstm_bwd_##SUF(const TY *act, const TY *cp, const TY *tc, const TY *gh, long long ldgh, \
+                       const TY *gh2, long long ldgh2, const TY *dz, long long ldz,            \
+                       const TY *wT, long long C, TY *dc, TY *dg, long long b0, long long b1,  \
+                       long long H)                                                            \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * (4 + C) * H,                                               \
+                rn_lstm_bwd_rows_##SUF(act, cp, tc, gh, ldgh, gh2, ldgh2, dz, ldz, wT, C, dc,  \
+                                       dg, lo, hi, H));                                        \
 }
 
 RN_LSTM(f32, float)

@@ -19,11 +19,13 @@
 #include <complex.h>
 #include <stddef.h>
 
+#include "rn_parallel.h"
+
 #define RN_REAL_CONJ(v) (v)
 
 #define RN_DEFINE(SUF, TY, CONJ)                                                               \
-void rn_fwd_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,                     \
-                  long long b0, long long b1, long long T, long long N)                        \
+static void rn_fwd_rows_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,         \
+                              long long b0, long long b1, long long T, long long N)            \
 {                                                                                              \
     for (long long b = b0; b < b1; b++) {                                                      \
         const TY *xb = x + b * T * N;                                                          \
@@ -49,8 +51,9 @@ void rn_fwd_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,      
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-void rn_adj_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0, TY *gx,         \
-                  TY *da, TY *acc, int need_a, long long b0, long long b1, long long T, long long N) \
+static void rn_adj_rows_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0,      \
+                              TY *gx, TY *da, TY *acc, int need_a, long long b0, long long b1, \
+                              long long T, long long N)                                        \
 {                                                                                              \
     for (long long b = b0; b < b1; b++) {                                                      \
         const TY *gb = g + b * T * N;                                                          \
@@ -79,6 +82,20 @@ void rn_adj_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0, T
             }                                                                                  \
         }                                                                                      \
     }                                                                                          \
+}                                                                                              \
+                                                                                               \
+void rn_fwd_##SUF(const TY *a, int tv, const TY *x, const TY *h0, TY *out,                     \
+                  long long b0, long long b1, long long T, long long N)                        \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * T * N, rn_fwd_rows_##SUF(a, tv, x, h0, out, lo, hi, T, N)); \
+}                                                                                              \
+                                                                                               \
+void rn_adj_##SUF(const TY *a, int tv, const TY *g, const TY *h, const TY *h0, TY *gx,         \
+                  TY *da, TY *acc, int need_a, long long b0, long long b1, long long T,        \
+                  long long N)                                                                 \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * T * N,                                                     \
+                rn_adj_rows_##SUF(a, tv, g, h, h0, gx, da, acc, need_a, lo, hi, T, N));        \
 }
 
 RN_DEFINE(f32, float, RN_REAL_CONJ)
@@ -86,4 +103,34 @@ RN_DEFINE(f64, double, RN_REAL_CONJ)
 RN_DEFINE(c64, float _Complex, conjf)
 RN_DEFINE(c128, double _Complex, conj)
 
-int rn_abi_version(void) { return 5; }
+int rn_abi_version(void) { return 6; }
+
+/* The row splitting of rn_parallel.h: on (after Python's check that torch and this
+ * library share one OpenMP runtime) or off, and the fewest elements per thread. */
+int rn_parallel_on = 0;
+long long rn_grain = 1LL << 14;
+
+void rn_set_parallel(int on, long long grain)
+{
+    rn_parallel_on = on;
+    rn_grain = grain;
+}
+
+/* Whether the library was built with OpenMP, and its runtime's thread count (0 without). */
+int rn_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int rn_omp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 0;
+#endif
+}

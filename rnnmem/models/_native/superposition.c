@@ -34,6 +34,8 @@
  */
 #include <stddef.h>
 
+#include "rn_parallel.h"
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define RN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
@@ -43,8 +45,9 @@
 #define LANES 16
 
 #define RN_SUP(SUF, TY, CT)                                                                    \
-RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out,              \
-                                long long r0, long long r1, long long d, long long nd, long long W) \
+RN_CLONES void rn_sup_fwd_rows_##SUF(const TY *s, const TY *act, const TY *v, TY *out,         \
+                                     long long r0, long long r1, long long d, long long nd,    \
+                                     long long W)                                              \
 {                                                                                              \
     for (long long r = r0; r < r1; r++) {                                                      \
         const CT ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];                    \
@@ -83,10 +86,10 @@ RN_CLONES void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,          \
-                                TY *gs, TY *ga, TY *gv, const TY *gt, long long rd,            \
-                                long long r0, long long r1, long long d, long long nd,         \
-                                long long W)                                                   \
+RN_CLONES void rn_sup_bwd_rows_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,     \
+                                     TY *gs, TY *ga, TY *gv, const TY *gt, long long rd,       \
+                                     long long r0, long long r1, long long d, long long nd,    \
+                                     long long W)                                              \
 {                                                                                              \
     for (long long r = r0; r < r1; r++) {                                                      \
         const CT ap = act[3 * r], ao = act[3 * r + 1], an = act[3 * r + 2];                    \
@@ -163,6 +166,20 @@ RN_CLONES void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const T
         ga[3 * r + 2] = (TY)noop;                                                              \
     }                                                                                          \
 }                                                                                              \
+                                                                                               \
+void rn_sup_fwd_##SUF(const TY *s, const TY *act, const TY *v, TY *out, long long r0,          \
+                      long long r1, long long d, long long nd, long long W)                    \
+{                                                                                              \
+    RN_PAR_ROWS(r0, r1, (r1 - r0) * nd * W,                                                    \
+                rn_sup_fwd_rows_##SUF(s, act, v, out, lo, hi, d, nd, W));                      \
+}                                                                                              \
+void rn_sup_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, TY *gs, TY *ga,    \
+                      TY *gv, const TY *gt, long long rd, long long r0, long long r1,          \
+                      long long d, long long nd, long long W)                                  \
+{                                                                                              \
+    RN_PAR_ROWS(r0, r1, (r1 - r0) * nd * W,                                                    \
+                rn_sup_bwd_rows_##SUF(s, act, v, g, gs, ga, gv, gt, rd, lo, hi, d, nd, W));    \
+}                                                                                              \
 
 RN_SUP(f32, float, double)
 RN_SUP(f64, double, double)
@@ -193,9 +210,10 @@ static void rn_softmax_d(const double *x, double *p, long long n)
 }
 
 #define RN_SUPCTL(SUF, TY)                                                                     \
-void rn_supctl_fwd_##SUF(const TY *z, long long ldz, int joint, const TY *s, TY *act, TY *v,  \
-                         TY *out, TY *rd, long long ldr, long long rdp, long long b0,          \
-                         long long b1, long long K, long long d, long long nd, long long W)    \
+static void rn_supctl_fwd_rows_##SUF(const TY *z, long long ldz, int joint, const TY *s,       \
+                                     TY *act, TY *v, TY *out, TY *rd, long long ldr,           \
+                                     long long rdp, long long b0, long long b1, long long K,   \
+                                     long long d, long long nd, long long W)                   \
 {                                                                                              \
     double x[3], p[3];                                                                         \
     for (long long b = b0; b < b1; b++) {                                                      \
@@ -215,21 +233,24 @@ void rn_supctl_fwd_##SUF(const TY *z, long long ldz, int joint, const TY *s, TY 
         }                                                                                      \
         for (long long j = 0; j < K * W; j++)                                                  \
             vb[j] = (TY)(1.0 / (1.0 + exp(-(double)zb[3 * K + j])));                          \
-        rn_sup_fwd_##SUF(s + b * K * d * W, ab, vb, out + b * K * nd * W, 0, K, d, nd, W);     \
+        rn_sup_fwd_rows_##SUF(s + b * K * d * W, ab, vb, out + b * K * nd * W, 0, K, d, nd,    \
+                              W);                                                              \
         for (long long k = 0; k < K; k++)                                                      \
             for (long long j = 0; j < rdp * W; j++)                                            \
                 rd[b * ldr + k * rdp * W + j] = out[(b * K + k) * nd * W + j];                 \
     }                                                                                          \
 }                                                                                              \
-void rn_supctl_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, TY *gs,        \
-                         TY *ga, TY *gv, const TY *gt, long long ldt, long long rdp, TY *dz,   \
-                         long long ldz, int joint, long long b0, long long b1, long long K,    \
-                         long long d, long long nd, long long W)                               \
+static void rn_supctl_bwd_rows_##SUF(const TY *s, const TY *act, const TY *v, const TY *g,     \
+                                     TY *gs, TY *ga, TY *gv, const TY *gt, long long ldt,      \
+                                     long long rdp, TY *dz, long long ldz, int joint,          \
+                                     long long b0, long long b1, long long K, long long d,     \
+                                     long long nd, long long W)                                \
 {                                                                                              \
     for (long long b = b0; b < b1; b++) {                                                      \
         const TY *ab = act + b * K * 3, *vb = v + b * K * W;                                   \
         TY *gab = ga + b * K * 3, *gvb = gv + b * K * W, *zb = dz + b * ldz;                   \
-        rn_sup_bwd_##SUF(s + b * K * d * W, ab, vb, g + b * K * nd * W, gs + b * K * d * W,    \
+        rn_sup_bwd_rows_##SUF(s + b * K * d * W, ab, vb, g + b * K * nd * W,                   \
+                              gs + b * K * d * W,                                              \
                          gab, gvb, gt ? gt + b * ldt : NULL, gt ? rdp : 0, 0, K, d, nd, W);    \
         const long long n = joint ? 3 * K : 3;                                                 \
         for (long long k0 = 0; k0 < 3 * K; k0 += n) {                                          \
@@ -241,6 +262,23 @@ void rn_supctl_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, T
         for (long long j = 0; j < K * W; j++)                                                  \
             zb[3 * K + j] = (TY)((double)gvb[j] * vb[j] * (1.0 - (double)vb[j]));              \
     }                                                                                          \
+}                                                                                              \
+void rn_supctl_fwd_##SUF(const TY *z, long long ldz, int joint, const TY *s, TY *act, TY *v,  \
+                         TY *out, TY *rd, long long ldr, long long rdp, long long b0,          \
+                         long long b1, long long K, long long d, long long nd, long long W)    \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * K * nd * W,                                                \
+                rn_supctl_fwd_rows_##SUF(z, ldz, joint, s, act, v, out, rd, ldr, rdp, lo, hi,  \
+                                         K, d, nd, W));                                        \
+}                                                                                              \
+void rn_supctl_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, TY *gs,        \
+                         TY *ga, TY *gv, const TY *gt, long long ldt, long long rdp, TY *dz,   \
+                         long long ldz, int joint, long long b0, long long b1, long long K,    \
+                         long long d, long long nd, long long W)                               \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * K * nd * W,                                                \
+                rn_supctl_bwd_rows_##SUF(s, act, v, g, gs, ga, gv, gt, ldt, rdp, dz, ldz,      \
+                                         joint, lo, hi, K, d, nd, W));                         \
 }
 
 RN_SUPCTL(f32, float)
