@@ -326,7 +326,8 @@ def test_step_read_gradcheck_and_double_backward():
 # ------------------------------------------------------------------ threads (OpenMP or not)
 def _sequence_results(threads):
     """Outputs and every input gradient of the fused stack-LSTM node (cell kernel, stack
-    kernels) and of the native recurrence, with ``threads`` torch threads."""
+    kernels), of the native recurrence and of the step-by-step stack update's kernels,
+    with ``threads`` torch threads."""
     from rnnmem.models.lstm_sequence import SequenceSpec, lstm_stack_sequence
 
     old = torch.get_num_threads()
@@ -345,7 +346,14 @@ def _sequence_results(threads):
         a, x, _ = _inputs(6, 7, 50, 6, torch.float64, True)
         a, x = a.requires_grad_(), x.requires_grad_()
         h = linear_recurrence(a, x, method="native")
-        return res + [h.detach(), *torch.autograd.grad(h.sum(), (a, x))]
+        res += [h.detach(), *torch.autograd.grad(h.sum(), (a, x))]
+        # the update kernels of the step-by-step model: 7 x 2 stack rows
+        s = torch.rand(7, 2, 9, 3, generator=g, dtype=torch.float64)
+        act = torch.softmax(torch.randn(7, 2, 3, generator=g, dtype=torch.float64), -1)
+        v = torch.rand(7, 2, 3, generator=g, dtype=torch.float64)
+        out = _native.superposition_forward(s, act, v, 10)
+        return res + [out, *_native.superposition_backward(s, act, v, torch.sin(out),
+                                                           torch.cos(out[:, :, :2]))]
     finally:
         torch.set_num_threads(old)
 
@@ -354,7 +362,7 @@ def _sequence_results(threads):
 def test_every_kernel_gives_the_same_bits_for_any_thread_split(grain_one, monkeypatch):
     """Rows are independent and each is computed the same way on any thread: one thread
     and three (7 batch rows split 3/2/2, in whichever mode this machine runs) agree bit
-    for bit, for the cell kernel, the stack kernels and the recurrence."""
+    for bit, for the cell kernel, every stack kernel and the recurrence."""
     monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # the Python-thread mode
     one, three = _sequence_results(1), _sequence_results(3)
     for u, v in zip(one, three):
