@@ -158,6 +158,39 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
     return rows
 
 
+def kernel_threads_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
+                        rounds: int = 3) -> list[dict]:
+    """The stack-LSTM forward + backward of :func:`lstm_comparison_rows` with the compiled
+    kernels' rows split over torch's OpenMP pool against the same with Python threads
+    started per call (:func:`rnnmem.models._native.python_threads`), the two alternated in
+    ``rounds`` rounds in this process (best of each)."""
+    from rnnmem.models import StackRNN, _native
+
+    if _native.threading_mode() != "openmp":
+        return [unavailable(SECTION, "compiled kernels: OpenMP pool vs Python threads",
+                            f"kernels split over {_native.threading_mode()} here")]
+    sup = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
+                   dtype="float32", device="cpu", seed=0)
+    step = _fwd_bwd(sup, B, T)
+    omp, py = [], []
+    for _ in range(rounds):
+        omp.append(measure(step, repeats=2))
+        with _native.python_threads():
+            py.append(measure(step, repeats=2))
+    best_o = min(omp, key=lambda m: m.seconds)
+    best_p = min(py, key=lambda m: m.seconds)
+    return [row(SECTION, "compiled kernels: OpenMP pool vs Python threads",
+                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=best_o,
+                ratio=best_p.seconds / best_o.seconds, ratio_label="speed-up of the pool",
+                values=dict(python_threads_s=best_p.seconds,
+                            python_threads_cpu_s=best_p.cpu_seconds,
+                            omp_rounds_s=[m.seconds for m in omp],
+                            python_rounds_s=[m.seconds for m in py]),
+                note="superposition stack-LSTM fwd+bwd; rows of a call split over the "
+                     "threads of torch's OpenMP runtime vs Python threads started per "
+                     "call (used only from 2^18 elements of work)")]
+
+
 #: the peer harness: run in a subprocess with the peer's ``src`` directory on the path (the
 #: peer's code is never part of rnnmem; point RNNMEM_BENCH_PEER_SRC at a checkout of
 #: bdusell/nondeterministic-stack-rnn's ``src`` to include it)
@@ -423,7 +456,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                   lambda: lstm_comparison_rows([5], B=2, H=3, reps=1, target_T=-1)),
                  ("stratification", lambda: stratification_rows(5, [3], B=2, H=3, reps=1,
                                                                 judge=False)),
-                 ("training step", lambda: training_step_rows(2, 4, 5, reps=1, judge=False))]
+                 ("training step", lambda: training_step_rows(2, 4, 5, reps=1, judge=False)),
+                 ("kernel threads", lambda: kernel_threads_rows(6, rounds=1))]
     else:
         depths = [40, 100] if quick else [40, 100, 500]
         parts = [("step vs reference",
@@ -433,7 +467,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("stratification",
                   lambda: stratification_rows(500, [50, None], reps=2 if quick else 3)),
                  ("training step",
-                  lambda: training_step_rows(128, 256, 40, reps=3 if quick else 5))]
+                  lambda: training_step_rows(128, 256, 40, reps=3 if quick else 5)),
+                 ("kernel threads", lambda: kernel_threads_rows(500, rounds=3))]
     for name, part in parts:
         try:
             rows.extend(part())

@@ -422,3 +422,14 @@ def test_a_compiler_without_openmp_builds_once_without_it(fresh_native, monkeypa
     assert _native.available() and log.read_text().count("omp") == 1  # not retried
     a, x, _ = _inputs(9, 2, 20, 3, torch.float64, True)
     assert torch.equal(linear_recurrence(a, x, method="native"), _loop(a, x, None))
+
+
+@needs_native
+def test_python_threads_switches_the_mode_for_a_block_only():
+    before = _native.threading_mode()
+    a, x, _ = _inputs(10, 3, 40, 5, torch.float64, True)
+    ref = linear_recurrence(a, x, method="native")
+    with _native.python_threads():
+        assert _native.threading_mode() == "python-threads"
+        assert torch.equal(linear_recurrence(a, x, method="native"), ref)
+    assert _native.threading_mode() == before

@@ -46,6 +46,7 @@ operations (checked on this torch build: a forked child hangs in its first paral
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -64,7 +65,7 @@ __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurre
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
 
            "superposition_control_forward", "superposition_control_backward", "supports",
-           "SOURCES", "threading_mode"]
+           "SOURCES", "threading_mode", "python_threads", "set_grain"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
                                                      "lstm.c"))
@@ -215,6 +216,7 @@ def _configure_threads(dll) -> str:
         shared = (runtimes is not None and len(runtimes) == 1
                   and dll.rn_omp_max_threads() == torch.get_num_threads())
     dll.rn_set_parallel(int(shared), OPENMP_GRAIN)
+    _state["grain"] = OPENMP_GRAIN
     return "openmp" if shared else "python-threads"
 
 
@@ -230,7 +232,28 @@ def set_grain(grain: int) -> None:
     inputs). Does nothing when the library is unavailable."""
     dll = _dll()
     if dll is not None:
+        _state["grain"] = int(grain)
         dll.rn_set_parallel(int(_state.get("mode") == "openmp"), int(grain))
+
+
+@contextlib.contextmanager
+def python_threads():
+    """Within the block, split rows over Python threads even where the kernels run on the
+    shared OpenMP pool (benchmarks: both modes measured in one run). Results are the same
+    bits either way."""
+    dll, mode = _dll(), _state.get("mode")
+    if dll is None or mode != "openmp":
+        yield
+        return
+    with _lock:
+        _state["mode"] = "python-threads"
+        dll.rn_set_parallel(0, _state["grain"])
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["mode"] = mode
+            dll.rn_set_parallel(1, _state["grain"])
 
 
 def _library() -> ctypes.CDLL | None:
