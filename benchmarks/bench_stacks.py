@@ -191,6 +191,39 @@ def kernel_threads_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3
                      "call (used only from 2^18 elements of work)")]
 
 
+def state_arena_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
+                     rounds: int = 3) -> list[dict]:
+    """The stack-LSTM forward + backward of :func:`lstm_comparison_rows` with the kept
+    stack states in one pooled arena (the default) against a fresh tensor per state
+    (``lstm_sequence.ARENA_MIN_BYTES`` set out of reach), alternated in ``rounds`` rounds
+    in this process (best of each)."""
+    from rnnmem.models import StackRNN, lstm_sequence
+
+    sup = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
+                   dtype="float32", device="cpu", seed=0)
+    step = _fwd_bwd(sup, B, T)
+    pooled, fresh = [], []
+    default = lstm_sequence.ARENA_MIN_BYTES
+    try:
+        for _ in range(rounds):
+            pooled.append(measure(step, repeats=2))
+            lstm_sequence.ARENA_MIN_BYTES = 1 << 62
+            fresh.append(measure(step, repeats=2))
+            lstm_sequence.ARENA_MIN_BYTES = default
+    finally:
+        lstm_sequence.ARENA_MIN_BYTES = default
+    best_a = min(pooled, key=lambda m: m.seconds)
+    best_f = min(fresh, key=lambda m: m.seconds)
+    return [row(SECTION, "kept stack states: pooled arena vs fresh tensors",
+                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=best_a,
+                ratio=best_f.seconds / best_a.seconds, ratio_label="speed-up of the arena",
+                values=dict(fresh_s=best_f.seconds, fresh_cpu_s=best_f.cpu_seconds,
+                            arena_rounds_s=[m.seconds for m in pooled],
+                            fresh_rounds_s=[m.seconds for m in fresh]),
+                note="superposition stack-LSTM fwd+bwd (whole-sequence node); a fresh "
+                     "tensor per state faults in every page of the O(T^2) states")]
+
+
 #: the peer harness: run in a subprocess with the peer's ``src`` directory on the path (the
 #: peer's code is never part of rnnmem; point RNNMEM_BENCH_PEER_SRC at a checkout of
 #: bdusell/nondeterministic-stack-rnn's ``src`` to include it)
@@ -457,7 +490,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("stratification", lambda: stratification_rows(5, [3], B=2, H=3, reps=1,
                                                                 judge=False)),
                  ("training step", lambda: training_step_rows(2, 4, 5, reps=1, judge=False)),
-                 ("kernel threads", lambda: kernel_threads_rows(6, rounds=1))]
+                 ("kernel threads", lambda: kernel_threads_rows(6, rounds=1)),
+                 ("state arena", lambda: state_arena_rows(6, rounds=1))]
     else:
         depths = [40, 100] if quick else [40, 100, 500]
         parts = [("step vs reference",
@@ -468,7 +502,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                   lambda: stratification_rows(500, [50, None], reps=2 if quick else 3)),
                  ("training step",
                   lambda: training_step_rows(128, 256, 40, reps=3 if quick else 5)),
-                 ("kernel threads", lambda: kernel_threads_rows(500, rounds=3))]
+                 ("kernel threads", lambda: kernel_threads_rows(500, rounds=3)),
+                 ("state arena", lambda: state_arena_rows(500, rounds=3))]
     for name, part in parts:
         try:
             rows.extend(part())

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import _native
+from . import _buffers, _native
 from .stacks import (_compiling, _forward_ad_active, _grown_depth, _plain_form_grads,
                      _superposition_backward, _superposition_forward, _superposition_update)
 
@@ -70,6 +70,8 @@ def _actions(z: torch.Tensor, spec: SequenceSpec) -> torch.Tensor:
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+#: smallest arena of kept stack states taken from the pool (:func:`_state_outs`)
+ARENA_MIN_BYTES = 1 << 20
 
 
 def _autocast_on(device_type: str) -> bool:
@@ -106,8 +108,35 @@ def _layout(spec: SequenceSpec, E: int, H: int):
     return R, R + H, R + H + E + 1  # R, start of e_t, P
 
 
-def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
-    """The loop, without a graph; returns what the backward needs (a dict)."""
+def _state_outs(spec, stack0, T):
+    """Where the compiled kernel writes the stack states ``s_1 .. s_{T-1}`` that the
+    backward reads: views of one flat arena (:func:`rnnmem.models._buffers.arena`, reused
+    across calls once the previous call's backward has freed it). ``s_T``, an output, is
+    a tensor of its own (None here).
+
+    Why: the kept states are O(T^2) floats (128 MB at T=500, batch 32, width 8), and each
+    fresh tensor of that size is a fresh ``mmap`` whose pages the kernel faults in one by
+    one. Measured on 2 shared cores (forward stack loop alone, T=500, batch 32, width 8):
+    66-86 ms with a fresh tensor per state (31k page faults) against 21-24 ms with the
+    states in a reused arena, 20-31 ms with states dropped as soon as used."""
+    B, K, d, W = stack0.shape
+    depths = []
+    for _ in range(T):
+        d = _grown_depth(d, spec.grow)
+        depths.append(d)
+    sizes = [B * K * n * W for n in depths[:-1]]
+    flat = _buffers.arena(stack0, sum(sizes), min_bytes=ARENA_MIN_BYTES)
+    outs, off = [], 0
+    for n, size in zip(depths, sizes):
+        outs.append(flat[off:off + size].view(B, K, n, W))
+        off += size
+    return outs + [None]
+
+
+def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
+             keep=True):
+    """The loop, without a graph; returns what the backward needs (a dict). ``keep``:
+    keep every stack state for the backward (else only the last, the output)."""
     B, T, E = emb.shape
     H = W_hh.shape[1]
     K, r, Wd = spec.n_stacks, spec.read_depth, spec.width
@@ -135,6 +164,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     if native:
         a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
         a_s, v_s = a_all.unbind(0), v_all.unbind(0)
+        s_out = _state_outs(spec, stack0, T) if keep else [None] * T
     # every step's views made at once (indexing in the loop costs more than the kernels
     # at small sizes)
     gs_, sig, th = act.unbind(0), act[:, :, :3 * H].unbind(0), act[:, :, 3 * H:].unbind(0)
@@ -153,12 +183,15 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
             s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
             if native:  # controls, update and read in one call
                 s, a, v = _native.superposition_control_forward(
-                    z, spec.joint, s, nd, reads[t + 1], r, a_s[t], v_s[t])
+                    z, spec.joint, s, nd, reads[t + 1], r, a_s[t], v_s[t], s_out[t])
             else:
                 a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
                 s = _superposition_forward(s, a, v, nd)
                 reads[t + 1].copy_(s[:, :, :r].reshape(B, R))
-            stacks.append(s)
+            if keep:
+                stacks.append(s)
+            else:  # only the last state is an output
+                stacks[-1] = s
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
@@ -351,7 +384,7 @@ def lstm_stack_sequence(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_hh, W_if=No
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return _LSTMStackSequence.apply(spec, *args)
     with torch.no_grad():
-        return _outputs(_forward(spec, *args), spec)
+        return _outputs(_forward(spec, *args, keep=False), spec)
 
 
 def lstm_stack_sequence_reference(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_hh, W_if=None,

@@ -116,3 +116,36 @@ def test_chunked_equals_loop_with_the_pool_on_every_tensor(seed, B, T, N, tv, dt
     finally:
         _buffers.MIN_BYTES = old
         _buffers.clear()
+
+
+# ------------------------------------------------------------------ arenas (kept states)
+def test_an_arena_is_reused_by_prefix_and_never_while_alive(pool_everything):
+    like = torch.zeros(1, dtype=torch.float32)
+    a1 = _buffers.arena(like, 100)
+    a1.fill_(3.0)
+    a2 = _buffers.arena(like, 100)  # a1 is alive: other memory
+    assert a2.data_ptr() != a1.data_ptr()
+    views = [a1[:50], a1[50:]]  # the states cut from it keep it alive
+    del a1
+    a3 = _buffers.arena(like, 80)
+    assert a3.data_ptr() not in {v.data_ptr() for v in views}
+    assert all(torch.all(v == 3.0) for v in views)
+    ptrs = {a2.data_ptr(), a3.data_ptr(), views[0].data_ptr()}
+    del a2, a3, views
+    small = _buffers.arena(like, 60)  # the smallest free arena that fits, its prefix
+    assert small.data_ptr() in ptrs and small.shape == (60,) and small.is_contiguous()
+
+
+def test_a_larger_arena_supersedes_the_free_smaller_ones(pool_everything):
+    like = torch.zeros(1, dtype=torch.float64)
+    for n in (10, 20, 30):  # a loop at growing lengths, each arena freed before the next
+        _buffers.arena(like, n)
+    assert _buffers.held_bytes() == 30 * 8  # one arena, the largest
+    big = _buffers.arena(like, 25)
+    assert big.shape == (25,) and _buffers.held_bytes() == 30 * 8
+
+
+def test_arenas_below_the_threshold_are_fresh(pool_everything):
+    like = torch.zeros(1)
+    t = _buffers.arena(like, 10, min_bytes=1 << 20)
+    assert t.shape == (10,) and _buffers.held_bytes() == 0

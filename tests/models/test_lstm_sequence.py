@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rnnmem.models import StackRNN, _native, lstm_sequence
+from rnnmem.models import StackRNN, _buffers, _native, lstm_sequence
 from rnnmem.models.lstm_sequence import (SequenceSpec, _cell_backward_torch,
                                          lstm_stack_sequence, lstm_stack_sequence_reference)
 from rnnmem.numerics.tolerances import tolerance
@@ -236,3 +236,71 @@ def test_frozen_parts_get_no_gradient_and_the_rest_the_step_graphs(frozen):
         else:
             torch.testing.assert_close(grads[0][name], grads[1][name], rtol=tol.rtol,
                                        atol=tol.rtol * (grads[1][name].abs().max() + 1))
+
+
+# ------------------------------------------------------------ kept states in a pooled arena
+needs_pool = pytest.mark.skipif(
+    not _native.available() or _buffers._use_count is None,
+    reason="the arena is used by the compiled stack kernel, with the storage use count")
+
+
+@pytest.fixture
+def arena_always(monkeypatch):
+    """The kept stack states in a pooled arena at every size (default: from 1 MiB)."""
+    monkeypatch.setattr(lstm_sequence, "ARENA_MIN_BYTES", 0)
+    _buffers.clear()
+    yield
+    _buffers.clear()
+
+
+def _arenas():
+    return [b for k, bufs in _buffers._pool.items() if k[0] == "arena" for b in bufs]
+
+
+@needs_pool
+@pytest.mark.parametrize("grow", [False, True])
+def test_states_in_a_reused_arena_match_the_reference(arena_always, grow):
+    """Twice (the second call reuses the first one's arena): values and gradients."""
+    T, d = 9, 1
+    spec = SequenceSpec(2, 1, 3, d + T if grow else None, False)
+    for seed in (0, 1):
+        ins = _inputs(3, T, 2, 4, 2, 1, 3, d if grow else d + 4, torch.float64, seed=seed)
+        _compare(spec, ins, torch.float64, T)
+    assert len(_arenas()) == 1
+
+
+@needs_pool
+def test_two_live_graphs_never_share_an_arena(arena_always):
+    """A second forward before the first one's backward gets other memory; both backward
+    passes equal the reference; and the returned final state is not a view of the arena,
+    so holding it does not pin the arena."""
+    T = 7
+    spec = SequenceSpec(1, 2, 3, 2 + T, True)
+    ins1 = _inputs(2, T, 3, 5, 1, 2, 3, 2, torch.float64, seed=3)
+    ins2 = _inputs(2, T, 3, 5, 1, 2, 3, 2, torch.float64, seed=4)
+    out1 = lstm_stack_sequence(spec, *ins1)
+    out2 = lstm_stack_sequence(spec, *ins2)
+    assert len(_arenas()) == 2
+    g = [torch.autograd.grad(sum((o * o).sum() for o in out), [t for t in ins if t is not None])
+         for out, ins in ((out1, ins1), (out2, ins2))]
+    for ins, got in ((ins1, g[0]), (ins2, g[1])):
+        ref_out = lstm_stack_sequence_reference(spec, *ins)
+        ref = torch.autograd.grad(sum((o * o).sum() for o in ref_out),
+                                  [t for t in ins if t is not None])
+        tol = tolerance(torch.float64, n_ops=40 * T)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * (1 + b.abs().max()))
+    arena_ptrs = {b.data_ptr() for b in _arenas()}
+    held = out1[2]  # the final stack state, kept by a caller (truncated BPTT)
+    assert held.untyped_storage().data_ptr() not in arena_ptrs
+    lstm_stack_sequence(spec, *ins1)  # both arenas free again: one is reused
+    assert len(_arenas()) == 2
+
+
+@needs_pool
+def test_a_forward_without_grad_keeps_no_states(arena_always):
+    spec = SequenceSpec(1, 1, 3, 10, False)
+    ins = _inputs(2, 8, 2, 4, 1, 1, 3, 1, torch.float64)
+    with torch.no_grad():
+        lstm_stack_sequence(spec, *ins)
+    assert _arenas() == []

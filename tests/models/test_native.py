@@ -433,3 +433,16 @@ def test_python_threads_switches_the_mode_for_a_block_only():
         assert _native.threading_mode() == "python-threads"
         assert torch.equal(linear_recurrence(a, x, method="native"), ref)
     assert _native.threading_mode() == before
+
+
+@needs_native
+def test_the_stack_step_checks_a_given_output_buffer():
+    s = torch.rand(2, 1, 3, 4, dtype=torch.float64)
+    z, rd = torch.randn(2, 7, dtype=torch.float64), torch.empty(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        _native.superposition_control_forward(z, False, s, 4, rd, 1,
+                                              out=torch.empty(2, 1, 3, 4, dtype=torch.float64))
+    out = torch.empty(2, 1, 4, 4, dtype=torch.float64)
+    new, _, _ = _native.superposition_control_forward(z, False, s, 4, rd, 1, out=out)
+    assert new.data_ptr() == out.data_ptr()
+    assert torch.equal(new, _native.superposition_control_forward(z, False, s, 4, rd, 1)[0])

@@ -487,18 +487,22 @@ def _rows(t: torch.Tensor) -> int:
 def superposition_control_forward(z: torch.Tensor, joint: bool, state: torch.Tensor,
                                   new_depth: int, read_out: torch.Tensor, read_depth: int,
                                   actions_out: torch.Tensor | None = None,
-                                  values_out: torch.Tensor | None = None):
+                                  values_out: torch.Tensor | None = None,
+                                  out: torch.Tensor | None = None):
     """One stack step of a sequence model (``superposition.c``, ``rn_supctl_fwd``): the
     actions (softmax of ``z[:, :3K]``, per stack or ``joint``) and values (sigmoid of
     ``z[:, 3K:3K + KW]``) from the interface logits ``z`` (B, >= 3K + KW, contiguous
     rows), the update of ``state`` (B, K, d, W) to a fresh (B, K, new_depth, W), and its
     top ``read_depth`` cells written into ``read_out`` (B, K * read_depth * W, contiguous
-    rows). Returns ``(new_state, actions, values)``, the last two written into
-    ``actions_out`` (B, K, 3) and ``values_out`` (B, K, W) when given (contiguous)."""
+    rows). Returns ``(new_state, actions, values)``, written into ``out`` (B, K, new_depth,
+    W), ``actions_out`` (B, K, 3) and ``values_out`` (B, K, W) when given (contiguous)."""
     dll = _dll()
     B, K, d, W = state.shape
     s = _plain(state)
-    out = s.new_empty(B, K, new_depth, W)
+    if out is None:
+        out = s.new_empty(B, K, new_depth, W)
+    elif not out.is_contiguous() or out.shape != (B, K, new_depth, W):
+        raise ValueError(f"out must be contiguous of shape {(B, K, new_depth, W)}")
     act = s.new_empty(B, K, 3) if actions_out is None else actions_out
     v = s.new_empty(B, K, W) if values_out is None else values_out
     fn = getattr(dll, f"rn_supctl_fwd_{_SUFFIX[s.dtype]}")
