@@ -40,6 +40,8 @@ Run alone: ``python -m benchmarks.bench_stacks [--quick]``.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ._common import compiled_vs_eager, matmul_throughput, measure, row, unavailable
@@ -158,68 +160,77 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
     return rows
 
 
+def _alternated(step, rounds: int, other):
+    """``step`` timed as it is and inside the context manager ``other()``, alternated in
+    ``rounds`` rounds in this process: ``(best as is, best in other, every round's
+    seconds of each)``."""
+    base, alt = [], []
+    for _ in range(rounds):
+        base.append(measure(step, repeats=2))
+        with other():
+            alt.append(measure(step, repeats=2))
+    best = (min(base, key=lambda m: m.seconds), min(alt, key=lambda m: m.seconds))
+    return (*best, [m.seconds for m in base], [m.seconds for m in alt])
+
+
+def _sup_step(T: int, B: int, H: int, W: int, V: int):
+    """The superposition stack-LSTM forward + backward of :func:`lstm_comparison_rows`."""
+    from rnnmem.models import StackRNN
+
+    sup = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
+                   dtype="float32", device="cpu", seed=0)
+    return _fwd_bwd(sup, B, T)
+
+
 def kernel_threads_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                         rounds: int = 3) -> list[dict]:
     """The stack-LSTM forward + backward of :func:`lstm_comparison_rows` with the compiled
     kernels' rows split over torch's OpenMP pool against the same with Python threads
-    started per call (:func:`rnnmem.models._native.python_threads`), the two alternated in
-    ``rounds`` rounds in this process (best of each)."""
-    from rnnmem.models import StackRNN, _native
+    started per call (:func:`rnnmem.models._native.python_threads`), alternated."""
+    from rnnmem.models import _native
 
+    name = "compiled kernels: OpenMP pool vs Python threads"
     if _native.threading_mode() != "openmp":
-        return [unavailable(SECTION, "compiled kernels: OpenMP pool vs Python threads",
+        return [unavailable(SECTION, name,
                             f"kernels split over {_native.threading_mode()} here")]
-    sup = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
-                   dtype="float32", device="cpu", seed=0)
-    step = _fwd_bwd(sup, B, T)
-    omp, py = [], []
-    for _ in range(rounds):
-        omp.append(measure(step, repeats=2))
-        with _native.python_threads():
-            py.append(measure(step, repeats=2))
-    best_o = min(omp, key=lambda m: m.seconds)
-    best_p = min(py, key=lambda m: m.seconds)
-    return [row(SECTION, "compiled kernels: OpenMP pool vs Python threads",
-                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=best_o,
-                ratio=best_p.seconds / best_o.seconds, ratio_label="speed-up of the pool",
-                values=dict(python_threads_s=best_p.seconds,
-                            python_threads_cpu_s=best_p.cpu_seconds,
-                            omp_rounds_s=[m.seconds for m in omp],
-                            python_rounds_s=[m.seconds for m in py]),
+    omp, py, omp_s, py_s = _alternated(_sup_step(T, B, H, W, V), rounds,
+                                       _native.python_threads)
+    return [row(SECTION, name,
+                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=omp,
+                ratio=py.seconds / omp.seconds, ratio_label="speed-up of the pool",
+                values=dict(python_threads_s=py.seconds, python_threads_cpu_s=py.cpu_seconds,
+                            omp_rounds_s=omp_s, python_rounds_s=py_s),
                 note="superposition stack-LSTM fwd+bwd; rows of a call split over the "
                      "threads of torch's OpenMP runtime vs Python threads started per "
-                     "call (used only from 2^18 elements of work)")]
+                     f"call (used only from {_native.MIN_ELEMENTS_PER_THREAD} elements of "
+                     "work)")]
+
+
+@contextlib.contextmanager
+def _fresh_states():
+    """The kept stack states in a fresh tensor each (the arena threshold out of reach)."""
+    from rnnmem.models import lstm_sequence
+
+    default = lstm_sequence.ARENA_MIN_BYTES
+    lstm_sequence.ARENA_MIN_BYTES = 1 << 62
+    try:
+        yield
+    finally:
+        lstm_sequence.ARENA_MIN_BYTES = default
 
 
 def state_arena_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                      rounds: int = 3) -> list[dict]:
     """The stack-LSTM forward + backward of :func:`lstm_comparison_rows` with the kept
-    stack states in one pooled arena (the default) against a fresh tensor per state
-    (``lstm_sequence.ARENA_MIN_BYTES`` set out of reach), alternated in ``rounds`` rounds
-    in this process (best of each)."""
-    from rnnmem.models import StackRNN, lstm_sequence
-
-    sup = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
-                   dtype="float32", device="cpu", seed=0)
-    step = _fwd_bwd(sup, B, T)
-    pooled, fresh = [], []
-    default = lstm_sequence.ARENA_MIN_BYTES
-    try:
-        for _ in range(rounds):
-            pooled.append(measure(step, repeats=2))
-            lstm_sequence.ARENA_MIN_BYTES = 1 << 62
-            fresh.append(measure(step, repeats=2))
-            lstm_sequence.ARENA_MIN_BYTES = default
-    finally:
-        lstm_sequence.ARENA_MIN_BYTES = default
-    best_a = min(pooled, key=lambda m: m.seconds)
-    best_f = min(fresh, key=lambda m: m.seconds)
+    stack states in one pooled arena (the default) against a fresh tensor per state,
+    alternated."""
+    arena, fresh, arena_s, fresh_s = _alternated(_sup_step(T, B, H, W, V), rounds,
+                                                 _fresh_states)
     return [row(SECTION, "kept stack states: pooled arena vs fresh tensors",
-                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=best_a,
-                ratio=best_f.seconds / best_a.seconds, ratio_label="speed-up of the arena",
-                values=dict(fresh_s=best_f.seconds, fresh_cpu_s=best_f.cpu_seconds,
-                            arena_rounds_s=[m.seconds for m in pooled],
-                            fresh_rounds_s=[m.seconds for m in fresh]),
+                config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=arena,
+                ratio=fresh.seconds / arena.seconds, ratio_label="speed-up of the arena",
+                values=dict(fresh_s=fresh.seconds, fresh_cpu_s=fresh.cpu_seconds,
+                            arena_rounds_s=arena_s, fresh_rounds_s=fresh_s),
                 note="superposition stack-LSTM fwd+bwd (whole-sequence node); a fresh "
                      "tensor per state faults in every page of the O(T^2) states")]
 

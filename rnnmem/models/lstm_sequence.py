@@ -14,10 +14,11 @@ its top cells; the backward is one compiled call for the stack and its controls,
 the cell (``_native/lstm.c``, which also adds the gradient coming back through the
 interface), the gate gradient accumulated into the merged weights' gradient while it is
 still in cache (the biases' gradient comes out as the column of ones), and one product
-back to all three inputs of the step. The stack states kept for the backward pass (O(T^2) floats
-with a growing stack) are written by the kernel into one pooled arena reused from call to
-call (:func:`_state_outs`); a forward without grad keeps none. Measured at that size, this arrangement's matrix
-products take about 0.9x the time of the step-by-step graph's (0.87 and 0.91 in two runs).
+back to all three inputs of the step. The stack states kept for the backward pass
+(O(T^2) floats with a growing stack) are written by the kernel into one pooled arena
+reused from call to call (:func:`_state_outs`); a forward without grad keeps none.
+Measured at that size, this arrangement's matrix products take about 0.9x the time of the
+step-by-step graph's (0.87 and 0.91 in two runs).
 
 The same computation written with plain differentiable operations,
 :func:`lstm_stack_sequence_reference` (same signature), is the slow reference that the

@@ -380,8 +380,7 @@ def test_an_openmp_build_shares_torchs_runtime_and_follows_its_thread_count():
     mapped in the process, and torch.set_num_threads reaches the kernels."""
     if not _omp_library():
         pytest.skip("this compiler built the library without OpenMP")
-    if os.environ.get("RNNMEM_NATIVE_OPENMP", "1").strip().lower() in ("0", "false", "no",
-                                                                       "off"):
+    if _native.switched_off("RNNMEM_NATIVE_OPENMP"):
         pytest.skip("the pool is switched off by RNNMEM_NATIVE_OPENMP")
     assert _native.threading_mode() == "openmp"
     runtimes = _native._openmp_runtimes()

@@ -14,10 +14,10 @@ with ``-O3 -ffp-contract=off`` and no ``-march`` (the library may be shared betw
 machines through a common cache; the kernels are memory-bound, so baseline vector
 instructions lose nothing measurable), first with ``-fopenmp`` (see Threads): a compiler
 that refuses it builds without, and a ``build-failed`` marker in that attempt's folder
-keeps later processes from retrying it. The shared library is cached under ``<rnnmem cache>/native/<key>/`` (see
-:func:`rnnmem._diskcache.cache_dir`), the key being a SHA-256 of the source, the compiler's
-``--version`` output, the flags and the machine architecture: an edit of a source or a
-new compiler gives a new library. It is written under a temporary name and renamed, so
+keeps later processes from retrying it. The shared library is cached under
+``<rnnmem cache>/native/<key>/`` (see :func:`rnnmem._diskcache.cache_dir`), the key
+being a SHA-256 of the sources and header, the compiler's ``--version`` output, the flags
+and the machine architecture: an edit of a source or a new compiler gives a new library. It is written under a temporary name and renamed, so
 concurrent first uses (processes of one study) never load a half-written file. Where the
 cache cannot be written, the library is built into a temporary directory of the process.
 
@@ -63,9 +63,8 @@ from ..._diskcache import cache_dir
 
 __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
-
            "superposition_control_forward", "superposition_control_backward", "supports",
-           "SOURCES", "threading_mode", "python_threads", "set_grain"]
+           "SOURCES", "threading_mode", "python_threads", "set_grain", "switched_off"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
                                                      "lstm.c"))
@@ -150,8 +149,14 @@ def _compiled(cc: str, source: bytes, flags: tuple, remember_failure: bool = Fal
     return lib
 
 
+def switched_off(name: str) -> bool:
+    """Whether the environment variable ``name`` (``RNNMEM_NATIVE``,
+    ``RNNMEM_NATIVE_OPENMP``) turns its part off: ``0``, ``false``, ``no`` or ``off``."""
+    return os.environ.get(name, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _build() -> ctypes.CDLL:
-    if os.environ.get("RNNMEM_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+    if switched_off("RNNMEM_NATIVE"):
         raise RuntimeError("turned off by RNNMEM_NATIVE=0")
     cc = _compiler()
     if cc is None:
@@ -188,7 +193,7 @@ def _build() -> ctypes.CDLL:
     dll.rn_set_parallel.argtypes = [I, L]
     dll.rn_set_parallel.restype = None
     _state["path"] = lib
-    _state["mode"] = _configure_threads(dll)
+    _configure_threads(dll)
     return dll
 
 
@@ -205,19 +210,23 @@ def _openmp_runtimes() -> set[str] | None:
     return {p for p in paths if os.path.basename(p).startswith(_OMP_RUNTIME)}
 
 
-def _configure_threads(dll) -> str:
-    """Switch the library's OpenMP row splitting on where it shares torch's runtime;
-    returns the mode (see :func:`threading_mode`)."""
-    off = os.environ.get("RNNMEM_NATIVE_OPENMP", "1").strip().lower() in ("0", "false", "no",
-                                                                          "off")
+def _configure_threads(dll) -> None:
+    """Switch the library's OpenMP row splitting on where it shares torch's runtime (the
+    mode of :func:`threading_mode`)."""
     shared = False
-    if dll.rn_openmp() and not off:
+    if dll.rn_openmp() and not switched_off("RNNMEM_NATIVE_OPENMP"):
         runtimes = _openmp_runtimes()
         shared = (runtimes is not None and len(runtimes) == 1
                   and dll.rn_omp_max_threads() == torch.get_num_threads())
-    dll.rn_set_parallel(int(shared), OPENMP_GRAIN)
     _state["grain"] = OPENMP_GRAIN
-    return "openmp" if shared else "python-threads"
+    _apply_threads(dll, "openmp" if shared else "python-threads")
+
+
+def _apply_threads(dll, mode: str) -> None:
+    """Record ``mode`` and tell the library whether to split rows itself (with the
+    recorded grain)."""
+    _state["mode"] = mode
+    dll.rn_set_parallel(int(mode == "openmp"), _state["grain"])
 
 
 def threading_mode() -> str | None:
@@ -233,7 +242,7 @@ def set_grain(grain: int) -> None:
     dll = _dll()
     if dll is not None:
         _state["grain"] = int(grain)
-        dll.rn_set_parallel(int(_state.get("mode") == "openmp"), int(grain))
+        _apply_threads(dll, _state["mode"])
 
 
 @contextlib.contextmanager
@@ -246,14 +255,12 @@ def python_threads():
         yield
         return
     with _lock:
-        _state["mode"] = "python-threads"
-        dll.rn_set_parallel(0, _state["grain"])
+        _apply_threads(dll, "python-threads")
     try:
         yield
     finally:
         with _lock:
-            _state["mode"] = mode
-            dll.rn_set_parallel(1, _state["grain"])
+            _apply_threads(dll, mode)
 
 
 def _library() -> ctypes.CDLL | None:
