@@ -17,9 +17,10 @@ that refuses it builds without, and a ``build-failed`` marker in that attempt's 
 keeps later processes from retrying it. The shared library is cached under
 ``<rnnmem cache>/native/<key>/`` (see :func:`rnnmem._diskcache.cache_dir`), the key
 being a SHA-256 of the sources and header, the compiler's ``--version`` output, the flags
-and the machine architecture: an edit of a source or a new compiler gives a new library. It is written under a temporary name and renamed, so
-concurrent first uses (processes of one study) never load a half-written file. Where the
-cache cannot be written, the library is built into a temporary directory of the process.
+and the machine architecture: an edit of a source or a new compiler gives a new library.
+It is written under a temporary name and renamed, so concurrent first uses (processes of
+one study) never load a half-written file. Where the cache cannot be written, the library
+is built into a temporary directory of the process.
 
 Off switch: ``RNNMEM_NATIVE=0``. Without a compiler, or when the build fails,
 :func:`available` is False, :func:`reason` says why, and callers use their torch kernels.
