@@ -8,17 +8,21 @@ nodes per time step (the LSTM cell alone is some fifteen operations), so at hidd
 as the matrix products (profile in ``benchmarks/bench_stacks.py``). Here each step's
 inputs sit in one row ``[r_{t-1} | h_{t-1} | e_t | 1]`` of a buffer, and the gate weights
 and both biases in one matrix with the same columns (:func:`_layout`). Per time step the
-forward is one gate product, four element-wise passes of the cell, the interface product
-and one compiled call for the controls (softmax, sigmoid), the stack update and the copy of
-its top cells; the backward is one compiled call for the stack and its controls, one for
-the cell (``_native/lstm.c``, which also adds the gradient coming back through the
+forward is one gate product and one compiled call (``_native/lstm.c`` and
+``superposition.c``, ``rn_lstm_stack_fwd``): the gate activations, c_t, tanh(c_t) and h_t,
+the interface logits, the controls (softmax, sigmoid), the stack update and the copy of
+its top cells, row by row in one parallel region. The backward is one compiled call for the
+stack, its controls and the cell (which also adds the gradient coming back through the
 interface), the gate gradient accumulated into the merged weights' gradient while it is
 still in cache (the biases' gradient comes out as the column of ones), and one product
-back to all three inputs of the step. The stack states kept for the backward pass
-(O(T^2) floats with a growing stack) are written by the kernel into one pooled arena
-reused from call to call (:func:`_state_outs`); a forward without grad keeps none.
-Measured at that size, this arrangement's matrix products take about 0.9x the time of the
-step-by-step graph's (0.87 and 0.91 in two runs).
+back to all three inputs of the step. Without the compiled kernels the same steps run as
+torch operations. The stack states kept for the backward pass (O(T^2) floats with a
+growing stack) are written by the kernel into one pooled arena reused from call to call
+(:func:`_state_outs`); a forward without grad keeps none (two buffers in turn,
+:func:`_alternating`). Measured at that size, this arrangement's matrix products take
+about 0.9x the time of the step-by-step graph's (0.87 and 0.91 in two runs); the one-call
+step took 0.94x the time of the training step with the cell as torch operations and the
+stack in separate calls (median of 10 alternations in one process, all 10 below 1).
 
 The same computation written with plain differentiable operations,
 :func:`lstm_stack_sequence_reference` (same signature), is the slow reference that the
@@ -136,6 +140,21 @@ def _state_outs(spec, stack0, T):
     return outs + [None]
 
 
+def _alternating(spec, stack0, T):
+    """Where the compiled kernel writes the stack states of a forward that keeps none
+    (no grad): two buffers taken in turn (each state is read once, by the next step), and
+    None for the last state, an output of its own."""
+    B, K, d, W = stack0.shape
+    depths = []
+    for _ in range(T):
+        d = _grown_depth(d, spec.grow)
+        depths.append(d)
+    size = B * K * max(depths) * W
+    bufs = (stack0.new_empty(size), stack0.new_empty(size))
+    outs = [bufs[t % 2][:B * K * n * W].view(B, K, n, W) for t, n in enumerate(depths[:-1])]
+    return outs + [None]
+
+
 def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
              keep=True):
     """The loop, without a graph; returns what the backward needs (a dict). ``keep``:
@@ -160,14 +179,15 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     W_allT = W_all.t()
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
-    native = bool(K) and _native.supports(emb, stack0)
+    native = _native.supports(emb, W_all, *((W_if, b_if, stack0) if K else ()))
     if K:  # the interface logits of all steps (and, for the kernel, the controls)
         z_all = emb.new_empty(T, B, nA + K * Wd)
         zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
-    if native:
+    if native and K:
         a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
         a_s, v_s = a_all.unbind(0), v_all.unbind(0)
-        s_out = _state_outs(spec, stack0, T) if keep else [None] * T
+        s_out = _state_outs(spec, stack0, T) if keep else _alternating(spec, stack0, T)
+        W_ifT, b_z = W_if.t().contiguous(), b_if.contiguous()
     # every step's views made at once (indexing in the loop costs more than the kernels
     # at small sizes)
     gs_, sig, th = act.unbind(0), act[:, :, :3 * H].unbind(0), act[:, :, 3 * H:].unbind(0)
@@ -175,26 +195,33 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     xs, hs, cs, tcs = xb.unbind(0), xb[:, :, R:e0].unbind(0), c.unbind(0), tc.unbind(0)
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
-        sig[t].sigmoid_()
-        th[t].tanh_()
-        torch.mul(gf[t], cs[t], out=cs[t + 1])
-        cs[t + 1].addcmul_(gi[t], th[t])
-        torch.tanh(cs[t + 1], out=tcs[t])
-        h = torch.mul(go[t], tcs[t], out=hs[t + 1])
         if K:
-            z = torch.addmm(b_if, h, W_if, out=zs[t])
             s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
-            if native:  # controls, update and read in one call
-                s, a, v = _native.superposition_control_forward(
-                    z, spec.joint, s, nd, reads[t + 1], r, a_s[t], v_s[t], s_out[t])
-            else:
+        if native and K:  # the cell, the interface and the stack in one call
+            a, v = a_s[t], v_s[t]
+            s_new = s_out[t] if s_out[t] is not None else s.new_empty(B, K, nd, Wd)
+            _native.lstm_stack_step_forward(gs_[t], cs[t], cs[t + 1], tcs[t], hs[t + 1], W_ifT,
+                                            b_z, zs[t], spec.joint, s, nd, reads[t + 1], r, a,
+                                            v, s_new)
+        elif native:
+            _native.lstm_cell_forward(gs_[t], cs[t], cs[t + 1], tcs[t], hs[t + 1])
+        else:
+            sig[t].sigmoid_()
+            th[t].tanh_()
+            torch.mul(gf[t], cs[t], out=cs[t + 1])
+            cs[t + 1].addcmul_(gi[t], th[t])
+            torch.tanh(cs[t + 1], out=tcs[t])
+            h = torch.mul(go[t], tcs[t], out=hs[t + 1])
+            if K:
+                z = torch.addmm(b_if, h, W_if, out=zs[t])
                 a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
-                s = _superposition_forward(s, a, v, nd)
-                reads[t + 1].copy_(s[:, :, :r].reshape(B, R))
+                s_new = _superposition_forward(s, a, v, nd)
+                reads[t + 1].copy_(s_new[:, :, :r].reshape(B, R))
+        if K:
             if keep:
-                stacks.append(s)
+                stacks.append(s_new)
             else:  # only the last state is an output
-                stacks[-1] = s
+                stacks[-1] = s_new
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
@@ -241,6 +268,9 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     gs = g_stack
     native = _native.supports(act, dc)
     W_ifT = W_if.t().contiguous() if K else None
+    if native and K:  # dL/dstate of steps T-1 .. 1 in two buffers taken in turn
+        n = max(st.numel() for st in f["stacks"])
+        gs_buf = (act.new_empty(n), act.new_empty(n))
     scratch = (act.new_empty(B, K, 3), act.new_empty(B, K, spec.width)) if K else None
     acts_, cs, tcs, xs, dxs = act.unbind(0), c.unbind(0), tc.unbind(0), xb.unbind(0), dx.unbind(0)
     d_read, d_h = dx[:, :, :R].unbind(0), dx[:, :, R:e0].unbind(0)
@@ -249,26 +279,29 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     nxt_read, nxt_h = nxt[:, :R], nxt[:, R:e0]  # from step t + 1
     for t in range(T - 1, -1, -1):
         gz = None
-        if K and not (gs is None and t == T - 1 and g_read is None):
-            # (else the last step's stack feeds no output: nothing to send back)
+        # (the last step's stack feeds no output when no gradient reaches it: none sent back)
+        through_stack = K and not (gs is None and t == T - 1 and g_read is None)
+        if through_stack:
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             if gs is None:
                 B_, K_, d, W_ = s.shape
                 gs = s.new_zeros(B_, K_, _grown_depth(d, spec.grow), W_)
             gz = dzs[t]
-            if native:  # the stack's and the controls' derivatives in one call
-                gs = _native.superposition_control_backward(
-                    s, a, v, gs, nxt_read, spec.read_depth, spec.joint, gz, scratch)
-            else:
-                gs, ga, gv = _superposition_backward(
-                    s, a, v, gs, nxt_read.view(B, K, spec.read_depth, spec.width))
-                gz.copy_(_control_grads(ga, gv, a, v, spec))
         elif K:
             dzs[t].zero_()
-        if native:  # dL/dh_t summed and the cell's derivatives in one call
+        if through_stack and native:  # the stack's, controls' and cell's derivatives
+            gs = _native.lstm_stack_step_backward(
+                s, a, v, gs, nxt_read, spec.read_depth, spec.joint, gz, scratch, acts_[t],
+                cs[t], tcs[t], nxt_h, dc, dgates, g_outs[t], W_ifT,
+                gs_buf[t % 2][:s.numel()].view(s.shape) if t else None)
+        elif native:  # dL/dh_t summed and the cell's derivatives in one call
             _native.lstm_cell_backward(acts_[t], cs[t], tcs[t], nxt_h, dc, dgates, g_outs[t],
                                        gz, W_ifT)
         else:
+            if through_stack:
+                gs, ga, gv = _superposition_backward(
+                    s, a, v, gs, nxt_read.view(B, K, spec.read_depth, spec.width))
+                gz.copy_(_control_grads(ga, gv, a, v, spec))
             gh = nxt_h if g_outs[t] is None else nxt_h + g_outs[t]
             if gz is not None:
                 gh = torch.addmm(gh, gz, W_ifT)

@@ -141,6 +141,201 @@ def test_cell_kernel_equals_its_torch_form(dtype, extra):
     torch.testing.assert_close(dc, dc2, rtol=tol.rtol, atol=tol.rtol)
 
 
+def _ulps(got: torch.Tensor, ref) -> float:
+    """Largest error of ``got`` in units of its dtype's spacing at the reference values
+    (``ref`` exact enough: float64 for float32 results, mpmath for float64 ones)."""
+    import numpy as np
+
+    g = got.numpy()
+    r = np.asarray(ref, dtype=np.float64)
+    spacing = np.spacing(np.abs(r).astype(g.dtype)).astype(np.float64)
+    return float((np.abs(g.astype(np.float64) - r) / spacing).max())
+
+
+def _activation_points(dtype):
+    g = torch.Generator().manual_seed(4)
+    edge = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 0.625, -0.625, 0.62499, 87.0, -87.0, 20.0,
+                         -20.0], dtype=dtype)
+    return torch.cat([edge, 12 * torch.rand(4000, generator=g, dtype=dtype) - 6,
+                      torch.randn(1000, generator=g, dtype=dtype) * 1e-3,
+                      torch.linspace(-0.7, 0.7, 1001, dtype=dtype)])
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cell_forward_activations_are_within_a_few_ulp(dtype):
+    """The kernel's own exp (lstm.c): sigmoid within 4 ulp and tanh within 2 of the exact
+    values (float32 against float64, float64 against mpmath), the sign of zero kept."""
+    import mpmath
+
+    x = _activation_points(dtype)
+    n = x.numel()
+    H = n  # one row: gates i, f, o all x (sigmoid), g = x (tanh)
+    act = x.repeat(4).view(1, 4 * H).clone()
+    c_prev = torch.zeros(1, H, dtype=dtype)
+    c, tc, h = (torch.empty(1, H, dtype=dtype) for _ in range(3))
+    _native.lstm_cell_forward(act, c_prev, c, tc, h)
+    if dtype == torch.float32:
+        xd = x.double()
+        sig_ref, tanh_ref = torch.sigmoid(xd).numpy(), torch.tanh(xd).numpy()
+    else:
+        mpmath.mp.prec = 80
+        sig_ref = [float(1 / (1 + mpmath.exp(-mpmath.mpf(float(v))))) for v in x]
+        tanh_ref = [float(mpmath.tanh(mpmath.mpf(float(v)))) for v in x]
+    for k in range(3):
+        assert _ulps(act[0, k * H:(k + 1) * H], sig_ref) <= 4
+    tanh = act[0, 3 * H:]
+    assert _ulps(tanh, tanh_ref) <= 2
+    assert torch.equal(torch.signbit(tanh), torch.signbit(x))
+    # c = i g exactly as rounded, then tanh(c)
+    assert torch.equal(c[0], act[0, :H] * tanh)
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+def test_float_sigmoid_beyond_the_exp_range_is_within_1e_38_of_its_limit():
+    x = torch.tensor([-1000.0, -100.0, -88.0, 88.0, 100.0, 1000.0, float("inf"),
+                      -float("inf")])
+    act = x.repeat(4).view(1, -1).clone()
+    H = x.numel()
+    z = torch.zeros(1, H)
+    _native.lstm_cell_forward(act, z, z.clone(), z.clone(), z.clone())
+    assert (act[0, :H] - torch.sigmoid(x.double()).float()).abs().max() <= 1e-38
+    assert torch.equal(act[0, 3 * H:], torch.tanh(x))
+    nan = torch.full((1, 4), float("nan"))
+    _native.lstm_cell_forward(nan, torch.zeros(1, 1), *(torch.empty(1, 1) for _ in range(3)))
+    assert nan.isnan().all()
+
+
+def _cell_forward_torch(act, c_prev, w_zT=None, b_z=None):
+    """The forward cell in torch operations (the loop's fallback), for comparison."""
+    H = c_prev.shape[1]
+    act = act.clone()
+    act[:, :3 * H].sigmoid_()
+    act[:, 3 * H:].tanh_()
+    c = act[:, H:2 * H] * c_prev
+    c.addcmul_(act[:, :H], act[:, 3 * H:])
+    tc = torch.tanh(c)
+    h = act[:, 2 * H:3 * H] * tc
+    z = torch.addmm(b_z, h, w_zT.t()) if w_zT is not None else None
+    return act, c, tc, h, z
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_z", [False, True])
+def test_cell_forward_kernel_equals_its_torch_form(dtype, with_z):
+    g = torch.Generator().manual_seed(1)
+    B, H, C = 6, 37, 5  # H not a multiple of the kernel's 16 partial sums
+    pre = 3 * torch.randn(B, 4 * H, generator=g, dtype=dtype)
+    c_prev = torch.randn(B, H, generator=g, dtype=dtype)
+    w_zT = torch.randn(C, H, generator=g, dtype=dtype) if with_z else None
+    b_z = torch.randn(C, generator=g, dtype=dtype) if with_z else None
+    act = pre.clone()
+    c, tc = torch.empty(B, H, dtype=dtype), torch.empty(B, H, dtype=dtype)
+    hbuf = torch.full((B, H + 7), 7.0, dtype=dtype)  # h into a slice of a wider row
+    zbuf = torch.full((B, C + 3), 7.0, dtype=dtype) if with_z else None
+    _native.lstm_cell_forward(act, c_prev, c, tc, hbuf[:, 2:2 + H], w_zT, b_z,
+                              zbuf[:, 1:1 + C] if with_z else None)
+    ref = _cell_forward_torch(pre, c_prev, w_zT, b_z)
+    tol = tolerance(dtype, n_ops=8 + H)
+    got = (act, c, tc, hbuf[:, 2:2 + H], zbuf[:, 1:1 + C] if with_z else None)
+    for u, v in zip(got, ref):
+        if v is not None:
+            torch.testing.assert_close(u, v, rtol=tol.rtol, atol=tol.rtol * (1 + C))
+    assert (hbuf[:, :2] == 7).all() and (hbuf[:, 2 + H:] == 7).all()  # nothing else written
+    if with_z:
+        assert (zbuf[:, 0] == 7).all() and (zbuf[:, 1 + C:] == 7).all()
+
+
+def _step_inputs(dtype, B=5, H=6, K=2, d=4, W=3, r=2, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    C = 3 * K + K * W
+    return dict(pre=2 * torch.randn(B, 4 * H, generator=g, dtype=dtype),
+                c_prev=torch.randn(B, H, generator=g, dtype=dtype),
+                w_zT=torch.randn(C, H, generator=g, dtype=dtype),
+                b_z=torch.randn(C, generator=g, dtype=dtype),
+                s=torch.rand(B, K, d, W, generator=g, dtype=dtype),
+                g=torch.randn(B, K, d + 1, W, generator=g, dtype=dtype),
+                g_read=torch.randn(B, K * r * W, generator=g, dtype=dtype),
+                g_h=torch.randn(B, H, generator=g, dtype=dtype),
+                g_h2=torch.randn(B, H, generator=g, dtype=dtype),
+                dc=torch.randn(B, H, generator=g, dtype=dtype), B=B, H=H, K=K, d=d, W=W, r=r,
+                C=C)
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("joint", [False, True])
+def test_the_one_call_step_is_the_separate_kernels_bit_for_bit(dtype, joint):
+    """rn_lstm_stack_fwd/bwd run the cell, interface and stack kernels in one parallel
+    region: the same bits as calling them one after another."""
+    i = _step_inputs(dtype)
+    B, H, K, d, W, r, C = (i[k] for k in "B H K d W r C".split())
+
+    def forward(one_call):
+        act, c, tc, h = i["pre"].clone(), *(torch.empty(B, H, dtype=dtype) for _ in range(3))
+        z, rd = torch.empty(B, C, dtype=dtype), torch.empty(B, K * r * W, dtype=dtype)
+        a, v = torch.empty(B, K, 3, dtype=dtype), torch.empty(B, K, W, dtype=dtype)
+        out = torch.empty(B, K, d + 1, W, dtype=dtype)
+        if one_call:
+            _native.lstm_stack_step_forward(act, i["c_prev"], c, tc, h, i["w_zT"], i["b_z"], z,
+                                            joint, i["s"], d + 1, rd, r, a, v, out)
+        else:
+            _native.lstm_cell_forward(act, i["c_prev"], c, tc, h, i["w_zT"], i["b_z"], z)
+            _native.superposition_control_forward(z, joint, i["s"], d + 1, rd, r, a, v, out)
+        return act, c, tc, h, z, rd, a, v, out
+
+    def backward(one_call, act, tc, a, v):
+        dc, dg = i["dc"].clone(), torch.empty(B, 4 * H, dtype=dtype)
+        dz = torch.empty(B, C, dtype=dtype)
+        scratch = (torch.empty(B, K, 3, dtype=dtype), torch.empty(B, K, W, dtype=dtype))
+        if one_call:
+            gs = _native.lstm_stack_step_backward(
+                i["s"], a, v, i["g"], i["g_read"], r, joint, dz, scratch, act, i["c_prev"], tc,
+                i["g_h"], dc, dg, i["g_h2"], i["w_zT"])
+        else:
+            gs = _native.superposition_control_backward(i["s"], a, v, i["g"], i["g_read"], r,
+                                                        joint, dz, scratch)
+            _native.lstm_cell_backward(act, i["c_prev"], tc, i["g_h"], dc, dg, i["g_h2"], dz,
+                                       i["w_zT"])
+        return gs, dz, dc, dg
+
+    one, apart = forward(True), forward(False)
+    for u, w in zip(one, apart):
+        assert torch.equal(u, w)
+    act, _, tc, _, _, _, a, v, _ = one
+    for u, w in zip(backward(True, act, tc, a, v), backward(False, act, tc, a, v)):
+        assert torch.equal(u, w)
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+def test_the_one_call_step_checks_its_arguments():
+    i = _step_inputs(torch.float64)
+    B, H, K, d, W, r, C = (i[k] for k in "B H K d W r C".split())
+    e = lambda *s: torch.empty(*s, dtype=torch.float64)  # noqa: E731
+    act, c, tc, h = i["pre"].clone(), e(B, H), e(B, H), e(B, H)
+    common = (act, i["c_prev"], c, tc, h)
+    with pytest.raises(ValueError, match="go together"):
+        _native.lstm_cell_forward(*common, i["w_zT"], None, e(B, C))
+    with pytest.raises(ValueError, match="act must be contiguous"):
+        _native.lstm_cell_forward(e(4 * H, B).t(), *common[1:])
+    with pytest.raises(ValueError, match=r"w_zT must be contiguous of shape \(C, H\)"):
+        _native.lstm_cell_forward(*common, e(H, C).t(), i["b_z"], e(B, C))
+    stack = (False, i["s"], d + 1, e(B, K * r * W), r, e(B, K, 3), e(B, K, W))
+    with pytest.raises(ValueError, match="the stack needs 12"):
+        _native.lstm_stack_step_forward(*common, e(C - 1, H), e(C - 1), e(B, C - 1), *stack,
+                                        e(B, K, d + 1, W))
+    with pytest.raises(ValueError, match="out must be contiguous of shape"):
+        _native.lstm_stack_step_forward(*common, i["w_zT"], i["b_z"], e(B, C), *stack,
+                                        e(B, K, d, W))
+    scratch = (e(B, K, 3), e(B, K, W))
+    with pytest.raises(ValueError, match="gs_out must be contiguous"):
+        _native.lstm_stack_step_backward(i["s"], e(B, K, 3), e(B, K, W), i["g"], i["g_read"], r,
+                                         False, e(B, C), scratch, act, i["c_prev"], tc,
+                                         i["g_h"], i["dc"].clone(), e(B, 4 * H), None,
+                                         i["w_zT"], e(B, K, d + 1, W))
+
+
 @pytest.mark.skipif(not _native.available(), reason="no C compiler")
 def test_cell_kernel_rejects_an_interface_gradient_without_its_weights():
     t = torch.zeros(2, 3)

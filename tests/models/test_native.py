@@ -224,7 +224,7 @@ def test_superposition_kernels_equal_the_torch_form(seed, B, K, d, W, grow, dtyp
 def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
     from rnnmem.models import StackRNN
 
-    names = (("superposition_control_forward", "superposition_control_backward",
+    names = (("lstm_stack_step_forward", "lstm_stack_step_backward",
               "lstm_cell_backward") if fused
              else ("superposition_forward", "superposition_backward"))
     calls = []
@@ -240,8 +240,8 @@ def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
     assert calls.count(names[0]) == 7
     # the last update feeds no logit (its read would enter step 8): no gradient reaches it
     assert calls.count(names[1]) == 6
-    if fused:  # the cell's backward runs at every step
-        assert calls.count(names[2]) == 7
+    if fused:  # the cell's backward alone at the last step, with the stack's elsewhere
+        assert calls.count(names[2]) == 1
 
 
 @needs_native
@@ -325,8 +325,9 @@ def test_step_read_gradcheck_and_double_backward():
 
 # ------------------------------------------------------------------ threads (OpenMP or not)
 def _sequence_results(threads):
-    """Outputs and every input gradient of the fused stack-LSTM node (cell kernel, stack
-    kernels), of the native recurrence and of the step-by-step stack update's kernels,
+    """Outputs and every input gradient of the fused stack-LSTM node (the one-call step
+    kernels) and of the node without a stack (the cell kernels, float32), of the native
+    recurrence and of the step-by-step stack update's kernels,
     with ``threads`` torch threads."""
     from rnnmem.models.lstm_sequence import SequenceSpec, lstm_stack_sequence
 
@@ -343,6 +344,13 @@ def _sequence_results(threads):
         loss = sum((o * torch.sin(torch.arange(o.numel(), dtype=o.dtype)).view_as(o)).sum()
                    for o in outs)
         res = [o.detach() for o in outs] + list(torch.autograd.grad(loss, ins))
+        # the cell kernel alone (no stack), in float32 (its own exp)
+        plain = [torch.randn(*s, generator=g).requires_grad_() for s in
+                 ((B, T, E), (4 * H, E), (4 * H, H), (4 * H,), (4 * H,))]
+        hs, c = lstm_stack_sequence(SequenceSpec(0, 1, 1, None, False), *plain, None, None,
+                                    torch.randn(B, H, generator=g),
+                                    torch.randn(B, H, generator=g))
+        res += [hs.detach(), c.detach(), *torch.autograd.grad((hs * hs).sum() + c.sum(), plain)]
         a, x, _ = _inputs(6, 7, 50, 6, torch.float64, True)
         a, x = a.requires_grad_(), x.requires_grad_()
         h = linear_recurrence(a, x, method="native")

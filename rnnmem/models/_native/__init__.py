@@ -65,6 +65,7 @@ from ..._diskcache import cache_dir
 __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurrence_adjoint",
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
            "superposition_control_forward", "superposition_control_backward", "supports",
+           "lstm_cell_forward", "lstm_stack_step_forward", "lstm_stack_step_backward",
            "SOURCES", "threading_mode", "python_threads", "set_grain", "switched_off"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
@@ -73,7 +74,7 @@ HEADERS = (Path(__file__).with_name("rn_parallel.h"),)
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
 OPENMP_FLAGS = ("-fopenmp",)
 LIBS = ("-lm",)
-_ABI = 6
+_ABI = 7
 #: fewest elements of work per Python thread (below it one thread: starting one costs
 #: ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
@@ -191,6 +192,17 @@ def _build() -> ctypes.CDLL:
         getattr(dll, f"rn_supctl_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, P, L,
                                                          I, L, L, L, L, L, L]
         getattr(dll, f"rn_supctl_bwd_{suf}").restype = None
+        getattr(dll, f"rn_lstm_fwd_{suf}").argtypes = [P, P, P, P, P, L, P, P, L, P, L, L, L,
+                                                       L]
+        getattr(dll, f"rn_lstm_fwd_{suf}").restype = None
+        getattr(dll, f"rn_lstm_stack_fwd_{suf}").argtypes = [P, P, P, P, P, L, P, P, L, P, L,
+                                                             I, P, P, P, P, P, L, L, L, L, L,
+                                                             L, L, L, L]
+        getattr(dll, f"rn_lstm_stack_fwd_{suf}").restype = None
+        getattr(dll, f"rn_lstm_stack_bwd_{suf}").argtypes = [P, P, P, P, P, P, P, P, L, L, P,
+                                                             L, I, P, P, P, P, L, P, L, P, P,
+                                                             P, L, L, L, L, L, L, L]
+        getattr(dll, f"rn_lstm_stack_bwd_{suf}").restype = None
     dll.rn_set_parallel.argtypes = [I, L]
     dll.rn_set_parallel.restype = None
     _state["path"] = lib
@@ -542,3 +554,103 @@ def superposition_control_backward(state: torch.Tensor, actions: torch.Tensor,
                            _ptr(gv), _ptr(g_read), ldt, read_depth, _ptr(dz_out), ldz,
                            int(joint), r0, r1, K, d, nd, W))
     return gs
+
+
+def _cell_args(act, c_prev, c_out, tc_out, h_out, w_zT, b_z, z_out):
+    """Checked arguments of ``rn_lstm_fwd`` (the cell and interface part of a step)."""
+    B, H4 = act.shape
+    H = H4 // 4
+    for name, t in (("act", act), ("c_prev", c_prev), ("c_out", c_out), ("tc_out", tc_out)):
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    if (w_zT is None) != (z_out is None) or (w_zT is None) != (b_z is None):
+        raise ValueError("w_zT, b_z and z_out go together")
+    C = 0
+    if w_zT is not None:
+        C = w_zT.shape[0]
+        if not w_zT.is_contiguous() or w_zT.shape != (C, H) or not b_z.is_contiguous():
+            raise ValueError("w_zT must be contiguous of shape (C, H), b_z contiguous")
+    return (_ptr(act), _ptr(c_prev), _ptr(c_out), _ptr(tc_out), _ptr(h_out), _rows(h_out),
+            _ptr(w_zT), _ptr(b_z), C, _ptr(z_out), 0 if z_out is None else _rows(z_out)), B, H, C
+
+
+def lstm_cell_forward(act: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tensor,
+                      tc_out: torch.Tensor, h_out: torch.Tensor,
+                      w_zT: torch.Tensor | None = None, b_z: torch.Tensor | None = None,
+                      z_out: torch.Tensor | None = None) -> None:
+    """Forward of one LSTM cell step (``lstm.c``, ``rn_lstm_fwd``), in place: ``act``
+    (B, 4H, contiguous) holds the gate pre-activations in the order i, f, o, g and is
+    overwritten by the activated gates; writes ``c_out`` = c_t and ``tc_out`` =
+    tanh(c_t) (B, H, contiguous) from ``c_prev`` (B, H, contiguous), and ``h_out`` = h_t
+    (B, H, contiguous rows). With ``w_zT`` (C, H, contiguous), ``b_z`` (C,) and
+    ``z_out`` (B, C, contiguous rows): also the interface logits ``b_z + h_t w_zT^T``.
+    The activations use the kernel's own vectorised exp (sigmoid within 4 ulp of the
+    exact value, tanh within 2, in both precisions; see ``lstm.c``)."""
+    dll = _dll()
+    args, B, H, C = _cell_args(act, c_prev, c_out, tc_out, h_out, w_zT, b_z, z_out)
+    fn = getattr(dll, f"rn_lstm_fwd_{_SUFFIX[act.dtype]}")
+    _split(fn, B, B * (6 + C) * H, lambda r0, r1: (*args, r0, r1, H))
+
+
+def lstm_stack_step_forward(act: torch.Tensor, c_prev: torch.Tensor, c_out: torch.Tensor,
+                            tc_out: torch.Tensor, h_out: torch.Tensor, w_zT: torch.Tensor,
+                            b_z: torch.Tensor, z_out: torch.Tensor, joint: bool,
+                            state: torch.Tensor, new_depth: int, read_out: torch.Tensor,
+                            read_depth: int, actions_out: torch.Tensor,
+                            values_out: torch.Tensor, out: torch.Tensor) -> None:
+    """One step of an LSTM controller with a superposition stack in one call
+    (``rn_lstm_stack_fwd``): :func:`lstm_cell_forward` with the interface, then
+    :func:`superposition_control_forward` on the logits it wrote (same arguments; here
+    every output is given)."""
+    dll = _dll()
+    args, B, H, C = _cell_args(act, c_prev, c_out, tc_out, h_out, w_zT, b_z, z_out)
+    _, K, d, W = state.shape
+    if C != 3 * K + K * W:
+        raise ValueError(f"the interface has {C} logits, the stack needs {3 * K + K * W}")
+    s = _plain(state)
+    for name, t, shape in (("out", out, (B, K, new_depth, W)),
+                           ("actions_out", actions_out, (B, K, 3)),
+                           ("values_out", values_out, (B, K, W))):
+        if not t.is_contiguous() or t.shape != shape:
+            raise ValueError(f"{name} must be contiguous of shape {shape}")
+    fn = getattr(dll, f"rn_lstm_stack_fwd_{_SUFFIX[act.dtype]}")
+    rest = (int(joint), _ptr(s), _ptr(actions_out), _ptr(values_out), _ptr(out),
+            _ptr(read_out), _rows(read_out), read_depth)
+    _split(fn, B, B * ((6 + C) * H + K * new_depth * W),
+           lambda r0, r1: (*args, *rest, r0, r1, H, K, d, new_depth, W))
+
+
+def lstm_stack_step_backward(state: torch.Tensor, actions: torch.Tensor, values: torch.Tensor,
+                             g: torch.Tensor, g_read: torch.Tensor, read_depth: int,
+                             joint: bool, dz_out: torch.Tensor,
+                             scratch: tuple[torch.Tensor, torch.Tensor], act: torch.Tensor,
+                             c_prev: torch.Tensor, tanh_c: torch.Tensor, g_h: torch.Tensor,
+                             g_c: torch.Tensor, out: torch.Tensor, g_h2: torch.Tensor | None,
+                             w_zT: torch.Tensor, gs_out: torch.Tensor | None = None
+                             ) -> torch.Tensor:
+    """The backward of :func:`lstm_stack_step_forward` in one call
+    (``rn_lstm_stack_bwd``): :func:`superposition_control_backward` (writes ``dz_out``,
+    returns dL/dstate, into ``gs_out`` (contiguous, shaped like ``state``) when given),
+    then :func:`lstm_cell_backward` with that ``dz_out`` as its ``g_z``."""
+    dll = _dll()
+    B, K, d, W = state.shape
+    H = g_h.shape[1]
+    nd = g.shape[2]
+    C = 3 * K + K * W
+    if not w_zT.is_contiguous() or w_zT.shape != (C, H):
+        raise ValueError(f"w_zT must be contiguous of shape {(C, H)}")
+    s, g = _plain(state), _plain(g)
+    if gs_out is None:
+        gs_out = torch.empty_like(s)
+    elif not gs_out.is_contiguous() or gs_out.shape != s.shape:
+        raise ValueError(f"gs_out must be contiguous of shape {tuple(s.shape)}")
+    ga, gv = scratch
+    g_h, g_h2 = _row_major(g_h), _row_major(g_h2)
+    fn = getattr(dll, f"rn_lstm_stack_bwd_{_SUFFIX[s.dtype]}")
+    args = (_ptr(s), _ptr(actions), _ptr(values), _ptr(g), _ptr(gs_out), _ptr(ga), _ptr(gv),
+            _ptr(g_read), _rows(g_read), read_depth, _ptr(dz_out), _rows(dz_out), int(joint),
+            _ptr(act), _ptr(c_prev), _ptr(tanh_c), _ptr(g_h), _rows(g_h), _ptr(g_h2),
+            0 if g_h2 is None else _rows(g_h2), _ptr(w_zT), _ptr(g_c), _ptr(out))
+    _split(fn, B, B * ((4 + C) * H + K * nd * W),
+           lambda r0, r1: (*args, r0, r1, H, K, d, nd, W))
+    return gs_out

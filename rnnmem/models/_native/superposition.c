@@ -283,3 +283,48 @@ void rn_supctl_bwd_##SUF(const TY *s, const TY *act, const TY *v, const TY *g, T
 
 RN_SUPCTL(f32, float)
 RN_SUPCTL(f64, double)
+
+/*
+ * One step of the LSTM controller with its stack (rnnmem.models.lstm_sequence), in one
+ * call, rows [b0, b1) in one parallel region: forward, the cell and the interface logits
+ * (rn_lstm_fwd in lstm.c) then the controls, update and read above; backward, the stack
+ * and controls' derivatives above then the cell's (rn_lstm_bwd), which reads the row of
+ * dL/dz just written.  Everything is per batch row, so the split changes no bit.
+ */
+#define RN_STEP(SUF, TY)                                                                       \
+void rn_lstm_fwd_rows_##SUF(TY *act, const TY *cp, TY *c, TY *tc, TY *h, long long ldh,       \
+                            const TY *wT, const TY *bz, long long C, TY *z, long long ldz,     \
+                            long long b0, long long b1, long long H);                          \
+void rn_lstm_bwd_rows_##SUF(const TY *act, const TY *cp, const TY *tc, const TY *gh,           \
+                            long long ldgh, const TY *gh2, long long ldgh2, const TY *dz,      \
+                            long long ldz, const TY *wT, long long C, TY *dc, TY *dg,          \
+                            long long b0, long long b1, long long H);                          \
+void rn_lstm_stack_fwd_##SUF(TY *act, const TY *cp, TY *c, TY *tc, TY *h, long long ldh,      \
+                             const TY *wT, const TY *bz, long long C, TY *z, long long ldz,    \
+                             int joint, const TY *s, TY *sa, TY *sv, TY *out, TY *rd,          \
+                             long long ldr, long long rdp, long long b0, long long b1,         \
+                             long long H, long long K, long long d, long long nd, long long W) \
+{                                                                                              \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * ((6 + C) * H + K * nd * W),                                \
+                (rn_lstm_fwd_rows_##SUF(act, cp, c, tc, h, ldh, wT, bz, C, z, ldz, lo, hi, H), \
+                 rn_supctl_fwd_rows_##SUF(z, ldz, joint, s, sa, sv, out, rd, ldr, rdp, lo, hi, \
+                                          K, d, nd, W)));                                      \
+}                                                                                              \
+void rn_lstm_stack_bwd_##SUF(const TY *s, const TY *sa, const TY *sv, const TY *g, TY *gs,     \
+                             TY *ga, TY *gv, const TY *gt, long long ldt, long long rdp,       \
+                             TY *dz, long long ldz, int joint, const TY *act, const TY *cp,    \
+                             const TY *tc, const TY *gh, long long ldgh, const TY *gh2,        \
+                             long long ldgh2, const TY *wT, TY *dc, TY *dg, long long b0,      \
+                             long long b1, long long H, long long K, long long d,              \
+                             long long nd, long long W)                                        \
+{                                                                                              \
+    const long long C = 3 * K + K * W;                                                         \
+    RN_PAR_ROWS(b0, b1, (b1 - b0) * ((4 + C) * H + K * nd * W),                               \
+                (rn_supctl_bwd_rows_##SUF(s, sa, sv, g, gs, ga, gv, gt, ldt, rdp, dz, ldz,     \
+                                          joint, lo, hi, K, d, nd, W),                         \
+                 rn_lstm_bwd_rows_##SUF(act, cp, tc, gh, ldgh, gh2, ldgh2, dz, ldz, wT, C, dc, \
+                                        dg, lo, hi, H)));                                      \
+}
+
+RN_STEP(f32, float)
+RN_STEP(f64, double)
