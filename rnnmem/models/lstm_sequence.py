@@ -155,6 +155,54 @@ def _alternating(spec, stack0, T):
     return outs + [None]
 
 
+def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=None,
+                          b_if=None, stack0=None, s_out=None, stacks=None, keep=True):
+    """The forward loop on the compiled kernels: per step the gate product and one call
+    (``rn_lstm_stack_fwd``, or ``rn_lstm_fwd`` without a stack), whose arguments are the
+    buffers' addresses advanced by arithmetic (no per-step views or checks: at hidden 20
+    these cost more than the kernels). Appends the stack states to ``stacks`` (or keeps
+    the last) and returns every step's actions and values (views), or None, None."""
+    T, B, H4 = act.shape
+    H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
+    R, _, P = layout
+    es = act.element_size()
+    pa, pc, ptc, px = act.data_ptr(), c.data_ptr(), tc.data_ptr(), xb.data_ptr()
+    da, dcs, dxb = B * H4 * es, B * H * es, B * P * es  # bytes per step
+    gs_, xs, W_allT = act.unbind(0), xb.unbind(0), W_all.t()
+    if not K:
+        fn = _native.kernel("lstm_fwd", act.dtype)
+        for t in range(T):
+            torch.mm(xs[t], W_allT, out=gs_[t])
+            _native.run_rows(fn, B, B * 6 * H,
+                             (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
+                              px + (t + 1) * dxb + R * es, P, None, None, 0, None, 0), (H,))
+        return None, None
+    C = z_all.shape[2]
+    a_all, v_all = act.new_empty(T, B, K, 3), act.new_empty(T, B, K, Wd)
+    W_ifT, b_z = W_if.t().contiguous(), b_if.contiguous()
+    fixed = (W_ifT.data_ptr(), b_z.data_ptr(), C)
+    pz, paa, pvv = z_all.data_ptr(), a_all.data_ptr(), v_all.data_ptr()
+    fn = _native.kernel("lstm_stack_fwd", act.dtype)
+    s = stack0.contiguous()
+    for t in range(T):
+        torch.mm(xs[t], W_allT, out=gs_[t])
+        d = s.shape[2]
+        nd = _grown_depth(d, spec.grow)
+        s_new = s_out[t] if s_out[t] is not None else s.new_empty(B, K, nd, Wd)
+        _native.run_rows(fn, B, B * ((6 + C) * H + K * nd * Wd),
+                         (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
+                          px + (t + 1) * dxb + R * es, P, *fixed, pz + t * B * C * es, C,
+                          int(spec.joint), s.data_ptr(), paa + t * B * K * 3 * es,
+                          pvv + t * B * K * Wd * es, s_new.data_ptr(), px + (t + 1) * dxb, P,
+                          r), (H, K, d, nd, Wd))
+        if keep:
+            stacks.append(s_new)
+        else:  # only the last state is an output
+            stacks[-1] = s_new
+        s = s_new
+    return list(a_all.unbind(0)), list(v_all.unbind(0))
+
+
 def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
              keep=True):
     """The loop, without a graph; returns what the backward needs (a dict). ``keep``:
@@ -180,48 +228,42 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
     native = _native.supports(emb, W_all, *((W_if, b_if, stack0) if K else ()))
-    if K:  # the interface logits of all steps (and, for the kernel, the controls)
+    if K:  # the interface logits of all steps
         z_all = emb.new_empty(T, B, nA + K * Wd)
-        zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
-    if native and K:
-        a_all, v_all = emb.new_empty(T, B, K, 3), emb.new_empty(T, B, K, Wd)
-        a_s, v_s = a_all.unbind(0), v_all.unbind(0)
-        s_out = _state_outs(spec, stack0, T) if keep else _alternating(spec, stack0, T)
-        W_ifT, b_z = W_if.t().contiguous(), b_if.contiguous()
+    if native:
+        if K:
+            s_out = _state_outs(spec, stack0, T) if keep else _alternating(spec, stack0, T)
+            acts, vals = _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all, z_all,
+                                               W_if, b_if, stack0, s_out, stacks, keep)
+        else:
+            _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all)
+        return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks,
+                    acts=acts, vals=vals, layout=(R, e0, P))
     # every step's views made at once (indexing in the loop costs more than the kernels
     # at small sizes)
     gs_, sig, th = act.unbind(0), act[:, :, :3 * H].unbind(0), act[:, :, 3 * H:].unbind(0)
     gi, gf, go = (act[:, :, k * H:(k + 1) * H].unbind(0) for k in range(3))
     xs, hs, cs, tcs = xb.unbind(0), xb[:, :, R:e0].unbind(0), c.unbind(0), tc.unbind(0)
+    if K:
+        zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
+        sig[t].sigmoid_()
+        th[t].tanh_()
+        torch.mul(gf[t], cs[t], out=cs[t + 1])
+        cs[t + 1].addcmul_(gi[t], th[t])
+        torch.tanh(cs[t + 1], out=tcs[t])
+        h = torch.mul(go[t], tcs[t], out=hs[t + 1])
         if K:
+            z = torch.addmm(b_if, h, W_if, out=zs[t])
             s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
-        if native and K:  # the cell, the interface and the stack in one call
-            a, v = a_s[t], v_s[t]
-            s_new = s_out[t] if s_out[t] is not None else s.new_empty(B, K, nd, Wd)
-            _native.lstm_stack_step_forward(gs_[t], cs[t], cs[t + 1], tcs[t], hs[t + 1], W_ifT,
-                                            b_z, zs[t], spec.joint, s, nd, reads[t + 1], r, a,
-                                            v, s_new)
-        elif native:
-            _native.lstm_cell_forward(gs_[t], cs[t], cs[t + 1], tcs[t], hs[t + 1])
-        else:
-            sig[t].sigmoid_()
-            th[t].tanh_()
-            torch.mul(gf[t], cs[t], out=cs[t + 1])
-            cs[t + 1].addcmul_(gi[t], th[t])
-            torch.tanh(cs[t + 1], out=tcs[t])
-            h = torch.mul(go[t], tcs[t], out=hs[t + 1])
-            if K:
-                z = torch.addmm(b_if, h, W_if, out=zs[t])
-                a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
-                s_new = _superposition_forward(s, a, v, nd)
-                reads[t + 1].copy_(s_new[:, :, :r].reshape(B, R))
-        if K:
+            a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
+            s = _superposition_forward(s, a, v, nd)
+            reads[t + 1].copy_(s[:, :, :r].reshape(B, R))
             if keep:
-                stacks.append(s_new)
+                stacks.append(s)
             else:  # only the last state is an output
-                stacks[-1] = s_new
+                stacks[-1] = s
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
@@ -264,13 +306,14 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     nxt = act.new_zeros(B, P)  # the gradient arriving from step T (none but the read's)
     if K and g_read is not None:
         nxt[:, :R] = g_read
-    dc = g_c.clone() if g_c is not None else c.new_zeros(B, H)
+    dc = (g_c.clone(memory_format=torch.contiguous_format) if g_c is not None
+          else c.new_zeros(B, H))
     gs = g_stack
-    native = _native.supports(act, dc)
     W_ifT = W_if.t().contiguous() if K else None
-    if native and K:  # dL/dstate of steps T-1 .. 1 in two buffers taken in turn
-        n = max(st.numel() for st in f["stacks"])
-        gs_buf = (act.new_empty(n), act.new_empty(n))
+    if _native.supports(act, dc):
+        gs = _native_backward_steps(f, spec, W_ifT, g_hs, dc, gs, g_read, nxt, dx, dz, dW,
+                                    dgates)
+        return dx, dz, dW, dc, gs
     scratch = (act.new_empty(B, K, 3), act.new_empty(B, K, spec.width)) if K else None
     acts_, cs, tcs, xs, dxs = act.unbind(0), c.unbind(0), tc.unbind(0), xb.unbind(0), dx.unbind(0)
     d_read, d_h = dx[:, :, :R].unbind(0), dx[:, :, R:e0].unbind(0)
@@ -289,28 +332,82 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
             gz = dzs[t]
         elif K:
             dzs[t].zero_()
-        if through_stack and native:  # the stack's, controls' and cell's derivatives
-            gs = _native.lstm_stack_step_backward(
-                s, a, v, gs, nxt_read, spec.read_depth, spec.joint, gz, scratch, acts_[t],
-                cs[t], tcs[t], nxt_h, dc, dgates, g_outs[t], W_ifT,
-                gs_buf[t % 2][:s.numel()].view(s.shape) if t else None)
-        elif native:  # dL/dh_t summed and the cell's derivatives in one call
-            _native.lstm_cell_backward(acts_[t], cs[t], tcs[t], nxt_h, dc, dgates, g_outs[t],
-                                       gz, W_ifT)
-        else:
-            if through_stack:
-                gs, ga, gv = _superposition_backward(
-                    s, a, v, gs, nxt_read.view(B, K, spec.read_depth, spec.width))
-                gz.copy_(_control_grads(ga, gv, a, v, spec))
-            gh = nxt_h if g_outs[t] is None else nxt_h + g_outs[t]
-            if gz is not None:
-                gh = torch.addmm(gh, gz, W_ifT)
-            _cell_backward_torch(acts_[t], cs[t], tcs[t], gh, dc, dgates)
+        if through_stack:
+            gs, ga, gv = _superposition_backward(
+                s, a, v, gs, nxt_read.view(B, K, spec.read_depth, spec.width))
+            gz.copy_(_control_grads(ga, gv, a, v, spec))
+        gh = nxt_h if g_outs[t] is None else nxt_h + g_outs[t]
+        if gz is not None:
+            gh = torch.addmm(gh, gz, W_ifT)
+        _cell_backward_torch(acts_[t], cs[t], tcs[t], gh, dc, dgates)
         if need_w:
             dW.addmm_(dgates.t(), xs[t])
         torch.mm(dgates, W_all, out=dxs[t])
         nxt_read, nxt_h = d_read[t], d_h[t]
     return dx, dz, dW, dc, gs
+
+
+def _native_backward_steps(f, spec, W_ifT, g_hs, dc, gs, g_read, nxt, dx, dz, dW, dgates):
+    """:func:`_backward_loop` on the compiled kernels: per step one call
+    (``rn_lstm_stack_bwd``: the stack's, the controls' and the cell's derivatives; or
+    ``rn_lstm_bwd``: the cell's alone) on addresses advanced by arithmetic, then the weight
+    gradient's product and the product back to the step's inputs. Returns dL/dstack_0."""
+    act, xb, c, tc, W_all = f["act"], f["xb"], f["c"], f["tc"], f["W_all"]
+    R, e0, P = f["layout"]
+    T, B, H4 = act.shape
+    H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
+    es = act.element_size()
+    pa, pc, ptc, pdx, pnx = (act.data_ptr(), c.data_ptr(), tc.data_ptr(), dx.data_ptr(),
+                             nxt.data_ptr())
+    da, dcs, ddx = B * H4 * es, B * H * es, B * P * es  # bytes per step
+    fixed = (dc.data_ptr(), dgates.data_ptr())
+    if g_hs is not None and (H > 1 and g_hs.stride(2) != 1):
+        g_hs = g_hs.contiguous()  # rows of dL/dh_t read with a stride between them
+    ph, sh = (None, 0) if g_hs is None else (g_hs.data_ptr(), g_hs.stride(1) * es)
+    ldh = 0 if g_hs is None else g_hs.stride(0)
+    xs, dxs = xb.unbind(0), dx.unbind(0)
+    cell = _native.kernel("lstm_bwd", act.dtype)
+    if K:
+        C = dz.shape[2]
+        step = _native.kernel("lstm_stack_bwd", act.dtype)
+        pdz, pwT = dz.data_ptr(), W_ifT.data_ptr()
+        ga, gv = act.new_empty(B, K, 3), act.new_empty(B, K, Wd)
+        stacks = [s.contiguous() for s in f["stacks"]]
+        acts = [a.contiguous() for a in f["acts"]]
+        vals = [v.contiguous() for v in f["vals"]]
+        # dL/dstate of steps T-1 .. 1 in two buffers taken in turn; dL/dstack_0 its own
+        n = max(st.numel() for st in stacks)
+        gs_buf = (act.new_empty(n), act.new_empty(n))
+        if gs is not None:
+            gs = gs.contiguous()
+    for t in range(T - 1, -1, -1):
+        # dL/d[r_t | h_t] arrives in the row of step t + 1 (or in nxt from step T)
+        p_next = pnx if t == T - 1 else pdx + (t + 1) * ddx
+        cell_in = (pa + t * da, pc + t * dcs, ptc + t * dcs, p_next + R * es, P,
+                   None if ph is None else ph + t * sh, ldh)
+        # (the last step's stack feeds no output when no gradient reaches it: none sent back)
+        if K and not (gs is None and t == T - 1 and g_read is None):
+            s = stacks[t]
+            d = s.shape[2]
+            if gs is None:
+                gs = s.new_zeros(B, K, _grown_depth(d, spec.grow), Wd)
+            g_new = gs_buf[t % 2][:s.numel()].view(s.shape) if t else torch.empty_like(s)
+            _native.run_rows(step, B, B * ((4 + C) * H + K * gs.shape[2] * Wd),
+                             (s.data_ptr(), acts[t].data_ptr(), vals[t].data_ptr(),
+                              gs.data_ptr(), g_new.data_ptr(), ga.data_ptr(), gv.data_ptr(),
+                              p_next, P, r, pdz + t * B * C * es, C, int(spec.joint),
+                              *cell_in, pwT, *fixed),
+                             (H, K, d, gs.shape[2], Wd))
+            gs = g_new
+        else:
+            if K:
+                dz[t].zero_()
+            _native.run_rows(cell, B, B * 4 * H,
+                             (*cell_in, None, 0, None, 0, *fixed), (H,))
+        if dW is not None:
+            dW.addmm_(dgates.t(), xs[t])
+        torch.mm(dgates, W_all, out=dxs[t])
+    return gs
 
 
 def _cell_backward_torch(act, c_prev, tc, gh, dc, out) -> None:

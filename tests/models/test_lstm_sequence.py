@@ -98,6 +98,38 @@ def test_gradcheck_and_double_backward(K):
     assert torch.autograd.gradgradcheck(f, used)
 
 
+@pytest.mark.parametrize("K", [0, 2])
+def test_gradients_of_any_layout_reach_the_loop_intact(K):
+    """The loop reads the incoming gradients by address: dL/dh, dL/dc and dL/dstack with
+    permuted strides (as a product with a transposed tensor gives them) and dL/dread
+    expanded from a sum all give the reference's gradients."""
+    B, T, E, H, r, W = 3, 5, 2, 4, 2, 3
+    spec = SequenceSpec(K, r, W, r + T if K else None, False)
+    ins = _inputs(B, T, E, H, K, r, W, r, torch.float64, seed=3)
+    g = torch.Generator().manual_seed(2)
+
+    def loss(fn):
+        outs = fn(spec, *ins)
+        hs, c = outs[0], outs[1]
+        # multipliers stored transposed: the gradients come back with their strides
+        M = torch.randn(H, T, B, generator=g, dtype=torch.float64).permute(2, 1, 0)
+        total = (hs * M).sum() + (c * M[:, 0].t().contiguous().t()).sum()
+        if K:
+            s, rd = outs[2], outs[3]
+            S = torch.randn(s.permute(3, 2, 1, 0).shape, generator=g, dtype=torch.float64)
+            total = total + (s * S.permute(3, 2, 1, 0)).sum() + rd.sum()
+        return total
+
+    leaves = [t for t in ins if t is not None]
+    g.manual_seed(2)
+    ref = torch.autograd.grad(loss(lstm_stack_sequence_reference), leaves)
+    g.manual_seed(2)
+    got = torch.autograd.grad(loss(lstm_stack_sequence), leaves)
+    tol = tolerance(torch.float64, n_ops=40 * T)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * (b.abs().max() + 1))
+
+
 def test_second_backward_with_retain_graph_recomputes():
     spec = SequenceSpec(1, 1, 3, 8, False)
     ins = _inputs(2, 5, 3, 4, 1, 1, 3, 1, torch.float64)

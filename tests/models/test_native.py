@@ -224,14 +224,22 @@ def test_superposition_kernels_equal_the_torch_form(seed, B, K, d, W, grow, dtyp
 def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
     from rnnmem.models import StackRNN
 
-    names = (("lstm_stack_step_forward", "lstm_stack_step_backward",
-              "lstm_cell_backward") if fused
-             else ("superposition_forward", "superposition_backward"))
     calls = []
-    for name in names:
-        fn = getattr(_native, name)
-        monkeypatch.setattr(_native, name,
-                            lambda *a, _fn=fn, _n=name: (calls.append(_n), _fn(*a))[1])
+    if fused:  # the whole-sequence node calls the compiled functions through kernel()
+        names = ("lstm_stack_fwd", "lstm_stack_bwd", "lstm_bwd")
+        get = _native.kernel
+
+        def counted(name, dtype):
+            fn = get(name, dtype)
+            return lambda *a: (calls.append(name), fn(*a))[1]
+
+        monkeypatch.setattr(_native, "kernel", counted)
+    else:
+        names = ("superposition_forward", "superposition_backward")
+        for name in names:
+            fn = getattr(_native, name)
+            monkeypatch.setattr(_native, name,
+                                lambda *a, _fn=fn, _n=name: (calls.append(_n), _fn(*a))[1])
     m = StackRNN(3, controller="lstm", stack="superposition", width=5, stack_width=4,
                  dtype="float64", device="cpu", seed=0)
     m.fused_sequence = fused

@@ -66,6 +66,7 @@ __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurre
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
            "superposition_control_forward", "superposition_control_backward", "supports",
            "lstm_cell_forward", "lstm_stack_step_forward", "lstm_stack_step_backward",
+           "kernel", "run_rows",
            "SOURCES", "threading_mode", "python_threads", "set_grain", "switched_off"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
@@ -382,6 +383,23 @@ def _split(fn, B: int, work: int, args_for) -> None:
         th.join()
     if errors:  # pragma: no cover
         raise errors[0]
+
+
+def kernel(name: str, dtype: torch.dtype):
+    """The compiled function ``rn_<name>_<f32|f64|...>`` itself, for loops that take their
+    tensors' addresses once and pass them to :func:`run_rows` step after step (no checks:
+    the caller guarantees the layout its arguments describe, as the wrappers here check
+    it)."""
+    return getattr(_dll(), f"rn_{name}_{_SUFFIX[dtype]}")
+
+
+def run_rows(fn, B: int, work: int, head: tuple, tail: tuple) -> None:
+    """``fn(*head, b0, b1, *tail)`` over the rows ``[0, B)``, split as the wrappers split
+    them (``work``: the call's element count)."""
+    if _state.get("mode") == "openmp":
+        fn(*head, 0, B, *tail)
+        return
+    _split(fn, B, work, lambda r0, r1: (*head, r0, r1, *tail))
 
 
 def recurrence_forward(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None,
