@@ -381,8 +381,11 @@ def test_every_kernel_gives_the_same_bits_for_any_thread_split(grain_one, monkey
     for bit, for the cell kernel, every stack kernel and the recurrence."""
     monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # the Python-thread mode
     one, three = _sequence_results(1), _sequence_results(3)
-    for u, v in zip(one, three):
+    with _native.python_threads():  # the other mode too where the pool is shared
+        py = _sequence_results(3)
+    for u, v, w in zip(one, three, py):
         assert torch.equal(u, v)
+        assert torch.equal(u, w)
 
 
 def _omp_library():
