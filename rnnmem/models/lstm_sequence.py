@@ -115,53 +115,56 @@ def _layout(spec: SequenceSpec, E: int, H: int):
     return R, R + H, R + H + E + 1  # R, start of e_t, P
 
 
-def _state_outs(spec, stack0, T):
-    """Where the compiled kernel writes the stack states ``s_1 .. s_{T-1}`` that the
-    backward reads: views of one flat arena (:func:`rnnmem.models._buffers.arena`, reused
-    across calls once the previous call's backward has freed it). ``s_T``, an output, is
-    a tensor of its own (None here).
+def _depths(spec, d: int, T: int) -> list[int]:
+    """Depths of the stack states s_1 .. s_T of a stack stored ``d`` cells deep."""
+    out = []
+    for _ in range(T):
+        d = _grown_depth(d, spec.grow)
+        out.append(d)
+    return out
+
+
+def _state_places(spec, stack0, T, keep):
+    """Where the compiled kernel writes the stack states ``s_1 .. s_{T-1}``: their
+    addresses, and ``(arena, offsets)`` when they are kept for the backward pass (else
+    None); ``s_T``, an output, is a tensor of its own. Kept states go into one flat arena
+    (:func:`rnnmem.models._buffers.arena`, reused across calls once the previous call's
+    backward has freed it), each at its element offset; a forward that keeps none (no
+    grad) writes them into two buffers taken in turn (each state is read once, by the
+    next step).
 
     Why: the kept states are O(T^2) floats (128 MB at T=500, batch 32, width 8), and each
     fresh tensor of that size is a fresh ``mmap`` whose pages the kernel faults in one by
     one. Measured on 2 shared cores (forward stack loop alone, T=500, batch 32, width 8):
     66-86 ms with a fresh tensor per state (31k page faults) against 21-24 ms with the
-    states in a reused arena, 20-31 ms with states dropped as soon as used."""
+    states in a reused arena, 20-31 ms with states dropped as soon as used. Addresses
+    rather than views: at T=500 making, saving and unpacking a view per state cost more
+    than the kernels of the plain LSTM's steps."""
     B, K, d, W = stack0.shape
-    depths = []
-    for _ in range(T):
-        d = _grown_depth(d, spec.grow)
-        depths.append(d)
-    sizes = [B * K * n * W for n in depths[:-1]]
+    sizes = [B * K * n * W for n in _depths(spec, d, T)[:-1]]
+    es = stack0.element_size()
+    if not keep:
+        n = max(sizes, default=0)
+        bufs = (stack0.new_empty(n), stack0.new_empty(n))
+        return [bufs[t % 2].data_ptr() for t in range(T - 1)], None, bufs
     flat = _buffers.arena(stack0, sum(sizes), min_bytes=ARENA_MIN_BYTES)
-    outs, off = [], 0
-    for n, size in zip(depths, sizes):
-        outs.append(flat[off:off + size].view(B, K, n, W))
+    offsets, off = [], 0
+    for size in sizes:
+        offsets.append(off)
         off += size
-    return outs + [None]
-
-
-def _alternating(spec, stack0, T):
-    """Where the compiled kernel writes the stack states of a forward that keeps none
-    (no grad): two buffers taken in turn (each state is read once, by the next step), and
-    None for the last state, an output of its own."""
-    B, K, d, W = stack0.shape
-    depths = []
-    for _ in range(T):
-        d = _grown_depth(d, spec.grow)
-        depths.append(d)
-    size = B * K * max(depths) * W
-    bufs = (stack0.new_empty(size), stack0.new_empty(size))
-    outs = [bufs[t % 2][:B * K * n * W].view(B, K, n, W) for t, n in enumerate(depths[:-1])]
-    return outs + [None]
+    base = flat.data_ptr()
+    return [base + o * es for o in offsets], (flat, offsets), flat
 
 
 def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=None,
-                          b_if=None, stack0=None, s_out=None, stacks=None, keep=True):
+                          b_if=None, stack0=None, keep=True):
     """The forward loop on the compiled kernels: per step the gate product and one call
     (``rn_lstm_stack_fwd``, or ``rn_lstm_fwd`` without a stack), whose arguments are the
     buffers' addresses advanced by arithmetic (no per-step views or checks: at hidden 20
-    these cost more than the kernels). Appends the stack states to ``stacks`` (or keeps
-    the last) and returns every step's actions and values (views), or None, None."""
+    these cost more than the kernels). With a stack, returns a dict: every step's actions
+    ``a_all`` (T, B, K, 3) and values ``v_all`` (T, B, K, W), the last state ``last``,
+    ``kept`` = ``(arena, offsets)`` of the states s_1 .. s_{T-1} (None unless ``keep``)
+    and their ``depths`` (of s_1 .. s_T)."""
     T, B, H4 = act.shape
     H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
     R, _, P = layout
@@ -176,31 +179,30 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
             _native.run_rows(fn, B, B * 6 * H,
                              (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
                               px + (t + 1) * dxb + R * es, P, None, None, 0, None, 0), (H,))
-        return None, None
+        return {}
     C = z_all.shape[2]
     a_all, v_all = act.new_empty(T, B, K, 3), act.new_empty(T, B, K, Wd)
     W_ifT, b_z = W_if.t().contiguous(), b_if.contiguous()
     fixed = (W_ifT.data_ptr(), b_z.data_ptr(), C)
     pz, paa, pvv = z_all.data_ptr(), a_all.data_ptr(), v_all.data_ptr()
     fn = _native.kernel("lstm_stack_fwd", act.dtype)
-    s = stack0.contiguous()
+    s0 = stack0.contiguous()
+    depths = _depths(spec, s0.shape[2], T)
+    places, kept, _hold = _state_places(spec, s0, T, keep)
+    last = s0.new_empty(B, K, depths[-1], Wd)  # s_T, an output
+    p_s, d = s0.data_ptr(), s0.shape[2]
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
-        d = s.shape[2]
-        nd = _grown_depth(d, spec.grow)
-        s_new = s_out[t] if s_out[t] is not None else s.new_empty(B, K, nd, Wd)
+        nd = depths[t]
+        p_new = places[t] if t < T - 1 else last.data_ptr()
         _native.run_rows(fn, B, B * ((6 + C) * H + K * nd * Wd),
                          (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
                           px + (t + 1) * dxb + R * es, P, *fixed, pz + t * B * C * es, C,
-                          int(spec.joint), s.data_ptr(), paa + t * B * K * 3 * es,
-                          pvv + t * B * K * Wd * es, s_new.data_ptr(), px + (t + 1) * dxb, P,
-                          r), (H, K, d, nd, Wd))
-        if keep:
-            stacks.append(s_new)
-        else:  # only the last state is an output
-            stacks[-1] = s_new
-        s = s_new
-    return list(a_all.unbind(0)), list(v_all.unbind(0))
+                          int(spec.joint), p_s, paa + t * B * K * 3 * es,
+                          pvv + t * B * K * Wd * es, p_new, px + (t + 1) * dxb, P, r),
+                         (H, K, d, nd, Wd))
+        p_s, d = p_new, nd
+    return dict(a_all=a_all, v_all=v_all, last=last, kept=kept, depths=depths)
 
 
 def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
@@ -230,15 +232,13 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     native = _native.supports(emb, W_all, *((W_if, b_if, stack0) if K else ()))
     if K:  # the interface logits of all steps
         z_all = emb.new_empty(T, B, nA + K * Wd)
-    if native:
-        if K:
-            s_out = _state_outs(spec, stack0, T) if keep else _alternating(spec, stack0, T)
-            acts, vals = _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all, z_all,
-                                               W_if, b_if, stack0, s_out, stacks, keep)
-        else:
-            _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all)
-        return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks,
-                    acts=acts, vals=vals, layout=(R, e0, P))
+    if native:  # the stack states by address (f["native_stack"]), not in lists
+        ns = (_native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all, z_all, W_if,
+                                    b_if, stack0, keep) if K else
+              _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all))
+        return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc,
+                    stacks=[stack0, ns["last"]] if K else stacks, acts=acts, vals=vals,
+                    layout=(R, e0, P), native_stack=ns)
     # every step's views made at once (indexing in the loop costs more than the kernels
     # at small sizes)
     gs_, sig, th = act.unbind(0), act[:, :, :3 * H].unbind(0), act[:, :, 3 * H:].unbind(0)
@@ -310,7 +310,7 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
           else c.new_zeros(B, H))
     gs = g_stack
     W_ifT = W_if.t().contiguous() if K else None
-    if _native.supports(act, dc):
+    if "native_stack" in f:
         gs = _native_backward_steps(f, spec, W_ifT, g_hs, dc, gs, g_read, nxt, dx, dz, dW,
                                     dgates)
         return dx, dz, dW, dc, gs
@@ -372,33 +372,43 @@ def _native_backward_steps(f, spec, W_ifT, g_hs, dc, gs, g_read, nxt, dx, dz, dW
         step = _native.kernel("lstm_stack_bwd", act.dtype)
         pdz, pwT = dz.data_ptr(), W_ifT.data_ptr()
         ga, gv = act.new_empty(B, K, 3), act.new_empty(B, K, Wd)
-        stacks = [s.contiguous() for s in f["stacks"]]
-        acts = [a.contiguous() for a in f["acts"]]
-        vals = [v.contiguous() for v in f["vals"]]
+        ns = f["native_stack"]
+        s0 = ns["stack0"].contiguous()
+        depths = [s0.shape[2], *ns["depths"]]  # of s_0 .. s_T
+        base = ns["arena"].data_ptr()
+        p_states = [s0.data_ptr()] + [base + o * es for o in ns["offsets"]]  # s_0 .. s_{T-1}
+        pa_all, pv_all = ns["a_all"].data_ptr(), ns["v_all"].data_ptr()
         # dL/dstate of steps T-1 .. 1 in two buffers taken in turn; dL/dstack_0 its own
-        n = max(st.numel() for st in stacks)
+        n = B * K * max(depths) * Wd
         gs_buf = (act.new_empty(n), act.new_empty(n))
         if gs is not None:
             gs = gs.contiguous()
+        # dL/ds_{t+1} (its address and depth); None until a gradient reaches the stack
+        p_g, nd = (None, None) if gs is None else (gs.data_ptr(), gs.shape[2])
     for t in range(T - 1, -1, -1):
         # dL/d[r_t | h_t] arrives in the row of step t + 1 (or in nxt from step T)
         p_next = pnx if t == T - 1 else pdx + (t + 1) * ddx
         cell_in = (pa + t * da, pc + t * dcs, ptc + t * dcs, p_next + R * es, P,
                    None if ph is None else ph + t * sh, ldh)
         # (the last step's stack feeds no output when no gradient reaches it: none sent back)
-        if K and not (gs is None and t == T - 1 and g_read is None):
-            s = stacks[t]
-            d = s.shape[2]
-            if gs is None:
-                gs = s.new_zeros(B, K, _grown_depth(d, spec.grow), Wd)
-            g_new = gs_buf[t % 2][:s.numel()].view(s.shape) if t else torch.empty_like(s)
-            _native.run_rows(step, B, B * ((4 + C) * H + K * gs.shape[2] * Wd),
-                             (s.data_ptr(), acts[t].data_ptr(), vals[t].data_ptr(),
-                              gs.data_ptr(), g_new.data_ptr(), ga.data_ptr(), gv.data_ptr(),
-                              p_next, P, r, pdz + t * B * C * es, C, int(spec.joint),
-                              *cell_in, pwT, *fixed),
-                             (H, K, d, gs.shape[2], Wd))
-            gs = g_new
+        if K and not (p_g is None and t == T - 1 and g_read is None):
+            d = depths[t]
+            if p_g is None:
+                nd = depths[t + 1]
+                gs = act.new_zeros(B, K, nd, Wd)
+                p_g = gs.data_ptr()
+            if t:
+                p_new = gs_buf[t % 2].data_ptr()
+            else:  # dL/dstack_0, returned
+                gs = act.new_empty(B, K, d, Wd)
+                p_new = gs.data_ptr()
+            _native.run_rows(step, B, B * ((4 + C) * H + K * nd * Wd),
+                             (p_states[t], pa_all + t * B * K * 3 * es,
+                              pv_all + t * B * K * Wd * es, p_g, p_new, ga.data_ptr(),
+                              gv.data_ptr(), p_next, P, r, pdz + t * B * C * es, C,
+                              int(spec.joint), *cell_in, pwT, *fixed),
+                             (H, K, d, nd, Wd))
+            p_g, nd = p_new, d
         else:
             if K:
                 dz[t].zero_()
@@ -456,11 +466,18 @@ class _LSTMStackSequence(torch.autograd.Function):
     def forward(ctx, spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
         f = _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
         ctx.spec, ctx.T = spec, emb.shape[1]
+        ns = f.get("native_stack")
+        # the compiled loop's stack states: one arena, its offsets and depths (ctx.native);
+        # the torch loop's: a tensor per state
+        ctx.native = None if ns is None else (
+            (ns["kept"][1], ns["depths"]) if spec.n_stacks else ())
+        states = (() if not spec.n_stacks else
+                  (ns["kept"][0], ns["a_all"], ns["v_all"]) if ns is not None else
+                  (*f["stacks"][1:-1], *f["acts"], *f["vals"]))
         # everything through save_for_backward: autograd frees it after a backward (and
         # keeps it under retain_graph), as for any operator
         ctx.save_for_backward(emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0,
-                              *(f[k] for k in _BUFFERS), *f["stacks"][1:-1], *f["acts"],
-                              *f["vals"])
+                              *(f[k] for k in _BUFFERS), *states)
         ctx.set_materialize_grads(False)
         return _outputs(f, spec)
 
@@ -475,7 +492,11 @@ class _LSTMStackSequence(torch.autograd.Function):
         f = dict(zip(_BUFFERS, buf), layout=_layout(spec, ins[0].shape[2], ins[2].shape[1]))
         n = len(_BUFFERS)
         K = spec.n_stacks
-        if K:  # stacks 0..T-1 (the last one is not needed), actions, values
+        if ctx.native is not None:  # the compiled loop ran: it runs back too
+            f["native_stack"] = (dict(zip(("arena", "a_all", "v_all"), buf[n:n + 3]),
+                                      offsets=ctx.native[0], depths=ctx.native[1],
+                                      stack0=ins[9]) if K else {})
+        elif K:  # stacks 0..T-1 (the last one is not needed), actions, values
             f["stacks"] = [ins[9], *buf[n:n + T - 1]]
             f["acts"] = list(buf[n + T - 1:n + 2 * T - 1])
             f["vals"] = list(buf[n + 2 * T - 1:n + 3 * T - 1])

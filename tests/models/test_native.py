@@ -253,6 +253,26 @@ def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
 
 
 @needs_native
+def test_the_plain_lstm_node_runs_the_cell_kernels_both_ways(monkeypatch):
+    from rnnmem.models import StackRNN
+
+    calls = []
+    get = _native.kernel
+
+    def counted(name, dtype):
+        fn = get(name, dtype)
+        return lambda *a: (calls.append(name), fn(*a))[1]
+
+    monkeypatch.setattr(_native, "kernel", counted)
+    m = StackRNN(3, controller="lstm", stack="none", width=5, dtype="float64", device="cpu",
+                 seed=0)
+    x = torch.randint(0, 3, (2, 7), generator=torch.Generator().manual_seed(0))
+    m(x).sum().backward()
+    assert calls.count("lstm_fwd") == 7
+    assert calls.count("lstm_bwd") == 7
+
+
+@needs_native
 def test_an_unwritable_cache_builds_a_private_library(monkeypatch, tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be\n")
