@@ -12,7 +12,9 @@ Rows
   the same loop), batch 32, hidden 20, at T = 100 and 500. Target: at most 3x at T = 500.
   Both run as one node per sequence (:mod:`rnnmem.models.lstm_sequence`); the same two
   through the step-by-step graph (``fused_sequence = False``) and the fused
-  ``torch.nn.LSTM`` of the same size are timed as well (``values``).
+  ``torch.nn.LSTM`` of the same size are timed as well (``values``). The two models and
+  ``torch.nn.LSTM`` are timed in interleaved rounds (median of at least 5), so that a
+  drift of a shared machine does not fall on one of them.
 * ``stratification T=500``: forward + backward of the stratification stack-LSTM
   (Grefenstette et al. 2015) at T = 500, with a depth limit and without one. Peer: the
   issue quotes 25 s for bdusell/nondeterministic-stack-rnn; target at least 10x faster,
@@ -41,10 +43,13 @@ Run alone: ``python -m benchmarks.bench_stacks [--quick]``.
 from __future__ import annotations
 
 import contextlib
+import statistics
+import time
 
 import torch
 
-from ._common import compiled_vs_eager, matmul_throughput, measure, row, unavailable
+from ._common import (Timing, compiled_vs_eager, matmul_throughput, measure, row,
+                      unavailable)
 
 SECTION = "e"
 PEER_STRATIFICATION_S = 25.0
@@ -138,9 +143,9 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
                        stack_width=W, dtype="float32", device="cpu", seed=0)
         plain = StackRNN(V, controller="lstm", stack="none", width=H, dtype="float32",
                          device="cpu", seed=0)
-        ts = measure(_fwd_bwd(sup, B, T), repeats=reps)
-        tp = measure(_fwd_bwd(plain, B, T), repeats=reps)
-        tf = measure(_fused_lstm(B, T, V, H, V), repeats=reps)
+        # interleaved rounds: a drift of the shared machine hits all three alike
+        ts, tp, tf = _interleaved([_fwd_bwd(sup, B, T), _fwd_bwd(plain, B, T),
+                                   _fused_lstm(B, T, V, H, V)], rounds=max(reps, 5))
         sup.fused_sequence = plain.fused_sequence = False  # the step-by-step graphs
         gs = measure(_fwd_bwd(sup, B, T), repeats=reps)
         gp = measure(_fwd_bwd(plain, B, T), repeats=reps)
@@ -158,6 +163,22 @@ def lstm_comparison_rows(lengths, B: int = 32, H: int = 20, W: int = 8, V: int =
                                     kernel_threads=_native.threading_mode(),
                                     cpu_ratio=ts.cpu_seconds / tp.cpu_seconds)))
     return rows
+
+
+def _interleaved(steps, rounds: int) -> list[Timing]:
+    """Each of ``steps`` timed once per round after one untimed call, the rounds
+    interleaved; the median of each (as :func:`measure` gives)."""
+    for fn in steps:
+        fn()
+    walls, cpus = [[] for _ in steps], [[] for _ in steps]
+    for _ in range(rounds):
+        for fn, w, c in zip(steps, walls, cpus):
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn()
+            w.append(time.perf_counter() - w0)
+            c.append(time.process_time() - c0)
+    return [Timing(statistics.median(w), statistics.median(c), rounds, w, None)
+            for w, c in zip(walls, cpus)]
 
 
 def _alternated(step, rounds: int, other):
