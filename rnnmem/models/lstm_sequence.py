@@ -26,8 +26,8 @@ Measured at that size, this arrangement's matrix products take about 0.9x the ti
 step-by-step graph's (0.87 and 0.91 in two runs). Against this node as it was before the
 one-call steps and the addresses (the cell as torch operations, the stack in separate
 calls through checked wrappers, a view per step), alternated in one process on 2 shared
-cores: the training step above 0.73-0.99x the time; forward + backward at T=500, batch 32,
-hidden 20, 0.53-0.69x with the stack and 0.44-0.80x without.
+cores: the training step above a median 0.90x the time (14 rounds, 13 below 1); forward +
+backward at T=500, batch 32, hidden 20, 0.53-0.69x with the stack and 0.44-0.80x without.
 
 The same computation written with plain differentiable operations,
 :func:`lstm_stack_sequence_reference` (same signature), is the slow reference that the
