@@ -194,7 +194,7 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
     s0 = stack0.contiguous()
     depths = _depths(spec, s0.shape[2], T)
     places, kept, _hold = _state_places(spec, s0, T, keep)
-    last = s0.new_empty(B, K, depths[-1], Wd)  # s_T, an output
+    last = s0.new_empty(B, K, depths[-1], Wd) if T else stack0  # s_T, an output
     p_s, d = s0.data_ptr(), s0.shape[2]
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
@@ -454,7 +454,7 @@ def _input_grads(f, dx, dz, dW, need):
             out["W_hh"] = dW[:, R:e0]
         out["b"] = dW[:, P - 1]
     if dz is not None and (need[5] or need[6]):
-        dzf = dz.view(T * B, -1)
+        dzf = dz.view(T * B, dz.shape[2])
         hs = f["xb"][1:, :, R:e0].reshape(T * B, e0 - R)
         # a skinny result (C columns) as the transpose of (H, T B) @ (T B, C): measured
         # 2x faster than (C, T B) @ (T B, H) with OpenBLAS/MKL at C = 11
@@ -511,13 +511,19 @@ class _LSTMStackSequence(torch.autograd.Function):
         dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
                                             need_w)
         w = _input_grads(f, dx, dz, dW, need)
-        R, e0, _ = f["layout"]
+        R, e0, P = f["layout"]
         b = w.get("b")
+        if T:  # the gradients of step 0's inputs [r_0 | h_0 | ...]
+            d0 = dx[0]
+        else:  # no step: h_0 reaches no output, r_0 is r_T
+            d0 = dx.new_zeros(dx.shape[1], P)
+            if K and g_read is not None:
+                d0[:, :R] = g_read
         res = [w.get("emb"), w.get("W_ih"), w.get("W_hh"), b if need[3] else None,
                b.clone() if need[4] else None,
-               w.get("W_if"), w.get("b_if"), dx[0, :, R:e0] if need[7] else None,
+               w.get("W_if"), w.get("b_if"), d0[:, R:e0] if need[7] else None,
                dc if need[8] else None, gs if need[9] else None,
-               dx[0, :, :R] if (need[10] and K) else None]
+               d0[:, :R] if (need[10] and K) else None]
         return (None, *res)
 
 

@@ -130,6 +130,23 @@ def test_gradients_of_any_layout_reach_the_loop_intact(K):
         torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * (b.abs().max() + 1))
 
 
+@pytest.mark.parametrize("K", [0, 1])
+def test_an_empty_sequence_returns_the_initial_state(K):
+    spec = SequenceSpec(K, 1, 3, 6 if K else None, False)
+    ins = _inputs(2, 0, 3, 4, K, 1, 3, 1, torch.float64)
+    outs = lstm_stack_sequence(spec, *ins)
+    assert outs[0].shape == (2, 0, 4)
+    assert torch.equal(outs[1], ins[8])  # c_T = c_0
+    if K:
+        assert torch.equal(outs[2], ins[9]) and torch.equal(outs[3], ins[10])
+    loss = sum(o.sum() for o in outs[1:])
+    grads = torch.autograd.grad(loss, [ins[8]] + (ins[9:11] if K else []) + [ins[7]],
+                                allow_unused=True)
+    for g in grads[:-1]:  # c_0 (and stack_0, read_0) pass through unchanged
+        assert torch.equal(g, torch.ones_like(g))
+    assert grads[-1] is None or not grads[-1].any()  # h_0 reaches no output
+
+
 def test_second_backward_with_retain_graph_recomputes():
     spec = SequenceSpec(1, 1, 3, 8, False)
     ins = _inputs(2, 5, 3, 4, 1, 1, 3, 1, torch.float64)
