@@ -29,7 +29,7 @@
  * sigmoid is 1 / (1 + exp(-x)); tanh |x| is, for |x| < 0.625, the Cephes library's odd
  * polynomial (float, tanhf.c) or rational form (double, tanh.c), else 1 - 2 / (exp(2|x|)
  * + 1), with the sign of x put back.  exp is our own, vectorisable (libm's exp is a call
- * per element: the double cell took 4x torch's time with it): n = round(x / ln 2), r =
+ * per element: the double cell took 2.5x torch's time with it): n = round(x / ln 2), r =
  * x - n ln 2 in two parts, then Cephes' polynomial (expf.c) or Pade form (exp.c) on r and
  * 2^n put into the exponent bits (S. L. Moshier, Cephes Mathematical Library; the
  * coefficients are his).  Checked against exact values in tests/models/
