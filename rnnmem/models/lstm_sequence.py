@@ -165,8 +165,9 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
                           b_if=None, stack0=None, keep=True):
     """The forward loop on the compiled kernels: per step the gate product and one call
     (``rn_lstm_stack_fwd``, or ``rn_lstm_fwd`` without a stack), whose arguments are the
-    buffers' addresses advanced by arithmetic (no per-step views or checks: at hidden 20
-    these cost more than the kernels). With a stack, returns a dict: every step's actions
+    buffers' addresses advanced by arithmetic, every step's in one table made before the
+    loop (:func:`rnnmem.models._native.row_table`; one argument per call through ctypes;
+    no per-step views or checks: at hidden 20 these cost more than the kernels). With a stack, returns a dict: every step's actions
     ``a_all`` (T, B, K, 3) and values ``v_all`` (T, B, K, W), the last state ``last``,
     ``kept`` = ``(arena, offsets)`` of the states s_1 .. s_{T-1} (None unless ``keep``)
     and their ``depths`` (of s_1 .. s_T)."""
@@ -174,39 +175,38 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
     H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
     R, _, P = layout
     es = act.element_size()
+    ar = torch.arange(T, dtype=torch.int64)
     pa, pc, ptc, px = act.data_ptr(), c.data_ptr(), tc.data_ptr(), xb.data_ptr()
     da, dcs, dxb = B * H4 * es, B * H * es, B * P * es  # bytes per step
+    cell = (pa + da * ar, pc + dcs * ar, pc + dcs * (ar + 1), ptc + dcs * ar,
+            px + dxb * (ar + 1) + R * es, P)  # act, c_{t-1}, c_t, tanh c_t, h_t and its ld
     gs_, xs, W_allT = act.unbind(0), xb.unbind(0), W_all.t()
     if not K:
-        fn = _native.kernel("lstm_fwd", act.dtype)
+        fn = _native.kernel("lstm_fwd_row", act.dtype)
+        table = _native.row_table(T, *cell, None, None, 0, None, 0, H)
+        p0, row = table.data_ptr(), table.shape[1] * 8
         for t in range(T):
             torch.mm(xs[t], W_allT, out=gs_[t])
-            _native.run_rows(fn, B, B * 6 * H,
-                             (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
-                              px + (t + 1) * dxb + R * es, P, None, None, 0, None, 0), (H,))
+            _native.run_rows(fn, B, B * 6 * H, (p0 + t * row,), ())
         return {}
     C = z_all.shape[2]
     a_all, v_all = act.new_empty(T, B, K, 3), act.new_empty(T, B, K, Wd)
     W_ifT, b_z = W_if.t().contiguous(), b_if.contiguous()
-    fixed = (W_ifT.data_ptr(), b_z.data_ptr(), C)
-    pz, paa, pvv = z_all.data_ptr(), a_all.data_ptr(), v_all.data_ptr()
-    fn = _native.kernel("lstm_stack_fwd", act.dtype)
+    fn = _native.kernel("lstm_stack_fwd_row", act.dtype)
     s0 = stack0.contiguous()
     depths = _depths(spec, s0.shape[2], T)
     places, kept, _hold = _state_places(spec, s0, T, keep)
     last = s0.new_empty(B, K, depths[-1], Wd) if T else stack0  # s_T, an output
-    p_s, d = s0.data_ptr(), s0.shape[2]
+    p_new = (places + [last.data_ptr()])[:T]  # where s_1 .. s_T are written
+    table = _native.row_table(
+        T, *cell, W_ifT.data_ptr(), b_z.data_ptr(), C, z_all.data_ptr() + B * C * es * ar, C,
+        int(spec.joint), ([s0.data_ptr()] + p_new)[:T], a_all.data_ptr() + B * K * 3 * es * ar,
+        v_all.data_ptr() + B * K * Wd * es * ar, p_new, px + dxb * (ar + 1), P, r, H, K,
+        ([s0.shape[2]] + depths)[:T], depths, Wd)
+    p0, row = table.data_ptr(), table.shape[1] * 8
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
-        nd = depths[t]
-        p_new = places[t] if t < T - 1 else last.data_ptr()
-        _native.run_rows(fn, B, B * ((6 + C) * H + K * nd * Wd),
-                         (pa + t * da, pc + t * dcs, pc + (t + 1) * dcs, ptc + t * dcs,
-                          px + (t + 1) * dxb + R * es, P, *fixed, pz + t * B * C * es, C,
-                          int(spec.joint), p_s, paa + t * B * K * 3 * es,
-                          pvv + t * B * K * Wd * es, p_new, px + (t + 1) * dxb, P, r),
-                         (H, K, d, nd, Wd))
-        p_s, d = p_new, nd
+        _native.run_rows(fn, B, B * ((6 + C) * H + K * depths[t] * Wd), (p0 + t * row,), ())
     return dict(a_all=a_all, v_all=v_all, last=last, kept=kept, depths=depths)
 
 
@@ -355,73 +355,76 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
 def _native_backward_steps(f, spec, W_ifT, g_hs, dc, gs, g_read, nxt, dx, dz, dW, dgates):
     """:func:`_backward_loop` on the compiled kernels: per step one call
     (``rn_lstm_stack_bwd``: the stack's, the controls' and the cell's derivatives; or
-    ``rn_lstm_bwd``: the cell's alone) on addresses advanced by arithmetic, then the weight
-    gradient's product and the product back to the step's inputs. Returns dL/dstack_0."""
+    ``rn_lstm_bwd``: the cell's alone) on addresses advanced by arithmetic (tables made
+    before the loop, as in :func:`_native_forward_steps`), then the weight gradient's
+    product and the product back to the step's inputs. Returns dL/dstack_0. Every tensor
+    whose address a table holds stays referenced until the loop ends."""
     act, xb, c, tc, W_all = f["act"], f["xb"], f["c"], f["tc"], f["W_all"]
     R, e0, P = f["layout"]
     T, B, H4 = act.shape
     H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
     es = act.element_size()
-    pa, pc, ptc, pdx, pnx = (act.data_ptr(), c.data_ptr(), tc.data_ptr(), dx.data_ptr(),
-                             nxt.data_ptr())
+    ar = torch.arange(T, dtype=torch.int64)
     da, dcs, ddx = B * H4 * es, B * H * es, B * P * es  # bytes per step
-    fixed = (dc.data_ptr(), dgates.data_ptr())
+    # dL/d[r_t | h_t] arrives in the row of step t + 1 (or in nxt from step T)
+    p_next = dx.data_ptr() + ddx * (ar + 1)
+    if T:
+        p_next[-1] = nxt.data_ptr()
     if g_hs is not None and (H > 1 and g_hs.stride(2) != 1):
         g_hs = g_hs.contiguous()  # rows of dL/dh_t read with a stride between them
-    ph, sh = (None, 0) if g_hs is None else (g_hs.data_ptr(), g_hs.stride(1) * es)
-    ldh = 0 if g_hs is None else g_hs.stride(0)
+    gh2, ldh = ((None, 0) if g_hs is None else
+                (g_hs.data_ptr() + g_hs.stride(1) * es * ar, g_hs.stride(0)))
+    cell_in = (act.data_ptr() + da * ar, c.data_ptr() + dcs * ar, tc.data_ptr() + dcs * ar,
+               p_next + R * es, P, gh2, ldh)
+    fixed = (dc.data_ptr(), dgates.data_ptr())
+    cell = _native.kernel("lstm_bwd_row", act.dtype)
+    ctab = _native.row_table(T, *cell_in, None, 0, None, 0, *fixed, H)
+    cp0, crow = ctab.data_ptr(), ctab.shape[1] * 8
     xs, dxs = xb.unbind(0), dx.unbind(0)
-    cell = _native.kernel("lstm_bwd", act.dtype)
-    if K:
+    # (the last step's stack feeds no output when no gradient reaches it: none sent back)
+    skip_last = gs is None and g_read is None
+    if K and T:
         C = dz.shape[2]
-        step = _native.kernel("lstm_stack_bwd", act.dtype)
-        pdz, pwT = dz.data_ptr(), W_ifT.data_ptr()
-        ga, gv = act.new_empty(B, K, 3), act.new_empty(B, K, Wd)
         ns = f["native_stack"]
         s0 = ns["stack0"].contiguous()
         depths = [s0.shape[2], *ns["depths"]]  # of s_0 .. s_T
         base = ns["arena"].data_ptr()
         p_states = [s0.data_ptr()] + [base + o * es for o in ns["offsets"]]  # s_0 .. s_{T-1}
-        pa_all, pv_all = ns["a_all"].data_ptr(), ns["v_all"].data_ptr()
-        # dL/dstate of steps T-1 .. 1 in two buffers taken in turn; dL/dstack_0 its own
+        # dL/ds_{t+1} read at step t, dL/ds_t written: steps T-1 .. 1 write into two
+        # buffers taken in turn, step 0 into dL/dstack_0 (returned)
         n = B * K * max(depths) * Wd
         gs_buf = (act.new_empty(n), act.new_empty(n))
-        if gs is not None:
-            gs = gs.contiguous()
-        # dL/ds_{t+1} (its address and depth); None until a gradient reaches the stack
-        p_g, nd = (None, None) if gs is None else (gs.data_ptr(), gs.shape[2])
+        g_in = [gs_buf[(t + 1) % 2].data_ptr() for t in range(T)]
+        if skip_last:
+            if T > 1:  # nothing reaches s_{T-1} from step T-1
+                zeros_in = act.new_zeros(B, K, depths[T - 1], Wd)
+                g_in[T - 2] = zeros_in.data_ptr()
+        else:  # (g_T held to the end of the loop: the kernel reads it by address)
+            g_T = act.new_zeros(B, K, depths[T], Wd) if gs is None else gs.contiguous()
+            g_in[T - 1] = g_T.data_ptr()
+        gs = act.new_empty(B, K, depths[0], Wd)
+        g_out = [gs.data_ptr()] + [gs_buf[t % 2].data_ptr() for t in range(1, T)]
+        ga, gv = act.new_empty(B, K, 3), act.new_empty(B, K, Wd)
+        step = _native.kernel("lstm_stack_bwd_row", act.dtype)
+        stab = _native.row_table(
+            T, p_states, ns["a_all"].data_ptr() + B * K * 3 * es * ar,
+            ns["v_all"].data_ptr() + B * K * Wd * es * ar, g_in, g_out, ga.data_ptr(),
+            gv.data_ptr(), p_next, P, r, dz.data_ptr() + B * C * es * ar, C, int(spec.joint),
+            *cell_in, W_ifT.data_ptr(), *fixed, H, K, depths[:T], depths[1:], Wd)
+        sp0, srow = stab.data_ptr(), stab.shape[1] * 8
+        work = [B * ((4 + C) * H + K * nd * Wd) for nd in depths[1:]]
     for t in range(T - 1, -1, -1):
-        # dL/d[r_t | h_t] arrives in the row of step t + 1 (or in nxt from step T)
-        p_next = pnx if t == T - 1 else pdx + (t + 1) * ddx
-        cell_in = (pa + t * da, pc + t * dcs, ptc + t * dcs, p_next + R * es, P,
-                   None if ph is None else ph + t * sh, ldh)
-        # (the last step's stack feeds no output when no gradient reaches it: none sent back)
-        if K and not (p_g is None and t == T - 1 and g_read is None):
-            d = depths[t]
-            if p_g is None:
-                nd = depths[t + 1]
-                gs = act.new_zeros(B, K, nd, Wd)
-                p_g = gs.data_ptr()
-            if t:
-                p_new = gs_buf[t % 2].data_ptr()
-            else:  # dL/dstack_0, returned
-                gs = act.new_empty(B, K, d, Wd)
-                p_new = gs.data_ptr()
-            _native.run_rows(step, B, B * ((4 + C) * H + K * nd * Wd),
-                             (p_states[t], pa_all + t * B * K * 3 * es,
-                              pv_all + t * B * K * Wd * es, p_g, p_new, ga.data_ptr(),
-                              gv.data_ptr(), p_next, P, r, pdz + t * B * C * es, C,
-                              int(spec.joint), *cell_in, pwT, *fixed),
-                             (H, K, d, nd, Wd))
-            p_g, nd = p_new, d
+        if K and not (skip_last and t == T - 1):
+            _native.run_rows(step, B, work[t], (sp0 + t * srow,), ())
         else:
             if K:
                 dz[t].zero_()
-            _native.run_rows(cell, B, B * 4 * H,
-                             (*cell_in, None, 0, None, 0, *fixed), (H,))
+            _native.run_rows(cell, B, B * 4 * H, (cp0 + t * crow,), ())
         if dW is not None:
             dW.addmm_(dgates.t(), xs[t])
         torch.mm(dgates, W_all, out=dxs[t])
+    if K and T == 1 and skip_last:  # no gradient reached the stack at all
+        return None
     return gs
 
 

@@ -226,7 +226,7 @@ def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
 
     calls = []
     if fused:  # the whole-sequence node calls the compiled functions through kernel()
-        names = ("lstm_stack_fwd", "lstm_stack_bwd", "lstm_bwd")
+        names = ("lstm_stack_fwd_row", "lstm_stack_bwd_row", "lstm_bwd_row")
         get = _native.kernel
 
         def counted(name, dtype):
@@ -268,8 +268,15 @@ def test_the_plain_lstm_node_runs_the_cell_kernels_both_ways(monkeypatch):
                  seed=0)
     x = torch.randint(0, 3, (2, 7), generator=torch.Generator().manual_seed(0))
     m(x).sum().backward()
-    assert calls.count("lstm_fwd") == 7
-    assert calls.count("lstm_bwd") == 7
+    assert calls.count("lstm_fwd_row") == 7
+    assert calls.count("lstm_bwd_row") == 7
+
+
+def test_row_table_packs_constants_lists_and_tensors_per_call():
+    t = _native.row_table(3, 7, None, [1, 2, 3], torch.tensor([10, 20, 30]))
+    assert t.dtype == torch.int64 and t.is_contiguous()
+    assert t.tolist() == [[7, 0, 1, 10], [7, 0, 2, 20], [7, 0, 3, 30]]
+    assert _native.row_table(0, 1, [], torch.empty(0, dtype=torch.int64)).shape == (0, 3)
 
 
 @needs_native

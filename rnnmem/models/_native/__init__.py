@@ -66,7 +66,7 @@ __all__ = ["available", "reason", "library_path", "recurrence_forward", "recurre
            "superposition_forward", "superposition_backward", "lstm_cell_backward",
            "superposition_control_forward", "superposition_control_backward", "supports",
            "lstm_cell_forward", "lstm_stack_step_forward", "lstm_stack_step_backward",
-           "kernel", "run_rows",
+           "kernel", "run_rows", "row_table",
            "SOURCES", "threading_mode", "python_threads", "set_grain", "switched_off"]
 
 SOURCES = tuple(Path(__file__).with_name(n) for n in ("recurrence.c", "superposition.c",
@@ -75,7 +75,7 @@ HEADERS = (Path(__file__).with_name("rn_parallel.h"),)
 FLAGS = ("-std=c99", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
 OPENMP_FLAGS = ("-fopenmp",)
 LIBS = ("-lm",)
-_ABI = 7
+_ABI = 8
 #: fewest elements of work per Python thread (below it one thread: starting one costs
 #: ~50 us)
 MIN_ELEMENTS_PER_THREAD = 1 << 18
@@ -204,6 +204,9 @@ def _build() -> ctypes.CDLL:
                                                              L, I, P, P, P, P, L, P, L, P, P,
                                                              P, L, L, L, L, L, L, L]
         getattr(dll, f"rn_lstm_stack_bwd_{suf}").restype = None
+        for name in ("lstm_fwd", "lstm_bwd", "lstm_stack_fwd", "lstm_stack_bwd"):
+            getattr(dll, f"rn_{name}_row_{suf}").argtypes = [P, L, L]
+            getattr(dll, f"rn_{name}_row_{suf}").restype = None
     dll.rn_set_parallel.argtypes = [I, L]
     dll.rn_set_parallel.restype = None
     _state["path"] = lib
@@ -400,6 +403,19 @@ def run_rows(fn, B: int, work: int, head: tuple, tail: tuple) -> None:
         fn(*head, 0, B, *tail)
         return
     _split(fn, B, work, lambda r0, r1: (*head, r0, r1, *tail))
+
+
+def row_table(T: int, *columns) -> torch.Tensor:
+    """The arguments of ``T`` calls as a (T, n) int64 table for the ``rn_*_row`` entry
+    points: each column an ``int`` (the same in every call, None for a null pointer), a
+    list of ``T`` ints or an int64 tensor of ``T`` (addresses advanced per call)."""
+    cols = []
+    for col in columns:
+        if col is None or isinstance(col, int):
+            cols.append(torch.full((T,), 0 if col is None else col, dtype=torch.int64))
+        else:
+            cols.append(torch.as_tensor(col, dtype=torch.int64))
+    return torch.stack(cols, dim=1) if cols else torch.empty(T, 0, dtype=torch.int64)
 
 
 def recurrence_forward(a: torch.Tensor, x: torch.Tensor, h0: torch.Tensor | None,

@@ -42,6 +42,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "rn_parallel.h"
@@ -237,7 +238,32 @@ void rn_lstm_fwd_##SUF(TY *act, const TY *cp, TY *c, TY *tc, TY *h, long long ld
                 rn_lstm_fwd_rows_##SUF(act, cp, c, tc, h, ldh, wT, bz, C, z, ldz, lo, hi, H)); \
 }
 
+/*
+ * Table-driven entry points for loops that call a kernel step after step: `a` is one row of
+ * a table holding the call's arguments as 64-bit integers (addresses and integers, in the
+ * order of the plain function's parameters, without b0 and b1).  One argument through
+ * ctypes instead of a dozen or more: at hidden 20 the conversion of the arguments cost
+ * more than the kernel.
+ */
+#define RN_P(TY, x) ((TY *)(intptr_t)(x))
+#define RN_LSTM_ROWS(SUF, TY)                                                                  \
+void rn_lstm_fwd_row_##SUF(const long long *a, long long b0, long long b1)                     \
+{                                                                                              \
+    rn_lstm_fwd_##SUF(RN_P(TY, a[0]), RN_P(const TY, a[1]), RN_P(TY, a[2]), RN_P(TY, a[3]),    \
+                      RN_P(TY, a[4]), a[5], RN_P(const TY, a[6]), RN_P(const TY, a[7]), a[8],  \
+                      RN_P(TY, a[9]), a[10], b0, b1, a[11]);                                   \
+}                                                                                              \
+void rn_lstm_bwd_row_##SUF(const long long *a, long long b0, long long b1)                     \
+{                                                                                              \
+    rn_lstm_bwd_##SUF(RN_P(const TY, a[0]), RN_P(const TY, a[1]), RN_P(const TY, a[2]),        \
+                      RN_P(const TY, a[3]), a[4], RN_P(const TY, a[5]), a[6],                  \
+                      RN_P(const TY, a[7]), a[8], RN_P(const TY, a[9]), a[10], RN_P(TY, a[11]),\
+                      RN_P(TY, a[12]), b0, b1, a[13]);                                         \
+}
+
 RN_LSTM(f32, float)
 RN_LSTM(f64, double)
 RN_LSTM_FWD(f32, float, rn_sigmoidf, rn_tanhf)
 RN_LSTM_FWD(f64, double, rn_sigmoidd, rn_tanhd)
+RN_LSTM_ROWS(f32, float)
+RN_LSTM_ROWS(f64, double)

@@ -103,7 +103,7 @@ RN_DEFINE(f64, double, RN_REAL_CONJ)
 RN_DEFINE(c64, float _Complex, conjf)
 RN_DEFINE(c128, double _Complex, conj)
 
-int rn_abi_version(void) { return 7; }
+int rn_abi_version(void) { return 8; }
 
 /* The row splitting of rn_parallel.h: on (after Python's check that torch and this
  * library share one OpenMP runtime) or off, and the fewest elements per thread. */
