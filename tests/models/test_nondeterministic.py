@@ -98,12 +98,18 @@ def test_run_matches_direct_recurrences(case):
     n_ops = T ** 3 * Q * S * Q + 1
     assert_close(r1, r2, tolerance(DT, n_ops=n_ops, scale=1.0))
     assert_close(l1, l2, tolerance(DT, n_ops=n_ops, scale=float(l2.detach().abs().max()) + 1.0))
+    # signed sums: an absolute tolerance at the size of their terms. The terms are products
+    # of the same readings, weights and cotangents for every parameter, so the largest
+    # gradient entry of the case stands for them; a component's own size does not, when its
+    # terms cancel (case (1, 2, 2, 1, None, 2, 0.1, 1, 33): the bottom vector's gradient,
+    # 8.0e-4, differed by 3.4x a bound at its own size; reproduced at commit c6e79f2, before
+    # the round that found it, so not a change of the code under test)
+    scale = max((float(e.abs().max()) for e in g2 if e is not None), default=0.0) + 1e-300
     for a, e in zip(g1, g2):
         if e is None:
             assert a is None or float(a.abs().max()) == 0.0
             continue
-        # signed sums: absolute tolerance at the gradient's own scale
-        assert_close(a, e, tolerance(DT, n_ops=n_ops, scale=float(e.abs().max()) + 1e-300))
+        assert_close(a, e, tolerance(DT, n_ops=n_ops, scale=scale))
 
 
 @pytest.mark.parametrize("Q,S,T,m,window,rows", [
