@@ -129,8 +129,9 @@ def _depths(spec, d: int, T: int) -> list[int]:
     return out
 
 
-def _state_places(spec, stack0, T, keep):
-    """Where the compiled kernel writes the stack states ``s_1 .. s_{T-1}``: their
+def _state_places(stack0, depths, keep):
+    """Where the compiled kernel writes the stack states ``s_1 .. s_{T-1}`` (their
+    ``depths``, of s_1 .. s_T, from :func:`_depths`): their
     addresses, and ``(arena, offsets)`` when they are kept for the backward pass (else
     None); ``s_T``, an output, is a tensor of its own. Kept states go into one flat arena
     (:func:`rnnmem.models._buffers.arena`, reused across calls once the previous call's
@@ -145,8 +146,9 @@ def _state_places(spec, stack0, T, keep):
     states in a reused arena, 20-31 ms with states dropped as soon as used. Addresses
     rather than views: at T=500 making, saving and unpacking a view per state cost more
     than the kernels of the plain LSTM's steps."""
-    B, K, d, W = stack0.shape
-    sizes = [B * K * n * W for n in _depths(spec, d, T)[:-1]]
+    B, K, _, W = stack0.shape
+    T = len(depths)
+    sizes = [B * K * n * W for n in depths[:-1]]
     es = stack0.element_size()
     if not keep:
         n = max(sizes, default=0)
@@ -167,10 +169,11 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
     (``rn_lstm_stack_fwd``, or ``rn_lstm_fwd`` without a stack), whose arguments are the
     buffers' addresses advanced by arithmetic, every step's in one table made before the
     loop (:func:`rnnmem.models._native.row_table`; one argument per call through ctypes;
-    no per-step views or checks: at hidden 20 these cost more than the kernels). With a stack, returns a dict: every step's actions
-    ``a_all`` (T, B, K, 3) and values ``v_all`` (T, B, K, W), the last state ``last``,
-    ``kept`` = ``(arena, offsets)`` of the states s_1 .. s_{T-1} (None unless ``keep``)
-    and their ``depths`` (of s_1 .. s_T)."""
+    no per-step views or checks: at hidden 20 these cost more than the kernels). With a
+    stack (``z_all`` given), returns a dict: every step's actions ``a_all`` (T, B, K, 3)
+    and values ``v_all`` (T, B, K, W), the last state ``last``, ``kept`` = ``(arena,
+    offsets)`` of the states s_1 .. s_{T-1} (None unless ``keep``) and their ``depths``
+    (of s_1 .. s_T); without, an empty dict."""
     T, B, H4 = act.shape
     H, K, Wd, r = H4 // 4, spec.n_stacks, spec.width, spec.read_depth
     R, _, P = layout
@@ -195,7 +198,7 @@ def _native_forward_steps(spec, act, c, tc, xb, layout, W_all, z_all=None, W_if=
     fn = _native.kernel("lstm_stack_fwd_row", act.dtype)
     s0 = stack0.contiguous()
     depths = _depths(spec, s0.shape[2], T)
-    places, kept, _hold = _state_places(spec, s0, T, keep)
+    places, kept, _hold = _state_places(s0, depths, keep)
     last = s0.new_empty(B, K, depths[-1], Wd) if T else stack0  # s_T, an output
     p_new = (places + [last.data_ptr()])[:T]  # where s_1 .. s_T are written
     table = _native.row_table(
@@ -235,12 +238,11 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     stacks, acts, vals = [stack0], [], []
     nA = 3 * K
     native = _native.supports(emb, W_all, *((W_if, b_if, stack0) if K else ()))
-    if K:  # the interface logits of all steps
-        z_all = emb.new_empty(T, B, nA + K * Wd)
+    # the interface logits of all steps
+    z_all = emb.new_empty(T, B, nA + K * Wd) if K else None
     if native:  # the stack states by address (f["native_stack"]), not in lists
-        ns = (_native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all, z_all, W_if,
-                                    b_if, stack0, keep) if K else
-              _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all))
+        ns = _native_forward_steps(spec, act, c, tc, xb, (R, e0, P), W_all, z_all, W_if,
+                                   b_if, stack0, keep)
         return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc,
                     stacks=[stack0, ns["last"]] if K else stacks, acts=acts, vals=vals,
                     layout=(R, e0, P), native_stack=ns)
