@@ -42,6 +42,7 @@ from .perturbation import (
 )
 from .tolerances import (
     Tolerance as Tolerance,
+    expm_error_growth as expm_error_growth,
     tolerance as tolerance,
     unit_roundoff as unit_roundoff,
 )
