@@ -60,12 +60,17 @@ __all__ = ["SequenceSpec", "lstm_stack_sequence", "lstm_stack_sequence_reference
 class SequenceSpec(NamedTuple):
     """What the loop needs besides tensors: ``n_stacks`` K (0: no stack), ``read_depth`` r,
     ``width`` W, ``grow`` (the depth a stack stored shallow may grow to, one cell per step;
-    ``None``: its depth is fixed) and ``joint`` (one softmax over all stacks' actions)."""
+    ``None``: its depth is fixed), ``joint`` (one softmax over all stacks' actions) and
+    ``final_stack`` (False: the caller uses the last stack state's top r cells at most, as
+    a forward that returns no state does; the cells that no read can reach any more are
+    then left out, see :func:`_depths`, and ``stack_T`` holds its top min(depth, r)
+    cells)."""
     n_stacks: int
     read_depth: int
     width: int
     grow: int | None
     joint: bool
+    final_stack: bool = True
 
 
 def _gate_order(H: int, device) -> torch.Tensor:
@@ -121,11 +126,19 @@ def _layout(spec: SequenceSpec, E: int, H: int):
 
 
 def _depths(spec, d: int, T: int) -> list[int]:
-    """Depths of the stack states s_1 .. s_T of a stack stored ``d`` cells deep."""
+    """Depths of the stack states s_1 .. s_T of a stack stored ``d`` cells deep, as the
+    compiled loop stores them.
+
+    Without ``spec.final_stack``, s_t keeps only its top ``r + T - t`` cells (r the read
+    depth): a cell moves up at most one place per step (the pop term), and the reads of
+    steps t .. T see the top r cells, so cell j of s_t reaches an output only if
+    ``j < r + T - t``. The deeper cells are never computed (nor their gradients, all zero):
+    about half of the O(T^2) cell updates of a stack that grows one cell per step. The
+    values of everything that reaches an output are unchanged, bit for bit."""
     out = []
-    for _ in range(T):
+    for t in range(1, T + 1):
         d = _grown_depth(d, spec.grow)
-        out.append(d)
+        out.append(d if spec.final_stack else min(d, spec.read_depth + T - t))
     return out
 
 
@@ -283,7 +296,10 @@ def _outputs(f, spec):
     hs = f["xb"][1:, :, R:e0].transpose(0, 1).contiguous()  # (B, T, H)
     out = (hs, f["c"][T].clone())
     if spec.n_stacks:
-        out += (f["stacks"][-1], f["xb"][T, :, :R].clone())
+        s_T = f["stacks"][-1]
+        if not spec.final_stack and T and "native_stack" not in f:  # (native: stored so)
+            s_T = s_T[:, :, :spec.read_depth].clone()
+        out += (s_T, f["xb"][T, :, :R].clone())
     return out
 
 
@@ -333,9 +349,12 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
         through_stack = K and not (gs is None and t == T - 1 and g_read is None)
         if through_stack:
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
+            B_, K_, d, W_ = s.shape
             if gs is None:
-                B_, K_, d, W_ = s.shape
                 gs = s.new_zeros(B_, K_, _grown_depth(d, spec.grow), W_)
+            elif t == T - 1 and gs.shape[2] < _grown_depth(d, spec.grow):  # final_stack off
+                gs = torch.nn.functional.pad(gs, (0, 0, 0, _grown_depth(d, spec.grow)
+                                                  - gs.shape[2]))
             gz = dzs[t]
         elif K:
             dzs[t].zero_()
@@ -575,5 +594,7 @@ def lstm_stack_sequence_reference(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_h
             v = torch.sigmoid(z[:, 3 * K:]).view(B, K, spec.width)
             s = _superposition_update(s, a, v, _grown_depth(s.shape[2], spec.grow))
             rd = s[:, :, :r].reshape(B, -1)
+    if K and T and not spec.final_stack:
+        s = s[:, :, :r]
     out = (torch.stack(hs, dim=1), c)
     return out + (s, rd) if K else out

@@ -533,8 +533,11 @@ class StackRNN(RecurrentModel):
         h0, c0 = state.controller
         if self.has_stack:
             m = self.memory
+            # without return_state the last stack is not an output: its cells that no
+            # read reaches are left out (about half the stack work, lstm_sequence._depths)
             spec = lstm_sequence.SequenceSpec(m.n_stacks, m.read_depth, m.width, depth,
-                                              m.action_softmax == "joint")
+                                              m.action_softmax == "joint",
+                                              final_stack=return_state)
             extra = (*m.merged_interface(), h0, c0, state.stack, state.read)
         else:
             spec = lstm_sequence.SequenceSpec(0, 1, 1, None, False)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnmem.models import StackRNN, _buffers, _native, lstm_sequence
-from rnnmem.models.lstm_sequence import (SequenceSpec, _cell_backward_torch,
+from rnnmem.models.lstm_sequence import (SequenceSpec, _cell_backward_torch, _depths,
                                          lstm_stack_sequence, lstm_stack_sequence_reference)
 from rnnmem.numerics.tolerances import tolerance
 
@@ -59,13 +59,16 @@ def _compare(spec, ins, dtype, T):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(B=st.integers(1, 3), T=st.integers(1, 7), E=st.integers(1, 4), H=st.integers(1, 6),
        K=st.integers(0, 2), r=st.integers(1, 2), W=st.integers(1, 3), grow=st.booleans(),
-       room=st.integers(0, 8), joint=st.booleans(), native=st.booleans())
-def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, room, joint, native):
+       room=st.integers(0, 8), joint=st.booleans(), native=st.booleans(),
+       final=st.booleans())
+def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, room, joint, native, final):
     if native and not _native.available():
         native = False
-    d = r if grow else r + T // 2  # a growing stack starts at its read depth
+    # a growing stack starts at its read depth; a fixed one is up to 8 cells deeper than
+    # the steps can reach (final=False: the first step then drops more than one cell)
+    d = r if grow else r + T // 2 + room
     # the depth limit of a growing stack: reached within the sequence when room < T
-    spec = SequenceSpec(K, r, W, d + room if grow else None, joint)
+    spec = SequenceSpec(K, r, W, d + room if grow else None, joint, final_stack=final)
     ins = _inputs(B, T, E, H, K, r, W, d, torch.float64)
     if native:
         _compare(spec, ins, torch.float64, T)
@@ -76,6 +79,42 @@ def test_matches_the_plain_reference(B, T, E, H, K, r, W, grow, room, joint, nat
             _compare(spec, ins, torch.float64, T)
         finally:
             _native.supports = orig
+
+
+def test_depths_without_the_final_stack_stop_where_no_read_reaches():
+    """Cell j of s_t reaches a read only if j < r + T - t: a stack growing from depth 1
+    over 10 steps keeps 2, 3, .., 6, then 5, 4, .., 1 cells (35 of 65 in all)."""
+    grow = SequenceSpec(1, 1, 2, 40, False)
+    assert _depths(grow, 1, 10) == list(range(2, 12))
+    pruned = _depths(grow._replace(final_stack=False), 1, 10)
+    assert pruned == [2, 3, 4, 5, 6, 5, 4, 3, 2, 1] and sum(pruned) == 35
+    fixed = SequenceSpec(1, 2, 2, None, False, final_stack=False)  # 50 cells deep
+    assert _depths(fixed, 50, 4) == [5, 4, 3, 2]
+
+
+@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_leaving_out_the_unreachable_cells_changes_no_output_bit(dtype):
+    """The outputs that do not depend on the final stack, bit for bit with and without it;
+    the gradients to rounding (the action gradients' partial sums run over fewer cells);
+    the final stack is the full one's top r cells."""
+    T, r = 24, 2
+    spec = SequenceSpec(2, r, 3, 40, False)
+    ins = _inputs(3, T, 2, 5, 2, r, 3, r, dtype, seed=4)
+    g = torch.Generator().manual_seed(5)
+    cot = torch.randn(3, T, 5, generator=g, dtype=dtype)
+    res = []
+    for final in (True, False):
+        outs = lstm_stack_sequence(spec._replace(final_stack=final), *ins)
+        leaves = [t for t in ins if t is not None]
+        res.append((outs, torch.autograd.grad((outs[0] * cot).sum() + outs[3].sum(), leaves)))
+    (full, g_full), (pruned, g_pruned) = res
+    assert pruned[2].shape[2] == r and torch.equal(pruned[2], full[2][:, :, :r])
+    for a, b in zip((full[0], full[1], full[3]), (pruned[0], pruned[1], pruned[3])):
+        assert torch.equal(a, b)
+    tol = tolerance(dtype, n_ops=40 * T)
+    for a, b in zip(g_pruned, g_full):
+        torch.testing.assert_close(a, b, rtol=tol.rtol, atol=tol.rtol * (b.abs().max() + 1))
 
 
 def test_float32_matches_the_reference():
@@ -395,7 +434,10 @@ def test_cell_kernel_rejects_an_interface_gradient_without_its_weights():
 
 @pytest.mark.parametrize("stack,depth", [("superposition", None), ("superposition", 4),
                                          ("none", None)])
-def test_model_forward_equals_the_step_by_step_graph(stack, depth):
+@pytest.mark.parametrize("with_state", [True, False])
+def test_model_forward_equals_the_step_by_step_graph(stack, depth, with_state):
+    """Also without ``return_state``, where the node leaves out the stack cells that no
+    read reaches (``final_stack=False``)."""
     m = StackRNN(5, controller="lstm", stack=stack, width=7, dtype="float64", device="cpu",
                  seed=3, n_stacks=1 if stack == "none" else 2, read_depth=2 if stack != "none"
                  else 1, stack_depth=depth)
@@ -404,10 +446,14 @@ def test_model_forward_equals_the_step_by_step_graph(stack, depth):
     for fused in (True, False):
         m.fused_sequence = fused
         m.zero_grad()
-        y, state = m(x, return_state=True)
-        loss = y.square().sum() + state.controller[1].sum()
-        if state.read is not None:
-            loss = loss + state.read.sum() + state.stack.square().sum()
+        if not with_state:
+            y = m(x)
+            loss = y.square().sum()
+        else:
+            y, state = m(x, return_state=True)
+            loss = y.square().sum() + state.controller[1].sum()
+            if state.read is not None:
+                loss = loss + state.read.sum() + state.stack.square().sum()
         loss.backward()
         res.append((y.detach(), [p.grad.clone() for p in m.parameters()]))
     tol = tolerance("float64", n_ops=40 * 11)

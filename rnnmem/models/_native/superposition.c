@@ -4,13 +4,15 @@
  * pass each.  Same build rules as recurrence.c (ISO C99, no FMA contraction).
  *
  * Layout: R = B * K independent rows; s (R, d, W); act (R, 3) holding the probabilities
- * (push, pop, no-op); v (R, W) the pushed vector; out and g (R, nd, W) with nd in
- * {d, d + 1} (the stack grown by one empty bottom cell); gs (R, d, W); ga (R, 3);
- * gv (R, W).
+ * (push, pop, no-op); v (R, W) the pushed vector; out and g (R, nd, W) with nd = d + 1
+ * (the stack grown by one empty bottom cell), d, or any 1 <= nd < d (only the top nd
+ * cells of the update computed: cells that no later read can reach, see
+ * lstm_sequence._depths); gs (R, d, W); ga (R, 3); gv (R, W).
  *
  * fwd:  out[j] = ap * (j == 0 ? v : s[j-1])  [+ ao * s[j+1] if j < d-1]  [+ an * s[j] if j < d]
  *       summed in this order (that of the torch form, stacks._superposition_forward)
- * bwd:  gs[j] = an g[j] [+ ap g[j+1] if j < nd-1] [+ ao g[j-1] if j >= 1]
+ * bwd:  gs[j] = an g[j] [+ ap g[j+1] if j < nd-1] [+ ao g[j-1] if j >= 1], where g[j] = 0
+ *       for j >= nd (so gs[j] = 0 for j > nd)
  *       ga    = (<g[0], v> + <g[1:nd], s[:nd-1]>, <g[:d-1], s[1:]>, <g[:d], s>)
  *       gv    = ap g[0]
  *       with g replaced by g + gt on the top rd rows when gt (R, rd, W), the gradient of
@@ -67,14 +69,15 @@ RN_CLONES void rn_sup_fwd_rows_##SUF(const TY *s, const TY *act, const TY *v, TY
         } else {                                                                               \
             for (long long w = 0; w < W; w++) o[w] = (TY)(ap * vr[w]);                         \
         }                                                                                      \
-        /* rows 1 .. d-2: all three terms; flat index i = j W + w */                           \
-        for (long long i = W; i < (d - 1) * W; i++) {                                          \
+        /* rows 1 .. min(d-1, nd)-1: all three terms; flat index i = j W + w */                \
+        const long long ie = (d - 1 < nd ? d - 1 : nd) * W;                                    \
+        for (long long i = W; i < ie; i++) {                                                   \
             CT t = ap * sr[i - W];                                                             \
             t = t + ao * sr[i + W];                                                            \
             o[i] = (TY)(t + an * sr[i]);                                                       \
         }                                                                                      \
-        /* row d-1 (when d >= 2): push and no-op */                                            \
-        if (d >= 2) {                                                                          \
+        /* row d-1 (when d >= 2 and it is kept): push and no-op */                             \
+        if (d >= 2 && nd >= d) {                                                               \
             for (long long i = (d - 1) * W; i < d * W; i++) {                                  \
                 CT t = ap * sr[i - W];                                                         \
                 o[i] = (TY)(t + an * sr[i]);                                                   \
@@ -127,8 +130,9 @@ RN_CLONES void rn_sup_bwd_rows_##SUF(const TY *s, const TY *act, const TY *v, co
                 lo[k] += (CT)gr[i + k - W] * sk;                                               \
             }                                                                                  \
         }                                                                                      \
-        /* the rest: bounds checked per cell */                                                \
-        for (; i < n; i++) {                                                                   \
+        /* the rest of the rows that g has: bounds checked per cell */                         \
+        const long long n1 = (nd < d ? nd : d) * W;                                            \
+        for (; i < n1; i++) {                                                                  \
             CT t = gr[i] * an;                                                                 \
             if (i < up) { t = t + gr[i + W] * ap; push += (CT)gr[i + W] * sr[i]; }             \
             t = t + gr[i - W] * ao;                                                            \
@@ -136,6 +140,12 @@ RN_CLONES void rn_sup_bwd_rows_##SUF(const TY *s, const TY *act, const TY *v, co
             noop += (CT)gr[i] * sr[i];                                                         \
             pop += (CT)gr[i - W] * sr[i];                                                      \
         }                                                                                      \
+        /* a shallower output (nd < d): row nd gets the pop term alone, deeper rows 0 */     \
+        for (; i < n && i < (nd + 1) * W; i++) {                                               \
+            gsr[i] = (TY)(gr[i - W] * ao);                                                     \
+            pop += (CT)gr[i - W] * sr[i];                                                      \
+        }                                                                                      \
+        for (; i < n; i++) gsr[i] = 0;                                                         \
         for (long long k = 0; k < LANES; k++) {                                                \
             push += lp[k]; pop += lo[k]; noop += ln[k];                                        \
         }                                                                                      \
