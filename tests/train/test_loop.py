@@ -6,8 +6,10 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -561,6 +563,42 @@ def test_language_task_resume_is_bitwise_identical(tmp_path):
     b = train(cfg(tmp_path / "b", **c), progress=False, resume=True)
     assert all(torch.equal(v, params(b.model)[k]) for k, v in params(a.model).items())
     assert strip_time(a.history) == strip_time(b.history)
+
+
+#: trains a small stack-LSTM on Dyck-1 and returns the SHA-256 of its weights; run here
+#: and in a fresh process
+_STACK_LSTM_DIGEST = """
+def digest():
+    import hashlib
+    from rnnmem.train import TrainConfig, train
+    cfg = TrainConfig(model="stack_rnn", task="lang:dyck1", seed=0, steps=30, batch_size=16,
+                      lr=1e-2, grad_clip=1.0, eval_every=0, checkpoint_every=0,
+                      device="cpu", threads=1,
+                      task_kwargs={"lengths": "1:4", "valid_size": 8},
+                      model_kwargs={"controller": "lstm", "stack": "superposition",
+                                    "width": 8, "stack_width": 2})
+    h = hashlib.sha256()
+    for k, v in sorted(train(cfg, progress=False).model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().numpy().tobytes())
+    return h.hexdigest()
+"""
+
+
+def test_stack_lstm_training_is_the_same_bits_in_another_process():
+    """A stack-LSTM trained on Dyck-1 lengths 1..4 (often batches of length 2: the case of
+    the use-after-free at 5e14880, see test_lstm_sequence's shortest-sequence test) has
+    the same weights here and in a fresh process with another hash seed. With the stale
+    read the two differed (or one diverged), as the stack claims of ``rnnmem verify`` did
+    from one run to the next."""
+    ns: dict = {}
+    exec(_STACK_LSTM_DIGEST, ns)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "PYTHONHASHSEED": "12345"}
+    r = subprocess.run([sys.executable, "-c", _STACK_LSTM_DIGEST + "print(digest())"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-800:]
+    assert r.stdout.strip() == ns["digest"]()
 
 
 @pytest.mark.gpu
