@@ -614,11 +614,15 @@ def test_shortest_sequences_without_a_final_stack_gradient_match_the_step_graph(
                  dtype="float32", device="cpu", seed=0)
     tol = tolerance("float32", n_ops=40 * T)
 
-    def grads(x, fused):
+    def grads(x, fused, with_state=True):  # without: the node's final_stack=False path
         m.fused_sequence = fused
         m.zero_grad(set_to_none=True)
-        y, state = m(x, return_state=True)
-        loss = y.square().sum() + (state.read.sum() if read_grad else 0.0)
+        if not with_state:
+            y = m(x)
+            loss = y.square().sum()
+        else:
+            y, state = m(x, return_state=True)
+            loss = y.square().sum() + (state.read.sum() if read_grad else 0.0)
         loss.backward()
         return [torch.zeros_like(p) if p.grad is None else p.grad.clone()
                 for p in m.parameters()]
@@ -627,7 +631,8 @@ def test_shortest_sequences_without_a_final_stack_gradient_match_the_step_graph(
         ids = torch.randint(0, 2, (B, T), generator=torch.Generator().manual_seed(B))
         x = torch.nn.functional.one_hot(ids, 2).float()
         ref = grads(x, False)
-        for _ in range(2):
-            for a, b in zip(grads(x, True), ref):
-                torch.testing.assert_close(a, b, rtol=tol.rtol,
-                                           atol=tol.rtol * (b.abs().max() + 1))
+        for with_state in ((True,) if read_grad else (True, False)):
+            for _ in range(2):
+                for a, b in zip(grads(x, True, with_state), ref):
+                    torch.testing.assert_close(a, b, rtol=tol.rtol,
+                                               atol=tol.rtol * (b.abs().max() + 1))
