@@ -6,7 +6,8 @@ API summary
     One unit of work, frozen: ``Run.make(model, task, seed=, model_options=,
     task_options=, train={TrainConfig fields}, evaluate={memory_function, perturbation,
     lengths, splits, dm, ns}, resources={num_cpus, num_gpus, max_retries})``. ``run.hash`` (SHA-256
-    of the canonical JSON + :data:`RESULT_FORMAT`; resources excluded), ``run.config`` (the
+    of the canonical JSON + :data:`RESULT_FORMAT` + :func:`code_digest`, the code that
+    computes it; resources excluded), ``run.config`` (the
     :class:`rnnmem.train.TrainConfig`), ``to_dict/from_dict``, ``to_json/from_json``,
     ``to_toml/from_toml``, ``run.get("model.width")``, ``run.replace(train__lr=0.1)``.
 ``Protocol`` (:mod:`.protocol`)
@@ -69,13 +70,15 @@ from .run import RESULT_FORMAT as RESULT_FORMAT
 from .run import Evaluation as Evaluation
 from .run import Resources as Resources
 from .run import Run as Run
+from .run import code_digest as code_digest
 from .store import Results as Results
 from .store import RunResult as RunResult
 from .store import RunStore as RunStore
 from .store import default_store_root as default_store_root
 from .store import export_frame as export_frame
 
-__all__ = ["Run", "Evaluation", "Resources", "RESULT_FORMAT", "Protocol", "load_protocol",
+__all__ = ["Run", "Evaluation", "Resources", "RESULT_FORMAT", "code_digest", "Protocol",
+           "load_protocol",
            "get_protocol", "protocol_names", "register_protocol", "register_analysis",
            "get_analysis", "PROTOCOLS", "ANALYSES", "RunStore", "RunResult", "Results",
            "default_store_root", "export_frame", "execute", "get_executor", "LocalExecutor",

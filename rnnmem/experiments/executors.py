@@ -31,7 +31,7 @@ import time
 from typing import Callable, Iterable
 
 from ..errors import ExecutorError, InvalidParameterError
-from .run import Run
+from .run import Run, code_digest
 from .store import Results, RunStore
 from .worker import CACHED, DONE, LOCKED, REUSED, run_one
 
@@ -148,11 +148,12 @@ class LocalExecutor:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
+        code = code_digest()
         with cf.ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
             futs = {}
             for run in pending:
                 futs[pool.submit(run_one, run.to_json(), root, wait=False,
-                                 executor=f"local:{self.jobs}")] = run
+                                 executor=f"local:{self.jobs}", code=code)] = run
                 on_event("start", run, "")
             waiting = []
             for fut in cf.as_completed(futs):
@@ -245,13 +246,13 @@ class RayExecutor:
     def map(self, runs: list[Run], store: RunStore, on_event: Event) -> None:
         ray = self.connect()
         remote = ray.remote(_ray_task)
-        root = str(store.root)
+        root, code = str(store.root), code_digest()
         refs = {}
         for run in runs:
             r = run.resources
             ref = remote.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                                  max_retries=r.max_retries, retry_exceptions=False
-                                 ).remote(run.to_json(), root)
+                                 ).remote(run.to_json(), root, code)
             refs[ref] = run
             on_event("start", run, "")
         left = list(refs)
@@ -290,9 +291,9 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
                             f"`ray start --head` or use --executor ray") from None
 
 
-def _ray_task(run_json: str, root: str) -> str:
+def _ray_task(run_json: str, root: str, code: str | None = None) -> str:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    return run_one(run_json, root, wait=True, executor="ray")
+    return run_one(run_json, root, wait=True, executor="ray", code=code)
 
 
 def _ray_error(exc: Exception) -> str:

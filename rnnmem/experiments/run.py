@@ -37,6 +37,7 @@ configuration are read as floats (``lr = 1`` and ``lr = 1.0`` are one run).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -50,10 +51,67 @@ from ..train.config import TrainConfig
 from ..train.config import _thaw as _plain  # mappings and tuples to plain dicts and lists
 
 __all__ = ["Run", "Evaluation", "Resources", "RESULT_FORMAT", "TRAIN_FIELDS",
-           "get_path", "set_path", "flatten"]
+           "get_path", "set_path", "flatten", "code_digest"]
 
 #: version of the layout of a run's results (bump when a result of the same Run changes)
 RESULT_FORMAT = 1
+
+#: parts of the package that do not change what a run trains or measures (the command
+#: line, the claims and their report, the test kit for users): left out of code_digest
+_NOT_NUMERICS = ("cli.py", "__main__.py", "commands", "proofs_check", "testing")
+#: versions that change a run's numbers with rnnmem's own code unchanged
+_NUMERIC_PACKAGES = ("torch", "numpy", "scipy", "sympy")
+#: environment variable naming a run's code explicitly instead of code_digest()
+CODE_ENV = "RNNMEM_RUN_CODE"
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    from pathlib import Path
+
+    return _digest_of(Path(__file__).resolve().parents[1])
+
+
+def _digest_of(root) -> str:
+    """:func:`code_digest` of the package at ``root`` (a Path)."""
+    import importlib.metadata as md
+    import platform
+
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".c", ".h")
+                   and p.relative_to(root).parts[0] not in _NOT_NUMERICS)
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    for name in _NUMERIC_PACKAGES:
+        try:
+            v = md.version(name)
+        except md.PackageNotFoundError:
+            v = "absent"
+        h.update(f"{name}=={v}\0".encode())
+    h.update(f"python=={platform.python_version()}".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def code_digest() -> str:
+    """The code a run's numbers come from, part of every run's identity (:meth:`Run.hash`).
+
+    SHA-256 over every source file of the rnnmem package (``.py``, ``.c``, ``.h``, by
+    path and content) except the command line, ``proofs_check``, and ``testing``, which
+    do not change what a run trains or measures, and over the installed versions of
+    torch, numpy, scipy, sympy and Python. So a run store never hands back a run trained
+    by other code as if it were this code's: after any change of the numerics the runs are
+    trained again (the old ones stay in the store under their own hashes). Found the hard
+    way: a store filled by a build with a use-after-free in the stack-LSTM backward kept
+    serving its corrupted runs, and one filled 61 commits earlier served runs whose
+    weights differed from today's in rounding.
+
+    ``$RNNMEM_RUN_CODE``, when set, is used instead (the string itself): a label for
+    code you know to compute the same numbers (e.g. after an edit of a docstring). It is
+    recorded in each run's provenance like the digest."""
+    import os
+
+    return os.environ.get(CODE_ENV) or _source_digest()
 
 #: TrainConfig fields that live elsewhere in a Run (or nowhere: out_dir is the store's)
 _NOT_TRAIN = ("model", "task", "model_kwargs", "task_kwargs", "seed", "out_dir")
@@ -528,8 +586,10 @@ class Run:
         return out
 
     def identity(self) -> dict:
-        """What the hash covers: the canonical dict without resources, and the format."""
-        return {"result_format": RESULT_FORMAT, "run": self.to_dict(resources=False)}
+        """What the hash covers: the canonical dict without resources, the format, and
+        the code that computes the run (:func:`code_digest`)."""
+        return {"result_format": RESULT_FORMAT, "code": code_digest(),
+                "run": self.to_dict(resources=False)}
 
     @cached_property
     def hash(self) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import TrainingDivergedError
 from ..files import to_jsonable
-from .run import Run
+from .run import Run, code_digest
 from .store import RunStore
 
 __all__ = ["run_one", "provenance", "LOCKED", "DONE", "CACHED", "REUSED"]
@@ -83,17 +83,25 @@ def provenance(run: Run, *, device: str, threads: int, started: str, executor: s
             "threads": threads, "seed": run.seed, "command": list(sys.argv),
             "host": socket.gethostname(), "platform": platform.platform(),
             "pid": os.getpid(), "started": started, "ended": _now(), "executor": executor,
-            "attempt": attempt, "hash": run.hash}
+            "attempt": attempt, "hash": run.hash, "code": code_digest()}
 
 
 def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = True,
-            executor: str = "local") -> str:
+            executor: str = "local", code: str | None = None) -> str:
     """Make the run (its JSON, or the Run in this process) complete in the store; return
     ``"trained"``, ``"reused"`` (completed by evaluating the stored weights of a run with the
     same training, :meth:`.RunStore.trained_by`), ``"cached"`` (it was
     already there, or another process finished it while this one waited) or ``"locked"``
-    (another process is training it and ``wait`` is false)."""
-    from ..errors import DirectoryLockedError
+    (another process is training it and ``wait`` is false). ``code``: the caller's
+    :func:`~rnnmem.experiments.code_digest`; a worker whose own differs (another rnnmem on
+    a cluster node) refuses the run by name rather than store it under another hash."""
+    from ..errors import DirectoryLockedError, ExecutorError
+
+    if code is not None and code != code_digest():
+        raise ExecutorError(
+            f"this worker ({socket.gethostname()}) runs other rnnmem code than the caller "
+            f"(code {code_digest()[:19]} here, {code[:19]} there): install the same rnnmem "
+            "(and torch, numpy, scipy, sympy) on every node")
 
     run = run_json if isinstance(run_json, Run) else Run.from_json(run_json)
     store = store_root if isinstance(store_root, RunStore) else RunStore(store_root)

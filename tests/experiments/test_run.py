@@ -111,3 +111,40 @@ def test_none_option_cannot_go_to_toml():
     run = tiny_run(**{"model.decay_range": None})
     with pytest.raises(InvalidParameterError, match="model.decay_range"):
         run.to_toml()
+
+
+def test_the_code_is_part_of_the_identity(monkeypatch):
+    from rnnmem.experiments import code_digest
+
+    monkeypatch.delenv("RNNMEM_RUN_CODE", raising=False)
+    run = tiny_run()
+    assert run.identity()["code"] == code_digest()
+    assert code_digest().startswith("sha256:")
+    before = run.hash
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "my-build")
+    assert code_digest() == "my-build" and tiny_run().hash != before
+
+
+def test_the_code_digest_follows_the_numerics_sources_only(tmp_path):
+    """Sources that compute a run (models, C kernels, ...) change the digest, by content
+    and by name; the command line, proofs_check and testing do not."""
+    from rnnmem.experiments.run import _digest_of
+
+    pkg = tmp_path / "rnnmem"
+    for rel in ("models/a.py", "_native/k.c", "proofs_check/claims.py", "commands/x.py",
+                "cli.py", "testing/s.py", "README.txt"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("x = 1\n")
+    base = _digest_of(pkg)
+    assert _digest_of(pkg) == base
+    for rel in ("proofs_check/claims.py", "commands/x.py", "cli.py", "testing/s.py",
+                "README.txt"):
+        (pkg / rel).write_text("x = 2\n")
+        assert _digest_of(pkg) == base, rel
+    for rel in ("models/a.py", "_native/k.c"):
+        (pkg / rel).write_text("x = 2\n")
+        changed = _digest_of(pkg)
+        assert changed != base, rel
+        base = changed
+    (pkg / "models/a.py").rename(pkg / "models/b.py")
+    assert _digest_of(pkg) != base

@@ -292,3 +292,35 @@ def test_interrupted_run_is_not_stored(tmp_path, store):
     assert proc.returncode == 130, (proc.returncode, out, err)
     assert err.strip().splitlines()[-1] == "rnnmem run: interrupted", err
     assert not store.has(run) and store.hashes() == []
+
+
+def test_a_run_trained_by_other_code_is_not_served(tiny_protocol, store, monkeypatch):
+    """The code is part of a run's identity (experiments.code_digest): a store filled by
+    other code (here named by $RNNMEM_RUN_CODE) trains this code's runs again rather than
+    handing back the old weights, which stay under their own hashes; the code is in each
+    run's provenance."""
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "build-a")
+    first = execute(tiny_protocol, store=store, progress=False)
+    assert first.report["trained"] == 2
+    old = set(store.hashes())
+    assert {json.loads((store.root / "runs" / h / "provenance.json").read_text())["code"]
+            for h in old} == {"build-a"}
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "build-b")
+    again = execute(tiny_protocol, store=store, progress=False)
+    assert again.report["trained"] == 2
+    assert old < set(store.hashes()) and len(store.hashes()) == 4
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "build-a")  # the old code finds its runs
+    assert execute(tiny_protocol, store=store, progress=False).report["trained"] == 0
+
+
+def test_a_worker_with_other_code_refuses_the_run(store):
+    """A cluster node with another rnnmem would store the run under another hash: the
+    worker compares the caller's code digest with its own and says so instead."""
+    from rnnmem.experiments import code_digest
+    from rnnmem.experiments.worker import run_one
+
+    run = tiny_run()
+    with pytest.raises(ExecutorError, match="other rnnmem code than the caller"):
+        run_one(run.to_json(), store.root, code="sha256:" + "0" * 64)
+    assert not store.hashes()
+    assert run_one(run.to_json(), store.root, code=code_digest()) == "trained"
