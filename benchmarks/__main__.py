@@ -23,8 +23,11 @@ import time
 import traceback
 from pathlib import Path
 
-from ._common import (SECTIONS, check_row, copy_bandwidth, format_table, header, row,
-                      set_threads, unavailable, write_json)
+from ._common import (SECTIONS, check_row, copy_bandwidth, cpu_steal, format_table, header,
+                      row, set_threads, steal_fraction, unavailable, write_json)
+
+#: a section's share of stolen CPU time above which its timings are flagged
+STEAL_WARN = 0.05
 
 #: the module of each section (``a`` is owned by bench_recurrence, adapted below)
 MODULES = {"a": "bench_recurrence", "b": "bench_memory", "c": "bench_training",
@@ -114,10 +117,14 @@ def _crossover_summary(cells: list[dict]) -> list[dict]:
 
 
 # -------------------------------------------------------------------------- driver
-def run_sections(sections, *, quick: bool = False, tiny: bool = False, log=print) -> list[dict]:
+def run_sections(sections, *, quick: bool = False, tiny: bool = False, log=print,
+                 steal: dict | None = None) -> list[dict]:
+    """The rows of ``sections``; ``steal`` (a dict), when given, gets each section's share
+    of CPU time taken by the hypervisor (:func:`~benchmarks._common.steal_fraction`)."""
     rows: list[dict] = []
     for sec in sections:
         t0 = time.perf_counter()
+        s0 = cpu_steal()
         log(f"[{sec}] {SECTIONS[sec]} ...")
         try:
             if sec == "a":
@@ -132,7 +139,11 @@ def run_sections(sections, *, quick: bool = False, tiny: bool = False, log=print
             traceback.print_exc(file=sys.stderr)
             rows.append(unavailable(sec, SECTIONS[sec], f"{type(exc).__name__}: {exc}",
                                     status="error"))
-        log(f"[{sec}] done in {time.perf_counter() - t0:.1f} s")
+        frac = steal_fraction(s0, cpu_steal())
+        if steal is not None and frac is not None:
+            steal[sec] = round(frac, 4)
+        log(f"[{sec}] done in {time.perf_counter() - t0:.1f} s"
+            + ("" if frac is None else f" (steal {100 * frac:.0f}%)"))
     return rows
 
 
@@ -162,7 +173,9 @@ def main(argv=None) -> int:
     head["mode"] = "tiny" if args.tiny else ("quick" if args.quick else "full")
     sections = args.only or list(SECTIONS)
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    rows = run_sections(sections, quick=args.quick, tiny=args.tiny, log=log)
+    steal: dict = {}
+    rows = run_sections(sections, quick=args.quick, tiny=args.tiny, log=log, steal=steal)
+    head["steal_fraction_by_section"] = steal
     head["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         head["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -176,6 +189,12 @@ def main(argv=None) -> int:
     if load and args.threads > 1 and load[0] + args.threads > cpus + 0.5:
         print(f"WARNING: load {load[0]} + {args.threads} threads > {cpus} cores: "
               "multi-threaded timings are unreliable here; compare with --threads 1")
+    stolen = {sec: f for sec, f in steal.items() if f > STEAL_WARN}
+    if stolen:
+        print("WARNING: the hypervisor took CPU time from this VM (steal) during section(s) "
+              + ", ".join(f"{sec} ({100 * f:.0f}%)" for sec, f in stolen.items())
+              + ": their timings, above all of parallel kernels, are unreliable; run them "
+              "again (--only) when steal is low")
     print(format_table(rows))
     path = write_json(args.json, head, rows)
     print(f"\nrows: {path}")

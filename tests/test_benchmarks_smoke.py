@@ -106,6 +106,19 @@ def test_main_writes_one_table_and_json(tmp_path, capsys):
         C.check_row(r)
     printed = capsys.readouterr().out
     assert sum(ln.startswith("sec ") for ln in printed.splitlines()) == 1  # one table
+    if C.cpu_steal() is not None:  # each section's stolen share, from /proc/stat
+        assert set(head["steal_fraction_by_section"]) == {"b", "f"}
+        assert all(0 <= f <= 1 for f in head["steal_fraction_by_section"].values())
+
+
+def test_steal_fraction_reads_proc_stat_and_divides_the_differences():
+    assert C.steal_fraction((10, 1000), (40, 1100)) == pytest.approx(0.3)
+    assert C.steal_fraction(None, (1, 2)) is None
+    assert C.steal_fraction((5, 100), (5, 100)) is None  # no time passed
+    now = C.cpu_steal()
+    if now is not None:
+        steal, total = now
+        assert isinstance(steal, int) and 0 <= steal <= total
 
 
 def test_verify_command_is_accepted_by_the_cli():
