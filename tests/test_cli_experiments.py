@@ -89,3 +89,29 @@ def test_bad_input_is_one_line(capsys, proto_file, tmp_path):
     msg = _one_line_exit_2(capsys, ["run", str(proto_file), "--store",
                                     str(tmp_path / "afile" / "store")])
     assert "afile" in msg and "cannot" in msg
+
+
+def test_runs_marks_and_removes_runs_of_other_code(capsys, proto_file, tmp_path,
+                                                   monkeypatch):
+    """Runs made by other code (here: another $RNNMEM_RUN_CODE) are listed with code
+    'other', their stored hash, and go with --remove-other-code; this code's stay."""
+    store = str(tmp_path / "store")
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "old-build")
+    assert main(["run", str(proto_file), "--store", store, "-q"]) == 0
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "new-build")
+    assert main(["run", str(proto_file), "--store", store, "-q"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "--store", store, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sorted(r["code"] for r in rows) == ["other", "other", "this", "this"]
+    assert len({r["hash"] for r in rows}) == 4  # each as stored, not recomputed here
+    assert main(["runs", "--store", store]) == 0
+    assert "other" in capsys.readouterr().out
+    _one_line_exit_2(capsys, ["runs", str(proto_file), "--store", store,
+                              "--remove-other-code"])
+    assert main(["runs", "--store", store, "--remove-other-code"]) == 0
+    assert "removed 2 run(s) made by other rnnmem code" in capsys.readouterr().out
+    assert main(["run", str(proto_file), "--store", store, "-q"]) == 0
+    assert "2 already in the store" in capsys.readouterr().out
+    assert main(["runs", "--store", store, "--remove-other-code"]) == 0
+    assert "removed 0 run(s)" in capsys.readouterr().out

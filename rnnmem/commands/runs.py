@@ -24,6 +24,9 @@ def add_arguments(p):
                    help="write to FILE (needed for parquet) instead of standard output")
     p.add_argument("--all-columns", action="store_true",
                    help="table: every column (default: varied fields and main metrics)")
+    p.add_argument("--remove-other-code", action="store_true",
+                   help="delete the runs in the store made by other rnnmem code (column "
+                        "'code' = other; no lookup of this code returns them) and stop")
     add_store_argument(p)
 
 
@@ -35,6 +38,14 @@ def run(args) -> int:
     load_claims()  # the claims register their protocols
 
     store = RunStore(args.store)
+    if args.remove_other_code:
+        if args.protocol:
+            raise InvalidParameterError("--remove-other-code works on the whole store: "
+                                        "give no protocol")
+        n = store.remove(store.other_code())
+        print(f"removed {n} run(s) made by other rnnmem code from {store.root}; "
+              f"{len(store.hashes())} left")
+        return 0
     protocol = get_protocol(args.protocol) if args.protocol else None
     if protocol is not None and args.budget is not None:
         protocol = protocol.at(args.budget)
@@ -46,6 +57,9 @@ def run(args) -> int:
     else:
         results, missing = store.all_results(), 0
     df = results.frame()
+    if not df.empty:  # which runs this code would find (a protocol's always are)
+        other = set(store.other_code()) if protocol is None else set()
+        df["code"] = ["other" if h in other else "this" for h in df["hash"]]
     if args.out:
         path = export_frame(df, args.out, args.format if args.format != "table" else "csv")
         print(f"{len(df)} runs -> {path}")

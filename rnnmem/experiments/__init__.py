@@ -20,7 +20,8 @@ API summary
 ``RunStore`` (:mod:`.store`)
     ``RunStore(root=None)`` (``$RNNMEM_STORE``, ``~/.cache/rnnmem/runs``): ``has(run)``,
     ``load(run) -> RunResult`` (manifest checked), ``results(runs) -> Results``,
-    ``frame(protocol, budget=None) -> DataFrame``, ``hashes()``, ``remove(run)``;
+    ``frame(protocol, budget=None) -> DataFrame``, ``hashes()``, ``remove(runs)``,
+    ``other_code()`` (the runs made by other code, :func:`code_digest`);
     :func:`export_frame(df, path, fmt)` writes CSV / JSON / Parquet.
 ``RunResult``
     ``.run``, ``.hash``, ``.status`` ("ok" | "diverged"), ``.metrics`` (``final``,

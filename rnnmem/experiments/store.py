@@ -175,6 +175,56 @@ class RunStore:
             return []
         return sorted(p.name for p in d.iterdir() if (p / "manifest.json").is_file())
 
+    def other_code(self) -> list[str]:
+        """Hashes of the complete runs made by code other than this process's
+        (:func:`~rnnmem.experiments.code_digest` in their provenance differs, or is absent:
+        a run from before digests were recorded). No lookup of this code returns them."""
+        from .run import code_digest
+
+        here = code_digest()
+        out = []
+        for h in self.hashes():
+            try:
+                code = read_json(self.path(h) / "provenance.json").get("code")
+            except (OSError, ValueError, RnnmemError):
+                code = None
+            if code != here:
+                out.append(h)
+        return out
+
+    def remove(self, runs) -> int:
+        """Delete ``runs`` (a Run, a hash, or an iterable of them), e.g. to train them
+        again, or the runs of :meth:`other_code`, with their derived results and attempt
+        counts; returns how many were there. Each run directory leaves ``runs/`` by one
+        rename before it is deleted, so a reader sees the whole run or none of it (a
+        process reading one at that moment may fail)."""
+        self.ensure_writable()
+        removed = 0
+        for h in [runs] if isinstance(runs, (Run, str)) else runs:
+            h = self._hash(h)
+            src = self.path(h)
+            # (named like a writer's temporary, <hash>.<...>: clean_temporaries knows it)
+            trash = self.root / ".tmp" / f"{h}.removed.{os.getpid()}.{next(_COUNTER)}"
+            try:
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(src, trash)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise storage_error(exc, src) from None
+            removed += 1
+            for p in (trash, self.root / "derived" / h):
+                shutil.rmtree(p, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (self.root / ".attempts" / h).unlink()
+        index = self.root / "by-training"
+        if removed and index.is_dir():  # entries naming a removed run (lookups skip them)
+            for p in index.iterdir():
+                with contextlib.suppress(OSError, InvalidParameterError):
+                    if not p.name.startswith(".") and not self.has(p.read_text().strip()):
+                        p.unlink()
+        return removed
+
     # ------------------------------------------------------------------ shared training
     def _training_index(self, run: Run) -> Path:
         return self.root / "by-training" / run.training_hash
@@ -292,12 +342,6 @@ class RunStore:
                 lk.release()
         return removed
 
-    def remove(self, run: Run | str) -> None:
-        """Delete a finished run (to train it again)."""
-        p = self.path(run)
-        if p.is_dir():
-            shutil.rmtree(p)
-
     # ------------------------------------------------------------------ reading
     def load(self, run: Run | str, *, verify: bool = True) -> "RunResult":
         """The finished run, its files checked against the manifest (a mismatch raises
@@ -370,7 +414,19 @@ class RunResult:
 
     @property
     def hash(self) -> str:
-        return self.run.hash
+        """The run's hash as stored (its directory's name): that of the code that trained
+        it, which is not ``run.hash`` in a process whose code differs
+        (:func:`~rnnmem.experiments.code_digest`)."""
+        return self.dir.name
+
+    @property
+    def code(self) -> str | None:
+        """The :func:`~rnnmem.experiments.code_digest` of the code that made the run (from
+        its provenance), or None for a run from before digests were recorded."""
+        try:
+            return read_json(self.dir / "provenance.json").get("code")
+        except (OSError, ValueError, RnnmemError):
+            return None
 
     def derived(self, name: str, params: Mapping, compute):
         """What an analysis computes from this run (a JSON-able value), computed once per

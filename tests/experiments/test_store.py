@@ -309,7 +309,15 @@ def test_a_run_trained_by_other_code_is_not_served(tiny_protocol, store, monkeyp
     again = execute(tiny_protocol, store=store, progress=False)
     assert again.report["trained"] == 2
     assert old < set(store.hashes()) and len(store.hashes()) == 4
+    assert sorted(store.other_code()) == sorted(old)
+    stale = store.load(sorted(old)[0])
+    assert stale.hash == sorted(old)[0] and stale.code == "build-a"  # as stored
     monkeypatch.setenv("RNNMEM_RUN_CODE", "build-a")  # the old code finds its runs
+    assert execute(tiny_protocol, store=store, progress=False).report["trained"] == 0
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "build-b")
+    assert store.remove(store.other_code()) == 2 and store.remove(old) == 0
+    assert not old & set(store.hashes()) and len(store.hashes()) == 2
+    assert not any((store.root / "derived" / h).exists() for h in old)
     assert execute(tiny_protocol, store=store, progress=False).report["trained"] == 0
 
 
