@@ -101,10 +101,10 @@ def code_digest() -> str:
     do not change what a run trains or measures, and over the installed versions of
     torch, numpy, scipy, sympy and Python. So a run store never hands back a run trained
     by other code as if it were this code's: after any change of the numerics the runs are
-    trained again (the old ones stay in the store under their own hashes). Found the hard
-    way: a store filled by a build with a use-after-free in the stack-LSTM backward kept
-    serving its corrupted runs, and one filled 61 commits earlier served runs whose
-    weights differed from today's in rounding.
+    trained again (the old ones stay in the store under their own hashes). Why: a store
+    filled 61 commits earlier was found serving runs whose weights differed from today's
+    in rounding, and one filled by the builds with the use-after-free in the stack-LSTM
+    backward (d9b8e10..8f7a6d1) would have kept serving their corrupted runs.
 
     ``$RNNMEM_RUN_CODE``, when set, is used instead (the string itself): a label for
     code you know to compute the same numbers (e.g. after an edit of a docstring). It is
@@ -112,6 +112,7 @@ def code_digest() -> str:
     import os
 
     return os.environ.get(CODE_ENV) or _source_digest()
+
 
 #: TrainConfig fields that live elsewhere in a Run (or nowhere: out_dir is the store's)
 _NOT_TRAIN = ("model", "task", "model_kwargs", "task_kwargs", "seed", "out_dir")
