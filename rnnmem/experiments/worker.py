@@ -94,10 +94,15 @@ def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = Tru
     already there, or another process finished it while this one waited) or ``"locked"``
     (another process is training it and ``wait`` is false). ``code``: the caller's
     :func:`~rnnmem.experiments.code_digest`; a worker whose own differs (another rnnmem on
-    a cluster node) refuses the run by name rather than store it under another hash."""
+    a cluster node) refuses the run by name rather than store it under another hash. A
+    label the caller set by hand (``$RNNMEM_RUN_CODE``, not a ``sha256:`` digest) is
+    adopted: a Ray worker does not inherit the caller's environment."""
     from ..errors import DirectoryLockedError, ExecutorError
+    from .run import CODE_ENV
 
-    if code is not None and code != code_digest():
+    if code is not None and not code.startswith("sha256:"):
+        os.environ[CODE_ENV] = code
+    elif code is not None and code != code_digest():
         raise ExecutorError(
             f"this worker ({socket.gethostname()}) runs other rnnmem code than the caller "
             f"(code {code_digest()[:19]} here, {code[:19]} there): install the same rnnmem "

@@ -76,3 +76,16 @@ def test_gpu_request_without_gpu_is_refused(ray_instance, tmp_path):
     run = tiny_run(**{"resources.num_gpus": 0.25})
     with pytest.raises(ExecutorError, match="num_gpus"):
         execute([run], store=RunStore(tmp_path / "s"), executor="ray", progress=False)
+
+
+def test_a_code_label_set_by_hand_reaches_the_ray_workers(ray_instance, tmp_path,
+                                                           monkeypatch):
+    """$RNNMEM_RUN_CODE in the caller: the runs are stored under the caller's hashes,
+    although Ray workers do not inherit its environment (they adopt the label passed)."""
+    monkeypatch.setenv("RNNMEM_RUN_CODE", "label-by-hand")
+    runs = [tiny_run(seed=7)]
+    store = RunStore(tmp_path / "s")
+    res = execute(runs, store=store, executor="ray", progress=False)
+    assert not res.failed and store.hashes() == [runs[0].hash]
+    prov = store.load(runs[0]).dir / "provenance.json"
+    assert '"code": "label-by-hand"' in prov.read_text()
