@@ -32,7 +32,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..errors import InvalidParameterError
-    from ..experiments import RunStore, export_frame, get_protocol
+    from ..experiments import RunStore, code_digest, export_frame, get_protocol
     from ..proofs_check.registry import load_claims
 
     load_claims()  # the claims register their protocols
@@ -57,9 +57,9 @@ def run(args) -> int:
     else:
         results, missing = store.all_results(), 0
     df = results.frame()
-    if not df.empty:  # which runs this code would find (a protocol's always are)
-        other = set(store.other_code()) if protocol is None else set()
-        df["code"] = ["other" if h in other else "this" for h in df["hash"]]
+    if not df.empty:  # which runs this code would find (RunStore.other_code's rule)
+        here = code_digest()
+        df["code"] = ["this" if r.code == here else "other" for r in results]
     if args.out:
         path = export_frame(df, args.out, args.format if args.format != "table" else "csv")
         print(f"{len(df)} runs -> {path}")

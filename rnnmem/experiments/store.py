@@ -38,7 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from ..errors import (CorruptCheckpointError, CorruptFileError, InvalidParameterError,
                       RnnmemError, StorageError)
 from ..files import DirLock, read_json, storage_error, verify_manifest, write_json
-from .run import RESULT_FORMAT, Run, flatten
+from .run import RESULT_FORMAT, Run, code_digest, flatten
 
 __all__ = ["RunStore", "RunResult", "Results", "STORE_FORMAT", "STORE_VERSION",
            "default_store_root"]
@@ -46,6 +46,14 @@ __all__ = ["RunStore", "RunResult", "Results", "STORE_FORMAT", "STORE_VERSION",
 STORE_FORMAT = "rnnmem-run-store"
 STORE_VERSION = 1
 _COUNTER = itertools.count()
+
+
+def _made_by(run_dir: Path) -> str | None:
+    """The code digest in a run directory's provenance (None: absent or unreadable)."""
+    try:
+        return read_json(run_dir / "provenance.json").get("code")
+    except (OSError, ValueError, RnnmemError):
+        return None
 
 
 def _sync_tree(directory: Path) -> None:
@@ -179,18 +187,8 @@ class RunStore:
         """Hashes of the complete runs made by code other than this process's
         (:func:`~rnnmem.experiments.code_digest` in their provenance differs, or is absent:
         a run from before digests were recorded). No lookup of this code returns them."""
-        from .run import code_digest
-
         here = code_digest()
-        out = []
-        for h in self.hashes():
-            try:
-                code = read_json(self.path(h) / "provenance.json").get("code")
-            except (OSError, ValueError, RnnmemError):
-                code = None
-            if code != here:
-                out.append(h)
-        return out
+        return [h for h in self.hashes() if _made_by(self.path(h)) != here]
 
     def remove(self, runs) -> int:
         """Delete ``runs`` (a Run, a hash, or an iterable of them), e.g. to train them
@@ -423,10 +421,7 @@ class RunResult:
     def code(self) -> str | None:
         """The :func:`~rnnmem.experiments.code_digest` of the code that made the run (from
         its provenance), or None for a run from before digests were recorded."""
-        try:
-            return read_json(self.dir / "provenance.json").get("code")
-        except (OSError, ValueError, RnnmemError):
-            return None
+        return _made_by(self.dir)
 
     def derived(self, name: str, params: Mapping, compute):
         """What an analysis computes from this run (a JSON-able value), computed once per

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import TrainingDivergedError
 from ..files import to_jsonable
-from .run import Run, code_digest
+from .run import CODE_ENV, Run, code_digest
 from .store import RunStore
 
 __all__ = ["run_one", "provenance", "LOCKED", "DONE", "CACHED", "REUSED"]
@@ -98,7 +98,6 @@ def run_one(run_json: str | Run, store_root: str | RunStore, *, wait: bool = Tru
     label the caller set by hand (``$RNNMEM_RUN_CODE``, not a ``sha256:`` digest) is
     adopted: a Ray worker does not inherit the caller's environment."""
     from ..errors import DirectoryLockedError, ExecutorError
-    from .run import CODE_ENV
 
     if code is not None and not code.startswith("sha256:"):
         os.environ[CODE_ENV] = code

@@ -350,11 +350,11 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
         if through_stack:
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             B_, K_, d, W_ = s.shape
+            nd = _grown_depth(d, spec.grow)
             if gs is None:
-                gs = s.new_zeros(B_, K_, _grown_depth(d, spec.grow), W_)
-            elif t == T - 1 and gs.shape[2] < _grown_depth(d, spec.grow):  # final_stack off
-                gs = torch.nn.functional.pad(gs, (0, 0, 0, _grown_depth(d, spec.grow)
-                                                  - gs.shape[2]))
+                gs = s.new_zeros(B_, K_, nd, W_)
+            elif t == T - 1 and gs.shape[2] < nd:  # final_stack off: its top cells only
+                gs = torch.nn.functional.pad(gs, (0, 0, 0, nd - gs.shape[2]))
             gz = dzs[t]
         elif K:
             dzs[t].zero_()
