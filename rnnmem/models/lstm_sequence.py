@@ -266,6 +266,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     xs, hs, cs, tcs = xb.unbind(0), xb[:, :, R:e0].unbind(0), c.unbind(0), tc.unbind(0)
     if K:
         zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
+        depths = _depths(spec, stack0.shape[2], T)  # as the compiled loop stores them
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
         sig[t].sigmoid_()
@@ -276,9 +277,8 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
         h = torch.mul(go[t], tcs[t], out=hs[t + 1])
         if K:
             z = torch.addmm(b_if, h, W_if, out=zs[t])
-            s, nd = stacks[-1], _grown_depth(stacks[-1].shape[2], spec.grow)
             a, v = _actions(z[:, :nA], spec), torch.sigmoid(z[:, nA:]).view(B, K, Wd)
-            s = _superposition_forward(s, a, v, nd)
+            s = _superposition_forward(stacks[-1], a, v, depths[t])
             reads[t + 1].copy_(s[:, :, :r].reshape(B, R))
             if keep:
                 stacks.append(s)
@@ -287,7 +287,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
-                vals=vals, layout=(R, e0, P))
+                vals=vals, layout=(R, e0, P), depths=depths if K else [])
 
 
 def _outputs(f, spec):
@@ -350,7 +350,7 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
         if through_stack:
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             B_, K_, d, W_ = s.shape
-            nd = _grown_depth(d, spec.grow)
+            nd = f["depths"][t]  # of s_{t+1}
             if gs is None:
                 gs = s.new_zeros(B_, K_, nd, W_)
             elif t == T - 1 and gs.shape[2] < nd:  # final_stack off: its top cells only
@@ -529,6 +529,7 @@ class _LSTMStackSequence(torch.autograd.Function):
             f["stacks"] = [ins[9], *buf[n:n + T - 1]]
             f["acts"] = list(buf[n + T - 1:n + 2 * T - 1])
             f["vals"] = list(buf[n + 2 * T - 1:n + 3 * T - 1])
+            f["depths"] = _depths(spec, ins[9].shape[2], T)
         g_hs, g_c = grads[0], grads[1]
         g_stack, g_read = (grads[2], grads[3]) if K else (None, None)
         need_w = any(need[1:5])

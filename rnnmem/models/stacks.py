@@ -202,16 +202,17 @@ def _superposition_forward(state, actions, values, new_depth):
     if _native_ok(state, actions, values):
         return _native.superposition_forward(state, actions, values, new_depth)
     B, K, d, W = state.shape
-    nd = new_depth
+    nd = new_depth  # d + 1 at most; below d, the top nd cells alone (lstm_sequence._depths)
     a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
     ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]  # (B, K, 1, 1)
     out = state.new_empty(B, K, nd, W)
     torch.mul(values.unsqueeze(2), ap, out=out[:, :, :1])  # push: v on top
     if nd > 1:
         torch.mul(state[:, :, :nd - 1], ap, out=out[:, :, 1:])  # push: s shifted down
-    if d > 1:
-        out[:, :, :d - 1].addcmul_(state[:, :, 1:], ao)  # pop: s shifted up
-    out[:, :, :d].addcmul_(state, an)  # no-op (a grown bottom cell gets nothing)
+    p, m = min(d - 1, nd), min(d, nd)
+    if p > 0:
+        out[:, :, :p].addcmul_(state[:, :, 1:p + 1], ao)  # pop: s shifted up
+    out[:, :, :m].addcmul_(state[:, :, :m], an)  # no-op (a grown bottom cell gets nothing)
     return out
 
 
@@ -298,18 +299,23 @@ def _superposition_backward(state, actions, values, g, g_read=None):
         g = g.clone()
         g[:, :, :g_read.shape[2]] += g_read
     B, K, d, W = state.shape
-    nd = g.shape[2]
+    nd = g.shape[2]  # d + 1 at most; below d, an update that kept the top nd cells alone
+    p, m = min(d - 1, nd), min(d, nd)
     a = actions.unsqueeze(-1).unsqueeze(-1)  # (B, K, 3, 1, 1)
     ap, ao, an = a[:, :, PUSH], a[:, :, POP], a[:, :, NOOP]
-    gs = torch.mul(g[:, :, :d], an)  # (B, K, d, W)
+    if m == d:
+        gs = torch.mul(g[:, :, :d], an)  # (B, K, d, W)
+    else:  # the cells below the kept ones reach nothing
+        gs = state.new_zeros(B, K, d, W)
+        torch.mul(g[:, :, :m], an, out=gs[:, :, :m])
     if nd > 1:
         gs[:, :, :nd - 1].addcmul_(g[:, :, 1:nd], ap)
-    if d > 1:
-        gs[:, :, 1:].addcmul_(g[:, :, :d - 1], ao)
+    if p > 0:
+        gs[:, :, 1:p + 1].addcmul_(g[:, :, :p], ao)
     ga = torch.stack([
         (g[:, :, 0] * values).sum(-1) + _dot_cells(g[:, :, 1:nd], state[:, :, :nd - 1]),
-        _dot_cells(g[:, :, :d - 1], state[:, :, 1:]),
-        _dot_cells(g[:, :, :d], state)], dim=-1)  # (B, K, 3), order of PUSH/POP/NOOP
+        _dot_cells(g[:, :, :max(p, 0)], state[:, :, 1:max(p, 0) + 1]),
+        _dot_cells(g[:, :, :m], state[:, :, :m])], dim=-1)  # (B, K, 3), PUSH/POP/NOOP
     gv = g[:, :, 0] * ap[:, :, 0]  # (B, K, W)
     return gs, ga, gv
 

@@ -92,12 +92,21 @@ def test_depths_without_the_final_stack_stop_where_no_read_reaches():
     assert _depths(fixed, 50, 4) == [5, 4, 3, 2]
 
 
-@pytest.mark.skipif(not _native.available(), reason="no C compiler")
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_leaving_out_the_unreachable_cells_changes_no_output_bit(dtype):
+def test_leaving_out_the_unreachable_cells_changes_no_output_bit(dtype, native, monkeypatch):
     """The outputs that do not depend on the final stack, bit for bit with and without it;
     the gradients to rounding (the action gradients' partial sums run over fewer cells);
-    the final stack is the full one's top r cells."""
+    the final stack is the full one's top r cells. Both loops: the compiled one and the
+    torch one (off CPU, or without a compiler), which keeps as few cells."""
+    if native and not _native.available():
+        pytest.skip("no C compiler")
+    if not native:
+        monkeypatch.setattr(_native, "supports", lambda *ts: False)
+        kept = []
+        real = lstm_sequence._superposition_forward
+        monkeypatch.setattr(lstm_sequence, "_superposition_forward",
+                            lambda s, a, v, nd: kept.append(nd) or real(s, a, v, nd))
     T, r = 24, 2
     spec = SequenceSpec(2, r, 3, 40, False)
     ins = _inputs(3, T, 2, 5, 2, r, 3, r, dtype, seed=4)
@@ -109,6 +118,9 @@ def test_leaving_out_the_unreachable_cells_changes_no_output_bit(dtype):
         leaves = [t for t in ins if t is not None]
         res.append((outs, torch.autograd.grad((outs[0] * cot).sum() + outs[3].sum(), leaves)))
     (full, g_full), (pruned, g_pruned) = res
+    if not native:  # the torch loop computed the cells _depths keeps, no more
+        assert kept[T:] == _depths(spec._replace(final_stack=False), r, T)
+        assert kept[:T] == _depths(spec, r, T) and sum(kept[T:]) < 0.6 * sum(kept[:T])
     assert pruned[2].shape[2] == r and torch.equal(pruned[2], full[2][:, :, :r])
     for a, b in zip((full[0], full[1], full[3]), (pruned[0], pruned[1], pruned[3])):
         assert torch.equal(a, b)

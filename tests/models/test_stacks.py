@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnmem.errors import InvalidParameterError, ShapeError
@@ -335,3 +335,39 @@ def test_bad_input():
         strat.step(st_, StratificationControls(torch.ones(2, 1), torch.ones(2, 1), torch.ones(2, 1, 3)))
     with pytest.raises(InvalidParameterError, match="hidden_size"):
         strat.controls(torch.ones(2, 4))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 2), st.integers(2, 30),
+       st.integers(1, 6), st.data(), st.sampled_from(["float32", "float64"]))
+def test_the_torch_update_kept_shallower_is_the_top_of_the_full_one(seed, B, K, d, W, data,
+                                                                    dtype):
+    """The torch form of the update (off CPU, or without a compiler) with nd < d, as the
+    sequence node's torch loop calls it (lstm_sequence._depths): the top nd cells of the
+    full update bit for bit; the state and value gradients those of the full update whose
+    cotangent is zero below nd, bit for bit; the action gradients to the tolerance of
+    their sums."""
+    from rnnmem.models import _native, stacks
+
+    dt = getattr(torch, dtype)
+    nd = data.draw(st.integers(1, d - 1), label="nd")
+    gen = torch.Generator().manual_seed(seed)
+    s = torch.rand(B, K, d, W, generator=gen, dtype=torch.float64).to(dt)
+    act = torch.softmax(torch.randn(B, K, 3, generator=gen, dtype=torch.float64), -1).to(dt)
+    v = torch.rand(B, K, W, generator=gen, dtype=torch.float64).to(dt)
+    g = torch.randn(B, K, nd, W, generator=gen, dtype=torch.float64).to(dt)
+    g_full = torch.cat([g, g.new_zeros(B, K, d - nd, W)], dim=2)
+    real = _native.supports
+    _native.supports = lambda *ts: False
+    try:
+        out, full = (stacks._superposition_forward(s, act, v, n) for n in (nd, d))
+        gs, ga, gv = stacks._superposition_backward(s, act, v, g)
+        gs_f, ga_f, gv_f = stacks._superposition_backward(s, act, v, g_full)
+    finally:
+        _native.supports = real
+    assert out.shape == (B, K, nd, W) and torch.equal(out, full[:, :, :nd])
+    assert torch.equal(gs, gs_f) and torch.equal(gv, gv_f)
+    assert not gs[:, :, nd + 1:].any()
+    tol = tolerance(dt, n_ops=d * W, scale=float((g.abs().sum((2, 3)).max()) + 1))
+    assert tol.allclose(ga.double().numpy(), ga_f.double().numpy()), \
+        tol.max_violation(ga.double().numpy(), ga_f.double().numpy())

@@ -243,9 +243,8 @@ void rn_lstm_fwd_##SUF(TY *act, const TY *cp, TY *c, TY *tc, TY *h, long long ld
  * a table holding the call's arguments as 64-bit integers (addresses and integers, in the
  * order of the plain function's parameters, without b0 and b1).  One argument through
  * ctypes instead of a dozen or more: at hidden 20 the conversion of the arguments cost
- * more than the kernel.
+ * more than the kernel (RN_P, rn_parallel.h, reads one argument).
  */
-#define RN_P(TY, x) ((TY *)(intptr_t)(x))
 #define RN_LSTM_ROWS(SUF, TY)                                                                  \
 void rn_lstm_fwd_row_##SUF(const long long *a, long long b0, long long b1)                     \
 {                                                                                              \

@@ -23,6 +23,12 @@
 #include <omp.h>
 #endif
 
+#include <stdint.h>
+
+/* One argument of a table-driven entry point (the rn_*_row functions): the 64-bit integer
+ * `x` of a table row read as a pointer to TY. */
+#define RN_P(TY, x) ((TY *)(intptr_t)(x))
+
 extern int rn_parallel_on;
 extern long long rn_grain;
 

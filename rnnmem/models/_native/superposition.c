@@ -338,26 +338,25 @@ void rn_lstm_stack_bwd_##SUF(const TY *s, const TY *sa, const TY *sv, const TY *
 }
 
 /* Table-driven entry points (see lstm.c): one row of 64-bit arguments per call. */
-#define RN_Q(TY, x) ((TY *)(intptr_t)(x))
 #define RN_STEP_ROWS(SUF, TY)                                                                  \
 void rn_lstm_stack_fwd_row_##SUF(const long long *a, long long b0, long long b1)               \
 {                                                                                              \
-    rn_lstm_stack_fwd_##SUF(RN_Q(TY, a[0]), RN_Q(const TY, a[1]), RN_Q(TY, a[2]),              \
-                            RN_Q(TY, a[3]), RN_Q(TY, a[4]), a[5], RN_Q(const TY, a[6]),        \
-                            RN_Q(const TY, a[7]), a[8], RN_Q(TY, a[9]), a[10], (int)a[11],     \
-                            RN_Q(const TY, a[12]), RN_Q(TY, a[13]), RN_Q(TY, a[14]),           \
-                            RN_Q(TY, a[15]), RN_Q(TY, a[16]), a[17], a[18], b0, b1, a[19],     \
+    rn_lstm_stack_fwd_##SUF(RN_P(TY, a[0]), RN_P(const TY, a[1]), RN_P(TY, a[2]),              \
+                            RN_P(TY, a[3]), RN_P(TY, a[4]), a[5], RN_P(const TY, a[6]),        \
+                            RN_P(const TY, a[7]), a[8], RN_P(TY, a[9]), a[10], (int)a[11],     \
+                            RN_P(const TY, a[12]), RN_P(TY, a[13]), RN_P(TY, a[14]),           \
+                            RN_P(TY, a[15]), RN_P(TY, a[16]), a[17], a[18], b0, b1, a[19],     \
                             a[20], a[21], a[22], a[23]);                                       \
 }                                                                                              \
 void rn_lstm_stack_bwd_row_##SUF(const long long *a, long long b0, long long b1)               \
 {                                                                                              \
-    rn_lstm_stack_bwd_##SUF(RN_Q(const TY, a[0]), RN_Q(const TY, a[1]), RN_Q(const TY, a[2]),  \
-                            RN_Q(const TY, a[3]), RN_Q(TY, a[4]), RN_Q(TY, a[5]),              \
-                            RN_Q(TY, a[6]), RN_Q(const TY, a[7]), a[8], a[9], RN_Q(TY, a[10]), \
-                            a[11], (int)a[12], RN_Q(const TY, a[13]), RN_Q(const TY, a[14]),   \
-                            RN_Q(const TY, a[15]), RN_Q(const TY, a[16]), a[17],               \
-                            RN_Q(const TY, a[18]), a[19], RN_Q(const TY, a[20]),               \
-                            RN_Q(TY, a[21]), RN_Q(TY, a[22]), b0, b1, a[23], a[24], a[25],     \
+    rn_lstm_stack_bwd_##SUF(RN_P(const TY, a[0]), RN_P(const TY, a[1]), RN_P(const TY, a[2]),  \
+                            RN_P(const TY, a[3]), RN_P(TY, a[4]), RN_P(TY, a[5]),              \
+                            RN_P(TY, a[6]), RN_P(const TY, a[7]), a[8], a[9], RN_P(TY, a[10]), \
+                            a[11], (int)a[12], RN_P(const TY, a[13]), RN_P(const TY, a[14]),   \
+                            RN_P(const TY, a[15]), RN_P(const TY, a[16]), a[17],               \
+                            RN_P(const TY, a[18]), a[19], RN_P(const TY, a[20]),               \
+                            RN_P(TY, a[21]), RN_P(TY, a[22]), b0, b1, a[23], a[24], a[25],     \
                             a[26], a[27]);                                                     \
 }
 
