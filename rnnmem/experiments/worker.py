@@ -76,12 +76,39 @@ def _put_json(path: Path, obj) -> None:
                     + "\n", encoding="utf-8")
 
 
+def _cpu() -> dict:
+    """The processor the run's arithmetic ran on: its model name (``/proc/cpuinfo``, else
+    :func:`platform.processor`) and the instruction set torch dispatches its CPU kernels
+    to. The matrix products of torch's BLAS may round differently on another processor,
+    or with another thread count (measured: MKL, AMD EPYC with AVX-512, a (7, 20) x
+    (20, 21) float64 product differs in its last bit between 1 and 3 threads), and a
+    training run amplifies such differences: two runs of one protocol agree bit for bit
+    only on the same kind of processor with the same ``threads``."""
+    import torch
+
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # an older torch  # pragma: no cover
+        capability = None
+    return {"model": model or platform.processor() or None, "machine": platform.machine(),
+            "capability": capability}
+
+
 def provenance(run: Run, *, device: str, threads: int, started: str, executor: str,
                attempt: int) -> dict:
     """Where, when and with what the run was made."""
     return {"versions": _versions(), "git_commit": _git_commit(), "device": device,
             "threads": threads, "seed": run.seed, "command": list(sys.argv),
-            "host": socket.gethostname(), "platform": platform.platform(),
+            "host": socket.gethostname(), "platform": platform.platform(), "cpu": _cpu(),
             "pid": os.getpid(), "started": started, "ended": _now(), "executor": executor,
             "attempt": attempt, "hash": run.hash, "code": code_digest()}
 

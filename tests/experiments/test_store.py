@@ -3,6 +3,7 @@ TensorBoard curves, concurrent invocations (real processes)."""
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -37,6 +38,10 @@ def test_a_run_directory_holds_everything(tiny_protocol, store):
         assert key in prov, key
     assert set(prov["versions"]) >= {"rnnmem", "python", "torch", "numpy", "scipy", "sympy"}
     assert prov["threads"] == 1 and prov["seed"] == r.run.seed
+    # the processor (another one, or another thread count, may round products otherwise)
+    assert set(prov["cpu"]) == {"model", "machine", "capability"}
+    assert prov["cpu"]["machine"] == platform.machine()
+    assert prov["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
     # the stored results are what the model gives: memory function, perturbation E(0)
     model = r.model()
     t, m = r.memory_function()
