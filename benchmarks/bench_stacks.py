@@ -258,6 +258,70 @@ def state_arena_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                      "tensor per state faults in every page of the O(T^2) states")]
 
 
+#: the wait-policy probe: one fresh process per policy (libgomp reads it at load time)
+_POLICY_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks import bench_stacks as bs
+from benchmarks._common import set_threads
+from benchmarks.bench_training import token_step
+from rnnmem.models import StackRNN
+T, B, H, W, V, threads, rounds, tiny = (int(a) for a in sys.argv[2:10])
+set_threads(threads)
+plain = StackRNN(V, controller="lstm", stack="none", width=H, dtype="float32", device="cpu",
+                 seed=0)
+big = StackRNN(10, controller="lstm", stack="superposition", width=4 if tiny else 256,
+               stack_width=W, dtype="float32", device="cpu", seed=0)
+ts = bs._interleaved([bs._sup_step(T, B, H, W, V), bs._fwd_bwd(plain, B, T),
+                      token_step(big, 2 if tiny else 128, 5 if tiny else 40)], rounds)
+print(json.dumps([t.seconds for t in ts]))
+"""
+
+
+def wait_policy_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
+                     rounds: int = 3, threads: int = 2, tiny: bool = False) -> list[dict]:
+    """The same work under OpenMP's default wait policy (idle threads spin a while before
+    they sleep) and under ``OMP_WAIT_POLICY=PASSIVE`` (they sleep at once), each in a fresh
+    process with ``threads`` torch threads: the stack-LSTM and the plain LSTM forward +
+    backward at length ``T`` (a thousand small parallel regions) and the training step of
+    :func:`training_step_rows`. Which policy is faster depends on the machine and its load
+    (``rnnmem``'s command line, the test suite and this harness set PASSIVE unless the
+    environment says otherwise: on the 2-core VM where that was chosen, spinning threads
+    made the step loops 10-30x slower; a wake-up from sleep can cost more elsewhere)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    out = {}
+    for policy in ("default", "PASSIVE"):
+        env = dict(os.environ)
+        env.pop("OMP_WAIT_POLICY", None)
+        env.pop("GOMP_SPINCOUNT", None)
+        if policy != "default":
+            env["OMP_WAIT_POLICY"] = policy
+        r = subprocess.run([sys.executable, "-c", _POLICY_PROBE, root,
+                            *map(str, (T, B, H, W, V, threads, rounds, int(tiny)))],
+                           env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"wait-policy probe ({policy}) failed: "
+                               f"{r.stderr.strip()[-300:]}")
+        out[policy] = json.loads(r.stdout.strip().splitlines()[-1])
+    (sd, pd, td), (sp, pp, tp) = out["default"], out["PASSIVE"]
+    return [row(SECTION, "OpenMP wait policy: PASSIVE vs default",
+                config=dict(T=T, batch=B, hidden=H, width=W, threads=threads, rounds=rounds),
+                seconds=sp, ratio=sp / sd, ratio_label="x default (stack-LSTM fwd+bwd)",
+                values=dict(stack_lstm_default_s=sd, stack_lstm_passive_s=sp,
+                            plain_lstm_default_s=pd, plain_lstm_passive_s=pp,
+                            plain_ratio=pp / pd, training_step_default_s=td,
+                            training_step_passive_s=tp, training_step_ratio=tp / td,
+                            environment=os.environ.get("OMP_WAIT_POLICY")),
+                note="each policy in a fresh process; the rows above ran under the "
+                     "environment's policy (header: threads_env)")]
+
+
 #: the peer harness: run in a subprocess with the peer's ``src`` directory on the path (the
 #: peer's code is never part of rnnmem; point RNNMEM_BENCH_PEER_SRC at a checkout of
 #: bdusell/nondeterministic-stack-rnn's ``src`` to include it)
@@ -536,7 +600,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                                                                 judge=False)),
                  ("training step", lambda: training_step_rows(2, 4, 5, reps=1, judge=False)),
                  ("kernel threads", lambda: kernel_threads_rows(6, rounds=1)),
-                 ("state arena", lambda: state_arena_rows(6, rounds=1))]
+                 ("state arena", lambda: state_arena_rows(6, rounds=1)),
+                 ("wait policy", lambda: wait_policy_rows(6, B=2, H=3, rounds=1, tiny=True))]
     else:
         depths = [40, 100] if quick else [40, 100, 500]
         parts = [("step vs reference",
@@ -548,7 +613,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("training step",
                   lambda: training_step_rows(128, 256, 40, reps=3 if quick else 5)),
                  ("kernel threads", lambda: kernel_threads_rows(500, rounds=3)),
-                 ("state arena", lambda: state_arena_rows(500, rounds=3))]
+                 ("state arena", lambda: state_arena_rows(500, rounds=3)),
+                 ("wait policy", lambda: wait_policy_rows(500, rounds=3))]
     for name, part in parts:
         try:
             rows.extend(part())
