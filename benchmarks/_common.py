@@ -183,13 +183,9 @@ def set_threads(n: int) -> int:
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from rnnmem.experiments.worker import cpu_model
+
+    return cpu_model() or platform.machine()
 
 
 def _git_commit() -> str | None:

@@ -30,12 +30,12 @@ Rows
   node's (:func:`sequence_gemm_replay`), the step and both replays timed in interleaved
   rounds (a drift of the shared machine hits them alike) and the ratio the median over
   rounds of the step's time over the floor's in the same round. In ``values``: the
-  step-by-step graph's time (``step_graph_s``); the framework's share, the same step at hidden 4 and batch 2 where
-  the arithmetic is nil (``framework_floor_s``); the earlier floor, FLOPs over the rate of
-  the forward gate shape; the 40 ms goal; and a profile of one step split into matrix
-  products, other operators and framework time (``profile_*``, CPU seconds). The next row
-  runs the same step with ``compile=True`` (ratio compiled / eager; the first call,
-  compilation included, in ``values``).
+  step-by-step graph's time (``step_graph_s``); the framework's share, the same step at
+  hidden 4 and batch 2 where the arithmetic is nil (``framework_floor_s``); the earlier
+  floor, FLOPs over the rate of the forward gate shape; the 40 ms goal; and a profile of
+  one step split into matrix products, other operators and framework time (``profile_*``,
+  CPU seconds). The next row runs the same step with ``compile=True`` (ratio compiled /
+  eager; the first call, compilation included, in ``values``).
 * the nondeterministic stack RNN (RNS-RNN vs the peer's quoted times, the limited
   window's scaling in T, vectorised vs reference): :mod:`benchmarks.bench_nondeterministic`.
 
@@ -430,8 +430,8 @@ def profile_split(step, reps: int = 2) -> dict:
 
 
 def step_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int):
-    """A function running the matrix products of one training step of an LSTM controller with a stack
-    interface, run alone, back to back, with the shapes and transposes the step uses:
+    """A function running the matrix products of one training step of an LSTM controller
+    with a stack interface, run alone, back to back, with the shapes and transposes the step uses:
     per time step the gate products of the input (B, I) and the hidden state (B, H) and
     the interface layer (B, H) -> (B, C), each with its two backward products (dL/dinput,
     dL/dweight); then the classifier on all (B T, H) states with its two. The floor of any
@@ -461,8 +461,8 @@ def step_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int):
 
 
 def sequence_gemm_replay(B: int, T: int, I: int, H: int, O: int, C: int):
-    """A function running the matrix products of the whole-sequence node (:mod:`rnnmem.models.lstm_sequence`)
-    of the same training step, run alone: per step the gate product of the merged input row
+    """A function running the matrix products of the whole-sequence node
+    (:mod:`rnnmem.models.lstm_sequence`) of the same training step, run alone: per step the gate product of the merged input row
     ``[read; h; embedding; 1]`` (B, I + H + 1) and the interface (B, H) -> (B, C); back
     through the interface, the weight gradient accumulated into one (4H, I + H + 1) matrix
     and one product back to all three inputs; then the interface's weight gradient over

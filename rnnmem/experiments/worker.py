@@ -76,31 +76,33 @@ def _put_json(path: Path, obj) -> None:
                     + "\n", encoding="utf-8")
 
 
+def cpu_model() -> str | None:
+    """The processor's model name (``/proc/cpuinfo``, else :func:`platform.processor`),
+    None where neither says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def _cpu() -> dict:
-    """The processor the run's arithmetic ran on: its model name (``/proc/cpuinfo``, else
-    :func:`platform.processor`) and the instruction set torch dispatches its CPU kernels
-    to. The matrix products of torch's BLAS may round differently on another processor,
+    """The processor the run's arithmetic ran on: its model name (:func:`cpu_model`) and
+    the instruction set torch dispatches its CPU kernels to. The matrix products of torch's BLAS may round differently on another processor,
     or with another thread count (measured: MKL, AMD EPYC with AVX-512, a (7, 20) x
     (20, 21) float64 product differs in its last bit between 1 and 3 threads), and a
     training run amplifies such differences: two runs of one protocol agree bit for bit
     only on the same kind of processor with the same ``threads``."""
     import torch
 
-    model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # an older torch  # pragma: no cover
         capability = None
-    return {"model": model or platform.processor() or None, "machine": platform.machine(),
-            "capability": capability}
+    return {"model": cpu_model(), "machine": platform.machine(), "capability": capability}
 
 
 def provenance(run: Run, *, device: str, threads: int, started: str, executor: str,

@@ -266,7 +266,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
     xs, hs, cs, tcs = xb.unbind(0), xb[:, :, R:e0].unbind(0), c.unbind(0), tc.unbind(0)
     if K:
         zs, reads = z_all.unbind(0), xb[:, :, :R].unbind(0)
-        depths = _depths(spec, stack0.shape[2], T)  # as the compiled loop stores them
+        depths = _depths(spec, stack0.shape[2], T)  # as the compiled loop keeps them
     for t in range(T):
         torch.mm(xs[t], W_allT, out=gs_[t])
         sig[t].sigmoid_()
@@ -287,7 +287,7 @@ def _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read
             acts.append(a)
             vals.append(v)
     return dict(perm=perm, W_all=W_all, act=act, xb=xb, c=c, tc=tc, stacks=stacks, acts=acts,
-                vals=vals, layout=(R, e0, P), depths=depths if K else [])
+                vals=vals, layout=(R, e0, P))
 
 
 def _outputs(f, spec):
@@ -343,6 +343,7 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
     g_outs = [None] * T if g_hs is None else g_hs.unbind(1)
     dzs = dz.unbind(0) if K else None
     nxt_read, nxt_h = nxt[:, :R], nxt[:, R:e0]  # from step t + 1
+    depths = _depths(spec, f["stacks"][0].shape[2], T) if K else None  # as the forward's
     for t in range(T - 1, -1, -1):
         gz = None
         # (the last step's stack feeds no output when no gradient reaches it: none sent back)
@@ -350,7 +351,7 @@ def _backward_loop(f, spec, W_if, g_hs, g_c, g_stack, g_read, need_w):
         if through_stack:
             s, a, v = f["stacks"][t], f["acts"][t], f["vals"][t]
             B_, K_, d, W_ = s.shape
-            nd = f["depths"][t]  # of s_{t+1}
+            nd = depths[t]  # of s_{t+1}
             if gs is None:
                 gs = s.new_zeros(B_, K_, nd, W_)
             elif t == T - 1 and gs.shape[2] < nd:  # final_stack off: its top cells only
@@ -529,7 +530,6 @@ class _LSTMStackSequence(torch.autograd.Function):
             f["stacks"] = [ins[9], *buf[n:n + T - 1]]
             f["acts"] = list(buf[n + T - 1:n + 2 * T - 1])
             f["vals"] = list(buf[n + 2 * T - 1:n + 3 * T - 1])
-            f["depths"] = _depths(spec, ins[9].shape[2], T)
         g_hs, g_c = grads[0], grads[1]
         g_stack, g_read = (grads[2], grads[3]) if K else (None, None)
         need_w = any(need[1:5])

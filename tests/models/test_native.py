@@ -220,34 +220,6 @@ def test_superposition_kernels_equal_the_torch_form(seed, B, K, d, W, grow, dtyp
 
 
 @needs_native
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(1, 2), st.integers(2, 40),
-       st.integers(1, 20), st.data(), st.sampled_from(["float32", "float64"]))
-def test_a_shallower_update_is_the_top_of_the_full_one(seed, B, K, d, W, data, dtype):
-    """nd < d (the pruned depths of lstm_sequence): the values are the top nd cells of the
-    full update, bit for bit; the state and value gradients are those of the full update
-    whose cotangent is zero below nd, bit for bit (the added terms are exact zeros); the
-    action gradients to the tolerance of their sums (partial sums in another order)."""
-    dt = getattr(torch, dtype)
-    nd = data.draw(st.integers(1, d - 1), label="nd")
-    gen = torch.Generator().manual_seed(seed)
-    s = torch.rand(B, K, d, W, generator=gen, dtype=torch.float64).to(dt)
-    act = torch.softmax(torch.randn(B, K, 3, generator=gen, dtype=torch.float64), -1).to(dt)
-    v = torch.rand(B, K, W, generator=gen, dtype=torch.float64).to(dt)
-    g = torch.randn(B, K, nd, W, generator=gen, dtype=torch.float64).to(dt)
-    g_full = torch.cat([g, g.new_zeros(B, K, d - nd, W)], dim=2)
-    assert torch.equal(_native.superposition_forward(s, act, v, nd),
-                       _native.superposition_forward(s, act, v, d)[:, :, :nd])
-    gs, ga, gv = _native.superposition_backward(s, act, v, g)
-    gs_f, ga_f, gv_f = _native.superposition_backward(s, act, v, g_full)
-    assert torch.equal(gs, gs_f) and torch.equal(gv, gv_f)
-    assert not gs[:, :, nd + 1:].any()
-    tol = tolerance(dt, n_ops=d * W, scale=float((g.abs().sum((2, 3)).max()) + 1))
-    assert tol.allclose(ga.double().numpy(), ga_f.double().numpy()), \
-        tol.max_violation(ga.double().numpy(), ga_f.double().numpy())
-
-
-@needs_native
 @pytest.mark.parametrize("fused", [False, True])
 def test_stack_rnn_runs_the_superposition_kernels(monkeypatch, fused):
     from rnnmem.models import StackRNN
