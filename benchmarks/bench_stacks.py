@@ -45,6 +45,7 @@ Run alone: ``python -m benchmarks.bench_stacks [--quick]``.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import time
 
@@ -209,22 +210,26 @@ def kernel_threads_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3
                         rounds: int = 3) -> list[dict]:
     """The stack-LSTM forward + backward of :func:`lstm_comparison_rows` with the compiled
     kernels' rows split over torch's OpenMP pool against the same with Python threads
-    started per call (:func:`rnnmem.models._native.python_threads`), alternated."""
+    started per call (:func:`rnnmem.models._native.python_threads`), alternated. The
+    step loops are held threaded (at this size they would run on one thread,
+    :func:`rnnmem.models._device.step_threads`, and there would be nothing to split)."""
     from rnnmem.models import _native
 
     name = "compiled kernels: OpenMP pool vs Python threads"
     if _native.threading_mode() != "openmp":
         return [unavailable(SECTION, name,
                             f"kernels split over {_native.threading_mode()} here")]
-    omp, py, omp_s, py_s = _alternated(_sup_step(T, B, H, W, V), rounds,
-                                       _native.python_threads)
+    with _fixed_threshold(0)():
+        omp, py, omp_s, py_s = _alternated(_sup_step(T, B, H, W, V), rounds,
+                                           _native.python_threads)
     return [row(SECTION, name,
                 config=dict(T=T, batch=B, hidden=H, width=W, rounds=rounds), timing=omp,
                 ratio=py.seconds / omp.seconds, ratio_label="speed-up of the pool",
                 values=dict(python_threads_s=py.seconds, python_threads_cpu_s=py.cpu_seconds,
                             omp_rounds_s=omp_s, python_rounds_s=py_s),
-                note="superposition stack-LSTM fwd+bwd; rows of a call split over the "
-                     "threads of torch's OpenMP runtime vs Python threads started per "
+                note="superposition stack-LSTM fwd+bwd, step loops held threaded; rows of a "
+                     "call split over the threads of torch's OpenMP runtime vs Python "
+                     "threads started per "
                      f"call (used only from {_native.MIN_ELEMENTS_PER_THREAD} elements of "
                      "work)")]
 
@@ -258,6 +263,69 @@ def state_arena_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                      "tensor per state faults in every page of the O(T^2) states")]
 
 
+def _fixed_threshold(value: int):
+    """A context manager holding :data:`rnnmem.models._device.SERIAL_STEP_WORK` at
+    ``value`` (0: every step loop threaded; huge: every one on one thread)."""
+    from rnnmem.models import _device
+
+    @contextlib.contextmanager
+    def held():
+        old = _device.SERIAL_STEP_WORK
+        _device.SERIAL_STEP_WORK = value
+        try:
+            yield
+        finally:
+            _device.SERIAL_STEP_WORK = old
+
+    return held
+
+
+def step_threads_rows(sizes, T: int, W: int = 8, V: int = 10, rounds: int = 3) -> list[dict]:
+    """The stack-LSTM forward + backward (batch B, hidden H, length ``T``) with its step
+    loops on one thread and on ``threads`` threads, interleaved in rounds, for each (B, H)
+    of ``sizes``, under the environment's wait policy: the rule of
+    :func:`rnnmem.models._device.step_threads` (one thread below ``SERIAL_STEP_WORK``
+    multiply-adds per step) should pick the faster of the two."""
+    from rnnmem.models import StackRNN, _device
+
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return [unavailable(SECTION, "step loop threads", "one torch thread: nothing to "
+                            "choose (run with --threads 2 or more)")]
+    rows = []
+    for B, H in sizes:
+        m = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
+                     dtype="float32", device="cpu", seed=0)
+        base = _fwd_bwd(m, B, T)
+        steps = []
+        for value in (1 << 62, 0):
+            def step(base=base, hold=_fixed_threshold(value)):
+                with hold():
+                    return base()
+            steps.append(step)
+        serial, threaded = _interleaved(steps, rounds)
+        cell = m.controller.cell
+        work = B * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1] + H)
+        rule = "one thread" if work < _device.SERIAL_STEP_WORK else f"{threads} threads"
+        picked = serial.seconds if work < _device.SERIAL_STEP_WORK else threaded.seconds
+        best = min(serial.seconds, threaded.seconds)
+        rows.append(row(SECTION, f"step loop threads: batch {B}, hidden {H}",
+                        config=dict(T=T, batch=B, hidden=H, width=W, threads=threads,
+                                    rounds=rounds),
+                        seconds=picked, ratio=threaded.seconds / serial.seconds,
+                        ratio_label=f"{threads} threads / one thread",
+                        target="the rule's choice within 1.15x of the faster",
+                        met=picked <= 1.15 * best,
+                        values=dict(work_per_step=work, threshold=_device.SERIAL_STEP_WORK,
+                                    rule=rule, one_thread_s=serial.seconds,
+                                    threaded_s=threaded.seconds,
+                                    wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                                    spin_count=os.environ.get("GOMP_SPINCOUNT")),
+                        note="superposition stack-LSTM fwd+bwd; 'rule': what step_threads "
+                             "picks for this size under this process's wait policy"))
+    return rows
+
+
 #: the wait-policy probe: one fresh process per policy (libgomp reads it at load time)
 _POLICY_PROBE = """
 import json, sys
@@ -283,13 +351,15 @@ def wait_policy_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
     """The same work under OpenMP's default wait policy (idle threads spin a while before
     they sleep) and under ``OMP_WAIT_POLICY=PASSIVE`` (they sleep at once), each in a fresh
     process with ``threads`` torch threads: the stack-LSTM and the plain LSTM forward +
-    backward at length ``T`` (a thousand small parallel regions) and the training step of
-    :func:`training_step_rows`. Which policy is faster depends on the machine and its load
-    (``rnnmem``'s command line, the test suite and this harness set PASSIVE unless the
-    environment says otherwise: on the 2-core VM where that was chosen, spinning threads
-    made the step loops 10-30x slower; a wake-up from sleep can cost more elsewhere)."""
+    backward at length ``T`` and the training step of :func:`training_step_rows`. The two
+    small models run their step loops on one thread under either policy
+    (:func:`rnnmem.models._device.step_threads`; before that rule PASSIVE made them 5-6x
+    slower on a quiet AMD EPYC VM), so the policy shows in the training step. Which policy
+    is faster depends on the machine and its load (``rnnmem``'s command line, the test
+    suite and this harness set PASSIVE unless the environment says otherwise: on the 2-core
+    VM where that was chosen, spinning threads made the step loops 10-30x slower; a wake-up
+    from sleep can cost more elsewhere)."""
     import json
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -601,7 +671,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("training step", lambda: training_step_rows(2, 4, 5, reps=1, judge=False)),
                  ("kernel threads", lambda: kernel_threads_rows(6, rounds=1)),
                  ("state arena", lambda: state_arena_rows(6, rounds=1)),
-                 ("wait policy", lambda: wait_policy_rows(6, B=2, H=3, rounds=1, tiny=True))]
+                 ("wait policy", lambda: wait_policy_rows(6, B=2, H=3, rounds=1, tiny=True)),
+                 ("step loop threads", lambda: step_threads_rows([(2, 3)], 5, rounds=1))]
     else:
         depths = [40, 100] if quick else [40, 100, 500]
         parts = [("step vs reference",
@@ -614,7 +685,10 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                   lambda: training_step_rows(128, 256, 40, reps=3 if quick else 5)),
                  ("kernel threads", lambda: kernel_threads_rows(500, rounds=3)),
                  ("state arena", lambda: state_arena_rows(500, rounds=3)),
-                 ("wait policy", lambda: wait_policy_rows(500, rounds=3))]
+                 ("wait policy", lambda: wait_policy_rows(500, rounds=3)),
+                 ("step loop threads",
+                  lambda: step_threads_rows([(32, 32), (32, 128), (128, 256)], 60,
+                                            rounds=3 if quick else 5))]
     for name, part in parts:
         try:
             rows.extend(part())

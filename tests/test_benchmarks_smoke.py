@@ -287,3 +287,24 @@ def test_stack_rnn_growing_stack_equals_full_depth_run():
         params = {n: p.detach()[None].expand(2, *p.shape) for n, p in m.named_parameters()}
         yv = torch.func.vmap(lambda ps: torch.func.functional_call(m, ps, (x,)))(params)
         assert tol.allclose(yv[1].detach().numpy(), y.detach().numpy())
+
+
+def test_the_step_loop_threads_row_times_both_and_names_the_rules_choice():
+    import torch
+
+    from benchmarks import bench_stacks
+    from rnnmem.models import _device
+
+    assert bench_stacks.step_threads_rows([(2, 3)], 4, rounds=1)[0]["status"] == "not available"
+    torch.set_num_threads(2)
+    try:
+        (r,) = bench_stacks.step_threads_rows([(2, 3)], 4, rounds=1)
+    finally:
+        torch.set_num_threads(1)
+    C.check_row(r)
+    v = r["values"]
+    # batch 2 x 4H = 12 gate rows x (10 symbols + read 8 + hidden 3)
+    assert v["work_per_step"] == 2 * 12 * 21 and v["rule"] == "one thread"
+    assert v["threshold"] == _device.SERIAL_STEP_WORK
+    assert r["seconds"] == v["one_thread_s"] and v["threaded_s"] > 0
+    assert r["ratio"] == pytest.approx(v["threaded_s"] / v["one_thread_s"])

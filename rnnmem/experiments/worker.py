@@ -91,18 +91,24 @@ def cpu_model() -> str | None:
 
 def _cpu() -> dict:
     """The processor the run's arithmetic ran on: its model name (:func:`cpu_model`) and
-    the instruction set torch dispatches its CPU kernels to. The matrix products of torch's BLAS may round differently on another processor,
-    or with another thread count (measured: MKL, AMD EPYC with AVX-512, a (7, 20) x
-    (20, 21) float64 product differs in its last bit between 1 and 3 threads), and a
-    training run amplifies such differences: two runs of one protocol agree bit for bit
-    only on the same kind of processor with the same ``threads``."""
+    the instruction set torch dispatches its CPU kernels to. The matrix products of torch's
+    BLAS may round differently on another processor, or with another thread count
+    (measured: MKL, AMD EPYC with AVX-512, a (7, 20) x (20, 21) float64 product differs in
+    its last bit between 1 and 3 threads), and a training run amplifies such differences:
+    two runs of one protocol agree bit for bit only on the same kind of processor with the
+    same ``threads`` and, above one thread, the same ``serial_step_work``
+    (:data:`rnnmem.models._device.SERIAL_STEP_WORK`, set by the OpenMP wait policy: step
+    loops whose steps are smaller run on one thread)."""
     import torch
+
+    from ..models import _device
 
     try:
         capability = torch.backends.cpu.get_cpu_capability()
     except Exception:  # an older torch  # pragma: no cover
         capability = None
-    return {"model": cpu_model(), "machine": platform.machine(), "capability": capability}
+    return {"model": cpu_model(), "machine": platform.machine(), "capability": capability,
+            "serial_step_work": _device.SERIAL_STEP_WORK}
 
 
 def provenance(run: Run, *, device: str, threads: int, started: str, executor: str,

@@ -1,12 +1,16 @@
-"""Device and dtype resolution, chosen once at the top (nanoGPT style)."""
+"""Device and dtype resolution, chosen once at the top (nanoGPT style), and the thread
+count of small step loops (:func:`step_threads`)."""
 
 from __future__ import annotations
+
+import os
+from contextlib import contextmanager
 
 import torch
 
 from ..errors import InvalidParameterError
 
-__all__ = ["resolve_device", "resolve_dtype", "DTYPES"]
+__all__ = ["resolve_device", "resolve_dtype", "DTYPES", "step_threads", "SERIAL_STEP_WORK"]
 
 DTYPES = {
     "float16": torch.float16,
@@ -44,3 +48,47 @@ def resolve_dtype(dtype="float32") -> torch.dtype:
     except KeyError:
         raise InvalidParameterError(
             f"unknown dtype {dtype!r}; use one of {list(DTYPES)}") from None
+
+
+
+def _passive_wait() -> bool:
+    """Whether OpenMP's idle threads sleep at once, as libgomp reads the environment:
+    ``GOMP_SPINCOUNT`` when set (sleep at once: 0), else ``OMP_WAIT_POLICY=PASSIVE``
+    (measured: ``OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=10000`` spins). Read when this
+    module is imported, just after torch loaded libgomp: a later change of the variables
+    reaches neither."""
+    spin = os.environ.get("GOMP_SPINCOUNT", "").strip()
+    if spin:
+        return spin == "0"
+    return os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+
+
+#: Per-step work (multiply-adds of a step's gate product) below which a step loop runs on
+#: one torch thread (:func:`step_threads`). A step loop opens a few parallel regions per
+#: step; each costs a wake-up of the sleeping threads under the passive wait policy (about
+#: 0.12-0.2 ms on a quiet 2-vCPU VM, measured: a (32, 42) x (42, 80) product at 2 threads
+#: took 117 us PASSIVE, 5 us spinning, 4 us on one thread). Measured crossovers of the
+#: stack-LSTM forward + backward at 2 threads against 1 (benchmarks/, section e):
+#: spinning threads pay from about 0.5M multiply-adds per step, sleeping ones from about
+#: 9M. On a loaded machine spinning threads lose at every size.
+SERIAL_STEP_WORK = (1 << 23) if _passive_wait() else (1 << 19)
+
+
+@contextmanager
+def step_threads(work: int, device):
+    """Run the block on one torch thread when it is a step loop on the CPU whose per-step
+    ``work`` is below :data:`SERIAL_STEP_WORK`; otherwise leave the thread count alone.
+    The count is restored on leaving (also on an exception). Small step loops run the
+    same, or faster, on one thread under either wait policy and any load, and their
+    results no longer depend on the configured thread count. The count is torch's
+    (process-wide for its BLAS): work that another Python thread runs meanwhile runs on one
+    thread too, and a count that thread sets meanwhile is overwritten on leaving."""
+    n = torch.get_num_threads()
+    if n == 1 or work >= SERIAL_STEP_WORK or torch.device(device).type != "cpu":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -51,6 +51,7 @@ from typing import NamedTuple
 import torch
 
 from . import _buffers, _native
+from ._device import step_threads
 from .stacks import (_compiling, _forward_ad_active, _grown_depth, _plain_form_grads,
                      _superposition_backward, _superposition_forward, _superposition_update)
 
@@ -491,10 +492,16 @@ def _input_grads(f, dx, dz, dW, need):
 _BUFFERS = ("act", "xb", "c", "tc", "W_all", "perm")
 
 
+def _step_work(emb, W_ih) -> int:
+    """Multiply-adds of one step's gate product (batch x inputs x 4 hidden)."""
+    return emb.shape[0] * W_ih.shape[0] * (W_ih.shape[1] + W_ih.shape[0] // 4)
+
+
 class _LSTMStackSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
-        f = _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
+        with step_threads(_step_work(emb, W_ih), emb.device):
+            f = _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
         ctx.spec, ctx.T = spec, emb.shape[1]
         ns = f.get("native_stack")
         # the compiled loop's stack states: one arena, its offsets and depths (ctx.native);
@@ -533,8 +540,9 @@ class _LSTMStackSequence(torch.autograd.Function):
         g_hs, g_c = grads[0], grads[1]
         g_stack, g_read = (grads[2], grads[3]) if K else (None, None)
         need_w = any(need[1:5])
-        dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
-                                            need_w)
+        with step_threads(_step_work(ins[0], ins[1]), ins[0].device):
+            dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
+                                                need_w)
         w = _input_grads(f, dx, dz, dW, need)
         R, e0, P = f["layout"]
         b = w.get("b")

@@ -42,6 +42,7 @@ from torch import nn
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
 from . import lstm_sequence
 from ._common import CompiledStep
+from ._device import step_threads
 from .base import RecurrentModel, map_tensors
 from .nondeterministic import NondeterministicStack, stack_rnn_options
 from .registry import register_model
@@ -497,15 +498,22 @@ class StackRNN(RecurrentModel):
         step = self._step_fn()
         iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
-        for e_t in emb.unbind(1):  # unbind: no per-step zero-filled slice gradients
-            if depth is None:
-                h, state, controls = step(e_t, state)
-            else:
-                h, state, controls = self._step_impl(e_t, state, depth, iface)
-            hs.append(h)
-            if record_stack and self.has_stack:
-                stack = state.stack if depth is None else self.memory.pad(state.stack, depth)
-                rec.append((stack, controls, state.read))
+        # a small loop on one thread (the backward, run by autograd afterwards, is not);
+        # the nondeterministic stack's own step work is not counted: left alone
+        cell = self.controller.cell
+        work = (B * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1] + cell.hidden_size)
+                if self.stack_kind != "nondeterministic" else 1 << 62)
+        with step_threads(work, emb.device):
+            for e_t in emb.unbind(1):  # unbind: no per-step zero-filled slice gradients
+                if depth is None:
+                    h, state, controls = step(e_t, state)
+                else:
+                    h, state, controls = self._step_impl(e_t, state, depth, iface)
+                hs.append(h)
+                if record_stack and self.has_stack:
+                    stack = (state.stack if depth is None
+                             else self.memory.pad(state.stack, depth))
+                    rec.append((stack, controls, state.read))
         if depth is not None:
             state = state._replace(stack=self.memory.pad(state.stack, depth))
         logits = self.classifier(torch.stack(hs, dim=1))  # (B, T, O)

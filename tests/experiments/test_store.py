@@ -18,6 +18,7 @@ from exp_helpers import tiny_run
 from rnnmem.errors import (CorruptCheckpointError, CorruptFileError, ExecutorError,
                            InvalidParameterError, StorageError)
 from rnnmem.experiments import RunStore, execute, export_frame
+from rnnmem.models import _device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +40,8 @@ def test_a_run_directory_holds_everything(tiny_protocol, store):
     assert set(prov["versions"]) >= {"rnnmem", "python", "torch", "numpy", "scipy", "sympy"}
     assert prov["threads"] == 1 and prov["seed"] == r.run.seed
     # the processor (another one, or another thread count, may round products otherwise)
-    assert set(prov["cpu"]) == {"model", "machine", "capability"}
+    assert set(prov["cpu"]) == {"model", "machine", "capability", "serial_step_work"}
+    assert prov["cpu"]["serial_step_work"] == _device.SERIAL_STEP_WORK
     assert prov["cpu"]["machine"] == platform.machine()
     assert prov["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
     # the stored results are what the model gives: memory function, perturbation E(0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rnnmem.errors import InvalidParameterError
-from rnnmem.models import _native, linear_recurrence
+from rnnmem.models import _device, _native, linear_recurrence
 from rnnmem.models.recurrence import _loop, choose_method
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,6 +412,8 @@ def test_every_kernel_gives_the_same_bits_for_any_thread_split(grain_one, monkey
     the sequence node calls between the kernels, need not give the same bits for another
     thread count (measured on an AMD EPYC with AVX-512: a (7, 20) x (20, 21) float64
     product differs in the last bit between 1 and 3 threads)."""
+    # the node's loops at these sizes would run on one torch thread (step_threads)
+    monkeypatch.setattr(_device, "SERIAL_STEP_WORK", 0)
     monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1 << 62)  # Python mode: 1 thread
     one = _sequence_results(False)
     monkeypatch.setattr(_native, "MIN_ELEMENTS_PER_THREAD", 1)  # Python mode: a row each
