@@ -581,7 +581,7 @@ def lstm_stack_sequence(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_hh, W_if=No
     args = (emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return _LSTMStackSequence.apply(spec, *args)
-    with torch.no_grad():
+    with torch.no_grad(), step_threads(_step_work(emb, W_ih), emb.device):
         return _outputs(_forward(spec, *args, keep=False), spec)
 
 

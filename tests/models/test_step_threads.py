@@ -38,8 +38,9 @@ def test_a_large_loop_or_another_device_keeps_the_configured_threads(three_threa
         assert torch.get_num_threads() == 3
 
 
-def _node_threads(monkeypatch, B: int, H: int) -> list[int]:
-    """The thread count inside the fused stack-LSTM node's forward and backward loops."""
+def _node_threads(monkeypatch, B: int, H: int, grad: bool = True) -> list[int]:
+    """The thread count inside the fused stack-LSTM node's forward and backward loops
+    (``grad`` False: a forward without grad, which keeps no states)."""
     seen = []
     fwd, bwd = lstm_sequence._forward, lstm_sequence._backward_loop
 
@@ -54,13 +55,18 @@ def _node_threads(monkeypatch, B: int, H: int) -> list[int]:
     m = StackRNN(3, controller="lstm", stack="superposition", width=H, stack_width=2,
                  dtype="float64", device="cpu", seed=0)
     x = torch.randint(0, 3, (B, 4), generator=torch.Generator().manual_seed(0))
-    m(x).sum().backward()
+    if grad:
+        m(x).sum().backward()
+    else:
+        with torch.no_grad():
+            m(x)
     return seen
 
 
 def test_the_fused_node_runs_small_steps_on_one_thread_forward_and_back(three_threads,
                                                                         monkeypatch):
     assert _node_threads(monkeypatch, 2, 4) == [1, 1]
+    assert _node_threads(monkeypatch, 2, 4, grad=False) == [1]
     assert torch.get_num_threads() == 3
 
 
