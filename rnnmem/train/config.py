@@ -156,9 +156,14 @@ class TrainConfig:
     threads : int or None
         CPU threads for the run (:func:`torch.set_num_threads`, restored afterwards);
         ``None`` keeps torch's setting. Step-by-step recurrences are made of many small
-        operations, and waking a second thread for each costs more than it saves: on a
-        2-core machine a stack-LSTM training step (batch 128, hidden 256, length 40) took
-        223 ms with one thread and 346 ms with two (``benchmarks``, section e).
+        operations, and waking a second thread for each can cost more than it saves: the
+        fused stack-LSTM/LSTM node and the stack RNN's forward loop run steps smaller than
+        :data:`rnnmem.models._device.SERIAL_STEP_WORK` on one thread whatever this says.
+        Larger steps gain from threads on a quiet machine and lose on a loaded one: a
+        stack-LSTM training step (batch 128, hidden 256, length 40) on a 2-vCPU VM took
+        0.16 s on one thread, 0.08 s (spinning) or 0.13-0.15 s (``OMP_WAIT_POLICY=PASSIVE``)
+        on two when quiet, and 0.45 s (spinning) or 0.17 s (passive) on two beside a busy
+        process (``benchmarks``, section e; an earlier VM: 223 ms on one, 346 ms on two).
     seed : int
         Seeds torch, numpy, Python's ``random`` and the data stream.
     temporal_weighting : float
