@@ -47,8 +47,17 @@ def _regression_families(hidden: int) -> list[tuple[str, str, dict]]:
     ]
 
 
+def _loop_threads(model, batch: int):
+    """The thread rule of ``rnnmem.train``'s loop for a step of ``model``: forward and
+    backward of a small step loop on one thread (``step_work``, ``step_threads``)."""
+    from rnnmem.models._device import step_threads
+
+    return step_threads(model.step_work(batch), next(model.parameters()).device)
+
+
 def regression_step(model, batch: int, length: int, dtype, seed: int = 0):
-    """A closure doing one Adam step of mean-squared error on random data."""
+    """A closure doing one Adam step of mean-squared error on random data (with the
+    training loop's thread rule)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, length, model.input_dim, generator=g, dtype=dtype)
     y = torch.randn(batch, length, model.output_dim, generator=g, dtype=dtype)
@@ -56,8 +65,9 @@ def regression_step(model, batch: int, length: int, dtype, seed: int = 0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = (model(x) - y).square().mean()
-        loss.backward()
+        with _loop_threads(model, batch):
+            loss = (model(x) - y).square().mean()
+            loss.backward()
         opt.step()
         return float(loss.detach())
 
@@ -65,7 +75,8 @@ def regression_step(model, batch: int, length: int, dtype, seed: int = 0):
 
 
 def token_step(model, batch: int, length: int, seed: int = 0):
-    """A closure doing one Adam step of next-symbol cross-entropy on random tokens."""
+    """A closure doing one Adam step of next-symbol cross-entropy on random tokens (with
+    the training loop's thread rule)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, model.vocab_size, (batch, length), generator=g)
     y = torch.randint(0, model.output_size, (batch, length), generator=g)
@@ -73,10 +84,11 @@ def token_step(model, batch: int, length: int, seed: int = 0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                 y.reshape(-1))
-        loss.backward()
+        with _loop_threads(model, batch):
+            logits = model(x)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     y.reshape(-1))
+            loss.backward()
         opt.step()
         return float(loss.detach())
 

@@ -75,16 +75,18 @@ SERIAL_STEP_WORK = (1 << 23) if _passive_wait() else (1 << 19)
 
 
 @contextmanager
-def step_threads(work: int, device):
+def step_threads(work: int | None, device):
     """Run the block on one torch thread when it is a step loop on the CPU whose per-step
-    ``work`` is below :data:`SERIAL_STEP_WORK`; otherwise leave the thread count alone.
+    ``work`` is below :data:`SERIAL_STEP_WORK`; otherwise (also for ``work`` None: not
+    counted) leave the thread count alone.
     The count is restored on leaving (also on an exception). Small step loops run the
     same, or faster, on one thread under either wait policy and any load, and their
     results no longer depend on the configured thread count. The count is torch's
     (process-wide for its BLAS): work that another Python thread runs meanwhile runs on one
     thread too, and a count that thread sets meanwhile is overwritten on leaving."""
     n = torch.get_num_threads()
-    if n == 1 or work >= SERIAL_STEP_WORK or torch.device(device).type != "cpu":
+    if (n == 1 or work is None or work >= SERIAL_STEP_WORK
+            or torch.device(device).type != "cpu"):
         yield
         return
     torch.set_num_threads(1)

@@ -289,6 +289,15 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
         return {n: p for n, p in self.named_parameters()
                 if any(n == r or n.startswith(r + ".") for r in names)}
 
+    def step_work(self, batch_size: int) -> int | None:
+        """Multiply-adds of one time step's gate product for a batch of ``batch_size``,
+        for a model whose forward is a Python loop over the steps; ``None`` (this default)
+        for one without such a loop, or whose steps are not counted. The training loop
+        runs forward and backward on one torch thread when this is below
+        :data:`rnnmem.models._device.SERIAL_STEP_WORK` (:func:`~rnnmem.models._device.
+        step_threads`: waking threads for many small products costs more than it saves)."""
+        return None
+
     def evaluation_form(self) -> "RecurrentModel":
         """The model as it is evaluated and perturbed after training: ``self`` unless a
         model's training and evaluation forms differ (the relu-parameterised models of

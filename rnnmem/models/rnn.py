@@ -55,6 +55,7 @@ import torch
 
 from ..errors import InvalidParameterError, UnknownNameError
 from ..theory import PARAMETERISATIONS
+from ._device import step_threads
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
 from .registry import register_model
@@ -213,10 +214,11 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         # backward zero-fills a whole (B, T, d) gradient per step, quadratic in T), and no
         # (B, T, N) drive or state tensor (nor their gradients) is ever formed.
         step = self._compiled if self._compiled is not None else self._sample_step
-        for x_k in x.unbind(1):  # (B, d) each
-            u_k = x_k @ UT if self.b is None else torch.addmm(self.b, x_k, UT)  # (B, N)
-            h, y_k = step(W, h, u_k, tau, CT)
-            ys.append(y_k)  # (B, p)
+        with step_threads(self._loop_work(x.shape[0]), x.device):
+            for x_k in x.unbind(1):  # (B, d) each
+                u_k = x_k @ UT if self.b is None else torch.addmm(self.b, x_k, UT)  # (B, N)
+                h, y_k = step(W, h, u_k, tau, CT)
+                ys.append(y_k)  # (B, p)
         return torch.stack(ys, dim=1)  # (B, T, p)
 
     def _sample_step(self, W, h, u_k, tau: float, CT):
@@ -256,6 +258,17 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         for _ in range(self.substeps):
             A, G = R @ A, R @ G + P
         return A, G
+
+    def step_work(self, batch_size: int) -> int | None:
+        """``batch x N x (N + input_dim)`` where :meth:`forward` runs the step loop (a
+        nonlinear or vanilla-recurrence model); ``None`` where it runs the parallel
+        recurrence."""
+        if self.is_linear and self.kind != "vanilla":
+            return None
+        return self._loop_work(batch_size)
+
+    def _loop_work(self, batch_size: int) -> int:
+        return batch_size * self.hidden_dim * (self.hidden_dim + self.input_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, input_dim) -> ``y`` (B, T, output_dim).

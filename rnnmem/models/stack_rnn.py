@@ -498,12 +498,9 @@ class StackRNN(RecurrentModel):
         step = self._step_fn()
         iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
-        # a small loop on one thread (the backward, run by autograd afterwards, is not);
-        # the nondeterministic stack's own step work is not counted: left alone
-        cell = self.controller.cell
-        work = (B * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1] + cell.hidden_size)
-                if self.stack_kind != "nondeterministic" else 1 << 62)
-        with step_threads(work, emb.device):
+        # a small loop on one thread (its backward, which autograd runs afterwards, is
+        # covered by the training loop through step_work)
+        with step_threads(self.step_work(B), emb.device):
             for e_t in emb.unbind(1):  # unbind: no per-step zero-filled slice gradients
                 if depth is None:
                     h, state, controls = step(e_t, state)
@@ -523,6 +520,16 @@ class StackRNN(RecurrentModel):
         if record_stack:
             out.append(self._trace(rec))
         return out[0] if len(out) == 1 else tuple(out)
+
+    def step_work(self, batch_size: int) -> int | None:
+        """The controller's gate product per step (``batch x gates x (input + hidden)``;
+        the fused node counts the same); ``None`` with the nondeterministic stack, whose
+        own step work is not counted."""
+        if self.stack_kind == "nondeterministic":
+            return None
+        cell = self.controller.cell
+        return batch_size * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1]
+                                                       + cell.hidden_size)
 
     def _fused_ok(self, emb, state: StackRNNState, record_stack: bool) -> bool:
         """Whether :meth:`forward` may run as one node (see ``fused_sequence``)."""

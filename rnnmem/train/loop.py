@@ -52,7 +52,7 @@ from ..errors import (CheckpointError, CorruptFileError, InvalidParameterError,
 from ..limits import check_memory
 from ..files import (MANIFEST, DirLock, atomic_write, read_json, remove_stale_temporaries,
                      storage_error, to_jsonable, write_json, write_manifest)
-from ..models._device import resolve_device, resolve_dtype
+from ..models._device import resolve_device, resolve_dtype, step_threads
 from ..models.base import model_outputs
 from .config import TrainConfig
 from ..tasks.interface import TrainTask
@@ -558,6 +558,16 @@ def _penalty(config: TrainConfig, model) -> torch.Tensor | float:
     return config.margin_penalty * torch.relu(config.margin_target - model.stability_margin())
 
 
+def _step_threads(model, x, device):
+    """:func:`~rnnmem.models._device.step_threads` for a training step of ``model`` (its
+    ``step_work`` hook, :meth:`~rnnmem.models.base.RecurrentModel.step_work`) on the batch
+    ``x``: forward and backward of a small step loop on one thread; a model without the
+    hook, or whose hook says ``None``, keeps the configured threads."""
+    fn = getattr(model, "step_work", None)
+    return step_threads(fn(int(x.shape[0])) if callable(fn) and getattr(x, "ndim", 0)
+                        else None, device)
+
+
 def _train(config, model, task, resume, progress, callback, eval_callback=None
            ) -> TrainResult:
     out = Path(config.out_dir) if config.out_dir else None
@@ -744,18 +754,19 @@ def _train(config, model, task, resume, progress, callback, eval_callback=None
                     carried = None  # a new pass over the data starts from a fresh state
                 x, y, mask = task.batch("train", step, data_gen)
                 recent = (x, y, mask, carried)
-                with autocast():
-                    if stateful:
-                        outputs, new_state = task.forward(model, x, carried)
-                    else:
-                        outputs = model_outputs(model, x)
-                    loss = task.loss(outputs, y, mask)
-                    objective = loss + _penalty(config, model)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise _diverged(step, loss_value)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(objective).backward()
+                with _step_threads(model, x, device):
+                    with autocast():
+                        if stateful:
+                            outputs, new_state = task.forward(model, x, carried)
+                        else:
+                            outputs = model_outputs(model, x)
+                        loss = task.loss(outputs, y, mask)
+                        objective = loss + _penalty(config, model)
+                    loss_value = float(loss.detach())
+                    if not math.isfinite(loss_value):
+                        raise _diverged(step, loss_value)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(objective).backward()
                 grads = [p.grad for p in params if p.grad is not None]
                 if scaler.is_enabled():
                     scaler.unscale_(optimizer)

@@ -36,6 +36,8 @@ def test_a_large_loop_or_another_device_keeps_the_configured_threads(three_threa
         assert torch.get_num_threads() == 3
     with _device.step_threads(0, torch.device("meta")):
         assert torch.get_num_threads() == 3
+    with _device.step_threads(None, "cpu"):  # work not counted
+        assert torch.get_num_threads() == 3
 
 
 def _node_threads(monkeypatch, B: int, H: int, grad: bool = True) -> list[int]:
@@ -141,3 +143,72 @@ def test_a_fresh_process_sets_the_threshold_from_its_wait_policy():
                            text=True, timeout=120, check=True)
         got[policy] = int(r.stdout.strip())
     assert got == {"PASSIVE": 1 << 23, None: 1 << 19}
+
+
+# ------------------------------------------------------------ the hook and the training loop
+def test_step_work_counts_the_gate_product_of_step_loop_models():
+    from rnnmem.models import build_model
+
+    lstm = StackRNN(3, controller="lstm", stack="superposition", width=4, stack_width=2,
+                    dtype="float64", device="cpu", seed=0)
+    assert lstm.step_work(2) == 288  # the fused node's count (test above)
+    gru = StackRNN(3, controller="gru", stack="stratification", width=4, stack_width=2,
+                   dtype="float64", device="cpu", seed=0)
+    assert gru.step_work(5) == 5 * 12 * (gru.controller.cell.weight_ih.shape[1] + 4)
+    rns = StackRNN(3, controller="lstm", stack="nondeterministic", width=4, dtype="float64",
+                   device="cpu", seed=0)
+    assert rns.step_work(2) is None
+    rnn = build_model("rnn", activation="tanh", width=6, input_dim=2, device="cpu")
+    assert rnn.step_work(4) == 4 * 6 * (6 + 2)
+    scan = build_model("rnn", activation="linear", recurrence="softplus", width=6,
+                       device="cpu")
+    assert scan.step_work(4) is None  # the parallel recurrence, no step loop
+    assert build_model("diagonal_ssm", width=6, device="cpu").step_work(4) is None
+
+
+def test_the_nonlinear_rnn_loop_runs_small_steps_on_one_thread(three_threads, monkeypatch):
+    from rnnmem.models import build_model
+
+    rnn = build_model("rnn", activation="tanh", width=6, device="cpu", dtype="float64")
+    seen, inner = [], rnn._sample_step
+
+    def spy(*a):
+        seen.append(torch.get_num_threads())
+        return inner(*a)
+
+    monkeypatch.setattr(rnn, "_sample_step", spy)
+    rnn(torch.zeros(2, 4, 1, dtype=torch.float64))
+    assert seen == [1] * 4 and torch.get_num_threads() == 3
+
+
+def _backward_threads(model, task: str, steps: int = 2) -> set[int]:
+    """The thread counts the parameters' gradients were computed on, training ``model``
+    with three threads configured."""
+    from rnnmem.train import TrainConfig, train
+
+    seen = set()
+    for p in model.parameters():
+        p.register_hook(lambda g: seen.add(torch.get_num_threads()))
+    cfg = TrainConfig(model=model.model_name, task=task, steps=steps, batch_size=4, lr=1e-3,
+                      dtype="float64", device="cpu", threads=3, eval_every=0, seed=0,
+                      model_kwargs={k: v for k, v in model.config.items() if k != "dtype"})
+    train(cfg, model=model, progress=False)
+    return seen
+
+
+def test_training_runs_backward_of_small_step_loops_on_one_thread(monkeypatch):
+    from rnnmem.models import build_model
+
+    old = torch.get_num_threads()
+
+    def tanh_rnn():
+        return build_model("rnn", activation="tanh", width=4, dtype="float64", device="cpu",
+                           seed=0)
+
+    assert _backward_threads(tanh_rnn(), "lf:exponential") == {1}
+    assert torch.get_num_threads() == old  # train restores the caller's count
+    # no step loop (the parallel recurrence): the configured threads
+    scan = build_model("diagonal_ssm", width=4, dtype="float64", device="cpu", seed=0)
+    assert _backward_threads(scan, "lf:exponential") == {3}
+    monkeypatch.setattr(_device, "SERIAL_STEP_WORK", 0)  # every loop threaded
+    assert _backward_threads(tanh_rnn(), "lf:exponential") == {3}
