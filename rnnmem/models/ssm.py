@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 from ..theory import get_parameterisation
+from ._device import step_threads
 from .base import RecurrentModel, check_input
 from ._common import (
     ACTIVATIONS,
@@ -187,10 +188,18 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         h = torch.zeros_like(v[:, 0])  # (B, N)
         out = []
         AT = A.T
-        for v_k in v.unbind(1):  # unbind: no per-step zero-filled (B, T, N) slice gradient
-            h = torch.addmm(v_k, h, AT)  # h A^T + v_k
-            out.append(h)
+        with step_threads(self.step_work(v.shape[0]), v.device):
+            for v_k in v.unbind(1):  # unbind: no per-step zero-filled (B, T, N) slice grad
+                h = torch.addmm(v_k, h, AT)  # h A^T + v_k
+                out.append(h)
         return torch.stack(out, dim=1)  # (B, T, N)
+
+    def step_work(self, batch_size: int) -> int | None:
+        """``batch x N x N`` for a vanilla (dense) recurrence, whose states :meth:`states`
+        computes step by step; ``None`` for a diagonal one (the parallel recurrence)."""
+        if self.kind != "vanilla":
+            return None
+        return batch_size * self.state_dim * self.state_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, input_dim) -> ``y`` (B, T, output_dim)."""

@@ -164,6 +164,26 @@ def test_step_work_counts_the_gate_product_of_step_loop_models():
                        device="cpu")
     assert scan.step_work(4) is None  # the parallel recurrence, no step loop
     assert build_model("diagonal_ssm", width=6, device="cpu").step_work(4) is None
+    assert build_model("ssm", activation="tanh", recurrence="vanilla", width=5,
+                       device="cpu").step_work(3) == 3 * 5 * 5
+    assert build_model("ssm", activation="tanh", recurrence="diagonal", width=5,
+                       device="cpu").step_work(3) is None
+
+
+def test_the_dense_ssm_state_loop_runs_small_steps_on_one_thread(three_threads, monkeypatch):
+    from rnnmem.models import build_model
+
+    ssm = build_model("ssm", activation="tanh", recurrence="vanilla", width=5, device="cpu",
+                      dtype="float64")
+    seen, addmm = [], torch.addmm
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return addmm(*a, **k)
+
+    monkeypatch.setattr(torch, "addmm", spy)
+    ssm(torch.zeros(2, 4, 1, dtype=torch.float64))
+    assert seen == [1] * 4 and torch.get_num_threads() == 3
 
 
 def test_the_nonlinear_rnn_loop_runs_small_steps_on_one_thread(three_threads, monkeypatch):
