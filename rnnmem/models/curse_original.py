@@ -80,6 +80,7 @@ from ._common import (
     power_kernel,
     random_orthogonal,
 )
+from ._device import step_threads
 from .base import RecurrentModel, check_input
 from .recurrence import linear_recurrence
 from .registry import register_model
@@ -262,19 +263,36 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
         sigma = self._sigma if self.recurrent_activation else (lambda z: z)
         h = torch.zeros_like(u[:, 0])  # (B, m)
         out = []
-        if self._lru:
-            a = -self.decay_rates()
-            gain = torch.sqrt((1 - a) * (1 + a))
-            for u_k in u.unbind(1):
-                h = h + self.dt * sigma(a * h + gain * u_k)
-                out.append(h)
-        else:
-            M = self._decay_matrix()
-            for u_k in u.unbind(1):
-                Mh = M * h if M.dim() == 1 else h @ M.T
-                h = h + self.dt * sigma(u_k - Mh)
-                out.append(h)
+        with step_threads(self._loop_work(u.shape[0]), u.device):
+            if self._lru:
+                a = -self.decay_rates()
+                gain = torch.sqrt((1 - a) * (1 + a))
+                for u_k in u.unbind(1):
+                    h = h + self.dt * sigma(a * h + gain * u_k)
+                    out.append(h)
+            else:
+                M = self._decay_matrix()
+                for u_k in u.unbind(1):
+                    Mh = M * h if M.dim() == 1 else h @ M.T
+                    h = h + self.dt * sigma(u_k - Mh)
+                    out.append(h)
         return torch.stack(out, dim=1)  # (B, T, m)
+
+    def _dense(self) -> bool:
+        """Whether the decay is a full matrix (a rotation, not the LRU's diagonal)."""
+        return bool(self._rotation) and not self._lru
+
+    def _loop_work(self, batch_size: int) -> int:
+        return batch_size * self.width * (self.width if self._dense() else 1)
+
+    def step_work(self, batch_size: int) -> int | None:
+        """Per step ``batch x m x m`` (a full decay matrix) or ``batch x m`` (a diagonal
+        one) where :meth:`states` runs the step loop (a recurrent activation, or a full
+        matrix); ``None`` where it runs the parallel recurrence."""
+        nonlinear = self.recurrent_activation and not self.is_linear
+        if not (nonlinear or self._dense()):
+            return None
+        return self._loop_work(batch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (B, T, input_dim) -> ``y`` (B, T, output_dim)."""

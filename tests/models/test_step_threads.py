@@ -170,6 +170,28 @@ def test_step_work_counts_the_gate_product_of_step_loop_models():
                        device="cpu").step_work(3) is None
 
 
+@pytest.mark.parametrize("name, activation, work", [
+    ("com_diagonal_rnn", "tanh", 3 * 4), ("com_diagonal_rnn", "linear", None),
+    ("com_rnn", "tanh", 3 * 4 * 4), ("com_rnn", "linear", 3 * 4 * 4),  # a full matrix: loop
+    ("com_ssm", "tanh", 3 * 4 * 4), ("com_lru", "tanh", 3 * 4), ("com_lru", "linear", None)])
+def test_the_original_codes_models_count_their_loop_steps(name, activation, work):
+    from rnnmem.models import build_model
+
+    m = build_model(name, width=4, activation=activation, device="cpu")
+    assert m.step_work(3) == work
+
+
+def test_the_original_codes_state_loop_runs_small_steps_on_one_thread(three_threads):
+    from rnnmem.models import build_model
+
+    m = build_model("com_rnn", width=4, activation="tanh", device="cpu", dtype="float64")
+    seen = []
+    sigma = m._sigma
+    m._sigma = lambda z: (seen.append(torch.get_num_threads()), sigma(z))[1]
+    m(torch.zeros(2, 5, 1, dtype=torch.float64))
+    assert seen == [1] * 5 and torch.get_num_threads() == 3
+
+
 def test_the_dense_ssm_state_loop_runs_small_steps_on_one_thread(three_threads, monkeypatch):
     from rnnmem.models import build_model
 
