@@ -304,10 +304,10 @@ def step_threads_rows(sizes, T: int, W: int = 8, V: int = 10, rounds: int = 3) -
                     return base()
             steps.append(step)
         serial, threaded = _interleaved(steps, rounds)
-        cell = m.controller.cell
-        work = B * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1] + H)
-        rule = "one thread" if work < _device.SERIAL_STEP_WORK else f"{threads} threads"
-        picked = serial.seconds if work < _device.SERIAL_STEP_WORK else threaded.seconds
+        work = m.step_work(B)
+        serial_rule = work < _device.SERIAL_STEP_WORK
+        rule = "one thread" if serial_rule else f"{threads} threads"
+        picked = serial.seconds if serial_rule else threaded.seconds
         best = min(serial.seconds, threaded.seconds)
         rows.append(row(SECTION, f"step loop threads: batch {B}, hidden {H}",
                         config=dict(T=T, batch=B, hidden=H, width=W, threads=threads,

@@ -10,7 +10,8 @@ import torch
 
 from ..errors import InvalidParameterError
 
-__all__ = ["resolve_device", "resolve_dtype", "DTYPES", "step_threads", "SERIAL_STEP_WORK"]
+__all__ = ["resolve_device", "resolve_dtype", "DTYPES", "step_threads", "SERIAL_STEP_WORK",
+           "gate_work"]
 
 DTYPES = {
     "float16": torch.float16,
@@ -50,7 +51,6 @@ def resolve_dtype(dtype="float32") -> torch.dtype:
             f"unknown dtype {dtype!r}; use one of {list(DTYPES)}") from None
 
 
-
 def _passive_wait() -> bool:
     """Whether OpenMP's idle threads sleep at once, as libgomp reads the environment:
     ``GOMP_SPINCOUNT`` when set (sleep at once: 0), else ``OMP_WAIT_POLICY=PASSIVE``
@@ -72,6 +72,12 @@ def _passive_wait() -> bool:
 #: spinning threads pay from about 0.5M multiply-adds per step, sleeping ones from about
 #: 9M. On a loaded machine spinning threads lose at every size.
 SERIAL_STEP_WORK = (1 << 23) if _passive_wait() else (1 << 19)
+
+
+def gate_work(batch_size: int, weight_ih: torch.Tensor, hidden: int) -> int:
+    """Multiply-adds of one step's gate product of a recurrent cell: ``batch x gate rows x
+    (inputs + hidden)`` for input weights ``weight_ih`` (gate rows, inputs)."""
+    return batch_size * weight_ih.shape[0] * (weight_ih.shape[1] + hidden)
 
 
 @contextmanager

@@ -51,7 +51,7 @@ from typing import NamedTuple
 import torch
 
 from . import _buffers, _native
-from ._device import step_threads
+from ._device import gate_work, step_threads
 from .stacks import (_compiling, _forward_ad_active, _grown_depth, _plain_form_grads,
                      _superposition_backward, _superposition_forward, _superposition_update)
 
@@ -492,15 +492,10 @@ def _input_grads(f, dx, dz, dW, need):
 _BUFFERS = ("act", "xb", "c", "tc", "W_all", "perm")
 
 
-def _step_work(emb, W_ih) -> int:
-    """Multiply-adds of one step's gate product (batch x inputs x 4 hidden)."""
-    return emb.shape[0] * W_ih.shape[0] * (W_ih.shape[1] + W_ih.shape[0] // 4)
-
-
 class _LSTMStackSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0):
-        with step_threads(_step_work(emb, W_ih), emb.device):
+        with step_threads(gate_work(emb.shape[0], W_ih, W_hh.shape[1]), emb.device):
             f = _forward(spec, emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
         ctx.spec, ctx.T = spec, emb.shape[1]
         ns = f.get("native_stack")
@@ -540,7 +535,8 @@ class _LSTMStackSequence(torch.autograd.Function):
         g_hs, g_c = grads[0], grads[1]
         g_stack, g_read = (grads[2], grads[3]) if K else (None, None)
         need_w = any(need[1:5])
-        with step_threads(_step_work(ins[0], ins[1]), ins[0].device):
+        with step_threads(gate_work(ins[0].shape[0], ins[1], ins[2].shape[1]),
+                          ins[0].device):
             dx, dz, dW, dc, gs = _backward_loop(f, spec, ins[5], g_hs, g_c, g_stack, g_read,
                                                 need_w)
         w = _input_grads(f, dx, dz, dW, need)
@@ -581,7 +577,8 @@ def lstm_stack_sequence(spec: SequenceSpec, emb, W_ih, W_hh, b_ih, b_hh, W_if=No
     args = (emb, W_ih, W_hh, b_ih, b_hh, W_if, b_if, h0, c0, stack0, read0)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args):
         return _LSTMStackSequence.apply(spec, *args)
-    with torch.no_grad(), step_threads(_step_work(emb, W_ih), emb.device):
+    work = gate_work(emb.shape[0], W_ih, W_hh.shape[1])
+    with torch.no_grad(), step_threads(work, emb.device):
         return _outputs(_forward(spec, *args, keep=False), spec)
 
 

@@ -42,7 +42,7 @@ from torch import nn
 from ..errors import AlphabetError, InvalidParameterError, NonFiniteError, ShapeError, UnknownNameError
 from . import lstm_sequence
 from ._common import CompiledStep
-from ._device import step_threads
+from ._device import gate_work, step_threads
 from .base import RecurrentModel, map_tensors
 from .nondeterministic import NondeterministicStack, stack_rnn_options
 from .registry import register_model
@@ -528,8 +528,7 @@ class StackRNN(RecurrentModel):
         if self.stack_kind == "nondeterministic":
             return None
         cell = self.controller.cell
-        return batch_size * cell.weight_ih.shape[0] * (cell.weight_ih.shape[1]
-                                                       + cell.hidden_size)
+        return gate_work(batch_size, cell.weight_ih, cell.hidden_size)
 
     def _fused_ok(self, emb, state: StackRNNState, record_stack: bool) -> bool:
         """Whether :meth:`forward` may run as one node (see ``fused_sequence``)."""
