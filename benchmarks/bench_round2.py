@@ -155,9 +155,9 @@ def fused_update_rows(T: int, reps: int, B: int = 32, H: int = 20, W: int = 8,
 
     from .bench_stacks import _fwd_bwd
 
-    m = StackRNN(V, controller="lstm", stack="superposition", hidden_size=H, stack_width=W,
+    m = StackRNN(V, controller="lstm", stack="superposition", width=H, stack_width=W,
                  dtype="float32", device="cpu", seed=0)
-    plain = StackRNN(V, controller="lstm", stack="none", hidden_size=H, dtype="float32",
+    plain = StackRNN(V, controller="lstm", stack="none", width=H, dtype="float32",
                      device="cpu", seed=0)
     # the update Function inside the step-by-step graph (the whole-sequence node, the
     # default, is timed in section (e))

@@ -326,6 +326,71 @@ def step_threads_rows(sizes, T: int, W: int = 8, V: int = 10, rounds: int = 3) -
     return rows
 
 
+def _backward_rule_off():
+    """A context manager under which the loops' backward hooks do nothing (the backward
+    of a step loop outside ``rnnmem.train`` then keeps the configured threads, as before
+    :class:`rnnmem.models._device.StepLoop`)."""
+    from rnnmem.models import _device
+
+    @contextlib.contextmanager
+    def off():
+        old = _device._begin_serial_backward
+        _device._begin_serial_backward = lambda grad: None
+        try:
+            yield
+        finally:
+            _device._begin_serial_backward = old
+
+    return off
+
+
+def user_backward_rows(cases, rounds: int = 3, judge: bool = True) -> list[dict]:
+    """Forward + backward of a step-loop model in the user's own loop (not
+    ``rnnmem.train``) with the loop's backward on one thread (the rule of
+    :class:`~rnnmem.models._device.StepLoop`) against the backward on the configured
+    threads, interleaved in rounds; ``cases``: ``(label, model, input)``."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return [unavailable(SECTION, "a user's own backward", "one torch thread: nothing "
+                            "to choose (run with --threads 2 or more)")]
+    rows = []
+    for label, model, x in cases:
+        def fwd_bwd(model=model, x=x):
+            model.zero_grad(set_to_none=True)
+            model(x).float().square().mean().backward()
+
+        def rule_off(hold=_backward_rule_off()):
+            with hold():
+                fwd_bwd()
+
+        rule, off = _interleaved([fwd_bwd, rule_off], rounds)
+        rows.append(row(SECTION, f"a user's own backward: {label}",
+                        config=dict(threads=threads, rounds=rounds,
+                                    batch=int(x.shape[0]), T=int(x.shape[1])),
+                        seconds=rule.seconds, ratio=off.seconds / rule.seconds,
+                        ratio_label="speed-up vs backward on the configured threads",
+                        target="no slower (>= 1/1.15x)" if judge else None,
+                        met=off.seconds * 1.15 >= rule.seconds if judge else None,
+                        values=dict(threaded_backward_s=off.seconds,
+                                    work_per_step=model.step_work(int(x.shape[0])),
+                                    wait_policy=os.environ.get("OMP_WAIT_POLICY")),
+                        note="forward + backward outside rnnmem.train; the forward's loop "
+                             "runs on one thread in both"))
+    return rows
+
+
+def _user_cases(B: int, H: int, T: int, tiny: bool) -> list:
+    from rnnmem.models import StackRNN, build_model
+
+    g = torch.Generator().manual_seed(0)
+    rnn = build_model("rnn", activation="tanh", width=H, device="cpu", seed=0)
+    stack = StackRNN(3, controller="gru", stack="stratification", width=4 if tiny else 20,
+                     stack_width=2 if tiny else 8, device="cpu", seed=0)
+    label = "stratification GRU" + ("" if tiny else ", batch 32, hidden 20")
+    return [(f"tanh rnn, batch {B}, width {H}", rnn, torch.randn(B, T, 1, generator=g)),
+            (label, stack, torch.randint(0, 3, (2 if tiny else 32, T), generator=g))]
+
+
 #: the wait-policy probe: one fresh process per policy (libgomp reads it at load time)
 _POLICY_PROBE = """
 import json, sys
@@ -672,7 +737,10 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("kernel threads", lambda: kernel_threads_rows(6, rounds=1)),
                  ("state arena", lambda: state_arena_rows(6, rounds=1)),
                  ("wait policy", lambda: wait_policy_rows(6, B=2, H=3, rounds=1, tiny=True)),
-                 ("step loop threads", lambda: step_threads_rows([(2, 3)], 5, rounds=1))]
+                 ("step loop threads", lambda: step_threads_rows([(2, 3)], 5, rounds=1)),
+                 ("user backward",
+                  lambda: user_backward_rows(_user_cases(2, 3, 5, tiny=True), rounds=1,
+                                             judge=False))]
     else:
         depths = [40, 100] if quick else [40, 100, 500]
         parts = [("step vs reference",
@@ -688,7 +756,10 @@ def run(quick: bool = False, *, tiny: bool = False) -> list[dict]:
                  ("wait policy", lambda: wait_policy_rows(500, rounds=3)),
                  ("step loop threads",
                   lambda: step_threads_rows([(32, 32), (32, 128), (128, 256)], 60,
-                                            rounds=3 if quick else 5))]
+                                            rounds=3 if quick else 5)),
+                 ("user backward",
+                  lambda: user_backward_rows(_user_cases(128, 64, 100, tiny=False),
+                                             rounds=3 if quick else 5))]
     for name, part in parts:
         try:
             rows.extend(part())

@@ -129,7 +129,7 @@ def _stack_step(stack: str):
         from rnnmem.models import StackRNN
 
         B, T, H, V = (3, 10, 8, 4) if tiny else (32, 40, 64, 10)
-        m = StackRNN(V, controller="lstm", stack=stack, hidden_size=H, stack_width=8,
+        m = StackRNN(V, controller="lstm", stack=stack, width=H, stack_width=8,
                      dtype="float64", device=device, seed=0)
         g = torch.Generator().manual_seed(2)
         x = torch.randint(0, V, (B, T), generator=g).to(device)

@@ -308,3 +308,27 @@ def test_the_step_loop_threads_row_times_both_and_names_the_rules_choice():
     assert v["threshold"] == _device.SERIAL_STEP_WORK
     assert r["seconds"] == v["one_thread_s"] and v["threaded_s"] > 0
     assert r["ratio"] == pytest.approx(v["threaded_s"] / v["one_thread_s"])
+
+
+def test_the_user_backward_row_times_the_rule_against_a_threaded_backward():
+    import torch
+
+    from benchmarks import bench_stacks
+    from rnnmem.models import _device
+
+    cases = bench_stacks._user_cases(2, 3, 4, tiny=True)
+    assert bench_stacks.user_backward_rows(cases, rounds=1)[0]["status"] == "not available"
+    begin = _device._begin_serial_backward
+    torch.set_num_threads(2)
+    try:
+        rows = bench_stacks.user_backward_rows(cases, rounds=1, judge=False)
+    finally:
+        torch.set_num_threads(1)
+    assert _device._begin_serial_backward is begin  # the "off" side put the hook back
+    assert len(rows) == 2
+    for r, (_, model, x) in zip(rows, cases):
+        C.check_row(r)
+        v = r["values"]
+        assert r["target"] is None and r["met"] is None
+        assert v["work_per_step"] == model.step_work(int(x.shape[0])) > 0
+        assert r["ratio"] == pytest.approx(v["threaded_backward_s"] / r["seconds"])

@@ -11,7 +11,7 @@ import torch
 from ..errors import InvalidParameterError
 
 __all__ = ["resolve_device", "resolve_dtype", "DTYPES", "step_threads", "SERIAL_STEP_WORK",
-           "gate_work"]
+           "gate_work", "StepLoop"]
 
 DTYPES = {
     "float16": torch.float16,
@@ -80,23 +80,91 @@ def gate_work(batch_size: int, weight_ih: torch.Tensor, hidden: int) -> int:
     return batch_size * weight_ih.shape[0] * (weight_ih.shape[1] + hidden)
 
 
+class StepLoop:
+    """What :func:`step_threads` yields: marks a step loop's inputs and outputs so that
+    autograd runs the loop's backward on one thread as well (it runs after the ``with``
+    block has ended, so the block's own thread count cannot cover it).
+
+    ``loop.outputs(t)`` registers a hook on ``t`` (e.g. the stacked states), which runs
+    when the backward reaches the loop: it sets one torch thread and queues the restore of
+    the count at the end of the backward pass. ``loop.inputs(t)`` registers a hook on ``t``
+    (e.g. the projected inputs), which runs once the loop's backward has delivered all of
+    ``t``'s gradient: it restores the count there, so the work upstream of the loop runs
+    on the configured threads. Both return ``t`` and do nothing without grad, for a
+    tensor that needs none, for large steps or off the CPU."""
+
+    __slots__ = ("active",)
+
+    def __init__(self, active: bool):
+        self.active = active
+
+    def _hook(self, t, fn):
+        if self.active and torch.is_grad_enabled() and isinstance(t, torch.Tensor) \
+                and t.requires_grad:
+            t.register_hook(fn)
+        return t
+
+    def outputs(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``, whose gradient starts the loop's backward on one thread."""
+        return self._hook(t, _begin_serial_backward)
+
+    def inputs(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``, whose complete gradient ends the loop's backward on one thread."""
+        return self._hook(t, _end_serial_backward)
+
+
+#: the configured thread count while a backward runs a step loop on one thread (empty:
+#: none does); restored by the loop's input hook or at the end of the backward pass
+_BACKWARD_SAVED: list[int] = []
+
+
+def _in_backward() -> bool:
+    task = getattr(torch._C, "_current_graph_task_id", None)
+    return task is None or task() != -1
+
+
+def _begin_serial_backward(grad):
+    n = torch.get_num_threads()
+    if n > 1 and not _BACKWARD_SAVED:
+        _BACKWARD_SAVED.append(n)
+        torch.set_num_threads(1)
+        torch.autograd.Variable._execution_engine.queue_callback(_end_serial_backward)
+    return None
+
+
+def _end_serial_backward(*_):
+    if _BACKWARD_SAVED:
+        torch.set_num_threads(_BACKWARD_SAVED.pop())
+    return None
+
+
+def _restore_stale() -> None:
+    """A backward that raised between the two hooks skips its queued restore: the next
+    step loop outside a backward puts the configured count back."""
+    if _BACKWARD_SAVED and not _in_backward():
+        _end_serial_backward()
+
+
 @contextmanager
 def step_threads(work: int | None, device):
     """Run the block on one torch thread when it is a step loop on the CPU whose per-step
     ``work`` is below :data:`SERIAL_STEP_WORK`; otherwise (also for ``work`` None: not
-    counted) leave the thread count alone.
+    counted) leave the thread count alone. Yields a :class:`StepLoop`, whose ``inputs``
+    and ``outputs`` extend the rule to the loop's backward.
     The count is restored on leaving (also on an exception). Small step loops run the
     same, or faster, on one thread under either wait policy and any load, and their
     results no longer depend on the configured thread count. The count is torch's
     (process-wide for its BLAS): work that another Python thread runs meanwhile runs on one
     thread too, and a count that thread sets meanwhile is overwritten on leaving."""
+    _restore_stale()
+    small = (work is not None and work < SERIAL_STEP_WORK
+             and torch.device(device).type == "cpu")
     n = torch.get_num_threads()
-    if (n == 1 or work is None or work >= SERIAL_STEP_WORK
-            or torch.device(device).type != "cpu"):
-        yield
+    if n == 1 or not small:
+        yield StepLoop(small)
         return
     torch.set_num_threads(1)
     try:
-        yield
+        yield StepLoop(True)
     finally:
         torch.set_num_threads(n)

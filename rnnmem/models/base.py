@@ -293,9 +293,11 @@ class RecurrentModel(nn.Module, metaclass=_ModelMeta):
         """Multiply-adds of one time step's gate product for a batch of ``batch_size``,
         for a model whose forward is a Python loop over the steps; ``None`` (this default)
         for one without such a loop, or whose steps are not counted. The training loop
-        runs forward and backward on one torch thread when this is below
-        :data:`rnnmem.models._device.SERIAL_STEP_WORK` (:func:`~rnnmem.models._device.
-        step_threads`: waking threads for many small products costs more than it saves)."""
+        (:mod:`rnnmem.train`) runs forward and backward on one torch thread when this is
+        below :data:`rnnmem.models._device.SERIAL_STEP_WORK` (:func:`~rnnmem.models.
+        _device.step_threads`: waking threads for many small products costs more than it
+        saves). rnnmem's own loops also do so in a loop of the user's, through the hooks
+        of :class:`~rnnmem.models._device.StepLoop`."""
         return None
 
     def evaluation_form(self) -> "RecurrentModel":

@@ -263,7 +263,8 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
         sigma = self._sigma if self.recurrent_activation else (lambda z: z)
         h = torch.zeros_like(u[:, 0])  # (B, m)
         out = []
-        with step_threads(self._loop_work(u.shape[0]), u.device):
+        with step_threads(self._loop_work(u.shape[0]), u.device) as loop:
+            u = loop.inputs(u)
             if self._lru:
                 a = -self.decay_rates()
                 gain = torch.sqrt((1 - a) * (1 + a))
@@ -276,7 +277,7 @@ class CurseModel(ExactMemoryMixin, RecurrentModel):
                     Mh = M * h if M.dim() == 1 else h @ M.T
                     h = h + self.dt * sigma(u_k - Mh)
                     out.append(h)
-        return torch.stack(out, dim=1)  # (B, T, m)
+        return loop.outputs(torch.stack(out, dim=1))  # (B, T, m)
 
     def _dense(self) -> bool:
         """Whether the decay is a full matrix (a rotation, not the LRU's diagonal)."""

@@ -214,12 +214,12 @@ class NonlinearRNN(ExactMemoryMixin, RecurrentModel):
         # backward zero-fills a whole (B, T, d) gradient per step, quadratic in T), and no
         # (B, T, N) drive or state tensor (nor their gradients) is ever formed.
         step = self._compiled if self._compiled is not None else self._sample_step
-        with step_threads(self._loop_work(x.shape[0]), x.device):
-            for x_k in x.unbind(1):  # (B, d) each
+        with step_threads(self._loop_work(x.shape[0]), x.device) as loop:
+            for x_k in loop.inputs(x).unbind(1):  # (B, d) each
                 u_k = x_k @ UT if self.b is None else torch.addmm(self.b, x_k, UT)  # (B, N)
                 h, y_k = step(W, h, u_k, tau, CT)
                 ys.append(y_k)  # (B, p)
-        return torch.stack(ys, dim=1)  # (B, T, p)
+        return loop.outputs(torch.stack(ys, dim=1))  # (B, T, p)
 
     def _sample_step(self, W, h, u_k, tau: float, CT):
         """One sample: ``substeps`` integrator steps, then the read-out ``(h, C h)``."""

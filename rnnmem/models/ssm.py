@@ -188,11 +188,11 @@ class NonlinearSSM(ExactMemoryMixin, RecurrentModel):
         h = torch.zeros_like(v[:, 0])  # (B, N)
         out = []
         AT = A.T
-        with step_threads(self.step_work(v.shape[0]), v.device):
-            for v_k in v.unbind(1):  # unbind: no per-step zero-filled (B, T, N) slice grad
+        with step_threads(self.step_work(v.shape[0]), v.device) as loop:
+            for v_k in loop.inputs(v).unbind(1):  # unbind: no per-step zero-filled grads
                 h = torch.addmm(v_k, h, AT)  # h A^T + v_k
                 out.append(h)
-        return torch.stack(out, dim=1)  # (B, T, N)
+        return loop.outputs(torch.stack(out, dim=1))  # (B, T, N)
 
     def step_work(self, batch_size: int) -> int | None:
         """``batch x N x N`` for a vanilla (dense) recurrence, whose states :meth:`states`

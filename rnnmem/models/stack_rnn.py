@@ -498,10 +498,9 @@ class StackRNN(RecurrentModel):
         step = self._step_fn()
         iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
-        # a small loop on one thread (its backward, which autograd runs afterwards, is
-        # covered by the training loop through step_work)
-        with step_threads(self.step_work(B), emb.device):
-            for e_t in emb.unbind(1):  # unbind: no per-step zero-filled slice gradients
+        # a small loop on one thread, forward and (through the hooks of ``loop``) backward
+        with step_threads(self.step_work(B), emb.device) as loop:
+            for e_t in loop.inputs(emb).unbind(1):  # unbind: no per-step zero-filled grads
                 if depth is None:
                     h, state, controls = step(e_t, state)
                 else:
@@ -513,7 +512,7 @@ class StackRNN(RecurrentModel):
                     rec.append((stack, controls, state.read))
         if depth is not None:
             state = state._replace(stack=self.memory.pad(state.stack, depth))
-        logits = self.classifier(torch.stack(hs, dim=1))  # (B, T, O)
+        logits = self.classifier(loop.outputs(torch.stack(hs, dim=1)))  # (B, T, O)
         out = [logits]
         if return_state:
             out.append(state)

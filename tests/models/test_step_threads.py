@@ -254,3 +254,114 @@ def test_training_runs_backward_of_small_step_loops_on_one_thread(monkeypatch):
     assert _backward_threads(scan, "lf:exponential") == {3}
     monkeypatch.setattr(_device, "SERIAL_STEP_WORK", 0)  # every loop threaded
     assert _backward_threads(tanh_rnn(), "lf:exponential") == {3}
+
+
+# ------------------------------------------------- the backward of a loop outside training
+def _loop_models():
+    from rnnmem.models import build_model
+
+    kw = dict(device="cpu", dtype="float64", seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 1, dtype=torch.float64, generator=g)
+    tokens = torch.randint(0, 3, (3, 6), generator=g)
+    return {
+        "rnn": (build_model("rnn", activation="tanh", width=5, **kw), x),
+        "ssm": (build_model("ssm", activation="tanh", recurrence="vanilla", width=5, **kw),
+                x),
+        "com_rnn": (build_model("com_rnn", activation="tanh", width=5, **kw), x),
+        "stack_rnn": (StackRNN(3, controller="gru", stack="stratification", width=4,
+                               stack_width=2, **kw), tokens),
+    }
+
+
+def _record(seen: dict, name: str) -> None:
+    seen.setdefault(name, torch.get_num_threads())
+
+
+@pytest.mark.parametrize("name, inside, upstream", [
+    ("rnn", {"W"}, set()), ("ssm", {"W"}, {"U", "b"}),
+    ("com_rnn", {"P", "w"}, {"encoder.weight", "encoder.bias"}),
+    ("stack_rnn", {"controller.cell.weight_hh"}, set())])
+def test_a_users_own_backward_runs_the_loop_on_one_thread(three_threads, name, inside,
+                                                          upstream):
+    """Outside ``rnnmem.train``: the loop's backward (the gradients of the weights used in
+    every step) runs on one thread, the work upstream of the loop's inputs (their
+    projection) on the configured three, and the count is 3 when ``backward`` returns."""
+    model, x = _loop_models()[name]
+    seen = {}
+    for pname, p in model.named_parameters():
+        p.register_hook(lambda g, n=pname: _record(seen, n))
+    model(x).square().sum().backward()
+    assert torch.get_num_threads() == 3
+    assert {seen[n] for n in inside} == {1}, seen
+    assert {seen[n] for n in upstream} <= {3}, seen
+
+
+def test_work_upstream_of_the_stack_rnns_loop_gets_the_configured_threads_back(
+        three_threads):
+    """Float codes computed from a leaf ``z``: the gradient of ``z`` (computed after the
+    loop has delivered the codes' gradient) runs on the configured threads, the
+    controller's on one."""
+    model, tokens = _loop_models()["stack_rnn"]
+    z = torch.nn.functional.one_hot(tokens, 3).double().requires_grad_(True)
+    seen = {}
+    z.register_hook(lambda g: _record(seen, "z"))
+    model.controller.cell.weight_ih.register_hook(lambda g: _record(seen, "weight_ih"))
+    model(z * 1.5).sum().backward()
+    assert seen == {"z": 3, "weight_ih": 1} and torch.get_num_threads() == 3
+
+
+def test_large_steps_keep_the_configured_threads_in_backward(three_threads, monkeypatch):
+    monkeypatch.setattr(_device, "SERIAL_STEP_WORK", 0)
+    model, x = _loop_models()["rnn"]
+    seen = set()
+    model.W.register_hook(lambda g: seen.add(torch.get_num_threads()))
+    model(x).sum().backward()
+    assert seen == {3} and torch.get_num_threads() == 3
+
+
+def test_the_backward_hooks_leave_the_gradients_alone(three_threads, monkeypatch):
+    """With the hooks (small work) or without them (every loop threaded), the same
+    gradients to rounding, also through torch.autograd.grad with create_graph."""
+    grads = []
+    for work in (None, 0):
+        if work is not None:
+            monkeypatch.setattr(_device, "SERIAL_STEP_WORK", work)
+        model, x = _loop_models()["com_rnn"]
+        x = x.clone().requires_grad_(True)
+        gx, = torch.autograd.grad(model(x).square().sum(), x, create_graph=True)
+        gx.square().sum().backward()
+        grads.append([gx.detach()] + [p.grad.clone() for p in model.parameters()])
+        assert torch.get_num_threads() == 3
+    for u, v in zip(*grads):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
+def test_a_backward_that_raises_mid_loop_gets_its_count_back_at_the_next_loop(
+        three_threads):
+    model, x = _loop_models()["rnn"]
+
+    def fail(g):
+        raise ArithmeticError("stop")
+
+    handle = model.W.register_hook(fail)
+    with pytest.raises(ArithmeticError):
+        model(x).sum().backward()
+    handle.remove()
+    assert torch.get_num_threads() == 1  # the queued restore was dropped with the backward
+    with torch.no_grad():
+        model(x)  # the next step loop, outside a backward, restores it
+    assert torch.get_num_threads() == 3
+
+
+def test_no_hooks_without_grad_or_for_a_tensor_that_needs_none(three_threads):
+    loop = _device.StepLoop(True)
+    t = torch.ones(2)
+    assert loop.outputs(t) is t and t._backward_hooks is None
+    w = torch.ones(2, requires_grad=True)
+    with torch.no_grad():
+        assert loop.outputs(w) is w
+    assert w._backward_hooks is None
+    assert _device.StepLoop(False).inputs(w) is w and w._backward_hooks is None
+    loop.inputs(w)
+    assert len(w._backward_hooks) == 1
