@@ -81,6 +81,23 @@ def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
                   result)
 
 
+#: seconds after which an idle OpenBLAS thread has stopped spinning (its default timeout,
+#: 2^28 time-stamp ticks, is about 0.1 s at 2.5 GHz), with a margin
+BLAS_SETTLE_S = 0.25
+
+
+def settle_blas() -> None:
+    """Wait until the OpenBLAS threads of the work timed before have gone to sleep.
+
+    numpy and scipy each load their own OpenBLAS, each with its own thread pool, and an
+    idle pool spins for about 0.1 s after its last call: a function timed right after
+    work in the OTHER library's BLAS shares the cores with those spinning threads (on 2
+    vCPUs the dense closed form took 8.2 ms just after the black box's scipy ``expm``,
+    5.6 ms 0.3 s later). Called between timings of different functions, so that each
+    starts from the state a caller that has not just used the other library sees."""
+    time.sleep(BLAS_SETTLE_S)
+
+
 def cpu_steal() -> tuple[int, int] | None:
     """``(steal, total)`` CPU ticks of the machine so far (``/proc/stat``), or None where
     there is no such file. Steal is time the hypervisor gave this VM's virtual CPUs to

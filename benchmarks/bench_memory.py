@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import measure, row
+from ._common import measure, row, settle_blas
 
 SECTION = "b"
 TARGET_N = 256
@@ -62,8 +62,11 @@ def numerics_rows(sizes, T: int, reps: int, budget_s: float) -> list[dict]:
             return memory_function(lambda x: solve_linear(W, U, c, x, dt), t, dt=dt,
                                    input_dim=1)
 
+        settle_blas()
         ts = measure(sampled, repeats=reps, budget_s=budget_s)
+        settle_blas()
         tc = measure(lambda: linear_memory(W, U, c, t), repeats=reps, budget_s=budget_s)
+        settle_blas()
         tb = measure(black, repeats=reps, warmup=0 if n >= 512 else 1, budget_s=budget_s)
         diff = float(np.max(np.abs(ts.result - tb.result)))
         gap = float(np.max(np.abs(tc.result - tb.result)))

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._common import measure, row, unavailable
+from ._common import measure, row, settle_blas, unavailable
 
 SECTION = "h"
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,6 @@ def cli_rows(repeats: int, tiny: bool = False) -> list[dict]:
 # ------------------------------------------------------------ dense closed-form memory
 def dense_memory_rows(lengths, reps: int, budget_s: float, n: int = 256) -> list[dict]:
     import numpy as np
-    from scipy import linalg as sla
 
     from rnnmem.numerics import linear_memory_sampled, memory_function, solve_linear
 
@@ -114,13 +113,14 @@ def dense_memory_rows(lengths, reps: int, budget_s: float, n: int = 256) -> list
     for T in lengths:
         k = np.arange(T)
         t = dt * k
+        settle_blas()
         tc = measure(lambda: linear_memory_sampled(W, U, c, k, dt), repeats=max(reps, 5))
-        te = measure(lambda: sla.eigh(W, driver="evd", check_finite=False),
-                     repeats=max(reps, 5))
+        # the decomposition the closed form runs (numpy's syevd), alone
+        te = measure(lambda: np.linalg.eigh(W), repeats=max(reps, 5))
         # eigenvalues alone (tridiagonal reduction + QR/root-free iteration): what any
         # method needs that evaluates the modes of W, before any eigenvector
-        tv = measure(lambda: sla.eigh(W, eigvals_only=True, check_finite=False),
-                     repeats=max(reps, 5))
+        tv = measure(lambda: np.linalg.eigvalsh(W), repeats=max(reps, 5))
+        settle_blas()
         tb = measure(lambda: memory_function(lambda x: solve_linear(W, U, c, x, dt), t,
                                              dt=dt, input_dim=1),
                      repeats=reps, budget_s=budget_s)
