@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,7 +117,16 @@ def test_bad_user_model_input_is_one_line(files, capsys, tmp_path):
     _err(capsys, ["memory", "--model", f"{f}:Net", "--weights", w, "--model-arg",
                   "hidden=4"], "--weights", "does not fit Net", "size mismatch")
     _err(capsys, ["memory", "--model", f"{f}:Net", "--weights",
-                  str(files["root"] / "pickled.pt")], "--weights", "weights_only")
+                  str(files["root"] / "pickled.pt")], "--weights", "weights_only",
+         "torch.save(model)", "state_dict()")
+    # files that are no state dict at all, each named for what it is
+    good = Path(w).read_bytes()
+    for name, content, why in (("empty.pt", b"", "empty (0 bytes)"),
+                               ("notes.pt", b"hello\n", "not a torch file"),
+                               ("half.pt", good[:len(good) // 2], "truncated or damaged")):
+        (tmp_path / name).write_bytes(content)
+        _err(capsys, ["memory", "--model", f"{f}:Net", "--weights", str(tmp_path / name)],
+             "--weights", why)
     _err(capsys, ["memory", "--model", f"{f}:Net", "--input-dim", "3"], "input_dim=3")
     _err(capsys, ["memory", "--model", f"{f}:Net", "--readout", "tail"], "--readout")
     _err(capsys, ["memory", "--model", f"{f}:Net", "--amplitudes", "0,1"], "--amplitudes")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from pathlib import Path
 
 from ..errors import CheckpointError, InvalidParameterError
@@ -72,6 +73,32 @@ def resolve_factory(spec: str):
     return factory
 
 
+def _why_not_loaded(p: Path, exc: BaseException) -> str:
+    """Why ``torch.load(p, weights_only=True)`` (or safetensors) failed, named from the
+    file's first bytes and torch's message: empty, another format, pickled objects that
+    weights_only refuses (a whole model saved with ``torch.save(model)``), or damaged."""
+    from ..models.registry import refused_pickle
+
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        head = None
+    if head == b"":
+        return "it is empty (0 bytes)"
+    if p.suffix == ".safetensors":
+        return f"not a valid safetensors file ({_short(exc)})"
+    if head is not None and head != b"PK" and head[:1] != b"\x80":
+        return ("not a torch file (neither a zip archive nor a pickle; a text file or "
+                "another format? weights may also be given as .safetensors)")
+    if refused_pickle(exc):
+        return ("it holds pickled Python objects besides tensors, e.g. a whole model "
+                "saved with torch.save(model), which torch.load(weights_only=True) refuses "
+                "without running them; save model.state_dict() (or a .safetensors file) "
+                "instead")
+    return f"truncated or damaged ({_short(exc)})"
+
+
 def load_weights(model, path: str, device="cpu") -> None:
     """Load a state dict strictly into ``model`` (weights_only / safetensors)."""
     import torch
@@ -85,10 +112,12 @@ def load_weights(model, path: str, device="cpu") -> None:
 
             state = load_file(str(p), device=str(device))
         else:
-            state = torch.load(p, map_location=device, weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols: noise
+                warnings.simplefilter("ignore", UserWarning)
+                state = torch.load(p, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"--weights: cannot load {path!r} as a state dict "
-                              f"(weights_only): {_short(exc)}") from None
+        raise CheckpointError(f"--weights: cannot load {path!r} as a state dict: "
+                              f"{_why_not_loaded(p, exc)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):

@@ -164,9 +164,16 @@ def _refuse_unreadable(path: Path) -> None:
                                      path=str(path))
 
 
+def refused_pickle(exc: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` failed because the file holds pickled
+    objects other than tensors and plain containers (refused without running them)."""
+    text = exception_text(exc)
+    return "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text
+
+
 def _why_unloadable(exc: BaseException) -> str:
     text = exception_text(exc)
-    if "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text:
+    if refused_pickle(exc):
         return ("it holds pickled code or objects that a checkpoint never contains, refused "
                 f"without running them ({text})")
     return f"truncated or corrupt ({type(exc).__name__}: {text})"
