@@ -105,7 +105,7 @@ def case_curse_step(device, tiny):
     from rnnmem.models import build_model
 
     B, T, H = (4, 12, 8) if tiny else (512, 100, 64)
-    m = build_model("rnn", hidden_dim=H, activation="tanh", recurrence="softplus",
+    m = build_model("rnn", width=H, activation="tanh", recurrence="softplus",
                     dtype="float64", device=device, seed=0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, T, m.input_dim, generator=g, dtype=torch.float64).to(device)
@@ -168,7 +168,7 @@ def case_perturbation(device, tiny):
     from rnnmem.train import EvalSet, perturbation_curve
 
     B, T, H = (4, 10, 4) if tiny else (64, 100, 32)
-    m = build_model("rnn", hidden_dim=H, activation="tanh", recurrence="softplus",
+    m = build_model("rnn", width=H, activation="tanh", recurrence="softplus",
                     dtype="float64", device=device, seed=0)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(B, T, m.input_dim, generator=g, dtype=torch.float64).to(device)

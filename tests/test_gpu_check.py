@@ -19,6 +19,7 @@ def test_without_cuda_one_line_and_exit_0(capsys, tmp_path):
     assert not (tmp_path / "g.json").exists()
 
 
+@pytest.mark.filterwarnings("error::DeprecationWarning")  # no deprecated option of ours
 def test_every_case_runs_cpu_against_cpu_and_agrees(tmp_path, capsys):
     path = tmp_path / "g.json"
     assert G.main(["--force-cpu", "--tiny", "--skip-tests", "--repeats", "1",
