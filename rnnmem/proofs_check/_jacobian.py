@@ -37,9 +37,10 @@ def temporal_jacobian(model, x, chunk: int | None = None) -> np.ndarray:
     B, T, A = x.shape
     H = model.controller.hidden_size
     chunk = max(1, 256 // H) if chunk is None else int(chunk)
+    device = next(model.parameters()).device
     fro = []
     for i in range(0, B, chunk):
-        xb = x[i:i + chunk].detach()
+        xb = x[i:i + chunk].detach().to(device)
         b = xb.shape[0]
         X = xb.repeat(H, 1, 1).requires_grad_(True)  # (H b, T, A)
         _, state = model(X, return_state=True)
@@ -50,7 +51,7 @@ def temporal_jacobian(model, x, chunk: int | None = None) -> np.ndarray:
         (g,) = torch.autograd.grad(picked.sum(), X)
         g = g.reshape(H, b, T, A).double()
         fro.append(g.square().sum(dim=(0, 3)).sqrt())  # (b, T)
-    return torch.cat(fro).mean(dim=0).flip(0).numpy()  # index tau = T - 1 - t
+    return torch.cat(fro).mean(dim=0).flip(0).cpu().numpy()  # index tau = T - 1 - t
 
 
 def jacobian_decay_rate(curve) -> float | None:
