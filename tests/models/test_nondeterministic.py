@@ -423,13 +423,15 @@ def test_trains_from_the_command_line(tmp_path):
     assert load(out / "last.pt").config["stack"] == "nondeterministic"
 
 
-@pytest.mark.parametrize("window", [None, 3, 8])
-def test_a_state_carried_across_chunks_gives_the_full_forwards_logits(window):
+@pytest.mark.parametrize("window, vector_width", [(None, None), (3, None), (8, None),
+                                                  (3, 2), (None, 2)])
+def test_a_state_carried_across_chunks_gives_the_full_forwards_logits(window, vector_width):
     """Truncated BPTT and evaluation carry the state from chunk to chunk, each forward
     extending it (a fresh tape; with a window the tape rolls over, re-indexed from the
     last D columns): the chunks' logits are those of one forward over the whole length,
-    with or without grad, from a state made for the first chunk only."""
-    m = model(window=window)
+    with or without grad, from a state made for the first chunk only (the vector
+    variant's tape carries its vector channels along)."""
+    m = model(window=window, vector_width=vector_width)
     x = torch.randint(0, 4, (2, 14), generator=torch.Generator().manual_seed(4))
     full = m(x)
     for grad in (True, False):
