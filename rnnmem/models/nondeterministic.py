@@ -363,6 +363,19 @@ class NondeterministicStack(nn.Module):
                                      state.eta, state.log_total, new, torch.zeros_like(new),
                                      torch.tensor(jn), torch.tensor(jn))
 
+    def step_work(self, batch_size: int, step: int) -> int:
+        r"""Multiply-adds of step ``step``'s products: the replace contraction and the
+        forward weights (:math:`B L C N^3 + B L C N^2`, :math:`L` the column's rows) and
+        the pop term's product (:math:`B S n_k^2 N C Q^2`, :math:`n_k` its split points),
+        for the one-thread rule of small step loops
+        (:func:`rnnmem.models._device.step_threads`). It grows with the step up to the
+        window, or without bound for the full stack."""
+        N, Q, S, C = (self.num_states * self.stack_symbols, self.num_states,
+                      self.stack_symbols, self.channels)
+        lo = -1 if self.window is None else max(-1, step - self.window)
+        L, nk = step - lo, max(0, step - 2 - lo)
+        return batch_size * C * (L * N ** 3 + L * N * N + S * nk * nk * N * Q * Q)
+
     def read(self, state: NondeterministicState) -> torch.Tensor:
         """The reading :math:`\\mathbf r_j`, ``(B, QS)``, or the vector reading ``(B, QSm)``."""
         if self.vector_width is None:

@@ -509,7 +509,7 @@ class StackRNN(RecurrentModel):
         iface = self.memory.merged_interface() if depth is not None else None
         hs, rec = [], []
         # a small loop on one thread, forward and (through the hooks of ``loop``) backward
-        with step_threads(self.step_work(B), emb.device) as loop:
+        with step_threads(self._loop_work(B, T, state), emb.device) as loop:
             for e_t in loop.inputs(emb).unbind(1):  # unbind: no per-step zero-filled grads
                 if depth is None:
                     h, state, controls = step(e_t, state)
@@ -533,11 +533,22 @@ class StackRNN(RecurrentModel):
     def step_work(self, batch_size: int) -> int | None:
         """The controller's gate product per step (``batch x gates x (input + hidden)``;
         the fused node counts the same); ``None`` with the nondeterministic stack, whose
-        own step work is not counted."""
+        step work grows with the step (its forward counts its largest step itself)."""
         if self.stack_kind == "nondeterministic":
             return None
         cell = self.controller.cell
         return gate_work(batch_size, cell.weight_ih, cell.hidden_size)
+
+    def _loop_work(self, batch_size: int, steps: int, state: StackRNNState) -> int | None:
+        """The work of the largest step of a forward loop of ``steps`` steps from ``state``:
+        :meth:`step_work`, or for the nondeterministic stack its controller's gate product
+        plus the stack's last step (:meth:`NondeterministicStack.step_work`)."""
+        if self.stack_kind != "nondeterministic":
+            return self.step_work(batch_size)
+        cell = self.controller.cell
+        last = int(state.stack.step) + steps
+        return (gate_work(batch_size, cell.weight_ih, cell.hidden_size)
+                + self.memory.step_work(batch_size, last))
 
     def _fused_ok(self, emb, state: StackRNNState, record_stack: bool) -> bool:
         """Whether :meth:`forward` may run as one node (see ``fused_sequence``)."""

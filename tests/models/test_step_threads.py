@@ -89,13 +89,38 @@ def test_the_step_by_step_loop_runs_small_steps_on_one_thread(three_threads):
     assert seen == [1] * 5 and torch.get_num_threads() == 3
 
 
-def test_the_nondeterministic_stack_loop_keeps_the_threads(three_threads):
-    seen = []
+def test_the_nondeterministic_stack_loop_counts_its_largest_step(three_threads,
+                                                                 monkeypatch):
+    """The nondeterministic stack's loop runs on one thread when its largest step (the
+    controller's gate product plus the stack's last step) is small, forward and back."""
     m = StackRNN(3, controller="lstm", stack="nondeterministic", width=4, dtype="float64",
                  device="cpu", seed=0)
+    seen = []
     m.controller.cell.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
-    m(torch.zeros(2, 3, dtype=torch.int64))
-    assert seen == [3] * 3
+    m.memory.action.weight.register_hook(lambda g: seen.append(("bwd",
+                                                                torch.get_num_threads())))
+    x = torch.zeros(2, 3, dtype=torch.int64)
+    m(x).sum().backward()
+    assert seen == [1] * 3 + [("bwd", 1)]
+    largest = m._loop_work(2, 3, m.initial_state(2, capacity=3))
+    monkeypatch.setattr(_device, "SERIAL_STEP_WORK", largest)  # not below: threaded
+    seen.clear()
+    m(x).sum().backward()
+    assert seen == [3] * 3 + [("bwd", 3)]
+
+
+def test_the_nondeterministic_stacks_step_work_grows_to_its_window():
+    from rnnmem.models.nondeterministic import NondeterministicStack
+
+    full = NondeterministicStack(2, 3)
+    limited = NondeterministicStack(2, 3, window=4)
+    work = [full.step_work(2, j) for j in range(1, 12)]
+    steps = [b - a for a, b in zip(work, work[1:])]
+    assert all(0 < a < b for a, b in zip(steps, steps[1:]))  # the pop term: quadratic
+    capped = [limited.step_work(2, j) for j in range(1, 12)]
+    # the same until a column has D rows (step D - 1), constant from there on
+    assert capped[:3] == work[:3] and len(set(capped[2:])) == 1
+    assert NondeterministicStack(2, 3, vector_width=2).step_work(2, 5) == 3 * work[4]
 
 
 def test_small_loops_give_the_same_values_on_one_thread_as_split(three_threads, monkeypatch):
