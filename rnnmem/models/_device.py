@@ -140,9 +140,12 @@ def _end_serial_backward(*_):
 
 def _restore_stale() -> None:
     """A backward that raised between the two hooks skips its queued restore: the next
-    step loop outside a backward puts the configured count back."""
+    step loop outside a backward puts the configured count back, unless the count was
+    set to something else meanwhile (then that choice stands)."""
     if _BACKWARD_SAVED and not _in_backward():
-        _end_serial_backward()
+        n = _BACKWARD_SAVED.pop()
+        if torch.get_num_threads() == 1:  # still the count the backward set
+            torch.set_num_threads(n)
 
 
 @contextmanager

@@ -377,6 +377,15 @@ def test_a_backward_that_raises_mid_loop_gets_its_count_back_at_the_next_loop(
     with torch.no_grad():
         model(x)  # the next step loop, outside a backward, restores it
     assert torch.get_num_threads() == 3
+    # a count set by the caller after the failed backward is kept
+    handle = model.W.register_hook(fail)
+    with pytest.raises(ArithmeticError):
+        model(x).sum().backward()
+    handle.remove()
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        model(x)
+    assert torch.get_num_threads() == 2 and not _device._BACKWARD_SAVED
 
 
 def test_no_hooks_without_grad_or_for_a_tensor_that_needs_none(three_threads):
