@@ -263,21 +263,27 @@ def state_arena_rows(T: int, B: int = 32, H: int = 20, W: int = 8, V: int = 3,
                      "tensor per state faults in every page of the O(T^2) states")]
 
 
-def _fixed_threshold(value: int):
-    """A context manager holding :data:`rnnmem.models._device.SERIAL_STEP_WORK` at
-    ``value`` (0: every step loop threaded; huge: every one on one thread)."""
+def _held(name: str, value):
+    """A context manager factory holding ``rnnmem.models._device.<name>`` at ``value``
+    while it is entered (restored on leaving)."""
     from rnnmem.models import _device
 
     @contextlib.contextmanager
     def held():
-        old = _device.SERIAL_STEP_WORK
-        _device.SERIAL_STEP_WORK = value
+        old = getattr(_device, name)
+        setattr(_device, name, value)
         try:
             yield
         finally:
-            _device.SERIAL_STEP_WORK = old
+            setattr(_device, name, old)
 
     return held
+
+
+def _fixed_threshold(value: int):
+    """:data:`rnnmem.models._device.SERIAL_STEP_WORK` held at ``value`` (0: every step
+    loop threaded; huge: every one on one thread)."""
+    return _held("SERIAL_STEP_WORK", value)
 
 
 def step_threads_rows(sizes, T: int, W: int = 8, V: int = 10, rounds: int = 3) -> list[dict]:
@@ -327,21 +333,10 @@ def step_threads_rows(sizes, T: int, W: int = 8, V: int = 10, rounds: int = 3) -
 
 
 def _backward_rule_off():
-    """A context manager under which the loops' backward hooks do nothing (the backward
-    of a step loop outside ``rnnmem.train`` then keeps the configured threads, as before
+    """The loops' backward hooks held doing nothing (the backward of a step loop outside
+    ``rnnmem.train`` then keeps the configured threads, as before
     :class:`rnnmem.models._device.StepLoop`)."""
-    from rnnmem.models import _device
-
-    @contextlib.contextmanager
-    def off():
-        old = _device._begin_serial_backward
-        _device._begin_serial_backward = lambda grad: None
-        try:
-            yield
-        finally:
-            _device._begin_serial_backward = old
-
-    return off
+    return _held("_begin_serial_backward", lambda grad: None)
 
 
 def user_backward_rows(cases, rounds: int = 3, judge: bool = True) -> list[dict]:

@@ -47,12 +47,13 @@ def _regression_families(hidden: int) -> list[tuple[str, str, dict]]:
     ]
 
 
-def _loop_threads(model, batch: int):
-    """The thread rule of ``rnnmem.train``'s loop for a step of ``model``: forward and
-    backward of a small step loop on one thread (``step_work``, ``step_threads``)."""
-    from rnnmem.models._device import step_threads
+def _loop_threads(model, x):
+    """The thread rule of ``rnnmem.train``'s loop (its own helper) for a step of
+    ``model`` on the batch ``x``: forward and backward of a small step loop on one
+    thread."""
+    from rnnmem.train.loop import _step_threads
 
-    return step_threads(model.step_work(batch), next(model.parameters()).device)
+    return _step_threads(model, x, next(model.parameters()).device)
 
 
 def regression_step(model, batch: int, length: int, dtype, seed: int = 0):
@@ -65,7 +66,7 @@ def regression_step(model, batch: int, length: int, dtype, seed: int = 0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with _loop_threads(model, batch):
+        with _loop_threads(model, x):
             loss = (model(x) - y).square().mean()
             loss.backward()
         opt.step()
@@ -84,7 +85,7 @@ def token_step(model, batch: int, length: int, seed: int = 0):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with _loop_threads(model, batch):
+        with _loop_threads(model, x):
             logits = model(x)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                      y.reshape(-1))

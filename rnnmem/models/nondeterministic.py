@@ -165,6 +165,19 @@ class NondeterministicState(NamedTuple):
     written: torch.Tensor
 
 
+def _unadvanced_step(state) -> int:
+    """The step ``j`` of ``state``, checked to be a :class:`NondeterministicState` whose
+    tape holds nothing after ``j`` (its tape is written in place: a state advances once)."""
+    if not isinstance(state, NondeterministicState):
+        raise ShapeError(f"state must be a NondeterministicState, got "
+                         f"{type(state).__name__}")
+    j = int(state.step)
+    if int(state.written) != j:
+        raise InvalidParameterError(f"this state (step {j}) was already advanced: its "
+                                    "tape holds later steps; advance each state once")
+    return j
+
+
 class NondeterministicStack(nn.Module):
     r"""Nondeterministic stack (RNS-RNN / VRNS-RNN, optionally with a window); see the
     module docstring for the recurrences, the scaling and the references.
@@ -317,16 +330,10 @@ class NondeterministicStack(nn.Module):
         fresh gradient tape keeps the backward of the new steps out of the graph that made
         ``state``, which a shared tape would reach through the columns both read.
         """
-        if not isinstance(state, NondeterministicState):
-            raise ShapeError(f"state must be a NondeterministicState, got "
-                             f"{type(state).__name__}")
+        j = _unadvanced_step(state)
         steps = _positive_int("steps", steps)
         values = state.values
         B, S, R, N, C, K, Q = values.shape
-        j = int(state.step)
-        if int(state.written) != j:
-            raise InvalidParameterError(f"this state (step {j}) was already advanced: its "
-                                        "tape holds later steps; advance each state once")
         room = j + steps <= R - 1
         if state.column.requires_grad:
             if not room:
@@ -388,16 +395,10 @@ class NondeterministicStack(nn.Module):
         """Column :math:`j` of :math:`\\gamma` (and :math:`\\zeta`) and :math:`\\alpha[j]`
         from the state after step :math:`j - 1`; vectorised over the batch, the rows
         :math:`i` and the split points :math:`k`."""
-        if not isinstance(state, NondeterministicState):
-            raise ShapeError(f"state must be a NondeterministicState, got "
-                             f"{type(state).__name__}")
+        j = _unadvanced_step(state) + 1
         values, grads = state.values, state.grads
         B, S, R, N, C, K, Q = values.shape
         self._check_controls(controls, B)
-        j = int(state.step) + 1
-        if int(state.written) != j - 1:
-            raise InvalidParameterError(f"this state (step {j - 1}) was already advanced: its "
-                                        "tape holds later steps; advance each state once")
         if j > R - 1:
             raise InvalidParameterError(f"the nondeterministic stack was created for {R - 1} "
                                         "steps: pass a larger capacity to initial_state (or "

@@ -536,19 +536,20 @@ class StackRNN(RecurrentModel):
         step work grows with the step (its forward counts its largest step itself)."""
         if self.stack_kind == "nondeterministic":
             return None
+        return self._gate_work(batch_size)
+
+    def _gate_work(self, batch_size: int) -> int:
         cell = self.controller.cell
         return gate_work(batch_size, cell.weight_ih, cell.hidden_size)
 
-    def _loop_work(self, batch_size: int, steps: int, state: StackRNNState) -> int | None:
+    def _loop_work(self, batch_size: int, steps: int, state: StackRNNState) -> int:
         """The work of the largest step of a forward loop of ``steps`` steps from ``state``:
-        :meth:`step_work`, or for the nondeterministic stack its controller's gate product
-        plus the stack's last step (:meth:`NondeterministicStack.step_work`)."""
-        if self.stack_kind != "nondeterministic":
-            return self.step_work(batch_size)
-        cell = self.controller.cell
-        last = int(state.stack.step) + steps
-        return (gate_work(batch_size, cell.weight_ih, cell.hidden_size)
-                + self.memory.step_work(batch_size, last))
+        the controller's gate product, plus for the nondeterministic stack its last step
+        (:meth:`NondeterministicStack.step_work`)."""
+        work = self._gate_work(batch_size)
+        if self.stack_kind == "nondeterministic":
+            work += self.memory.step_work(batch_size, int(state.stack.step) + steps)
+        return work
 
     def _fused_ok(self, emb, state: StackRNNState, record_stack: bool) -> bool:
         """Whether :meth:`forward` may run as one node (see ``fused_sequence``)."""
